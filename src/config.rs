@@ -1,0 +1,759 @@
+//! The daemon's configuration: the keys of the ancestor comodojo/daemon with its defaults,
+//! plus the keys the framework needs.
+//!
+//! | key | default | meaning |
+//! |-----|---------|---------|
+//! | `sockethandler` | `"unix://daemon.sock"` | control socket: `unix://PATH` or `tcp://HOST[:PORT]` (port 10042 when omitted, IPv6 in brackets) |
+//! | `pidfile` | `"daemon.pid"` | the pid file, locked while the daemon runs |
+//! | `socketbuffer` | `1024` | bytes read from a client at a time, `64..=16777216` |
+//! | `sockettimeout` | `2` | seconds an idle or slow client is given, `> 0` and `<= 3600` (integer or float) |
+//! | `socketmaxconnections` | `10` | clients served at once, `1..=65536` |
+//! | `niceness` | `null` | the absolute niceness to run at, `-20..=19`; `null` leaves it unchanged |
+//! | `description` | `"daimon daemon"` | the banner shown on the console |
+//! | `logfile` | `null` | where a detached daemon logs; `null` logs nowhere |
+//! | `umask` | `"027"` | the file creation mask: an integer `0..=511` or a string of octal digits (`"027"`, `"0o027"`) |
+//! | `shutdowntimeout` | `10` | seconds a worker gets to stop before SIGKILL, `> 0` and `<= 3600` |
+//!
+//! The ancestor's `arguments` key is refused: custom command-line arguments are given with
+//! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
+//! starts in; [`Config::make_paths_absolute`] pins them before the daemon changes directory.
+//!
+//! # Examples
+//!
+//! ```
+//! use daimon::Config;
+//! use serde_json::json;
+//!
+//! let config = Config::from_json(&json!({
+//!     "description": "Echo Daemon",
+//!     "sockethandler": "tcp://127.0.0.1:10042",
+//! }))?;
+//! assert_eq!(config.description, "Echo Daemon");
+//! assert_eq!(config.socketmaxconnections, 10);
+//! # Ok::<(), daimon::Error>(())
+//! ```
+
+use std::fmt::Display;
+use std::fs;
+use std::io;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::socket::Address;
+
+/// The configuration of a daemon; see the [module docs](self) for every key.
+///
+/// The fields are public so code can set them directly; [`Config::validate`] then checks
+/// them against the rules [`Config::set`] applies to JSON values.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the control socket listens; default `unix://daemon.sock`.
+    pub sockethandler: Address,
+    /// The pid file; default `daemon.pid`.
+    pub pidfile: PathBuf,
+    /// How many bytes are read from a client at a time; default 1024, `64..=16 MiB`.
+    pub socketbuffer: usize,
+    /// How long an idle or slow client is given; default 2 s, more than 0 and at most 1 hour.
+    pub sockettimeout: Duration,
+    /// How many clients are served at once; default 10, `1..=65536`.
+    pub socketmaxconnections: usize,
+    /// The absolute niceness to run at, `-20..=19`; default `None` leaves it unchanged.
+    pub niceness: Option<i32>,
+    /// The banner shown on the console; default `daimon daemon`.
+    pub description: String,
+    /// Where a detached daemon logs; default `None` logs nowhere.
+    pub logfile: Option<PathBuf>,
+    /// The file creation mask, at most `0o777`; default `0o027`.
+    pub umask: u32,
+    /// How long a worker gets to stop before it is killed; default 10 s, more than 0 and at
+    /// most 1 hour.
+    pub shutdowntimeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sockethandler: Address::Unix(PathBuf::from("daemon.sock")),
+            pidfile: PathBuf::from("daemon.pid"),
+            socketbuffer: 1024,
+            sockettimeout: Duration::from_secs(2),
+            socketmaxconnections: 10,
+            niceness: None,
+            description: String::from("daimon daemon"),
+            logfile: None,
+            umask: 0o027,
+            shutdowntimeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An allowed range and how to describe it in an error message: the one place each range
+/// rule lives, used by both [`Config::set`] and [`Config::validate`].
+struct Rule<T> {
+    range: RangeInclusive<T>,
+    expected: &'static str,
+}
+
+impl<T: PartialOrd> Rule<T> {
+    /// `value` if it is there and in range; otherwise an error on `key` showing `got`.
+    fn check(&self, key: &str, value: Option<T>, got: &dyn Display) -> Result<T> {
+        value
+            .filter(|v| self.range.contains(v))
+            .ok_or_else(|| refuse(key, self.expected, got))
+    }
+}
+
+const SOCKETBUFFER: Rule<usize> = Rule {
+    range: 64..=16 * 1024 * 1024,
+    expected: "an integer number of bytes in 64..=16777216",
+};
+
+const SOCKETMAXCONNECTIONS: Rule<usize> = Rule {
+    range: 1..=65536,
+    expected: "an integer in 1..=65536",
+};
+
+const NICENESS: Rule<i32> = Rule {
+    range: -20..=19,
+    expected: "null or an integer in -20..=19",
+};
+
+const UMASK: Rule<u32> = Rule {
+    range: 0..=0o777,
+    expected: "an integer in 0..=511 or a string of octal digits like \"027\" or \"0o027\"",
+};
+
+const SECONDS: Rule<Duration> = Rule {
+    range: Duration::from_nanos(1)..=Duration::from_secs(3600),
+    expected: "a number of seconds greater than 0 and at most 3600",
+};
+
+/// Values shown in error messages are cut to this many characters.
+const MAX_SHOWN: usize = 60;
+
+/// The "expected ..., got ..." error on `key`.
+fn refuse(key: &str, expected: &str, got: &dyn Display) -> Error {
+    let mut got = got.to_string();
+    if let Some((cut, _)) = got.char_indices().nth(MAX_SHOWN) {
+        got.truncate(cut);
+        got.push_str("...");
+    }
+    Error::config(key, format!("expected {expected}, got {got}"))
+}
+
+/// A JSON integer as a `usize`, if it is one.
+fn as_usize(value: &Value) -> Option<usize> {
+    value.as_u64().and_then(|n| usize::try_from(n).ok())
+}
+
+/// A JSON number of seconds as a `Duration`, if it is a non-negative number that fits.
+fn as_duration(value: &Value) -> Option<Duration> {
+    value
+        .as_f64()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+}
+
+/// A umask given as a JSON integer or as a string of octal digits with an optional `0o`.
+fn as_umask(value: &Value) -> Option<u32> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => {
+            let digits = s.strip_prefix("0o").unwrap_or(s);
+            let octal = !digits.is_empty() && digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
+            octal.then(|| u32::from_str_radix(digits, 8).ok()).flatten()
+        }
+        _ => None,
+    }
+}
+
+/// What a path key expects.
+const PATH_EXPECTED: &str = "a non-empty path string";
+
+/// Whether a path can name a file: not empty and without NUL bytes.
+fn path_ok(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    !bytes.is_empty() && !bytes.contains(&0)
+}
+
+/// A JSON string as a path, if it is a usable one.
+fn path(key: &str, value: &Value, expected: &str) -> Result<PathBuf> {
+    value
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| path_ok(p))
+        .ok_or_else(|| refuse(key, expected, value))
+}
+
+/// Float seconds, for messages and JSON.
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Config {
+    /// Every key [`Config::set`] knows, in the order of the fields.
+    pub const KEYS: &[&str] = &[
+        "sockethandler",
+        "pidfile",
+        "socketbuffer",
+        "sockettimeout",
+        "socketmaxconnections",
+        "niceness",
+        "description",
+        "logfile",
+        "umask",
+        "shutdowntimeout",
+    ];
+
+    /// Sets one key from a JSON value, checking its type and range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming `key` when the key is unknown (or is the ancestor's
+    /// `arguments`), or the value has the wrong type or is out of range; `self` is then
+    /// unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use daimon::Config;
+    /// use serde_json::json;
+    ///
+    /// let mut config = Config::default();
+    /// config.set("umask", &json!("077"))?;
+    /// assert_eq!(config.umask, 0o077);
+    /// let e = config.set("socketmaxconnections", &json!(0)).unwrap_err();
+    /// assert!(e.to_string().contains("socketmaxconnections"));
+    /// # Ok::<(), daimon::Error>(())
+    /// ```
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<()> {
+        match key {
+            "sockethandler" => {
+                let s = value.as_str().ok_or_else(|| {
+                    refuse(key, "a string like unix://PATH or tcp://HOST:PORT", value)
+                })?;
+                self.sockethandler = s.parse()?;
+            }
+            "pidfile" => self.pidfile = path(key, value, PATH_EXPECTED)?,
+            "socketbuffer" => {
+                self.socketbuffer = SOCKETBUFFER.check(key, as_usize(value), value)?
+            }
+            "sockettimeout" => {
+                self.sockettimeout = SECONDS.check(key, as_duration(value), value)?
+            }
+            "socketmaxconnections" => {
+                self.socketmaxconnections =
+                    SOCKETMAXCONNECTIONS.check(key, as_usize(value), value)?;
+            }
+            "niceness" => {
+                self.niceness = match value {
+                    Value::Null => None,
+                    _ => {
+                        let n = value.as_i64().and_then(|n| i32::try_from(n).ok());
+                        Some(NICENESS.check(key, n, value)?)
+                    }
+                };
+            }
+            "description" => {
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| refuse(key, "a string", value))?;
+                self.description = s.to_owned();
+            }
+            "logfile" => {
+                self.logfile = match value {
+                    Value::Null => None,
+                    _ => Some(path(key, value, "null or a non-empty path string")?),
+                };
+            }
+            "umask" => self.umask = UMASK.check(key, as_umask(value), value)?,
+            "shutdowntimeout" => {
+                self.shutdowntimeout = SECONDS.check(key, as_duration(value), value)?;
+            }
+            "arguments" => {
+                return Err(Error::config(
+                    key,
+                    "not supported: give custom command-line arguments with Daemon::init_with",
+                ));
+            }
+            _ => {
+                return Err(Error::config(
+                    key,
+                    format!("unknown key; known keys: {}", Self::KEYS.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets every key of a JSON object, in the object's order, through [`Config::set`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when `value` is not an object, or for the first key refused by
+    /// [`Config::set`]; `self` is then unchanged.
+    pub fn merge_json(&mut self, value: &Value) -> Result<()> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| refuse("<config>", "a JSON object of configuration keys", value))?;
+        let mut merged = self.clone();
+        for (key, value) in object {
+            merged.set(key, value)?;
+        }
+        *self = merged;
+        Ok(())
+    }
+
+    /// The defaults with the keys of a JSON object set on top.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::merge_json`].
+    pub fn from_json(value: &Value) -> Result<Config> {
+        let mut config = Config::default();
+        config.merge_json(value)?;
+        Ok(config)
+    }
+
+    /// Reads a JSON configuration file and sets its keys, overriding what is already set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Path`] when the file cannot be read or is not valid JSON (the message then
+    /// gives the line and column), and the errors of [`Config::merge_json`].
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let bytes =
+            fs::read(path).map_err(|e| Error::path(path, "reading configuration file", e))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            let e = io::Error::new(io::ErrorKind::InvalidData, e);
+            Error::path(path, "parsing configuration file", e)
+        })?;
+        self.merge_json(&value)
+    }
+
+    /// Checks the fields, possibly set directly, against the rules of [`Config::set`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first field out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.sockethandler.validate()?;
+        if !path_ok(&self.pidfile) {
+            return Err(refuse("pidfile", PATH_EXPECTED, &self.pidfile.display()));
+        }
+        let n = self.socketbuffer;
+        SOCKETBUFFER.check("socketbuffer", Some(n), &n)?;
+        let d = self.sockettimeout;
+        SECONDS.check("sockettimeout", Some(d), &secs(d))?;
+        let n = self.socketmaxconnections;
+        SOCKETMAXCONNECTIONS.check("socketmaxconnections", Some(n), &n)?;
+        if let Some(n) = self.niceness {
+            NICENESS.check("niceness", Some(n), &n)?;
+        }
+        if let Some(logfile) = self.logfile.as_deref().filter(|p| !path_ok(p)) {
+            return Err(refuse("logfile", PATH_EXPECTED, &logfile.display()));
+        }
+        UMASK.check(
+            "umask",
+            Some(self.umask),
+            &format_args!("{:#o}", self.umask),
+        )?;
+        let d = self.shutdowntimeout;
+        SECONDS.check("shutdowntimeout", Some(d), &secs(d))?;
+        Ok(())
+    }
+
+    /// Joins the pid file, the log file and a Unix socket path to `cwd` where relative.
+    pub fn make_paths_absolute(&mut self, cwd: &Path) {
+        if self.pidfile.is_relative() {
+            self.pidfile = cwd.join(&self.pidfile);
+        }
+        if let Some(logfile) = self.logfile.as_mut().filter(|p| p.is_relative()) {
+            *logfile = cwd.join(&*logfile);
+        }
+        self.sockethandler.make_absolute(cwd);
+    }
+
+    /// Every key as JSON: durations as float seconds, the umask as an octal string such as
+    /// `"027"`, unset options as `null`.
+    ///
+    /// `Config::from_json(&config.to_json())` gives back `config` whenever its paths are
+    /// valid UTF-8 (other paths are converted lossily).
+    pub fn to_json(&self) -> Value {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        json!({
+            "sockethandler": self.sockethandler.to_string(),
+            "pidfile": path(&self.pidfile),
+            "socketbuffer": self.socketbuffer,
+            "sockettimeout": secs(self.sockettimeout),
+            "socketmaxconnections": self.socketmaxconnections,
+            "niceness": self.niceness,
+            "description": self.description,
+            "logfile": self.logfile.as_deref().map(path),
+            "umask": format!("{:03o}", self.umask),
+            "shutdowntimeout": secs(self.shutdowntimeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `key` to `value` on a default config and returns the refusal message.
+    fn refused(key: &str, value: Value) -> String {
+        let mut config = Config::default();
+        let e = config
+            .set(key, &value)
+            .expect_err(&format!("{key} = {value} was accepted"))
+            .to_string();
+        assert!(e.contains(&format!("'{key}'")), "{e}");
+        assert!(e.contains("expected"), "{e}");
+        assert_eq!(
+            config,
+            Config::default(),
+            "a refused value changed the config"
+        );
+        e
+    }
+
+    fn with(key: &str, value: Value) -> Config {
+        let mut config = Config::default();
+        config.set(key, &value).unwrap();
+        config
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::default();
+        assert_eq!(c.sockethandler.to_string(), "unix://daemon.sock");
+        assert_eq!(c.pidfile, Path::new("daemon.pid"));
+        assert_eq!(c.socketbuffer, 1024);
+        assert_eq!(c.sockettimeout, Duration::from_secs(2));
+        assert_eq!(c.socketmaxconnections, 10);
+        assert_eq!(c.niceness, None);
+        assert_eq!(c.description, "daimon daemon");
+        assert_eq!(c.logfile, None);
+        assert_eq!(c.umask, 0o027);
+        assert_eq!(c.shutdowntimeout, Duration::from_secs(10));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn keys_match_to_json() {
+        let json = Config::default().to_json();
+        let object = json.as_object().unwrap();
+        assert_eq!(object.len(), Config::KEYS.len());
+        for key in Config::KEYS {
+            assert!(object.contains_key(*key), "{key}");
+        }
+    }
+
+    #[test]
+    fn accepts_good_values() {
+        let tcp = with("sockethandler", json!("tcp://[::1]:9000"));
+        assert_eq!(tcp.sockethandler.to_string(), "tcp://[::1]:9000");
+        assert_eq!(
+            with("pidfile", json!("/run/d.pid")).pidfile,
+            Path::new("/run/d.pid")
+        );
+        assert_eq!(with("socketbuffer", json!(64)).socketbuffer, 64);
+        assert_eq!(with("socketbuffer", json!(16 << 20)).socketbuffer, 16 << 20);
+        let t = with("sockettimeout", json!(0.5)).sockettimeout;
+        assert_eq!(t, Duration::from_millis(500));
+        let t = with("sockettimeout", json!(3600)).sockettimeout;
+        assert_eq!(t, Duration::from_secs(3600));
+        assert_eq!(
+            with("socketmaxconnections", json!(1)).socketmaxconnections,
+            1
+        );
+        let n = with("socketmaxconnections", json!(65536)).socketmaxconnections;
+        assert_eq!(n, 65536);
+        assert_eq!(with("niceness", json!(-20)).niceness, Some(-20));
+        assert_eq!(with("niceness", json!(19)).niceness, Some(19));
+        let mut c = with("niceness", json!(5));
+        c.set("niceness", &Value::Null).unwrap();
+        assert_eq!(c.niceness, None);
+        assert_eq!(with("description", json!("")).description, "");
+        assert_eq!(with("description", json!("Echo")).description, "Echo");
+        let l = with("logfile", json!("d.log")).logfile;
+        assert_eq!(l.as_deref(), Some(Path::new("d.log")));
+        assert_eq!(with("logfile", Value::Null).logfile, None);
+        let t = with("shutdowntimeout", json!(1)).shutdowntimeout;
+        assert_eq!(t, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn umask_forms() {
+        assert_eq!(with("umask", json!(18)).umask, 0o022);
+        assert_eq!(with("umask", json!(0)).umask, 0);
+        assert_eq!(with("umask", json!(511)).umask, 0o777);
+        assert_eq!(with("umask", json!("027")).umask, 0o027);
+        assert_eq!(with("umask", json!("0o077")).umask, 0o077);
+        assert_eq!(with("umask", json!("0")).umask, 0);
+        assert_eq!(with("umask", json!("777")).umask, 0o777);
+        for bad in [
+            json!(512),
+            json!(-1),
+            json!(1.5),
+            json!("1000"),
+            json!("08"),
+            json!(""),
+            json!("0o"),
+            json!("0x1f"),
+            json!(" 027"),
+            json!("99999999999999999999"),
+            Value::Null,
+        ] {
+            refused("umask", bad);
+        }
+    }
+
+    #[test]
+    fn refuses_wrong_types() {
+        let cases = [
+            ("sockethandler", json!(5)),
+            ("pidfile", json!(1)),
+            ("pidfile", Value::Null),
+            ("socketbuffer", json!("1024")),
+            ("socketbuffer", json!(1024.0)),
+            ("sockettimeout", json!("2")),
+            ("sockettimeout", Value::Null),
+            ("socketmaxconnections", json!(true)),
+            ("niceness", json!("5")),
+            ("niceness", json!(1.5)),
+            ("description", json!(["a"])),
+            ("description", Value::Null),
+            ("logfile", json!({})),
+            ("umask", json!(["027"])),
+            ("shutdowntimeout", json!(false)),
+        ];
+        for (key, value) in cases {
+            refused(key, value);
+        }
+    }
+
+    #[test]
+    fn refuses_out_of_range() {
+        let cases = [
+            ("sockethandler", json!("udp://x")),
+            ("sockethandler", json!("tcp://h:0")),
+            ("pidfile", json!("")),
+            ("socketbuffer", json!(63)),
+            ("socketbuffer", json!((16 << 20) + 1)),
+            ("socketbuffer", json!(-1)),
+            ("sockettimeout", json!(0)),
+            ("sockettimeout", json!(-1)),
+            ("sockettimeout", json!(3600.001)),
+            ("sockettimeout", json!(1e-12)),
+            ("sockettimeout", json!(1e300)),
+            ("socketmaxconnections", json!(0)),
+            ("socketmaxconnections", json!(65537)),
+            ("niceness", json!(-21)),
+            ("niceness", json!(20)),
+            ("niceness", json!(1u64 << 40)),
+            ("logfile", json!("")),
+            ("shutdowntimeout", json!(0.0)),
+            ("shutdowntimeout", json!(3601)),
+        ];
+        for (key, value) in cases {
+            refused(key, value);
+        }
+        let e = refused("socketmaxconnections", json!(0));
+        assert!(
+            e.ends_with("expected an integer in 1..=65536, got 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let e = refused("socketbuffer", json!("x".repeat(1000)));
+        assert!(e.len() < 200 && e.ends_with("..."), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_lists_known_keys() {
+        let e = Config::default()
+            .set("sockethandlr", &json!(1))
+            .unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("'sockethandlr'") && e.contains("unknown key"),
+            "{e}"
+        );
+        assert!(e.contains("sockethandler, pidfile, socketbuffer"), "{e}");
+        assert!(e.contains("shutdowntimeout"), "{e}");
+    }
+
+    #[test]
+    fn arguments_points_to_init_with() {
+        let e = Config::default().set("arguments", &json!([])).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("'arguments'") && e.contains("Daemon::init_with"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn merge_json_needs_an_object_and_is_all_or_nothing() {
+        let e = Config::from_json(&json!([1])).unwrap_err().to_string();
+        assert!(e.contains("<config>") && e.contains("JSON object"), "{e}");
+        let mut c = Config::default();
+        let bad = json!({"description": "x", "socketbuffer": 1});
+        let e = c.merge_json(&bad).unwrap_err().to_string();
+        assert!(e.contains("socketbuffer"), "{e}");
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn from_json_as_in_the_ancestor() {
+        let c = Config::from_json(&json!({
+            "description": "Echo Daemon",
+            "sockethandler": "tcp://127.0.0.1:10042",
+        }))
+        .unwrap();
+        assert_eq!(c.description, "Echo Daemon");
+        assert!(c.sockethandler.is_loopback());
+        assert_eq!(c.socketmaxconnections, 10);
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let mut c = Config::default();
+        assert_eq!(Config::from_json(&c.to_json()).unwrap(), c);
+        c.sockethandler = "tcp://[::1]:1".parse().unwrap();
+        c.pidfile = "/run/d.pid".into();
+        c.socketbuffer = 4096;
+        c.sockettimeout = Duration::from_nanos(1_100_000_001);
+        c.socketmaxconnections = 65536;
+        c.niceness = Some(-3);
+        c.description = "Echo \"Daemon\"".into();
+        c.logfile = Some("log/d.log".into());
+        c.umask = 0o7;
+        c.shutdowntimeout = Duration::new(3599, 999_999_999);
+        let json = c.to_json();
+        assert_eq!(json["umask"], json!("007"));
+        assert_eq!(json["sockettimeout"], json!(1.100_000_001));
+        assert_eq!(Config::from_json(&json).unwrap(), c);
+        assert_eq!(Config::default().to_json()["umask"], json!("027"));
+        assert_eq!(Config::default().to_json()["niceness"], Value::Null);
+    }
+
+    #[test]
+    fn validate_uses_the_same_rules() {
+        let check = |f: fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().expect_err(key).to_string();
+            assert!(e.contains(&format!("'{key}'")), "{e}");
+        };
+        check(|c| c.socketmaxconnections = 0, "socketmaxconnections");
+        check(|c| c.socketbuffer = 1, "socketbuffer");
+        check(|c| c.sockettimeout = Duration::ZERO, "sockettimeout");
+        check(
+            |c| c.shutdowntimeout = Duration::from_secs(3601),
+            "shutdowntimeout",
+        );
+        check(|c| c.niceness = Some(20), "niceness");
+        check(|c| c.umask = 0o1000, "umask");
+        check(|c| c.pidfile = PathBuf::new(), "pidfile");
+        check(|c| c.logfile = Some(PathBuf::new()), "logfile");
+        check(
+            |c| {
+                c.sockethandler = Address::Tcp {
+                    host: "h".into(),
+                    port: 0,
+                }
+            },
+            "sockethandler",
+        );
+    }
+
+    #[test]
+    fn make_paths_absolute_joins_relative_paths() {
+        let mut c = Config {
+            logfile: Some("d.log".into()),
+            ..Config::default()
+        };
+        c.make_paths_absolute(Path::new("/srv/d"));
+        assert_eq!(c.pidfile, Path::new("/srv/d/daemon.pid"));
+        assert_eq!(c.logfile.as_deref(), Some(Path::new("/srv/d/d.log")));
+        assert_eq!(
+            c.sockethandler.unix_path(),
+            Some(Path::new("/srv/d/daemon.sock"))
+        );
+        c.pidfile = "/run/d.pid".into();
+        c.make_paths_absolute(Path::new("/elsewhere"));
+        assert_eq!(c.pidfile, Path::new("/run/d.pid"));
+        assert_eq!(c.logfile.as_deref(), Some(Path::new("/srv/d/d.log")));
+    }
+
+    /// A file in a fresh directory under the system temp dir, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, contents: &str) -> TempFile {
+            let dir = std::env::temp_dir()
+                .join(format!("daimon-config-test-{}-{name}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("config.json");
+            fs::write(&path, contents).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(self.0.parent().unwrap());
+        }
+    }
+
+    #[test]
+    fn load_file_overrides_what_is_set() {
+        let file = TempFile::new("good", r#"{"socketbuffer": 2048, "umask": "077"}"#);
+        let mut c = Config {
+            socketbuffer: 100,
+            description: "kept".into(),
+            ..Config::default()
+        };
+        c.load_file(&file.0).unwrap();
+        assert_eq!(c.socketbuffer, 2048);
+        assert_eq!(c.umask, 0o077);
+        assert_eq!(c.description, "kept");
+    }
+
+    #[test]
+    fn load_file_reports_parse_errors_with_path_and_line() {
+        let file = TempFile::new("bad", "{\n  \"socketbuffer\": 2048,\n  oops\n}\n");
+        let e = Config::default().load_file(&file.0).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("parsing configuration file"), "{message}");
+        assert!(message.contains(&file.0.display().to_string()), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(matches!(e, Error::Path { .. }));
+    }
+
+    #[test]
+    fn load_file_reports_missing_files_and_bad_keys() {
+        let file = TempFile::new("missing", "{}");
+        let missing = file.0.with_file_name("nope.json");
+        let e = Config::default()
+            .load_file(&missing)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reading configuration file"), "{e}");
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        let file = TempFile::new("key", r#"{"arguments": []}"#);
+        let e = Config::default()
+            .load_file(&file.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'arguments'"), "{e}");
+    }
+}

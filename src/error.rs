@@ -1,0 +1,154 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// A `Result` whose error is daimon's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in daimon.
+///
+/// Messages are lowercase, without a trailing period, and name the file, key or value
+/// involved, so they can be shown to an operator as they are.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error with no more context than the operation itself.
+    Io(io::Error),
+    /// An I/O error on a file: the path, what was being done, and the error.
+    Path {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What was being done, e.g. "creating pid file".
+        doing: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A configuration key or value was refused.
+    Config {
+        /// The key at fault.
+        key: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// The command line could not be parsed.
+    Usage(String),
+    /// Another daemon holds the pid file lock.
+    AlreadyRunning {
+        /// The locked pid file.
+        path: PathBuf,
+        /// The pid written in it, when readable.
+        pid: Option<i32>,
+    },
+    /// The control socket address is already served by a live process.
+    SocketInUse(String),
+    /// A subscription pattern is malformed (a `*` anywhere but at the end).
+    BadPattern(String),
+    /// A subscription token that is not (or no longer) subscribed.
+    UnknownSubscription(u64),
+    /// A timer that is not (or no longer) armed.
+    UnknownTimer(u64),
+    /// A signal that daimon never catches (SIGSEGV, SIGBUS, SIGFPE, SIGILL, job control...).
+    UncatchableSignal(i32),
+    /// The niceness could not be applied.
+    Niceness {
+        /// The niceness asked for.
+        value: i32,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The process has more than one thread where daimon needs exactly one (before `fork`).
+    Threaded(usize),
+    /// The user's `setup()` failed.
+    Setup(String),
+    /// The daemon process reported an error to its launcher before becoming ready.
+    Daemon(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Path`].
+    pub fn path(path: impl Into<PathBuf>, doing: &'static str, source: io::Error) -> Self {
+        Error::Path {
+            path: path.into(),
+            doing,
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Config`].
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Path { path, doing, source } => {
+                write!(f, "{doing} {}: {source}", path.display())
+            }
+            Error::Config { key, message } => write!(f, "configuration key '{key}': {message}"),
+            Error::Usage(m) => write!(f, "{m}"),
+            Error::AlreadyRunning { path, pid } => match pid {
+                Some(pid) => write!(
+                    f,
+                    "already running: pid {pid} holds the lock on {}",
+                    path.display()
+                ),
+                None => write!(
+                    f,
+                    "already running: another process holds the lock on {}",
+                    path.display()
+                ),
+            },
+            Error::SocketInUse(a) => write!(f, "socket {a} is in use by a live process"),
+            Error::BadPattern(p) => write!(
+                f,
+                "bad subscription pattern '{p}': '*' may only end a pattern"
+            ),
+            Error::UnknownSubscription(id) => write!(f, "no subscription with token {id}"),
+            Error::UnknownTimer(id) => write!(f, "no timer with id {id}"),
+            Error::UncatchableSignal(s) => write!(f, "signal {s} is never caught by daimon"),
+            Error::Niceness { value, source } => {
+                write!(f, "setting niceness to {value}: {source}")?;
+                if source.kind() == io::ErrorKind::PermissionDenied {
+                    write!(f, " (lowering niceness needs root or CAP_SYS_NICE)")?;
+                }
+                Ok(())
+            }
+            Error::Threaded(n) => write!(
+                f,
+                "the process has {n} threads; daimon forks and must be single-threaded"
+            ),
+            Error::Setup(m) => write!(f, "setup failed: {m}"),
+            Error::Daemon(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Path { source, .. } | Error::Niceness { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::Io(e.into())
+    }
+}

@@ -1,0 +1,156 @@
+//! RAII registration of file descriptors in the poller.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+
+use polling::{Event, PollMode, Poller};
+
+/// Identifies a registered source in the readiness the reactor reports.
+///
+/// Tokens come from a counter that is never reused, so readiness for a source that was
+/// dropped earlier in the same turn cannot be mistaken for a newer one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub(crate) usize);
+
+impl Token {
+    /// The token as a number, for logs.
+    pub fn as_usize(self) -> usize {
+        self.0
+    }
+}
+
+/// The readiness a source asks to be told about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interest {
+    /// Report when reading would not block (or the peer hung up).
+    pub readable: bool,
+    /// Report when writing would not block.
+    pub writable: bool,
+}
+
+impl Interest {
+    /// Readable only.
+    pub const READ: Interest = Interest {
+        readable: true,
+        writable: false,
+    };
+    /// Writable only.
+    pub const WRITE: Interest = Interest {
+        readable: false,
+        writable: true,
+    };
+    /// Readable and writable.
+    pub const BOTH: Interest = Interest {
+        readable: true,
+        writable: true,
+    };
+    /// Nothing: the source stays registered but quiet.
+    pub const NONE: Interest = Interest {
+        readable: false,
+        writable: false,
+    };
+
+    pub(crate) fn event(self, token: Token) -> Event {
+        Event::new(token.0, self.readable, self.writable)
+    }
+}
+
+/// A file descriptor registered in a reactor, level-triggered, for as long as this value lives.
+///
+/// Dropping it deletes the registration first and closes the descriptor after, which is the
+/// contract `polling` asks of every caller of `Poller::add`.
+pub struct Source<T: AsFd> {
+    poller: Arc<Poller>,
+    token: Token,
+    interest: Interest,
+    /// # Invariant
+    ///
+    /// `inner` is registered in `poller` under `token` from `Source::new` until `drop`, which
+    /// deletes it before the field itself is dropped; it is never replaced while registered.
+    inner: T,
+}
+
+impl<T: AsFd> Source<T> {
+    pub(crate) fn new(
+        poller: Arc<Poller>,
+        token: Token,
+        inner: T,
+        interest: Interest,
+    ) -> io::Result<Self> {
+        // SAFETY: the fd is owned by `inner`, which the returned `Source` keeps until its `drop`
+        // deletes the registration (see the invariant on `inner`). On error nothing was added.
+        unsafe {
+            poller.add_with_mode(
+                inner.as_fd().as_raw_fd(),
+                interest.event(token),
+                PollMode::Level,
+            )?
+        };
+        Ok(Source {
+            poller,
+            token,
+            interest,
+            inner,
+        })
+    }
+
+    /// The token readiness for this source carries.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The interest currently registered.
+    pub fn interest(&self) -> Interest {
+        self.interest
+    }
+
+    /// Changes the interest; a no-op when it is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// The poller's error, if the kernel refuses the change.
+    pub fn set_interest(&mut self, interest: Interest) -> io::Result<()> {
+        if interest != self.interest {
+            self.poller.modify_with_mode(
+                self.inner.as_fd(),
+                interest.event(self.token),
+                PollMode::Level,
+            )?;
+            self.interest = interest;
+        }
+        Ok(())
+    }
+
+    /// The wrapped value.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The wrapped value, mutably (to read or write it; it must not be replaced).
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// The registered descriptor.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl<T: AsFd> Drop for Source<T> {
+    fn drop(&mut self) {
+        // Deleting can only fail if the fd was not registered, which the invariant rules out.
+        let _ = self.poller.delete(self.inner.as_fd());
+    }
+}
+
+impl<T: AsFd + std::fmt::Debug> std::fmt::Debug for Source<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("token", &self.token)
+            .field("interest", &self.interest)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}

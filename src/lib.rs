@@ -3,9 +3,18 @@
 
 pub mod bus;
 pub mod config;
+pub mod console;
+mod daemon;
 mod error;
+pub mod log;
+pub mod pidfile;
+pub mod process;
 pub mod reactor;
 pub mod socket;
 
+pub use bus::{Bus, Context, Event, Listener, PostAction};
 pub use config::Config;
+pub use daemon::{Daemon, SetupError};
 pub use error::{Error, Result};
+pub use slog;
+pub use slog::Logger;

@@ -70,6 +70,12 @@ impl Pattern {
         }
     }
 
+    fn text(&self) -> &str {
+        match self {
+            Pattern::Exact(p) | Pattern::Prefix(p) => p,
+        }
+    }
+
     fn matches_name(&self, name: &str) -> bool {
         match self {
             Pattern::Exact(p) => p == name,
@@ -249,10 +255,15 @@ impl Bus {
         self.registry.generation
     }
 
-    /// Whether some subscription would receive an event with this name or alias.
-    pub fn is_subscribed(&self, name: &str, alias: Option<&str>) -> bool {
+    /// Whether some subscription whose pattern starts with `scope` would receive an event
+    /// with this name or alias.
+    ///
+    /// The daemon catches a signal when a pattern within `daemon.posix.` names it, so a
+    /// listener on `*` or `daemon.*` sees the signals that are caught without changing which.
+    pub fn is_subscribed(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
         self.registry.subs.iter().chain(&self.registry.pending).any(|s| {
             !s.removed
+                && s.pattern.text().starts_with(scope)
                 && (s.pattern.matches_name(name) || alias.is_some_and(|a| s.pattern.matches_name(a)))
         })
     }

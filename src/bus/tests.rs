@@ -110,8 +110,23 @@ fn signal_events_match_by_name_and_by_number() {
             "numprefix:daemon.posix.SIGTERM"
         ]
     );
-    assert!(bus.is_subscribed("daemon.posix.SIGTERM", Some("daemon.posix.15")));
-    assert!(!bus.is_subscribed("daemon.posix.SIGUSR1", Some("daemon.posix.30")));
+    let scope = PosixEvent::PREFIX;
+    assert!(bus.is_subscribed("daemon.posix.SIGTERM", Some("daemon.posix.15"), scope));
+    assert!(!bus.is_subscribed("daemon.posix.SIGUSR1", Some("daemon.posix.30"), scope));
+}
+
+#[test]
+fn only_patterns_within_the_scope_count_for_is_subscribed() {
+    let mut bus = Bus::new();
+    bus.on("*", |_, _| PostAction::Continue).unwrap();
+    bus.on("daemon.*", |_, _| PostAction::Continue).unwrap();
+    let scope = PosixEvent::PREFIX;
+    assert!(!bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
+    assert!(bus.is_subscribed("daemon.posix.SIGHUP", None, ""));
+    let id = bus.on("daemon.posix.*", |_, _| PostAction::Continue).unwrap();
+    assert!(bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
+    bus.unsubscribe(id).unwrap();
+    assert!(!bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
 }
 
 #[test]

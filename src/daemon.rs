@@ -1,0 +1,406 @@
+//! The daemon: built from a [`Config`] and the user's `setup()`, started by [`Daemon::init`].
+
+use std::any::Any;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use slog::{Logger, error, info, warn};
+
+use crate::bus::{Bus, DaemonEvent, Event, Host, PosixEvent, TimerEvent};
+use crate::config::Config;
+use crate::console::{self, Console, NoArgs, Parsed};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::pidfile::{PidFile, Previous};
+use crate::process::{self, Detached, Readiness};
+use crate::reactor::{Reactor, Ready, Signal, TimerId};
+use crate::socket::{Leftover, Listener, server::Server};
+
+/// The error type a `setup()` may return: anything that displays.
+pub type SetupError = Box<dyn std::error::Error>;
+
+type SetupFn = Box<dyn FnOnce(&mut Daemon) -> std::result::Result<(), SetupError>>;
+
+/// The mode of the unix control socket file.
+const SOCKET_MODE: u32 = 0o600;
+
+/// A daemon: its configuration, its event bus, and the user's `setup()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use daimon::{Config, Daemon};
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut config = Config::default();
+///     config.description = "Echo Daemon".into();
+///     Daemon::new(config)
+///         .setup(|daemon| {
+///             slog::info!(daemon.logger(), "setting up");
+///             Ok(())
+///         })
+///         .init()
+/// }
+/// ```
+pub struct Daemon {
+    config: Config,
+    bus: Bus,
+    logger: Logger,
+    custom_logger: bool,
+    setup: Vec<SetupFn>,
+    args: Option<Box<dyn Any>>,
+    console: Console,
+}
+
+impl Daemon {
+    /// A daemon with this configuration, no listeners, and nothing to set up.
+    pub fn new(config: Config) -> Daemon {
+        Daemon {
+            config,
+            bus: Bus::new(),
+            logger: log::discard(),
+            custom_logger: false,
+            setup: Vec::new(),
+            args: None,
+            console: Console::default(),
+        }
+    }
+
+    /// Adds a `setup()` step, run in the daemon process (after detaching) before the socket
+    /// is bound: register RPC methods, subscribe listeners, install workers. Steps run in the
+    /// order they were added; an error stops the start and is reported to the launcher.
+    pub fn setup<F>(mut self, f: F) -> Daemon
+    where
+        F: FnOnce(&mut Daemon) -> std::result::Result<(), SetupError> + 'static,
+    {
+        self.setup.push(Box::new(f));
+        self
+    }
+
+    /// Uses `logger` instead of the default one (slog-term on the terminal in the
+    /// foreground, `logfile` when detached).
+    pub fn with_logger(mut self, logger: Logger) -> Daemon {
+        self.logger = logger;
+        self.custom_logger = true;
+        self
+    }
+
+    /// The event bus, to subscribe listeners.
+    pub fn bus(&mut self) -> &mut Bus {
+        &mut self.bus
+    }
+
+    /// The configuration (with the command line's overrides once `init()` has read them).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The logger (a discarding one until `init()` sets it up).
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    /// The standard options the daemon was started with.
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// The user's own command-line arguments, parsed by [`Daemon::init_with`].
+    pub fn args<A: 'static>(&self) -> Option<&A> {
+        self.args.as_ref()?.downcast_ref::<A>()
+    }
+
+    /// Reads the command line and acts on it: `-d` detaches, `-f` runs in the foreground,
+    /// `-h` or nothing prints the help. Returns the process's exit code; errors are printed
+    /// on standard error as `error: ...` with exit code 1.
+    pub fn init(self) -> ExitCode {
+        self.init_with::<NoArgs>()
+    }
+
+    /// Like [`Daemon::init`], with the user's own arguments `A` next to the standard ones;
+    /// `setup()` reads them with [`Daemon::args`].
+    pub fn init_with<A: FromArgs + 'static>(self) -> ExitCode {
+        let mut argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+        let program = argv.next().unwrap_or_else(|| "daemon".to_owned());
+        let program = Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(program);
+        let args: Vec<String> = argv.collect();
+        match self.start::<A>(&program, &args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Like [`Daemon::init_with`], with the arguments given rather than read from the process.
+    ///
+    /// # Errors
+    ///
+    /// Every error that stops the daemon from starting: usage, configuration, pid lock,
+    /// socket, setup.
+    pub fn start<A: FromArgs + 'static>(self, program: &str, args: &[String]) -> Result<ExitCode> {
+        match console::parse::<A>(program, &self.config.description, args)? {
+            Parsed::Help(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Parsed::Run(console, user) => {
+                let mut daemon = self;
+                daemon.args = Some(Box::new(user));
+                daemon.launch(console)
+            }
+        }
+    }
+
+    fn launch(mut self, console: Console) -> Result<ExitCode> {
+        if let Some(file) = &console.config {
+            self.config.load_file(file)?;
+        }
+        if let Some(socket) = &console.socket {
+            self.config.set("sockethandler", &socket.as_str().into())?;
+        }
+        if let Some(pidfile) = &console.pidfile {
+            self.config
+                .set("pidfile", &pidfile.to_string_lossy().as_ref().into())?;
+        }
+        self.config.validate()?;
+        let cwd = std::env::current_dir().map_err(|e| Error::path(".", "reading the current directory", e))?;
+        self.config.make_paths_absolute(&cwd);
+        self.console = console;
+
+        // Locked before detaching, so a second instance fails here, in the launcher, at once.
+        // The lock belongs to the open file, which the daemon inherits.
+        let (pidfile, previous) = PidFile::lock(&self.config.pidfile)?;
+        let mut readiness = None;
+        if self.console.daemon {
+            match process::daemonize(self.config.umask)? {
+                Detached::Launcher(launcher) => {
+                    drop(pidfile);
+                    let pid = launcher.wait()?;
+                    println!("{} started with pid {pid}", self.config.description);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Detached::Daemon(r) => readiness = Some(r),
+            }
+        }
+        let code = self.run(pidfile, previous, readiness.as_mut());
+        if let (Err(e), Some(r)) = (&code, readiness.as_mut()) {
+            r.failed(e);
+        }
+        code.map(|c| ExitCode::from(u8::try_from(c).unwrap_or(1)))
+    }
+
+    fn default_logger(&self) -> Result<Logger> {
+        let verbose = self.console.verbose;
+        if !self.console.daemon {
+            return Ok(log::terminal(verbose));
+        }
+        match &self.config.logfile {
+            Some(path) => log::file(path, verbose),
+            None => Ok(log::discard()),
+        }
+    }
+
+    fn run(
+        &mut self,
+        mut pidfile: PidFile,
+        previous: Previous,
+        readiness: Option<&mut Readiness>,
+    ) -> Result<i32> {
+        pidfile.write_pid(process::pid())?;
+        if !self.custom_logger {
+            self.logger = self.default_logger()?;
+        }
+        let logger = self.logger.clone();
+        if let Previous::Stale(pid) = previous {
+            warn!(logger, "took over a stale pid file"; "path" => %self.config.pidfile.display(),
+                "previous_pid" => pid);
+        }
+        let mut rt = Runtime::new(logger.clone(), pidfile)?;
+        let outcome = self.serve(&mut rt, readiness);
+        if let Err(e) = &outcome {
+            error!(logger, "daemon failed"; "error" => %e);
+        }
+        rt.release();
+        outcome
+    }
+
+    fn serve(&mut self, rt: &mut Runtime, readiness: Option<&mut Readiness>) -> Result<i32> {
+        if let Some(n) = self.config.niceness {
+            process::set_niceness(n)?;
+        }
+        rt.sync_signals(&self.bus)?;
+        self.bus.emit(DaemonEvent::Start);
+        self.bus.dispatch(rt);
+        for step in std::mem::take(&mut self.setup) {
+            step(self).map_err(|e| Error::Setup(e.to_string()))?;
+        }
+        rt.sync_signals(&self.bus)?;
+        let (listener, leftover) =
+            Listener::bind(&self.config.sockethandler, SOCKET_MODE, self.console.hardstart)?;
+        if leftover == Leftover::RemovedStale {
+            warn!(rt.logger, "removed a stale socket file"; "socket" => %self.config.sockethandler);
+        }
+        rt.server = Some(Server::new(
+            rt.reactor.handle(),
+            listener,
+            &self.config,
+            rt.logger.clone(),
+        )?);
+        if let Some(r) = readiness {
+            r.ready();
+        }
+        if let Err(e) = process::notify_systemd("READY=1") {
+            warn!(rt.logger, "cannot notify systemd"; "error" => %e);
+        }
+        info!(rt.logger, "ready"; "pid" => process::pid(), "socket" => %self.config.sockethandler);
+        self.bus.emit(DaemonEvent::Ready);
+        self.event_loop(rt)?;
+        Ok(self.shutdown(rt))
+    }
+
+    fn event_loop(&mut self, rt: &mut Runtime) -> Result<()> {
+        let mut ready = Vec::new();
+        let mut socket_events = Vec::new();
+        loop {
+            self.bus.dispatch(rt);
+            if rt.stop.is_some() {
+                return Ok(());
+            }
+            rt.sync_signals(&self.bus)?;
+            let wait = self.bus.has_pending().then_some(Duration::ZERO);
+            rt.reactor.turn(wait, &mut ready)?;
+            for r in ready.drain(..) {
+                match r {
+                    Ready::Signal(signal) => self.bus.emit(PosixEvent::new(signal)),
+                    Ready::Timer(id, name) => self.bus.emit(TimerEvent::new(name, id)),
+                    Ready::Io { token, .. } => {
+                        if let Some(server) = &mut rt.server {
+                            server.ready(token, &mut socket_events);
+                        }
+                    }
+                }
+            }
+            for e in socket_events.drain(..) {
+                self.bus.emit(e);
+            }
+        }
+    }
+
+    /// The controlled shutdown: `daemon.stopping`, stop accepting, remove the socket file and
+    /// the pid file, `daemon.stop`.
+    fn shutdown(&mut self, rt: &mut Runtime) -> i32 {
+        let code = rt.stop.unwrap_or(0);
+        info!(rt.logger, "stopping"; "exit_code" => code);
+        if let Err(e) = process::notify_systemd("STOPPING=1") {
+            warn!(rt.logger, "cannot notify systemd"; "error" => %e);
+        }
+        self.bus.emit(DaemonEvent::Stopping);
+        self.drain_bus(rt);
+        rt.release();
+        self.bus.emit(DaemonEvent::Stop);
+        self.drain_bus(rt);
+        info!(rt.logger, "stopped");
+        code
+    }
+
+    /// Dispatches until the queue is empty, within a bound (listeners that keep emitting
+    /// cannot hold up a stop).
+    fn drain_bus(&mut self, rt: &mut Runtime) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.bus.has_pending() && Instant::now() < deadline {
+            self.bus.dispatch(rt);
+        }
+    }
+}
+
+/// What the daemon process owns while it runs; the [`Host`] its listeners act through.
+struct Runtime {
+    reactor: Reactor<String>,
+    logger: Logger,
+    stop: Option<i32>,
+    server: Option<Server>,
+    pidfile: Option<PidFile>,
+    signals_generation: Option<u64>,
+}
+
+impl Runtime {
+    fn new(logger: Logger, pidfile: PidFile) -> Result<Runtime> {
+        Ok(Runtime {
+            reactor: Reactor::new()?,
+            logger,
+            stop: None,
+            server: None,
+            pidfile: Some(pidfile),
+            signals_generation: None,
+        })
+    }
+
+    /// Catches exactly the signals some listener subscribes to (by name, number or a
+    /// `daemon.posix.` prefix); the others keep their default action.
+    fn sync_signals(&mut self, bus: &Bus) -> Result<()> {
+        if self.signals_generation == Some(bus.generation()) {
+            return Ok(());
+        }
+        for signal in Signal::catchable() {
+            let event = PosixEvent::new(signal);
+            let wanted = bus.is_subscribed(event.name(), event.alias(), PosixEvent::PREFIX);
+            if wanted && !self.reactor.is_caught(signal) {
+                self.reactor.catch_signal(signal)?;
+            } else if !wanted && self.reactor.is_caught(signal) {
+                self.reactor.release_signal(signal);
+            }
+        }
+        self.signals_generation = Some(bus.generation());
+        Ok(())
+    }
+
+    /// Stops accepting, removes the socket file and the pid file. Idempotent.
+    fn release(&mut self) {
+        if let Some(server) = self.server.take() {
+            if let Some(path) = server.close() {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    warn!(self.logger, "cannot remove the socket file";
+                        "path" => %path.display(), "error" => %e);
+                }
+            }
+        }
+        if let Some(pidfile) = self.pidfile.take() {
+            if let Err(e) = pidfile.remove() {
+                warn!(self.logger, "cannot remove the pid file"; "error" => %e);
+            }
+        }
+    }
+}
+
+impl Host for Runtime {
+    fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    fn stop(&mut self, code: i32) {
+        if self.stop.is_none() {
+            self.stop = Some(code);
+        }
+    }
+
+    fn arm_timer(&mut self, after: Duration, period: Option<Duration>, name: String) -> TimerId {
+        self.reactor
+            .timers()
+            .insert(Instant::now() + after, period, name)
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.reactor.cancel(id).is_some()
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}

@@ -1,0 +1,107 @@
+//! Signals to a real daemon, the `echo_daemon` example: SIGTERM and SIGINT stop it cleanly,
+//! the SIGHUP it subscribes to leaves it running, the SIGUSR1 it does not keeps its default
+//! action.
+//!
+//! Every test has its own temp dir and kills what it started, so they run in parallel.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use common::{DEADLINE, Foreground, TestDir, accepts, wait_until};
+use nix::sys::signal::Signal;
+
+/// Starts a foreground daemon (`-f`, plus `extra`) on the standard paths, ready.
+fn start_ready(dir: &TestDir, extra: &[&str]) -> Foreground {
+    let mut args: Vec<String> = vec!["-f".into()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.extend(dir.std_args());
+    let mut daemon = Foreground::spawn(dir, &args);
+    daemon.wait_ready_std(dir);
+    daemon
+}
+
+/// Asserts the standard pid file and socket are gone.
+fn assert_cleaned_up(dir: &TestDir) {
+    assert!(!dir.pidfile().exists(), "the pid file was left behind");
+    assert!(!dir.socket().exists(), "the socket file was left behind");
+}
+
+fn foreground_stops_cleanly_on(sig: Signal) {
+    let dir = TestDir::new();
+    let mut daemon = start_ready(&dir, &[]);
+    daemon.stop_with(sig);
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn sigterm_stops_a_foreground_daemon_cleanly() {
+    foreground_stops_cleanly_on(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_a_foreground_daemon_cleanly() {
+    foreground_stops_cleanly_on(Signal::SIGINT);
+}
+
+fn detached_stops_cleanly_on(sig: Signal) {
+    let dir = TestDir::new();
+    let (out, daemon) = dir.launch(&dir.std_args(), &dir.pidfile());
+    out.assert_code(0);
+    let daemon = daemon.unwrap_or_else(|| panic!("no live daemon; stderr: {}", out.stderr));
+    daemon.signal(sig);
+    daemon.wait_gone();
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn sigterm_stops_a_detached_daemon_cleanly() {
+    detached_stops_cleanly_on(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_stops_a_detached_daemon_cleanly() {
+    detached_stops_cleanly_on(Signal::SIGINT);
+}
+
+#[test]
+fn sighup_is_handled_and_the_daemon_keeps_running() {
+    let dir = TestDir::new();
+    let mut daemon = start_ready(&dir, &["-v"]);
+    for round in 1..=2 {
+        let logged = daemon.stderr().len();
+        daemon.signal(Signal::SIGHUP);
+        wait_until(&format!("a log line for SIGHUP #{round}"), DEADLINE, || {
+            if let Some(status) = daemon.try_status() {
+                panic!(
+                    "SIGHUP #{round} ended the daemon ({status}, signal {:?}); stderr: {}",
+                    status.signal(),
+                    daemon.stderr()
+                );
+            }
+            daemon.stderr().len() > logged
+        });
+        assert!(
+            accepts(&dir.socket()),
+            "the socket stopped accepting after SIGHUP"
+        );
+    }
+    // Had the default action run for SIGHUP, the pending SIGHUP (signal 1) would have been
+    // delivered before this SIGTERM (signal 15) and the exit status would say so.
+    daemon.stop_with(Signal::SIGTERM);
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn sigusr1_is_not_subscribed_and_keeps_its_default_action() {
+    let dir = TestDir::new();
+    let mut daemon = start_ready(&dir, &[]);
+    daemon.signal(Signal::SIGUSR1);
+    let status = daemon.wait_exit();
+    assert_eq!(
+        status.signal(),
+        Some(Signal::SIGUSR1 as i32),
+        "SIGUSR1 did not kill the daemon with its default action: {status}; stderr: {}",
+        daemon.stderr()
+    );
+}

@@ -98,8 +98,8 @@ pub fn parse<A: FromArgs>(program: &str, description: &str, args: &[String]) -> 
     if help {
         return Ok(Parsed::Help(help_text::<A>(program, description)));
     }
-    let console = Console::from_args(&[program], &standard)
-        .map_err(|e| usage_error(program, e.output))?;
+    let console =
+        Console::from_args(&[program], &standard).map_err(|e| usage_error(program, e.output))?;
     let user = A::from_args(&[program], &extra).map_err(|e| usage_error(program, e.output))?;
     if !console.daemon && !console.foreground {
         return Ok(Parsed::Help(help_text::<A>(program, description)));
@@ -118,7 +118,10 @@ fn usage_error(program: &str, message: String) -> Error {
 pub fn help_text<A: FromArgs>(program: &str, description: &str) -> String {
     let standard = early_output::<Console>(program);
     let usage = standard.lines().next().unwrap_or_default();
-    let mut text = format!("{description}\n\n{usage}\n\nOptions:{}", options_of(&standard));
+    let mut text = format!(
+        "{description}\n\n{usage}\n\nOptions:{}",
+        options_of(&standard)
+    );
     let extra = options_of(&early_output::<A>(program));
     if !extra.trim().is_empty() {
         text.push_str("\n\nOptions of this daemon:");
@@ -186,7 +189,15 @@ mod tests {
 
     #[test]
     fn standard_options_parse() {
-        let a = args(&["-f", "-v", "--socket", "tcp://127.0.0.1:1", "--pidfile", "x.pid", "-s"]);
+        let a = args(&[
+            "-f",
+            "-v",
+            "--socket",
+            "tcp://127.0.0.1:1",
+            "--pidfile",
+            "x.pid",
+            "-s",
+        ]);
         match parse::<NoArgs>("echo", "Echo", &a).unwrap() {
             Parsed::Run(c, NoArgs {}) => {
                 assert!(c.foreground && c.verbose && c.hardstart && !c.daemon);

@@ -170,7 +170,8 @@ impl Daemon {
                 .set("pidfile", &pidfile.to_string_lossy().as_ref().into())?;
         }
         self.config.validate()?;
-        let cwd = std::env::current_dir().map_err(|e| Error::path(".", "reading the current directory", e))?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::path(".", "reading the current directory", e))?;
         self.config.make_paths_absolute(&cwd);
         self.console = console;
 
@@ -242,8 +243,11 @@ impl Daemon {
             step(self).map_err(|e| Error::Setup(e.to_string()))?;
         }
         rt.sync_signals(&self.bus)?;
-        let (listener, leftover) =
-            Listener::bind(&self.config.sockethandler, SOCKET_MODE, self.console.hardstart)?;
+        let (listener, leftover) = Listener::bind(
+            &self.config.sockethandler,
+            SOCKET_MODE,
+            self.console.hardstart,
+        )?;
         if leftover == Leftover::RemovedStale {
             warn!(rt.logger, "removed a stale socket file"; "socket" => %self.config.sockethandler);
         }

@@ -89,7 +89,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(e) => write!(f, "{e}"),
-            Error::Path { path, doing, source } => {
+            Error::Path {
+                path,
+                doing,
+                source,
+            } => {
                 write!(f, "{doing} {}: {source}", path.display())
             }
             Error::Config { key, message } => write!(f, "configuration key '{key}': {message}"),

@@ -1,4 +1,5 @@
-//! daimon: a framework for multi-process Unix daemons.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod bus;

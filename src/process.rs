@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use nix::libc;
 use nix::sys::stat::{Mode, umask};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, chdir, dup2_stdin, dup2_stdout, dup2_stderr, fork, setsid};
+use nix::unistd::{ForkResult, chdir, dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid};
 
 use crate::error::{Error, Result};
 
@@ -288,7 +288,14 @@ mod tests {
         readiness.ready();
         readiness.failed(&Error::Setup("ignored once ready".into()));
         drop(readiness);
-        assert_eq!(Launcher { read: File::from(r) }.wait().unwrap(), pid());
+        assert_eq!(
+            Launcher {
+                read: File::from(r)
+            }
+            .wait()
+            .unwrap(),
+            pid()
+        );
 
         let (r, w) = nix::unistd::pipe().unwrap();
         let mut readiness = Readiness {
@@ -296,12 +303,20 @@ mod tests {
         };
         readiness.failed(&Error::Setup("boom".into()));
         drop(readiness);
-        let err = Launcher { read: File::from(r) }.wait().unwrap_err();
+        let err = Launcher {
+            read: File::from(r),
+        }
+        .wait()
+        .unwrap_err();
         assert_eq!(err.to_string(), "setup failed: boom");
 
         let (r, w) = nix::unistd::pipe().unwrap();
         drop(w);
-        let err = Launcher { read: File::from(r) }.wait().unwrap_err();
+        let err = Launcher {
+            read: File::from(r),
+        }
+        .wait()
+        .unwrap_err();
         assert!(err.to_string().contains("before it was ready"));
     }
 }

@@ -1,4 +1,4 @@
-//! The standard listeners of [daimon](daimon), written against its public API only: they
+//! The standard listeners of [daimon], written against its public API only: they
 //! are what a user could write, and prove that the API is enough.
 //!
 //! ```no_run

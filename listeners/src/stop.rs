@@ -1,8 +1,8 @@
 //! StopDaemon: a controlled shutdown on SIGTERM and SIGINT.
 
+use daimon::Result;
 use daimon::bus::{Bus, Context, Event, Listener, PostAction};
 use daimon::slog::info;
-use daimon::Result;
 
 /// Asks the daemon for a controlled shutdown with exit code 0: `daemon.stopping`, stop
 /// accepting, remove the socket file and the pid file, `daemon.stop`.

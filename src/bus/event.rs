@@ -256,7 +256,10 @@ mod tests {
     fn downcast_to_the_concrete_type() {
         let e: Box<dyn Event> = Box::new(RpcEvent::new("examples.echo"));
         assert_eq!(e.name(), "daemon.rpc.examples.echo");
-        assert_eq!(e.downcast_ref::<RpcEvent>().unwrap().method(), "examples.echo");
+        assert_eq!(
+            e.downcast_ref::<RpcEvent>().unwrap().method(),
+            "examples.echo"
+        );
         assert!(e.downcast_ref::<PosixEvent>().is_none());
         assert!(e.is::<RpcEvent>());
     }

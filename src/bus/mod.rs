@@ -261,11 +261,16 @@ impl Bus {
     /// The daemon catches a signal when a pattern within `daemon.posix.` names it, so a
     /// listener on `*` or `daemon.*` sees the signals that are caught without changing which.
     pub fn is_subscribed(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
-        self.registry.subs.iter().chain(&self.registry.pending).any(|s| {
-            !s.removed
-                && s.pattern.text().starts_with(scope)
-                && (s.pattern.matches_name(name) || alias.is_some_and(|a| s.pattern.matches_name(a)))
-        })
+        self.registry
+            .subs
+            .iter()
+            .chain(&self.registry.pending)
+            .any(|s| {
+                !s.removed
+                    && s.pattern.text().starts_with(scope)
+                    && (s.pattern.matches_name(name)
+                        || alias.is_some_and(|a| s.pattern.matches_name(a)))
+            })
     }
 
     /// Delivers queued events (at most [`DISPATCH_LIMIT`]) to their listeners and returns how

@@ -74,10 +74,16 @@ fn wildcards_match_by_prefix_and_exact_names_do_not() {
         .unwrap();
     bus.subscribe("*", recorder(&log, "all", PostAction::Continue))
         .unwrap();
-    bus.subscribe("daemon.ready", recorder(&log, "exact", PostAction::Continue))
-        .unwrap();
-    bus.subscribe("daemon.rea", recorder(&log, "partial", PostAction::Continue))
-        .unwrap();
+    bus.subscribe(
+        "daemon.ready",
+        recorder(&log, "exact", PostAction::Continue),
+    )
+    .unwrap();
+    bus.subscribe(
+        "daemon.rea",
+        recorder(&log, "partial", PostAction::Continue),
+    )
+    .unwrap();
     run(&mut bus, DaemonEvent::Ready);
     run(&mut bus, Named("myapp.tick"));
     assert_eq!(
@@ -95,12 +101,21 @@ fn wildcards_match_by_prefix_and_exact_names_do_not() {
 fn signal_events_match_by_name_and_by_number() {
     let log = Log::default();
     let mut bus = Bus::new();
-    bus.subscribe("daemon.posix.15", recorder(&log, "num", PostAction::Continue))
-        .unwrap();
-    bus.subscribe("daemon.posix.SIGTERM", recorder(&log, "name", PostAction::Continue))
-        .unwrap();
-    bus.subscribe("daemon.posix.1*", recorder(&log, "numprefix", PostAction::Continue))
-        .unwrap();
+    bus.subscribe(
+        "daemon.posix.15",
+        recorder(&log, "num", PostAction::Continue),
+    )
+    .unwrap();
+    bus.subscribe(
+        "daemon.posix.SIGTERM",
+        recorder(&log, "name", PostAction::Continue),
+    )
+    .unwrap();
+    bus.subscribe(
+        "daemon.posix.1*",
+        recorder(&log, "numprefix", PostAction::Continue),
+    )
+    .unwrap();
     run(&mut bus, PosixEvent::new(Signal::from_number(15).unwrap()));
     assert_eq!(
         taken(&log),
@@ -123,7 +138,9 @@ fn only_patterns_within_the_scope_count_for_is_subscribed() {
     let scope = PosixEvent::PREFIX;
     assert!(!bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
     assert!(bus.is_subscribed("daemon.posix.SIGHUP", None, ""));
-    let id = bus.on("daemon.posix.*", |_, _| PostAction::Continue).unwrap();
+    let id = bus
+        .on("daemon.posix.*", |_, _| PostAction::Continue)
+        .unwrap();
     assert!(bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
     bus.unsubscribe(id).unwrap();
     assert!(!bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));

@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 
 use polling::{Events, Poller};
 
-pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
 use signal::SignalPipe;
+pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
 pub use source::{Interest, Source, Token};
 pub use timer::{TimerId, Timers};
 
@@ -215,7 +215,9 @@ impl<T: Clone> Reactor<T> {
 
     /// Whether a signal is currently caught by this reactor.
     pub fn is_caught(&self, signal: Signal) -> bool {
-        self.signals.as_ref().is_some_and(|s| s.pipe.is_caught(signal))
+        self.signals
+            .as_ref()
+            .is_some_and(|s| s.pipe.is_caught(signal))
     }
 
     /// Whether [`Handle::stop`] was called.

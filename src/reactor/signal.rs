@@ -297,8 +297,14 @@ mod tests {
 
     #[test]
     fn canonical_names_not_aliases() {
-        assert_eq!(Signal::from_number(libc::SIGCHLD).unwrap().name(), "SIGCHLD");
-        assert_eq!(Signal::from_number(libc::SIGABRT).unwrap().name(), "SIGABRT");
+        assert_eq!(
+            Signal::from_number(libc::SIGCHLD).unwrap().name(),
+            "SIGCHLD"
+        );
+        assert_eq!(
+            Signal::from_number(libc::SIGABRT).unwrap().name(),
+            "SIGABRT"
+        );
         assert_eq!(Signal::from_number(libc::SIGSYS).unwrap().name(), "SIGSYS");
         assert_eq!(Signal::from_name("SIGCLD").unwrap().name(), "SIGCHLD");
         assert_eq!(Signal::from_name("TERM").unwrap().number(), libc::SIGTERM);
@@ -309,7 +315,9 @@ mod tests {
     #[test]
     fn never_caught_signals_are_not_catchable() {
         let catchable: Vec<_> = Signal::catchable().map(Signal::name).collect();
-        for name in ["SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTSTP", "SIGTTIN", "SIGTTOU"] {
+        for name in [
+            "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTSTP", "SIGTTIN", "SIGTTOU",
+        ] {
             assert!(!catchable.contains(&name), "{name} must never be caught");
         }
         assert!(catchable.contains(&"SIGTERM"));

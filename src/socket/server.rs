@@ -39,7 +39,12 @@ impl Server {
     /// # Errors
     ///
     /// The poller's error registering the listener.
-    pub fn new(handle: Handle, listener: Listener, config: &Config, logger: Logger) -> io::Result<Server> {
+    pub fn new(
+        handle: Handle,
+        listener: Listener,
+        config: &Config,
+        logger: Logger,
+    ) -> io::Result<Server> {
         let listener = handle.register(listener, Interest::READ)?;
         Ok(Server {
             handle,

@@ -45,7 +45,8 @@ pub fn example() -> PathBuf {
     let path = debug.join("examples").join("echo_daemon");
     assert!(
         path.is_file(),
-        "the example binary {} is missing: it is built by `cargo test` from examples/echo_daemon.rs",
+        "the example binary {} is missing: a plain `cargo test` builds it, but a filtered run \
+         (`cargo test --test lifecycle`) does not; run `cargo build --example echo_daemon` first",
         path.display()
     );
     path

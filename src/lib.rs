@@ -13,6 +13,7 @@ pub mod process;
 pub mod reactor;
 pub mod socket;
 
+pub use argh;
 pub use bus::{Bus, Context, Event, Listener, PostAction};
 pub use config::Config;
 pub use daemon::{Daemon, SetupError};

@@ -6,15 +6,15 @@
 mod common;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    DEADLINE, Detached, Foreground, TestDir, accepts, alive, inode, names_pid, path_str,
-    proc_stat_field, reaches_eof, read_pid, unix_addr, wait_until,
+    DEADLINE, Detached, Foreground, TestDir, accepts, alive, free_tcp_port, inode, names_pid,
+    path_str, proc_stat_field, reaches_eof, read_pid, unix_addr, wait_until,
 };
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -87,11 +87,7 @@ fn foreground_writes_pid_file_serves_socket_and_cleans_up() {
 #[test]
 fn tcp_socket_accepts_connections() {
     let dir = TestDir::new();
-    // A port the kernel just handed out; closed again so the daemon can bind it.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("finding a free port")
-        .port();
+    let port = free_tcp_port();
     let pidfile = dir.pidfile();
     let args = [
         "-f".to_string(),

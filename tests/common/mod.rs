@@ -467,6 +467,32 @@ pub fn names_pid(haystack: &str, pid: i32) -> bool {
     })
 }
 
+/// A TCP port on 127.0.0.1 that is free now and outside the kernel's ephemeral range, so
+/// no outgoing connection (nor a test's own connect racing the daemon's bind, which can
+/// connect a socket to itself) can take it before the daemon binds it.
+pub fn free_tcp_port() -> u16 {
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (lo, hi) = (
+        bounds.next().unwrap_or(32768),
+        bounds.next().unwrap_or(60999),
+    );
+    let (start, span) = if lo > 11024 {
+        (lo - 10000, 10000)
+    } else {
+        (hi + 1, 65535 - hi)
+    };
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let seed = std::process::id() as usize * 7919 + N.fetch_add(1, Ordering::Relaxed) * 104729;
+    (0..span as usize)
+        .map(|i| start + ((seed + i) % span as usize) as u32)
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free TCP port on 127.0.0.1")
+}
+
 /// `unix://` + the path.
 pub fn unix_addr(path: &Path) -> String {
     format!("unix://{}", path.display())

@@ -1,0 +1,148 @@
+//! The embedding API, in process: a daemon run with `Daemon::start` in the foreground, with
+//! its own logger, its own command-line arguments, timers armed by listeners, and a stop code.
+
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use daimon::bus::{DaemonEvent, Event, TimerEvent};
+use daimon::slog::{self, Drain, o};
+use daimon::{Config, Daemon, PostAction};
+
+/// A slog drain that keeps the messages.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl Drain for Capture {
+    type Ok = ();
+    type Err = slog::Never;
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        self.0.lock().unwrap().push(record.msg().to_string());
+        Ok(())
+    }
+}
+
+#[derive(argh::FromArgs, Debug)]
+/// Options of the test daemon.
+struct Args {
+    /// a greeting
+    #[argh(option)]
+    greeting: String,
+}
+
+#[derive(Debug)]
+struct Greeted(String);
+
+impl Event for Greeted {
+    fn name(&self) -> &str {
+        "test.greeted"
+    }
+}
+
+#[test]
+fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
+    let dir = std::env::temp_dir().join(format!("daimon-embedded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = format!("unix://{}", dir.join("e.sock").display());
+    let pidfile = dir.join("e.pid");
+
+    let capture = Capture::default();
+    let logger = slog::Logger::root(capture.clone().fuse(), o!());
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let in_setup = seen.clone();
+
+    let daemon = Daemon::new(Config::default())
+        .with_logger(logger)
+        .setup(move |daemon| {
+            let greeting = daemon
+                .args::<Args>()
+                .expect("parsed arguments")
+                .greeting
+                .clone();
+            let log = in_setup.clone();
+            daemon.bus().on("*", move |event, ctx| {
+                log.borrow_mut().push(event.name().to_owned());
+                if event.downcast_ref::<DaemonEvent>() == Some(&DaemonEvent::Ready) {
+                    ctx.timer(Duration::from_millis(5), "test.tick");
+                }
+                if event.is::<TimerEvent>() {
+                    ctx.emit(Greeted(greeting.clone()));
+                }
+                if let Some(Greeted(text)) = event.downcast_ref::<Greeted>() {
+                    slog::info!(ctx.logger(), "{}", text);
+                    ctx.stop(7);
+                }
+                PostAction::Continue
+            })?;
+            Ok(())
+        });
+    let args: Vec<String> = [
+        "-f",
+        "--socket",
+        &socket,
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+        "--greeting",
+        "hello from setup",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let code = daemon
+        .start::<Args>("embedded", &args)
+        .expect("the daemon runs");
+
+    assert_eq!(code, ExitCode::from(7));
+    assert_eq!(
+        *seen.borrow(),
+        [
+            "daemon.ready",
+            "test.tick",
+            "test.greeted",
+            "daemon.stopping",
+            "daemon.stop"
+        ],
+        "daemon.start fires before setup() subscribed this listener"
+    );
+    let messages = capture.0.lock().unwrap().clone();
+    assert!(messages.iter().any(|m| m == "ready"), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m == "hello from setup"),
+        "{messages:?}"
+    );
+    assert!(!pidfile.exists(), "pid file removed at stop");
+    assert!(!dir.join("e.sock").exists(), "socket removed at stop");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failing_setup_is_an_error_and_leaves_no_files() {
+    let dir = std::env::temp_dir().join(format!("daimon-embedded-fail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = format!("unix://{}", dir.join("f.sock").display());
+    let pidfile = dir.join("f.pid");
+    let daemon = Daemon::new(Config::default())
+        .with_logger(slog::Logger::root(slog::Discard, o!()))
+        .setup(|_| Err("no database".into()));
+    let args: Vec<String> = [
+        "-f",
+        "--socket",
+        &socket,
+        "--pidfile",
+        pidfile.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let err = daemon
+        .start::<daimon::console::NoArgs>("embedded", &args)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "setup failed: no database");
+    assert!(!pidfile.exists());
+    assert!(!dir.join("f.sock").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,173 @@
+//! Signal delivery through the reactor. Signal dispositions are process-wide and the checks
+//! fork, so this is its own single-threaded test binary (`harness = false`).
+
+use std::process::exit;
+use std::time::Duration;
+
+use daimon::Error;
+use daimon::reactor::{Reactor, Ready, Signal, reset_after_fork};
+use nix::libc;
+use nix::sys::signal::{Signal as NixSignal, raise};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, fork};
+
+fn signal(name: &str) -> Signal {
+    Signal::from_name(name).expect("a standard signal")
+}
+
+fn turn(reactor: &mut Reactor, wait: Option<Duration>) -> Vec<Ready<()>> {
+    let mut out = Vec::new();
+    reactor.turn(wait, &mut out).expect("turn");
+    out
+}
+
+/// A signal that arrives while the process is busy (here: before the turn even starts) is
+/// reported by the very next turn, which must not wait for another signal.
+fn pending_signal_is_reported_by_the_next_turn(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGUSR2")).unwrap();
+    raise(NixSignal::SIGUSR2).unwrap();
+    raise(NixSignal::SIGUSR2).unwrap();
+    // No timers and no max wait: only the pending signal can end this turn.
+    let ready = turn(reactor, None);
+    assert_eq!(
+        ready,
+        vec![Ready::Signal(signal("SIGUSR2"))],
+        "coalesced, once"
+    );
+    let ready = turn(reactor, Some(Duration::from_millis(10)));
+    assert!(ready.is_empty(), "nothing left after draining: {ready:?}");
+}
+
+fn signals_are_reported_before_timers(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGHUP")).unwrap();
+    reactor.timer(Duration::ZERO, ());
+    raise(NixSignal::SIGHUP).unwrap();
+    let ready = turn(reactor, None);
+    assert!(
+        matches!(ready[0], Ready::Signal(s) if s.name() == "SIGHUP"),
+        "{ready:?}"
+    );
+    assert!(matches!(ready[1], Ready::Timer(..)), "{ready:?}");
+}
+
+fn never_caught_signals_are_refused(reactor: &mut Reactor) {
+    for name in [
+        "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTSTP", "SIGTTIN", "SIGTTOU",
+    ] {
+        match reactor.catch_signal(signal(name)) {
+            Err(Error::UncatchableSignal(n)) => assert_eq!(n, signal(name).number()),
+            other => panic!("{name}: expected UncatchableSignal, got {other:?}"),
+        }
+        assert!(!reactor.is_caught(signal(name)));
+    }
+}
+
+/// Runs `child` in a forked child and returns how it ended.
+fn in_child(child: impl FnOnce()) -> WaitStatus {
+    // SAFETY: this test binary is single-threaded (harness = false, no threads spawned).
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            child();
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
+    }
+}
+
+/// A released signal takes its default action again: SIGUSR1 terminates.
+fn released_signal_gets_its_default_action_back() {
+    let status = in_child(|| {
+        reset_after_fork();
+        let mut reactor: Reactor = Reactor::new().unwrap();
+        let usr1 = signal("SIGUSR1");
+        reactor.catch_signal(usr1).unwrap();
+        raise(NixSignal::SIGUSR1).unwrap();
+        let caught = turn(&mut reactor, Some(Duration::from_secs(5)));
+        if caught != vec![Ready::Signal(usr1)] {
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(3) };
+        }
+        reactor.release_signal(usr1);
+        let _ = raise(NixSignal::SIGUSR1);
+        // Still alive: the default action did not run.
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(4) };
+    });
+    assert_eq!(
+        status,
+        WaitStatus::Signaled(status_pid(status), NixSignal::SIGUSR1, false),
+        "the child must die of SIGUSR1"
+    );
+}
+
+/// A forked child that resets the parent's wiring gets default actions, and may build its
+/// own reactor that catches signals again.
+fn child_resets_the_parents_signals(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGUSR1")).unwrap();
+    let status = in_child(|| {
+        reset_after_fork();
+        let _ = raise(NixSignal::SIGUSR1);
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(5) };
+    });
+    assert!(
+        matches!(status, WaitStatus::Signaled(_, NixSignal::SIGUSR1, _)),
+        "{status:?}"
+    );
+    let status = in_child(|| {
+        reset_after_fork();
+        let mut own: Reactor = Reactor::new().unwrap();
+        own.catch_signal(signal("SIGUSR1")).unwrap();
+        raise(NixSignal::SIGUSR1).unwrap();
+        let ok =
+            turn(&mut own, Some(Duration::from_secs(5))) == vec![Ready::Signal(signal("SIGUSR1"))];
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(if ok { 0 } else { 6 }) };
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    // The parent's reactor still owns its signals.
+    raise(NixSignal::SIGUSR1).unwrap();
+    assert_eq!(turn(reactor, None), vec![Ready::Signal(signal("SIGUSR1"))]);
+}
+
+fn status_pid(status: WaitStatus) -> nix::unistd::Pid {
+    status.pid().expect("a pid")
+}
+
+fn main() {
+    // A watchdog for the whole binary: a hang fails instead of blocking CI.
+    // SAFETY: alarm(2) only arms a timer; SIGALRM's default action ends the process.
+    unsafe { libc::alarm(30) };
+    let mut reactor: Reactor = Reactor::new().unwrap();
+    let checks: [(&str, &mut dyn FnMut(&mut Reactor)); 4] = [
+        (
+            "pending_signal_is_reported_by_the_next_turn",
+            &mut pending_signal_is_reported_by_the_next_turn,
+        ),
+        (
+            "signals_are_reported_before_timers",
+            &mut signals_are_reported_before_timers,
+        ),
+        (
+            "never_caught_signals_are_refused",
+            &mut never_caught_signals_are_refused,
+        ),
+        (
+            "child_resets_the_parents_signals",
+            &mut child_resets_the_parents_signals,
+        ),
+    ];
+    for (name, check) in checks {
+        check(&mut reactor);
+        println!("test {name} ... ok");
+    }
+    drop(reactor);
+    released_signal_gets_its_default_action_back();
+    println!("test released_signal_gets_its_default_action_back ... ok");
+    // A second reactor may own the signals once the first is gone.
+    let mut again: Reactor = Reactor::new().unwrap();
+    again.catch_signal(signal("SIGUSR2")).unwrap();
+    println!("test a_new_reactor_owns_signals_after_the_old_one_dropped ... ok");
+    exit(0);
+}

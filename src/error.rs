@@ -156,3 +156,36 @@ impl From<nix::Error> for Error {
         Error::Io(e.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_failed() {
+        let e = Error::Niceness {
+            value: -5,
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert!(e.to_string().starts_with("setting niceness to -5: "), "{e}");
+        assert!(e.to_string().contains("CAP_SYS_NICE"), "{e}");
+        let e = Error::path(
+            "/run/x.pid",
+            "opening pid file",
+            io::ErrorKind::NotFound.into(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "opening pid file /run/x.pid: entity not found"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        let e = Error::AlreadyRunning {
+            path: "/run/x.pid".into(),
+            pid: Some(42),
+        };
+        assert_eq!(
+            e.to_string(),
+            "already running: pid 42 holds the lock on /run/x.pid"
+        );
+    }
+}

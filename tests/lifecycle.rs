@@ -572,3 +572,63 @@ fn notify_socket_gets_ready_and_stopping() {
     let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "stderr: {}", daemon.stderr());
 }
+
+// ---------------------------------------------------------------------------------------
+// Logging
+
+#[test]
+fn detached_daemon_logs_to_logfile_under_the_configured_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new();
+    let log = dir.join("daemon.log");
+    let config = dir.write_config(
+        "log.json",
+        &json!({"logfile": path_str(&log), "umask": "077"}),
+    );
+    let config = path_str(&config);
+    let (out, daemon) = dir.launch(
+        &with_std(&dir, &["-d", "-v", "--config", &config]),
+        &dir.pidfile(),
+    );
+    out.assert_code(0);
+    let daemon = daemon.expect("a live daemon");
+    // Readiness is logged before the launcher is told: the line is there already.
+    let text = fs::read_to_string(&log).expect("the log file exists");
+    assert!(text.contains("ready"), "{text}");
+    let mode = fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "0640 under umask 077");
+    // -v: debug lines (a client connecting) reach the file too.
+    assert!(accepts(&dir.socket()));
+    wait_until("the debug line for the connection", DEADLINE, || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("client connected"))
+    });
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_gone();
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("stopped"), "{text}");
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn foreground_logs_debug_lines_only_with_dash_v() {
+    for (verbose, expected) in [(true, true), (false, false)] {
+        let dir = TestDir::new();
+        let args = if verbose {
+            vec!["-f", "-v"]
+        } else {
+            vec!["-f"]
+        };
+        let mut daemon = Foreground::spawn(&dir, &with_std(&dir, &args));
+        daemon.wait_ready_std(&dir);
+        let _client = std::os::unix::net::UnixStream::connect(dir.socket()).unwrap();
+        if expected {
+            wait_until("the debug line for the connection", DEADLINE, || {
+                daemon.stderr().contains("client connected")
+            });
+        }
+        daemon.stop_with(Signal::SIGTERM);
+        let stderr = daemon.stderr();
+        assert!(stderr.contains("ready"), "{stderr}");
+        assert_eq!(stderr.contains("DEBG"), expected, "-v {verbose}: {stderr}");
+    }
+}

@@ -1,6 +1,8 @@
 //! The embedding API, in process: a daemon run with `Daemon::start` in the foreground, with
 //! its own logger, its own command-line arguments, timers armed by listeners, and a stop code.
 
+mod common;
+
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -43,11 +45,7 @@ impl Event for Greeted {
 
 #[test]
 fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
-    let dir = std::env::temp_dir().join(format!("daimon-embedded-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = format!("unix://{}", dir.join("e.sock").display());
-    let pidfile = dir.join("e.pid");
+    let dir = common::TestDir::new();
 
     let capture = Capture::default();
     let logger = slog::Logger::root(capture.clone().fuse(), o!());
@@ -79,18 +77,12 @@ fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
             })?;
             Ok(())
         });
-    let args: Vec<String> = [
-        "-f",
-        "--socket",
-        &socket,
-        "--pidfile",
-        pidfile.to_str().unwrap(),
-        "--greeting",
-        "hello from setup",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = vec![
+        "-f".to_owned(),
+        "--greeting".into(),
+        "hello from setup".into(),
+    ];
+    args.extend(dir.std_args());
     let code = daemon
         .start::<Args>("embedded", &args)
         .expect("the daemon runs");
@@ -113,36 +105,22 @@ fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
         messages.iter().any(|m| m == "hello from setup"),
         "{messages:?}"
     );
-    assert!(!pidfile.exists(), "pid file removed at stop");
-    assert!(!dir.join("e.sock").exists(), "socket removed at stop");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!dir.pidfile().exists(), "pid file removed at stop");
+    assert!(!dir.socket().exists(), "socket removed at stop");
 }
 
 #[test]
 fn a_failing_setup_is_an_error_and_leaves_no_files() {
-    let dir = std::env::temp_dir().join(format!("daimon-embedded-fail-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = format!("unix://{}", dir.join("f.sock").display());
-    let pidfile = dir.join("f.pid");
+    let dir = common::TestDir::new();
     let daemon = Daemon::new(Config::default())
         .with_logger(slog::Logger::root(slog::Discard, o!()))
         .setup(|_| Err("no database".into()));
-    let args: Vec<String> = [
-        "-f",
-        "--socket",
-        &socket,
-        "--pidfile",
-        pidfile.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = vec!["-f".to_owned()];
+    args.extend(dir.std_args());
     let err = daemon
         .start::<daimon::console::NoArgs>("embedded", &args)
         .unwrap_err();
     assert_eq!(err.to_string(), "setup failed: no database");
-    assert!(!pidfile.exists());
-    assert!(!dir.join("f.sock").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!dir.pidfile().exists());
+    assert!(!dir.socket().exists());
 }

@@ -13,6 +13,13 @@
 //! | `logfile` | `null` | where a detached daemon logs; `null` logs nowhere |
 //! | `umask` | `"027"` | the file creation mask: an integer `0..=511` or a string of octal digits (`"027"`, `"0o027"`) |
 //! | `shutdowntimeout` | `10` | seconds a worker gets to stop before SIGKILL, `> 0` and `<= 3600` |
+//! | `maxrequestsize` | `1048576` | the largest request, in bytes, `64..=268435456`; checked before allocating |
+//! | `socketmaxoutput` | `4194304` | unsent reply bytes a client may let pile up before it is dropped, `1024..=1073741824` |
+//! | `socketidletimeout` | `300` | seconds a connection with nothing in flight is kept, `0` (never closed) to `86400` |
+//! | `socketmode` | `"0600"` | the unix socket file's mode (octal string or integer) |
+//! | `socketpeers` | `"owner"` | who may connect to a unix socket: `"owner"` (root and the daemon's user), `"any"`, or a list of uids |
+//! | `socketallowremote` | `false` | whether a tcp socket may listen on a non-loopback address |
+//! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
 //! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
@@ -73,6 +80,63 @@ pub struct Config {
     /// How long a worker gets to stop before it is killed; default 10 s, more than 0 and at
     /// most 1 hour.
     pub shutdowntimeout: Duration,
+    /// The largest request in bytes; default 1 MiB, `64..=256 MiB`.
+    pub maxrequestsize: usize,
+    /// Unsent reply bytes a client may let pile up before it is dropped; default 4 MiB.
+    pub socketmaxoutput: usize,
+    /// How long a connection with nothing in flight is kept; default 300 s, zero = forever.
+    pub socketidletimeout: Duration,
+    /// The unix socket file's mode; default `0o600`.
+    pub socketmode: u32,
+    /// Who may connect to a unix socket; default [`Peers::Owner`].
+    pub socketpeers: Peers,
+    /// Whether a tcp socket may listen on a non-loopback address; default false.
+    pub socketallowremote: bool,
+    /// A shared secret tcp clients must present with `system.auth`; default none.
+    pub socketsecret: Option<String>,
+}
+
+/// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peers {
+    /// Root and the user the daemon runs as.
+    Owner,
+    /// Anyone the file mode lets in.
+    Any,
+    /// Root and exactly these uids.
+    Uids(Vec<u32>),
+}
+
+impl Peers {
+    /// Whether a peer with `uid` may connect to a daemon running as `owner`.
+    pub fn allows(&self, uid: u32, owner: u32) -> bool {
+        match self {
+            Peers::Any => true,
+            Peers::Owner => uid == 0 || uid == owner,
+            Peers::Uids(uids) => uid == 0 || uids.contains(&uid),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Peers::Owner => json!("owner"),
+            Peers::Any => json!("any"),
+            Peers::Uids(uids) => json!(uids),
+        }
+    }
+
+    fn from_json(value: &Value) -> Option<Peers> {
+        match value {
+            Value::String(s) if s == "owner" => Some(Peers::Owner),
+            Value::String(s) if s == "any" => Some(Peers::Any),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect::<Option<Vec<u32>>>()
+                .map(Peers::Uids),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -88,6 +152,13 @@ impl Default for Config {
             logfile: None,
             umask: 0o027,
             shutdowntimeout: Duration::from_secs(10),
+            maxrequestsize: 1024 * 1024,
+            socketmaxoutput: 4 * 1024 * 1024,
+            socketidletimeout: Duration::from_secs(300),
+            socketmode: 0o600,
+            socketpeers: Peers::Owner,
+            socketallowremote: false,
+            socketsecret: None,
         }
     }
 }
@@ -131,6 +202,26 @@ const UMASK: Rule<u32> = Rule {
 const SECONDS: Rule<Duration> = Rule {
     range: Duration::from_nanos(1)..=Duration::from_secs(3600),
     expected: "a number of seconds greater than 0 and at most 3600",
+};
+
+const MAXREQUESTSIZE: Rule<usize> = Rule {
+    range: 64..=256 * 1024 * 1024,
+    expected: "an integer number of bytes in 64..=268435456",
+};
+
+const SOCKETMAXOUTPUT: Rule<usize> = Rule {
+    range: 1024..=1024 * 1024 * 1024,
+    expected: "an integer number of bytes in 1024..=1073741824",
+};
+
+const IDLE_SECONDS: Rule<Duration> = Rule {
+    range: Duration::ZERO..=Duration::from_secs(86400),
+    expected: "a number of seconds from 0 (never) to 86400",
+};
+
+const MODE: Rule<u32> = Rule {
+    range: 0..=0o777,
+    expected: "an integer in 0..=511 or a string of octal digits like \"0600\"",
 };
 
 /// Values shown in error messages are cut to this many characters.
@@ -207,6 +298,13 @@ impl Config {
         "logfile",
         "umask",
         "shutdowntimeout",
+        "maxrequestsize",
+        "socketmaxoutput",
+        "socketidletimeout",
+        "socketmode",
+        "socketpeers",
+        "socketallowremote",
+        "socketsecret",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -273,6 +371,33 @@ impl Config {
             "umask" => self.umask = UMASK.check(key, as_umask(value), value)?,
             "shutdowntimeout" => {
                 self.shutdowntimeout = SECONDS.check(key, as_duration(value), value)?;
+            }
+            "maxrequestsize" => {
+                self.maxrequestsize = MAXREQUESTSIZE.check(key, as_usize(value), value)?;
+            }
+            "socketmaxoutput" => {
+                self.socketmaxoutput = SOCKETMAXOUTPUT.check(key, as_usize(value), value)?;
+            }
+            "socketidletimeout" => {
+                self.socketidletimeout = IDLE_SECONDS.check(key, as_duration(value), value)?;
+            }
+            "socketmode" => self.socketmode = MODE.check(key, as_umask(value), value)?,
+            "socketpeers" => {
+                self.socketpeers = Peers::from_json(value).ok_or_else(|| {
+                    refuse(key, "\"owner\", \"any\" or a list of uids", value)
+                })?;
+            }
+            "socketallowremote" => {
+                self.socketallowremote = value
+                    .as_bool()
+                    .ok_or_else(|| refuse(key, "true or false", value))?;
+            }
+            "socketsecret" => {
+                self.socketsecret = match value {
+                    Value::Null => None,
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    _ => return Err(refuse(key, "null or a non-empty string", value)),
+                };
             }
             "arguments" => {
                 return Err(Error::config(
@@ -364,6 +489,26 @@ impl Config {
         )?;
         let d = self.shutdowntimeout;
         SECONDS.check("shutdowntimeout", Some(d), &secs(d))?;
+        let n = self.maxrequestsize;
+        MAXREQUESTSIZE.check("maxrequestsize", Some(n), &n)?;
+        let n = self.socketmaxoutput;
+        SOCKETMAXOUTPUT.check("socketmaxoutput", Some(n), &n)?;
+        let d = self.socketidletimeout;
+        IDLE_SECONDS.check("socketidletimeout", Some(d), &secs(d))?;
+        let mode = self.socketmode;
+        MODE.check("socketmode", Some(mode), &format_args!("{mode:#o}"))?;
+        if self.socketsecret.as_deref() == Some("") {
+            return Err(refuse("socketsecret", "null or a non-empty string", &"\"\""));
+        }
+        if !self.socketallowremote && !self.sockethandler.is_loopback() {
+            return Err(Error::config(
+                "sockethandler",
+                format!(
+                    "{} is not a loopback address; set socketallowremote to true to listen on it",
+                    self.sockethandler
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -396,6 +541,13 @@ impl Config {
             "logfile": self.logfile.as_deref().map(path),
             "umask": format!("{:03o}", self.umask),
             "shutdowntimeout": secs(self.shutdowntimeout),
+            "maxrequestsize": self.maxrequestsize,
+            "socketmaxoutput": self.socketmaxoutput,
+            "socketidletimeout": secs(self.socketidletimeout),
+            "socketmode": format!("{:04o}", self.socketmode),
+            "socketpeers": self.socketpeers.to_json(),
+            "socketallowremote": self.socketallowremote,
+            "socketsecret": self.socketsecret,
         })
     }
 }
@@ -755,5 +907,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("'arguments'"), "{e}");
+    }
+
+    #[test]
+    fn socket_keys_are_checked() {
+        let mut c = Config::default();
+        c.set("socketmode", &json!("0660")).unwrap();
+        assert_eq!(c.socketmode, 0o660);
+        c.set("socketpeers", &json!([1000, 1001])).unwrap();
+        assert_eq!(c.socketpeers, Peers::Uids(vec![1000, 1001]));
+        assert!(c.socketpeers.allows(0, 5) && c.socketpeers.allows(1001, 5));
+        assert!(!c.socketpeers.allows(5, 5), "a list replaces the owner");
+        assert!(Peers::Owner.allows(5, 5) && !Peers::Owner.allows(6, 5));
+        c.set("socketidletimeout", &json!(0)).unwrap();
+        assert_eq!(c.socketidletimeout, Duration::ZERO);
+        c.set("socketsecret", &json!("s3cret")).unwrap();
+        assert!(refused("socketpeers", json!("nobody")).contains("owner"));
+        assert!(refused("socketsecret", json!("")).contains("non-empty"));
+        assert!(refused("maxrequestsize", json!(1)).contains("64"));
+        assert!(refused("socketallowremote", json!("yes")).contains("true or false"));
+        assert_eq!(Config::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn remote_tcp_needs_socketallowremote() {
+        let mut c = Config::default();
+        c.set("sockethandler", &json!("tcp://0.0.0.0:10042")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("sockethandler") && e.contains("socketallowremote"), "{e}");
+        c.set("socketallowremote", &json!(true)).unwrap();
+        c.validate().unwrap();
     }
 }

@@ -64,6 +64,17 @@ pub enum Error {
     Setup(String),
     /// The daemon process reported an error to its launcher before becoming ready.
     Daemon(String),
+    /// An RPC call was answered with an error.
+    Rpc {
+        /// The error code (JSON-RPC's, or the handler's own).
+        code: i64,
+        /// The error message.
+        message: String,
+        /// The error's data, if any.
+        data: Option<serde_json::Value>,
+    },
+    /// A peer broke the protocol (a malformed or unexpected reply).
+    Protocol(String),
 }
 
 impl Error {
@@ -131,6 +142,19 @@ impl fmt::Display for Error {
             ),
             Error::Setup(m) => write!(f, "setup failed: {m}"),
             Error::Daemon(m) => write!(f, "{m}"),
+            Error::Rpc {
+                code,
+                message,
+                data,
+            } => {
+                write!(f, "{message} ({code})")?;
+                match data {
+                    Some(serde_json::Value::String(d)) => write!(f, ": {d}"),
+                    Some(d) => write!(f, ": {d}"),
+                    None => Ok(()),
+                }
+            }
+            Error::Protocol(m) => write!(f, "protocol error: {m}"),
         }
     }
 }

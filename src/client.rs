@@ -1,0 +1,2 @@
+//! A blocking client for the control socket.
+pub struct Client;

@@ -1,0 +1,1 @@
+//! RPC: methods, signatures, JSON-RPC 2.0 and MessagePack-RPC.

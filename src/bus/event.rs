@@ -1,9 +1,11 @@
 //! The [`Event`] trait and daimon's typed events.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 
 use crate::reactor::{Signal, TimerId};
+use crate::rpc::RpcError;
 
 /// Something that happened, with a dotted name listeners subscribe to.
 ///
@@ -155,22 +157,58 @@ impl Event for SocketEvent {
 }
 
 /// An RPC call about to run, named `daemon.rpc.<method>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Listeners get it before the handler runs; one may refuse the call with
+/// [`RpcEvent::refuse`], and the client then gets that error instead.
+#[derive(Debug, Clone)]
 pub struct RpcEvent {
     name: String,
+    params: serde_json::Value,
+    peer: String,
+    refusal: RefCell<Option<RpcError>>,
 }
 
 impl RpcEvent {
-    /// The event for a call of `method`.
-    pub fn new(method: &str) -> Self {
+    /// The prefix of every RPC event's name.
+    pub const PREFIX: &'static str = "daemon.rpc.";
+
+    /// The event for a call of `method` with `params` (by name) from `peer`.
+    pub fn new(method: &str, params: serde_json::Value, peer: &str) -> Self {
         RpcEvent {
-            name: format!("daemon.rpc.{method}"),
+            name: format!("{}{method}", Self::PREFIX),
+            params,
+            peer: peer.to_owned(),
+            refusal: RefCell::new(None),
         }
     }
 
     /// The method called.
     pub fn method(&self) -> &str {
-        &self.name["daemon.rpc.".len()..]
+        &self.name[Self::PREFIX.len()..]
+    }
+
+    /// The params, as an object by name.
+    pub fn params(&self) -> &serde_json::Value {
+        &self.params
+    }
+
+    /// Who called: a unix peer's pid and uid, or a tcp address.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Refuses the call: the client gets `error` and the handler does not run. The first
+    /// refusal wins.
+    pub fn refuse(&self, error: RpcError) {
+        let mut refusal = self.refusal.borrow_mut();
+        if refusal.is_none() {
+            *refusal = Some(error);
+        }
+    }
+
+    /// The refusal, if a listener refused the call.
+    pub fn refusal(&self) -> Option<RpcError> {
+        self.refusal.borrow().clone()
     }
 }
 
@@ -254,7 +292,7 @@ mod tests {
 
     #[test]
     fn downcast_to_the_concrete_type() {
-        let e: Box<dyn Event> = Box::new(RpcEvent::new("examples.echo"));
+        let e: Box<dyn Event> = Box::new(RpcEvent::new("examples.echo", serde_json::json!({}), "me"));
         assert_eq!(e.name(), "daemon.rpc.examples.echo");
         assert_eq!(
             e.downcast_ref::<RpcEvent>().unwrap().method(),

@@ -273,6 +273,25 @@ impl Bus {
             })
     }
 
+    /// Whether some subscription could receive an event whose name starts with `prefix`
+    /// (a cheap test before building an event nobody listens to).
+    pub fn may_receive(&self, prefix: &str) -> bool {
+        self.registry.subs.iter().chain(&self.registry.pending).any(|s| {
+            !s.removed
+                && match &s.pattern {
+                    Pattern::Exact(p) => p.starts_with(prefix),
+                    Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
+                }
+        })
+    }
+
+    /// Delivers `event` to its listeners now, ahead of the queue (for events whose outcome
+    /// the caller needs, such as an [`RpcEvent`] a listener may refuse). Events the listeners
+    /// emit are queued as usual.
+    pub fn dispatch_now(&mut self, event: &dyn Event, host: &mut dyn Host) {
+        self.deliver(event, host);
+    }
+
     /// Delivers queued events (at most [`DISPATCH_LIMIT`]) to their listeners and returns how
     /// many were delivered. A panicking listener is logged and stays subscribed; the others
     /// still get the event.
@@ -330,7 +349,7 @@ impl Bus {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

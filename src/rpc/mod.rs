@@ -1,1 +1,50 @@
-//! RPC: methods, signatures, JSON-RPC 2.0 and MessagePack-RPC.
+//! RPC: methods with typed signatures, JSON-RPC 2.0 and MessagePack-RPC, introspection.
+//!
+//! Register methods in `setup()` with [`Daemon::rpc`](crate::Daemon::rpc):
+//!
+//! ```no_run
+//! use daimon::rpc::{Method, Type};
+//! use daimon::{Config, Daemon};
+//!
+//! let daemon = Daemon::new(Config::default()).setup(|daemon| {
+//!     daemon.rpc().register(
+//!         Method::new("examples.echo", |params, _ctx| Ok(params.str("message")?.into()))
+//!             .description("I'm here to reply your data")
+//!             .param(Type::String, "message")
+//!             .returns(Type::String),
+//!     )?;
+//!     Ok(())
+//! });
+//! ```
+//!
+//! The wire protocols are described in `PROTOCOL.md`.
+
+pub mod base64;
+mod error;
+pub mod jsonrpc;
+mod method;
+pub mod msgpack;
+mod signature;
+
+pub use error::RpcError;
+pub(crate) use method::DaemonEngine;
+pub use method::{CallContext, Method, Methods};
+pub use signature::{Params, Signature, Type};
+
+use serde_json::Value;
+
+/// Who a call comes from, as the connection layer knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    /// The peer: a unix peer's pid and uid, or a tcp address.
+    pub peer: &'a str,
+    /// How many connections are open.
+    pub connections: usize,
+}
+
+/// What runs the calls a connection decodes: the daemon's methods, or a stand-in (tests,
+/// fuzzing).
+pub trait Engine {
+    /// Runs `method` with `params` (an array, an object, or null when absent).
+    fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError>;
+}

@@ -1,8 +1,11 @@
 //! The control socket: addresses, the listener, connections.
 
 mod address;
+mod connection;
+pub mod framing;
 mod listener;
 pub mod server;
 
 pub use address::Address;
+pub use connection::{Admission, Connection, Limits};
 pub use listener::{Leftover, Listener, Stream};

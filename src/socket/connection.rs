@@ -1,0 +1,392 @@
+//! One connection's protocol state machine: bytes in, replies out, no I/O.
+//!
+//! The server feeds it what it reads and writes what it produces; tests and the fuzz targets
+//! drive it directly. Every limit of a connection is enforced here: the request size (before
+//! buffering past it), garbage, the admission refusal of a connection over the cap or from a
+//! refused peer, and the shared secret.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
+use crate::rpc::msgpack::{self, Message, Refused, Scan};
+use crate::rpc::{Engine, Meta, RpcError, jsonrpc};
+
+/// The limits of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request, in bytes.
+    pub max_request: usize,
+    /// Unsent reply bytes past which the client is dropped.
+    pub max_output: usize,
+}
+
+/// Whether a connection is served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Served.
+    Open,
+    /// Its first request is answered with this error, then it is closed (over the connection
+    /// cap, or a peer the credentials check refused).
+    Refused(RpcError),
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    peer: String,
+    limits: Limits,
+    admission: Admission,
+    /// The secret still to present, `None` once presented or when none is needed.
+    secret: Option<Arc<str>>,
+    protocol: Option<Protocol>,
+    input: Vec<u8>,
+    json: JsonScanner,
+    msgpack: msgpack::Scanner,
+    /// The body length announced by Content-Length headers already read.
+    body: Option<usize>,
+    output: Vec<u8>,
+    written: usize,
+    closing: bool,
+}
+
+impl Connection {
+    /// A connection from `peer`. With `secret`, every call but `system.auth(secret)` is
+    /// refused until the secret is presented.
+    pub fn new(
+        peer: String,
+        limits: Limits,
+        admission: Admission,
+        secret: Option<Arc<str>>,
+    ) -> Connection {
+        Connection {
+            peer,
+            limits,
+            admission,
+            secret,
+            protocol: None,
+            input: Vec::new(),
+            json: JsonScanner::default(),
+            msgpack: msgpack::Scanner::default(),
+            body: None,
+            output: Vec::new(),
+            written: 0,
+            closing: false,
+        }
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The protocol, once the first bytes chose it.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// Takes bytes read from the peer and answers every whole request among them.
+    /// `connections` is the number of open connections, for `daemon.status`.
+    pub fn receive(&mut self, data: &[u8], engine: &mut dyn Engine, connections: usize) {
+        if self.closing {
+            return;
+        }
+        self.input.extend_from_slice(data);
+        let mut start = 0;
+        while !self.closing && start < self.input.len() {
+            match self.next_frame(start, engine, connections) {
+                Some(consumed) => start += consumed,
+                None => break,
+            }
+        }
+        self.input.drain(..start);
+        if !self.closing && self.input.len() > self.limits.max_request + framing::MAX_HEADERS {
+            // A frame still incomplete past the limit (whitespace, an unterminated string).
+            self.too_large();
+        }
+    }
+
+    /// Handles at most one frame starting at `start`; returns how many bytes it consumed,
+    /// or `None` when more bytes are needed.
+    fn next_frame(
+        &mut self,
+        start: usize,
+        engine: &mut dyn Engine,
+        connections: usize,
+    ) -> Option<usize> {
+        let protocol = match self.protocol {
+            Some(p) => p,
+            None => match framing::detect(&self.input[start..]) {
+                Detected::Is(p) => {
+                    self.protocol = Some(p);
+                    p
+                }
+                Detected::NeedMore => return None,
+                Detected::Garbage => {
+                    self.protocol = Some(Protocol::Json);
+                    self.fail(RpcError::parse_error(
+                        "the bytes are neither JSON-RPC nor MessagePack-RPC",
+                    ));
+                    return None;
+                }
+            },
+        };
+        let max = self.limits.max_request;
+        let meta_connections = connections;
+        match protocol {
+            Protocol::Json => match self.json.scan(&self.input[start..]) {
+                JsonScan::Complete(n) => {
+                    if n > max {
+                        self.too_large();
+                        return None;
+                    }
+                    let parsed = serde_json::from_slice::<Value>(&self.input[start..start + n]);
+                    match parsed {
+                        Ok(value) => self.json_request(value, engine, meta_connections),
+                        Err(e) => self.fail(RpcError::parse_error(e.to_string())),
+                    }
+                    Some(n)
+                }
+                JsonScan::Skip(n) => Some(n),
+                JsonScan::Incomplete => {
+                    if self.input.len() - start > max {
+                        self.too_large();
+                    }
+                    None
+                }
+                JsonScan::Invalid => {
+                    self.fail(RpcError::parse_error("not a JSON value"));
+                    None
+                }
+            },
+            Protocol::ContentLength => {
+                let Some(body) = self.body else {
+                    match framing::content_length(&self.input[start..]) {
+                        Headers::Complete { header, body } => {
+                            if body > max {
+                                self.too_large();
+                                return None;
+                            }
+                            self.body = Some(body);
+                            return Some(header);
+                        }
+                        Headers::Incomplete => return None,
+                        Headers::Invalid(why) => {
+                            self.fail(RpcError::parse_error(why));
+                            return None;
+                        }
+                    }
+                };
+                let frame = self.input.get(start..start + body)?;
+                let parsed = serde_json::from_slice::<Value>(frame);
+                self.body = None;
+                match parsed {
+                    Ok(value) => self.json_request(value, engine, meta_connections),
+                    // The framing is intact: answer and go on.
+                    Err(e) => self.write_json(&jsonrpc::reply(
+                        Value::Null,
+                        Err(RpcError::parse_error(e.to_string())),
+                    )),
+                }
+                Some(body)
+            }
+            Protocol::MessagePack => match self.msgpack.scan(&self.input[start..], max) {
+                Scan::Complete(n) => {
+                    let decoded = msgpack::decode(&self.input[start..start + n]);
+                    self.msgpack_message(decoded, engine, meta_connections);
+                    Some(n)
+                }
+                Scan::Incomplete => None,
+                Scan::TooLarge => {
+                    self.too_large();
+                    None
+                }
+                Scan::Invalid(why) => {
+                    self.fail(RpcError::parse_error(why));
+                    None
+                }
+            },
+        }
+    }
+
+    fn json_request(&mut self, value: Value, engine: &mut dyn Engine, connections: usize) {
+        let reply = {
+            let meta = Meta {
+                peer: &self.peer,
+                connections,
+            };
+            let mut gate = Gate {
+                engine,
+                admission: &self.admission,
+                secret: &mut self.secret,
+                close: &mut self.closing,
+            };
+            jsonrpc::handle(value, &mut gate, &meta)
+        };
+        if let Some(reply) = reply {
+            self.write_json(&reply);
+        }
+        self.after_request();
+    }
+
+    fn msgpack_message(
+        &mut self,
+        decoded: Result<Message, Refused>,
+        engine: &mut dyn Engine,
+        connections: usize,
+    ) {
+        let meta = Meta {
+            peer: &self.peer,
+            connections,
+        };
+        let mut gate = Gate {
+            engine,
+            admission: &self.admission,
+            secret: &mut self.secret,
+            close: &mut self.closing,
+        };
+        match decoded {
+            Ok(Message::Request {
+                msgid,
+                method,
+                params,
+            }) => {
+                let outcome = gate.call(&meta, &method, params);
+                msgpack::encode_response(&mut self.output, Some(msgid), &outcome);
+            }
+            Ok(Message::Notification { method, params }) => {
+                let _ = gate.call(&meta, &method, params);
+            }
+            Ok(Message::Response) => {}
+            Err(Refused::Invalid(msgid, why)) => {
+                msgpack::encode_response(
+                    &mut self.output,
+                    Some(msgid),
+                    &Err(RpcError::invalid_request(why)),
+                );
+            }
+            Err(Refused::Parse(why)) => self.fail(RpcError::parse_error(why)),
+        }
+        self.after_request();
+    }
+
+    fn after_request(&mut self) {
+        if matches!(self.admission, Admission::Refused(_)) {
+            self.closing = true;
+        }
+    }
+
+    /// Answers `error` with id null in the connection's framing, then closes.
+    fn fail(&mut self, error: RpcError) {
+        match self.protocol {
+            Some(Protocol::MessagePack) => {
+                msgpack::encode_response(&mut self.output, None, &Err(error))
+            }
+            _ => self.write_json(&jsonrpc::reply(Value::Null, Err(error))),
+        }
+        self.closing = true;
+    }
+
+    fn too_large(&mut self) {
+        let max = self.limits.max_request;
+        self.fail(RpcError::invalid_request(format!(
+            "request larger than maxrequestsize ({max} bytes)"
+        )));
+    }
+
+    fn write_json(&mut self, reply: &Value) {
+        match self.protocol {
+            Some(Protocol::ContentLength) => {
+                let body = serde_json::to_vec(reply).expect("a JSON value serializes");
+                self.output.extend_from_slice(
+                    format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
+                self.output.extend_from_slice(&body);
+            }
+            _ => {
+                serde_json::to_writer(&mut self.output, reply).expect("a JSON value serializes");
+                self.output.push(b'\n');
+            }
+        }
+    }
+
+    /// The replies not yet written.
+    pub fn output(&self) -> &[u8] {
+        &self.output[self.written..]
+    }
+
+    /// Records that the first `n` bytes of [`Connection::output`] were written.
+    pub fn consume_output(&mut self, n: usize) {
+        self.written += n;
+        if self.written >= self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        } else if self.written > 64 * 1024 {
+            self.output.drain(..self.written);
+            self.written = 0;
+        }
+    }
+
+    /// Whether the unsent output passed the limit: the client does not read its replies.
+    pub fn is_overloaded(&self) -> bool {
+        self.output().len() > self.limits.max_output
+    }
+
+    /// Whether the connection is done: close it once its output is written.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether part of a request is buffered.
+    pub fn has_partial_input(&self) -> bool {
+        !self.input.is_empty() || self.body.is_some()
+    }
+
+    /// The peer closed its side: answer nothing more, finish writing.
+    pub fn hangup(&mut self) {
+        self.closing = true;
+    }
+}
+
+/// Applies the connection's admission and secret to every call before the engine sees it.
+struct Gate<'a> {
+    engine: &'a mut dyn Engine,
+    admission: &'a Admission,
+    secret: &'a mut Option<Arc<str>>,
+    close: &'a mut bool,
+}
+
+impl Engine for Gate<'_> {
+    fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
+        if let Admission::Refused(error) = self.admission {
+            return Err(error.clone());
+        }
+        let Some(secret) = self.secret.as_deref() else {
+            return self.engine.call(meta, method, params);
+        };
+        if method != "system.auth" {
+            return Err(RpcError::server_error("authentication required"));
+        }
+        let given = match &params {
+            Value::Array(a) if a.len() == 1 => a[0].as_str(),
+            Value::Object(o) if o.len() == 1 => o.get("secret").and_then(Value::as_str),
+            _ => None,
+        };
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), secret.as_bytes())) {
+            *self.secret = None;
+            Ok(Value::Bool(true))
+        } else {
+            *self.close = true;
+            Err(RpcError::server_error("authentication failed"))
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing but the length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests;

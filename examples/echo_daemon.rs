@@ -1,8 +1,10 @@
-//! The ancestor's EchoDaemon: a daemon with a control socket, stopped by SIGTERM or SIGINT.
+//! The ancestor's EchoDaemon: `examples.echo(string message) -> string` on the control
+//! socket (`tcp://127.0.0.1:10042` unless `--socket` says otherwise), stopped by SIGTERM or
+//! SIGINT.
 //!
 //! ```text
 //! cargo run --example echo_daemon -- -f -v
-//! cargo run --example echo_daemon -- -f --socket unix:///tmp/echo.sock
+//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 call examples.echo hello
 //! ```
 //!
 //! SIGHUP is caught and logged (the daemon has nothing to reload); every other signal keeps
@@ -10,6 +12,7 @@
 
 use std::process::ExitCode;
 
+use daimon::rpc::{Method, Type};
 use daimon::slog::info;
 use daimon::{Config, Daemon, PostAction};
 
@@ -22,6 +25,13 @@ fn main() -> ExitCode {
     daimon_listeners::install(&mut daemon).expect("standard listeners");
     daemon
         .setup(|daemon| {
+            let echo = Method::new("examples.echo", |params, _ctx| {
+                Ok(params.str("message")?.into())
+            })
+            .description("I'm here to reply your data")
+            .param(Type::String, "message")
+            .returns(Type::String);
+            daemon.rpc().register(echo)?;
             daemon.bus().on("daemon.posix.SIGHUP", |_, ctx| {
                 info!(ctx.logger(), "SIGHUP received: nothing to reload");
                 PostAction::Continue

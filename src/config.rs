@@ -383,9 +383,8 @@ impl Config {
             }
             "socketmode" => self.socketmode = MODE.check(key, as_umask(value), value)?,
             "socketpeers" => {
-                self.socketpeers = Peers::from_json(value).ok_or_else(|| {
-                    refuse(key, "\"owner\", \"any\" or a list of uids", value)
-                })?;
+                self.socketpeers = Peers::from_json(value)
+                    .ok_or_else(|| refuse(key, "\"owner\", \"any\" or a list of uids", value))?;
             }
             "socketallowremote" => {
                 self.socketallowremote = value
@@ -498,7 +497,11 @@ impl Config {
         let mode = self.socketmode;
         MODE.check("socketmode", Some(mode), &format_args!("{mode:#o}"))?;
         if self.socketsecret.as_deref() == Some("") {
-            return Err(refuse("socketsecret", "null or a non-empty string", &"\"\""));
+            return Err(refuse(
+                "socketsecret",
+                "null or a non-empty string",
+                &"\"\"",
+            ));
         }
         if !self.socketallowremote && !self.sockethandler.is_loopback() {
             return Err(Error::config(
@@ -932,9 +935,13 @@ mod tests {
     #[test]
     fn remote_tcp_needs_socketallowremote() {
         let mut c = Config::default();
-        c.set("sockethandler", &json!("tcp://0.0.0.0:10042")).unwrap();
+        c.set("sockethandler", &json!("tcp://0.0.0.0:10042"))
+            .unwrap();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("sockethandler") && e.contains("socketallowremote"), "{e}");
+        assert!(
+            e.contains("sockethandler") && e.contains("socketallowremote"),
+            "{e}"
+        );
         c.set("socketallowremote", &json!(true)).unwrap();
         c.validate().unwrap();
     }

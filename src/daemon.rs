@@ -16,15 +16,13 @@ use crate::log;
 use crate::pidfile::{PidFile, Previous};
 use crate::process::{self, Detached, Readiness};
 use crate::reactor::{Reactor, Ready, Signal, TimerId};
+use crate::rpc::{DaemonEngine, Methods};
 use crate::socket::{Leftover, Listener, server::Server};
 
 /// The error type a `setup()` may return: anything that displays.
 pub type SetupError = Box<dyn std::error::Error>;
 
 type SetupFn = Box<dyn FnOnce(&mut Daemon) -> std::result::Result<(), SetupError>>;
-
-/// The mode of the unix control socket file.
-const SOCKET_MODE: u32 = 0o600;
 
 /// A daemon: its configuration, its event bus, and the user's `setup()`.
 ///
@@ -47,6 +45,7 @@ const SOCKET_MODE: u32 = 0o600;
 pub struct Daemon {
     config: Config,
     bus: Bus,
+    methods: Methods,
     logger: Logger,
     custom_logger: bool,
     setup: Vec<SetupFn>,
@@ -60,6 +59,7 @@ impl Daemon {
         Daemon {
             config,
             bus: Bus::new(),
+            methods: Methods::new(),
             logger: log::discard(),
             custom_logger: false,
             setup: Vec::new(),
@@ -90,6 +90,11 @@ impl Daemon {
     /// The event bus, to subscribe listeners.
     pub fn bus(&mut self) -> &mut Bus {
         &mut self.bus
+    }
+
+    /// The RPC methods, to register the daemon's own in `setup()`.
+    pub fn rpc(&mut self) -> &mut Methods {
+        &mut self.methods
     }
 
     /// The configuration (with the command line's overrides once `init()` has read them).
@@ -243,33 +248,33 @@ impl Daemon {
             step(self).map_err(|e| Error::Setup(e.to_string()))?;
         }
         rt.sync_signals(&self.bus)?;
-        let (listener, leftover) = Listener::bind(
-            &self.config.sockethandler,
-            SOCKET_MODE,
-            self.console.hardstart,
-        )?;
+        let address = &self.config.sockethandler;
+        let (listener, leftover) =
+            Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
         if leftover == Leftover::RemovedStale {
-            warn!(rt.logger, "removed a stale socket file"; "socket" => %self.config.sockethandler);
+            warn!(rt.logger, "removed a stale socket file"; "socket" => %address);
         }
-        rt.server = Some(Server::new(
+        let mut server = Server::new(
             rt.reactor.handle(),
             listener,
             &self.config,
             rt.logger.clone(),
-        )?);
+        )?;
+        self.methods.set_socket(address.to_string());
         if let Some(r) = readiness {
             r.ready();
         }
         if let Err(e) = process::notify_systemd("READY=1") {
             warn!(rt.logger, "cannot notify systemd"; "error" => %e);
         }
-        info!(rt.logger, "ready"; "pid" => process::pid(), "socket" => %self.config.sockethandler);
+        info!(rt.logger, "ready"; "pid" => process::pid(), "socket" => %address);
         self.bus.emit(DaemonEvent::Ready);
-        self.event_loop(rt)?;
-        Ok(self.shutdown(rt))
+        let outcome = self.event_loop(rt, &mut server);
+        let code = self.shutdown(rt, server);
+        outcome.map(|()| code)
     }
 
-    fn event_loop(&mut self, rt: &mut Runtime) -> Result<()> {
+    fn event_loop(&mut self, rt: &mut Runtime, server: &mut Server) -> Result<()> {
         let mut ready = Vec::new();
         let mut socket_events = Vec::new();
         loop {
@@ -278,19 +283,31 @@ impl Daemon {
                 return Ok(());
             }
             rt.sync_signals(&self.bus)?;
-            let wait = self.bus.has_pending().then_some(Duration::ZERO);
+            let wait = if self.bus.has_pending() {
+                Some(Duration::ZERO)
+            } else {
+                server.next_timeout()
+            };
             rt.reactor.turn(wait, &mut ready)?;
             for r in ready.drain(..) {
                 match r {
                     Ready::Signal(signal) => self.bus.emit(PosixEvent::new(signal)),
                     Ready::Timer(id, name) => self.bus.emit(TimerEvent::new(name, id)),
-                    Ready::Io { token, .. } => {
-                        if let Some(server) = &mut rt.server {
-                            server.ready(token, &mut socket_events);
-                        }
+                    Ready::Io {
+                        token,
+                        readable,
+                        writable,
+                    } => {
+                        let mut engine = DaemonEngine {
+                            methods: &mut self.methods,
+                            bus: &mut self.bus,
+                            host: &mut *rt,
+                        };
+                        server.ready(token, readable, writable, &mut engine, &mut socket_events);
                     }
                 }
             }
+            server.expire(Instant::now(), &mut socket_events);
             for e in socket_events.drain(..) {
                 self.bus.emit(e);
             }
@@ -299,7 +316,7 @@ impl Daemon {
 
     /// The controlled shutdown: `daemon.stopping`, stop accepting, remove the socket file and
     /// the pid file, `daemon.stop`.
-    fn shutdown(&mut self, rt: &mut Runtime) -> i32 {
+    fn shutdown(&mut self, rt: &mut Runtime, server: Server) -> i32 {
         let code = rt.stop.unwrap_or(0);
         info!(rt.logger, "stopping"; "exit_code" => code);
         if let Err(e) = process::notify_systemd("STOPPING=1") {
@@ -307,6 +324,12 @@ impl Daemon {
         }
         self.bus.emit(DaemonEvent::Stopping);
         self.drain_bus(rt);
+        if let Some(path) = server.close() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(rt.logger, "cannot remove the socket file";
+                    "path" => %path.display(), "error" => %e);
+            }
+        }
         rt.release();
         self.bus.emit(DaemonEvent::Stop);
         self.drain_bus(rt);
@@ -329,7 +352,6 @@ struct Runtime {
     reactor: Reactor<String>,
     logger: Logger,
     stop: Option<i32>,
-    server: Option<Server>,
     pidfile: Option<PidFile>,
     signals_generation: Option<u64>,
 }
@@ -340,7 +362,6 @@ impl Runtime {
             reactor: Reactor::new()?,
             logger,
             stop: None,
-            server: None,
             pidfile: Some(pidfile),
             signals_generation: None,
         })
@@ -365,16 +386,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Stops accepting, removes the socket file and the pid file. Idempotent.
+    /// Removes the pid file, releasing the lock. Idempotent.
     fn release(&mut self) {
-        if let Some(server) = self.server.take() {
-            if let Some(path) = server.close() {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    warn!(self.logger, "cannot remove the socket file";
-                        "path" => %path.display(), "error" => %e);
-                }
-            }
-        }
         if let Some(pidfile) = self.pidfile.take() {
             if let Err(e) = pidfile.remove() {
                 warn!(self.logger, "cannot remove the pid file"; "error" => %e);

@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn downcast_to_the_concrete_type() {
-        let e: Box<dyn Event> = Box::new(RpcEvent::new("examples.echo", serde_json::json!({}), "me"));
+        let e: Box<dyn Event> =
+            Box::new(RpcEvent::new("examples.echo", serde_json::json!({}), "me"));
         assert_eq!(e.name(), "daemon.rpc.examples.echo");
         assert_eq!(
             e.downcast_ref::<RpcEvent>().unwrap().method(),

@@ -276,13 +276,19 @@ impl Bus {
     /// Whether some subscription could receive an event whose name starts with `prefix`
     /// (a cheap test before building an event nobody listens to).
     pub fn may_receive(&self, prefix: &str) -> bool {
-        self.registry.subs.iter().chain(&self.registry.pending).any(|s| {
-            !s.removed
-                && match &s.pattern {
-                    Pattern::Exact(p) => p.starts_with(prefix),
-                    Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
-                }
-        })
+        self.registry
+            .subs
+            .iter()
+            .chain(&self.registry.pending)
+            .any(|s| {
+                !s.removed
+                    && match &s.pattern {
+                        Pattern::Exact(p) => p.starts_with(prefix),
+                        Pattern::Prefix(p) => {
+                            p.starts_with(prefix) || prefix.starts_with(p.as_str())
+                        }
+                    }
+            })
     }
 
     /// Delivers `event` to its listeners now, ahead of the queue (for events whose outcome

@@ -64,7 +64,12 @@ fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
     } else {
         Value::Null
     };
-    let invalid = |detail: &str| Some(reply(reply_id.clone(), Err(RpcError::invalid_request(detail))));
+    let invalid = |detail: &str| {
+        Some(reply(
+            reply_id.clone(),
+            Err(RpcError::invalid_request(detail)),
+        ))
+    };
     if !valid_id {
         return invalid("id must be a string, a number or null");
     }
@@ -97,7 +102,10 @@ mod tests {
             let ints = |p: &Value| -> Vec<i64> {
                 match p {
                     Value::Array(a) => a.iter().filter_map(Value::as_i64).collect(),
-                    Value::Object(o) => vec![o["minuend"].as_i64().unwrap(), o["subtrahend"].as_i64().unwrap()],
+                    Value::Object(o) => vec![
+                        o["minuend"].as_i64().unwrap(),
+                        o["subtrahend"].as_i64().unwrap(),
+                    ],
                     _ => vec![],
                 }
             };
@@ -116,7 +124,10 @@ mod tests {
 
     fn run(request: Value) -> (Option<Value>, Vec<String>) {
         let mut engine = Spec(Vec::new());
-        let meta = Meta { peer: "test", connections: 1 };
+        let meta = Meta {
+            peer: "test",
+            connections: 1,
+        };
         let reply = handle(request, &mut engine, &meta);
         (reply, engine.0)
     }
@@ -141,26 +152,54 @@ mod tests {
     #[test]
     fn specification_examples() {
         let cases = [
-            (json!({"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}),
-             Some(json!({"jsonrpc": "2.0", "result": 19, "id": 1}))),
-            (json!({"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}),
-             Some(json!({"jsonrpc": "2.0", "result": 19, "id": 3}))),
-            (json!({"jsonrpc": "2.0", "method": "update", "params": [1,2,3,4,5]}), None),
+            (
+                json!({"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}),
+                Some(json!({"jsonrpc": "2.0", "result": 19, "id": 1})),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}),
+                Some(json!({"jsonrpc": "2.0", "result": 19, "id": 3})),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "method": "update", "params": [1,2,3,4,5]}),
+                None,
+            ),
             (json!({"jsonrpc": "2.0", "method": "foobar"}), None),
-            (json!({"jsonrpc": "2.0", "method": "foobar", "id": "1"}),
-             Some(json!({"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": "1"}))),
-            (json!({"jsonrpc": "2.0", "method": 1, "params": "bar"}),
-             Some(json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}))),
-            (json!([]),
-             Some(json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}))),
-            (json!([1]),
-             Some(json!([{"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}]))),
-            (json!([
-                {"jsonrpc": "2.0", "method": "notify_sum", "params": [1,2,4]},
-                {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}
-             ]), None),
-            (json!({"jsonrpc": "2.0", "method": "get_data", "id": null}),
-             Some(json!({"jsonrpc": "2.0", "result": ["hello", 5], "id": null}))),
+            (
+                json!({"jsonrpc": "2.0", "method": "foobar", "id": "1"}),
+                Some(
+                    json!({"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": "1"}),
+                ),
+            ),
+            (
+                json!({"jsonrpc": "2.0", "method": 1, "params": "bar"}),
+                Some(
+                    json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}),
+                ),
+            ),
+            (
+                json!([]),
+                Some(
+                    json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}),
+                ),
+            ),
+            (
+                json!([1]),
+                Some(
+                    json!([{"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}]),
+                ),
+            ),
+            (
+                json!([
+                   {"jsonrpc": "2.0", "method": "notify_sum", "params": [1,2,4]},
+                   {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}
+                ]),
+                None,
+            ),
+            (
+                json!({"jsonrpc": "2.0", "method": "get_data", "id": null}),
+                Some(json!({"jsonrpc": "2.0", "result": ["hello", 5], "id": null})),
+            ),
         ];
         for (request, expected) in cases {
             let (got, _) = run(request.clone());
@@ -178,14 +217,20 @@ mod tests {
             {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
             {"jsonrpc": "2.0", "method": "get_data", "id": "9"}
         ]));
-        assert_eq!(strip_data(got.unwrap()), json!([
-            {"jsonrpc": "2.0", "result": 7, "id": "1"},
-            {"jsonrpc": "2.0", "result": 19, "id": "2"},
-            {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null},
-            {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": "5"},
-            {"jsonrpc": "2.0", "result": ["hello", 5], "id": "9"}
-        ]));
-        assert_eq!(calls, ["sum", "notify_hello", "subtract", "foo.get", "get_data"]);
+        assert_eq!(
+            strip_data(got.unwrap()),
+            json!([
+                {"jsonrpc": "2.0", "result": 7, "id": "1"},
+                {"jsonrpc": "2.0", "result": 19, "id": "2"},
+                {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null},
+                {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": "5"},
+                {"jsonrpc": "2.0", "result": ["hello", 5], "id": "9"}
+            ])
+        );
+        assert_eq!(
+            calls,
+            ["sum", "notify_hello", "subtract", "foo.get", "get_data"]
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl Method {
     }
 
     fn current(&mut self) -> &mut Signature {
-        self.signatures.last_mut().expect("a method has a signature")
+        self.signatures
+            .last_mut()
+            .expect("a method has a signature")
     }
 
     /// The name.
@@ -273,7 +275,9 @@ impl Methods {
                     Err(panic) => {
                         let message = crate::bus::panic_message(panic.as_ref());
                         error!(ctx.logger(), "method handler panicked"; "method" => name, "panic" => &message);
-                        Err(RpcError::internal_error(format!("the handler of '{name}' panicked: {message}")))
+                        Err(RpcError::internal_error(format!(
+                            "the handler of '{name}' panicked: {message}"
+                        )))
                     }
                 }
             }
@@ -285,16 +289,27 @@ impl Methods {
         }
     }
 
-    fn builtin(&mut self, b: Builtin, mut args: Vec<Value>, ctx: &mut CallContext<'_>) -> Result<Value, RpcError> {
+    fn builtin(
+        &mut self,
+        b: Builtin,
+        mut args: Vec<Value>,
+        ctx: &mut CallContext<'_>,
+    ) -> Result<Value, RpcError> {
         let named = |args: &[Value]| -> Result<&Method, RpcError> {
             let name = args[0].as_str().unwrap_or_default();
-            self.map.get(name).ok_or_else(|| RpcError::method_not_found(name))
+            self.map
+                .get(name)
+                .ok_or_else(|| RpcError::method_not_found(name))
         };
         match b {
             Builtin::ListMethods => Ok(json!(self.names())),
             Builtin::MethodHelp => Ok(json!(named(&args)?.description)),
             Builtin::MethodSignature => {
-                let sigs: Vec<Value> = named(&args)?.signatures.iter().map(Signature::to_json).collect();
+                let sigs: Vec<Value> = named(&args)?
+                    .signatures
+                    .iter()
+                    .map(Signature::to_json)
+                    .collect();
                 Ok(Value::Array(sigs))
             }
             Builtin::GetCapabilities => Ok(capabilities()),
@@ -302,7 +317,12 @@ impl Methods {
                 let Value::Array(calls) = args.swap_remove(0) else {
                     unreachable!("the signature says array")
                 };
-                Ok(Value::Array(calls.into_iter().map(|c| self.one_of_multicall(c, ctx)).collect()))
+                Ok(Value::Array(
+                    calls
+                        .into_iter()
+                        .map(|c| self.one_of_multicall(c, ctx))
+                        .collect(),
+                ))
             }
             Builtin::Auth => Ok(Value::Bool(true)),
             Builtin::Shutdown => {
@@ -324,10 +344,14 @@ impl Methods {
     fn one_of_multicall(&mut self, call: Value, ctx: &mut CallContext<'_>) -> Value {
         let fault = |e: RpcError| json!({"faultCode": e.code, "faultString": e.message});
         let Value::Object(mut call) = call else {
-            return fault(RpcError::invalid_request("a call is {\"methodName\": ..., \"params\": [...]}"));
+            return fault(RpcError::invalid_request(
+                "a call is {\"methodName\": ..., \"params\": [...]}",
+            ));
         };
         let Some(Value::String(name)) = call.remove("methodName") else {
-            return fault(RpcError::invalid_request("a call needs a string methodName"));
+            return fault(RpcError::invalid_request(
+                "a call needs a string methodName",
+            ));
         };
         if name == "system.multicall" {
             return fault(RpcError::new(

@@ -245,18 +245,25 @@ impl Msg {
             Msg::Bool(b) => Value::Bool(b),
             Msg::Int(n) => Value::from(n),
             Msg::UInt(n) => Value::from(n),
-            Msg::Float(f) => Number::from_f64(f).map(Value::Number).ok_or("a float that is not finite")?,
+            Msg::Float(f) => Number::from_f64(f)
+                .map(Value::Number)
+                .ok_or("a float that is not finite")?,
             Msg::Str(s) => Value::String(s),
             Msg::Bin(b) => Value::String(base64::encode(&b)),
-            Msg::Array(items) => {
-                Value::Array(items.into_iter().map(Msg::into_json).collect::<Result<_, _>>()?)
-            }
+            Msg::Array(items) => Value::Array(
+                items
+                    .into_iter()
+                    .map(Msg::into_json)
+                    .collect::<Result<_, _>>()?,
+            ),
             Msg::Map(entries) => {
                 let mut map = Map::with_capacity(entries.len());
                 for (k, v) in entries {
                     let key = match k {
                         Msg::Str(s) => s,
-                        Msg::Bin(b) => String::from_utf8(b).map_err(|_| "a map key that is not UTF-8")?,
+                        Msg::Bin(b) => {
+                            String::from_utf8(b).map_err(|_| "a map key that is not UTF-8")?
+                        }
                         _ => return Err("a map key that is not a string"),
                     };
                     map.insert(key, v.into_json()?);
@@ -329,7 +336,9 @@ pub fn decode(frame: &[u8]) -> Result<Message, Refused> {
     match (kind, items.len()) {
         (Some(0), n) => {
             let Some(msgid) = items.get(1).and_then(Msg::as_u32) else {
-                return Err(Refused::Parse("a request's msgid is an unsigned 32-bit integer".into()));
+                return Err(Refused::Parse(
+                    "a request's msgid is an unsigned 32-bit integer".into(),
+                ));
             };
             let invalid = |m: &str| Err(Refused::Invalid(msgid, m.to_owned()));
             if n != 4 {
@@ -340,7 +349,11 @@ pub fn decode(frame: &[u8]) -> Result<Message, Refused> {
                 return invalid("the method is a string");
             };
             match params_to_json(params) {
-                Ok(params) => Ok(Message::Request { msgid, method, params }),
+                Ok(params) => Ok(Message::Request {
+                    msgid,
+                    method,
+                    params,
+                }),
                 Err(m) => invalid(m),
             }
         }
@@ -349,7 +362,9 @@ pub fn decode(frame: &[u8]) -> Result<Message, Refused> {
             let method = items.pop().expect("3 items").into_method();
             match (method, params_to_json(params)) {
                 (Some(method), Ok(params)) => Ok(Message::Notification { method, params }),
-                _ => Err(Refused::Parse("a notification is [2, method, params]".into())),
+                _ => Err(Refused::Parse(
+                    "a notification is [2, method, params]".into(),
+                )),
             }
         }
         (Some(1), 4) => Ok(Message::Response),
@@ -415,7 +430,10 @@ mod tests {
         ] {
             assert_eq!(scan_all(head, 1 << 20), Scan::TooLarge, "{head:x?}");
         }
-        assert_eq!(scan_all(&[0xc1], 100), Scan::Invalid("0xc1 is never used in MessagePack"));
+        assert_eq!(
+            scan_all(&[0xc1], 100),
+            Scan::Invalid("0xc1 is never used in MessagePack")
+        );
         let deep = vec![0x91u8; MAX_DEPTH + 1];
         assert_eq!(scan_all(&deep, 1 << 20), Scan::Invalid("nested too deeply"));
     }
@@ -447,10 +465,16 @@ mod tests {
         let bytes = rmp_serde::to_vec(&(0u8, 0u32, "m", (serde_bytes_like(b"foo"),))).unwrap();
         assert_eq!(
             decode(&bytes).unwrap(),
-            Message::Request { msgid: 0, method: "m".into(), params: json!(["Zm9v"]) }
+            Message::Request {
+                msgid: 0,
+                method: "m".into(),
+                params: json!(["Zm9v"])
+            }
         );
         let mut named = vec![0x94, 0x00, 0x05, 0xa1, b'm', 0x81, 0xa1, b'a', 0x01];
-        assert!(matches!(decode(&named).unwrap(), Message::Request { params, .. } if params == json!({"a": 1})));
+        assert!(
+            matches!(decode(&named).unwrap(), Message::Request { params, .. } if params == json!({"a": 1}))
+        );
         named[6] = 0x01; // an int key
         assert!(matches!(decode(&named), Err(Refused::Invalid(5, _))));
     }
@@ -479,7 +503,10 @@ mod tests {
             rmp_serde::to_vec(&(0, -1, "m", ())).unwrap(),
             rmp_serde::to_vec(&(7, 1, "m", ())).unwrap(),
         ] {
-            assert!(matches!(decode(&parse), Err(Refused::Parse(_))), "{parse:x?}");
+            assert!(
+                matches!(decode(&parse), Err(Refused::Parse(_))),
+                "{parse:x?}"
+            );
         }
         let response = rmp_serde::to_vec(&(1, 5, (), 3)).unwrap();
         assert_eq!(decode(&response).unwrap(), Message::Response);
@@ -489,7 +516,10 @@ mod tests {
     fn responses_are_encoded_as_the_spec_says() {
         let mut out = Vec::new();
         encode_response(&mut out, Some(0), &Ok(json!("hello")));
-        assert_eq!(out, [0x94, 0x01, 0x00, 0xc0, 0xa5, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(
+            out,
+            [0x94, 0x01, 0x00, 0xc0, 0xa5, b'h', b'e', b'l', b'l', b'o']
+        );
         out.clear();
         encode_response(&mut out, None, &Err(RpcError::parse_error("x")));
         let back: (u8, Option<u32>, (i64, String), ()) = rmp_serde::from_slice(&out).unwrap();

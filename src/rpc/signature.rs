@@ -118,7 +118,10 @@ impl Signature {
             Value::Null => self.params.is_empty().then(Vec::new),
             Value::Array(items) => {
                 let fits = items.len() == self.params.len()
-                    && items.iter().zip(&self.params).all(|(v, (_, t))| t.accepts(v));
+                    && items
+                        .iter()
+                        .zip(&self.params)
+                        .all(|(v, (_, t))| t.accepts(v));
                 fits.then(|| std::mem::take(items))
             }
             Value::Object(map) => {
@@ -320,9 +323,15 @@ mod tests {
 
     #[test]
     fn positional_and_named_params_bind_in_signature_order() {
-        let sigs = [sig(Type::Int, &[("minuend", Type::Int), ("subtrahend", Type::Int)])];
+        let sigs = [sig(
+            Type::Int,
+            &[("minuend", Type::Int), ("subtrahend", Type::Int)],
+        )];
         let p = bind("subtract", &sigs, json!([42, 23])).unwrap();
-        assert_eq!((p.i64("minuend").unwrap(), p.i64("subtrahend").unwrap()), (42, 23));
+        assert_eq!(
+            (p.i64("minuend").unwrap(), p.i64("subtrahend").unwrap()),
+            (42, 23)
+        );
         let p = bind("subtract", &sigs, json!({"subtrahend": 23, "minuend": 42})).unwrap();
         assert_eq!(p.into_values(), vec![json!(42), json!(23)]);
     }
@@ -344,7 +353,11 @@ mod tests {
             data,
             json!("expected array worker.status() or int worker.status(string name)")
         );
-        for bad in [json!({"name": "x", "extra": 1}), json!({"nom": "x"}), json!("x")] {
+        for bad in [
+            json!({"name": "x", "extra": 1}),
+            json!({"nom": "x"}),
+            json!("x"),
+        ] {
             assert!(bind("worker.status", &sigs, bad).is_err());
         }
     }

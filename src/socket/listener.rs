@@ -74,15 +74,19 @@ impl Listener {
     /// # Errors
     ///
     /// The accept error (other than "would block").
-    pub fn accept(&self) -> io::Result<Option<(Stream, String)>> {
+    pub fn accept(&self) -> io::Result<Option<(Stream, Peer)>> {
         let accepted = match self {
             Listener::Unix(l, _) => l.accept().map(|(s, _)| {
                 let peer = peer_of(&s);
                 (Stream::Unix(s), peer)
             }),
-            Listener::Tcp(l) => l
-                .accept()
-                .map(|(s, addr)| (Stream::Tcp(s), addr.to_string())),
+            Listener::Tcp(l) => l.accept().map(|(s, addr)| {
+                let peer = Peer {
+                    name: addr.to_string(),
+                    uid: None,
+                };
+                (Stream::Tcp(s), peer)
+            }),
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -135,11 +139,26 @@ fn clear_unix_path(path: &Path, address: &Address, force: bool) -> Result<Leftov
     Ok(Leftover::RemovedStale)
 }
 
-fn peer_of(stream: &UnixStream) -> String {
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// A unix peer's pid and uid, or a tcp address, for logs and `RpcEvent::peer`.
+    pub name: String,
+    /// A unix peer's uid (from `SO_PEERCRED`); `None` for tcp.
+    pub uid: Option<u32>,
+}
+
+fn peer_of(stream: &UnixStream) -> Peer {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     match getsockopt(stream, PeerCredentials) {
-        Ok(c) => format!("pid {} uid {}", c.pid(), c.uid()),
-        Err(_) => "unix peer".to_owned(),
+        Ok(c) => Peer {
+            name: format!("pid {} uid {}", c.pid(), c.uid()),
+            uid: Some(c.uid()),
+        },
+        Err(_) => Peer {
+            name: "unix peer".to_owned(),
+            uid: None,
+        },
     }
 }
 

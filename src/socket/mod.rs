@@ -8,4 +8,4 @@ pub mod server;
 
 pub use address::Address;
 pub use connection::{Admission, Connection, Limits};
-pub use listener::{Leftover, Listener, Stream};
+pub use listener::{Leftover, Listener, Peer, Stream};

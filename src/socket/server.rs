@@ -1,34 +1,55 @@
-//! The control socket's accept loop and connection table.
+//! The control socket's accept loop and connections: reading, writing, limits, deadlines.
 //!
-//! For now a connection is accepted, counted against `socketmaxconnections`, read and
-//! discarded until the peer hangs up; the RPC layer plugs in here.
+//! Everything is non-blocking and bounded per turn: at most [`ACCEPTS_PER_TURN`] accepts and
+//! [`READ_PER_TURN`] bytes per connection, so one busy client cannot starve the others.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use slog::{Logger, debug, warn};
 
-use super::{Listener, Stream};
+use super::connection::{Admission, Connection, Limits};
+use super::{Listener, Peer, Stream};
 use crate::bus::SocketEvent;
-use crate::config::Config;
-use crate::reactor::{Handle, Interest, Source, Token};
+use crate::config::{Config, Peers};
+use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token};
+use crate::rpc::{Engine, RpcError};
 
-/// Accepts per turn at most this many connections, so a connection storm cannot starve the
-/// rest of the reactor.
-const ACCEPTS_PER_TURN: usize = 64;
+/// Accepts per turn at most this many connections.
+pub const ACCEPTS_PER_TURN: usize = 64;
+/// Reads per turn at most this many bytes from one connection.
+pub const READ_PER_TURN: usize = 64 * 1024;
 
-struct Connection {
+struct Client {
     source: Source<Stream>,
-    peer: String,
+    conn: Connection,
+    /// Counted against `socketmaxconnections` (refused connections are not).
+    admitted: bool,
+    /// The last time bytes moved either way.
+    progress: Instant,
+    /// The armed deadline timer and when it fires.
+    deadline: Option<(TimerId, Instant)>,
 }
 
 /// The listening socket and its connections.
 pub struct Server {
     handle: Handle,
     listener: Source<Listener>,
-    connections: HashMap<Token, Connection>,
+    clients: HashMap<Token, Client>,
+    admitted: usize,
+    refused: usize,
     max_connections: usize,
+    limits: Limits,
+    chunk: usize,
+    timeout: Duration,
+    idle_timeout: Duration,
+    peers: Peers,
+    owner: u32,
+    secret: Option<Arc<str>>,
+    deadlines: Timers<Token>,
     buffer: Vec<u8>,
     logger: Logger,
 }
@@ -49,81 +70,301 @@ impl Server {
         Ok(Server {
             handle,
             listener,
-            connections: HashMap::new(),
+            clients: HashMap::new(),
+            admitted: 0,
+            refused: 0,
             max_connections: config.socketmaxconnections,
+            limits: Limits {
+                max_request: config.maxrequestsize,
+                max_output: config.socketmaxoutput,
+            },
+            chunk: config.socketbuffer,
+            timeout: config.sockettimeout,
+            idle_timeout: config.socketidletimeout,
+            peers: config.socketpeers.clone(),
+            owner: nix::unistd::getuid().as_raw(),
+            secret: config.socketsecret.as_deref().map(Arc::from),
+            deadlines: Timers::default(),
             buffer: vec![0; config.socketbuffer],
             logger,
         })
     }
 
-    /// The number of open connections.
+    /// The number of connections being served (refused ones not counted).
     pub fn connections(&self) -> usize {
-        self.connections.len()
+        self.admitted
     }
 
-    /// Handles readiness for `token` if it is the server's; socket events go to `events`.
-    /// Returns false for a token that is not the server's.
-    pub fn ready(&mut self, token: Token, events: &mut Vec<SocketEvent>) -> bool {
+    /// How long the reactor may wait before a connection deadline is due.
+    pub fn next_timeout(&mut self) -> Option<Duration> {
+        self.deadlines
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Handles readiness for `token` if it is the server's; returns false if it is not.
+    pub fn ready(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        engine: &mut dyn Engine,
+        events: &mut Vec<SocketEvent>,
+    ) -> bool {
         if token == self.listener.token() {
             self.accept(events);
             return true;
         }
-        let Some(conn) = self.connections.get_mut(&token) else {
+        if !self.clients.contains_key(&token) {
             return false;
-        };
-        match conn.source.get_mut().read(&mut self.buffer) {
-            Ok(0) => self.hangup(token, events),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                debug!(self.logger, "connection error"; "peer" => &conn.peer, "error" => %e);
-                self.hangup(token, events);
-            }
         }
+        if readable && !self.read(token, engine) {
+            return self.drop_client(token, events);
+        }
+        if (writable || readable) && !self.flush(token) {
+            return self.drop_client(token, events);
+        }
+        self.settle(token, events);
         true
     }
 
     fn accept(&mut self, events: &mut Vec<SocketEvent>) {
         for _ in 0..ACCEPTS_PER_TURN {
-            match self.listener.get_ref().accept() {
-                Ok(Some((stream, peer))) => {
-                    if self.connections.len() >= self.max_connections {
-                        warn!(self.logger, "connection refused: too many connections";
-                            "peer" => &peer, "socketmaxconnections" => self.max_connections);
-                        continue;
-                    }
-                    match self.handle.register(stream, Interest::READ) {
-                        Ok(source) => {
-                            debug!(self.logger, "client connected"; "peer" => &peer);
-                            events.push(SocketEvent::connect(peer.clone()));
-                            self.connections
-                                .insert(source.token(), Connection { source, peer });
-                        }
-                        Err(e) => warn!(self.logger, "cannot poll a connection"; "error" => %e),
-                    }
-                }
+            let (stream, peer) = match self.listener.get_ref().accept() {
+                Ok(Some(accepted)) => accepted,
                 Ok(None) => break,
                 Err(e) => {
-                    // EMFILE and friends: log and let the next turn retry.
+                    // EMFILE and friends: the backlog keeps the client; retry next turn.
                     warn!(self.logger, "accept failed"; "error" => %e);
                     break;
                 }
+            };
+            let admission = self.admission(&peer);
+            let admitted = admission == Admission::Open;
+            if !admitted && self.refused >= self.max_connections {
+                warn!(self.logger, "connection closed at once: too many refused connections"; "peer" => &peer.name);
+                continue;
+            }
+            let source = match self.handle.register(stream, Interest::READ) {
+                Ok(source) => source,
+                Err(e) => {
+                    warn!(self.logger, "cannot poll a connection"; "error" => %e);
+                    continue;
+                }
+            };
+            let token = source.token();
+            // Unix peers are trusted by their credentials; tcp ones need the secret.
+            let secret = peer.uid.is_none().then(|| self.secret.clone()).flatten();
+            let conn = Connection::new(peer.name.clone(), self.limits, admission, secret);
+            if admitted {
+                self.admitted += 1;
+                debug!(self.logger, "client connected"; "peer" => &peer.name);
+                events.push(SocketEvent::connect(peer.name));
+            } else {
+                self.refused += 1;
+            }
+            self.clients.insert(
+                token,
+                Client {
+                    source,
+                    conn,
+                    admitted,
+                    progress: Instant::now(),
+                    deadline: None,
+                },
+            );
+            self.schedule(token);
+        }
+    }
+
+    fn admission(&self, peer: &Peer) -> Admission {
+        if let Some(uid) = peer.uid {
+            if !self.peers.allows(uid, self.owner) {
+                warn!(self.logger, "connection refused: permission denied"; "peer" => &peer.name);
+                return Admission::Refused(RpcError::server_error("permission denied"));
+            }
+        }
+        if self.admitted >= self.max_connections {
+            warn!(self.logger, "connection refused: too many connections";
+                "peer" => &peer.name, "socketmaxconnections" => self.max_connections);
+            return Admission::Refused(RpcError::server_error("too many connections"));
+        }
+        Admission::Open
+    }
+
+    /// Reads what is there (bounded) and answers it; false if the connection is dead.
+    fn read(&mut self, token: Token, engine: &mut dyn Engine) -> bool {
+        let connections = self.admitted;
+        let client = self.clients.get_mut(&token).expect("checked by the caller");
+        let mut total = 0;
+        while total < READ_PER_TURN && !client.conn.is_closing() {
+            match client.source.get_mut().read(&mut self.buffer[..self.chunk]) {
+                Ok(0) => {
+                    if client.conn.has_partial_input() {
+                        debug!(self.logger, "client hung up in the middle of a request"; "peer" => client.conn.peer());
+                    }
+                    client.conn.hangup();
+                    break;
+                }
+                Ok(n) => {
+                    total += n;
+                    client.progress = Instant::now();
+                    client.conn.receive(&self.buffer[..n], engine, connections);
+                    if n < self.chunk {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(self.logger, "read failed"; "peer" => client.conn.peer(), "error" => %e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes what it can of the pending output; false if the connection is dead.
+    fn flush(&mut self, token: Token) -> bool {
+        let client = self.clients.get_mut(&token).expect("checked by the caller");
+        while !client.conn.output().is_empty() {
+            match client.source.get_mut().write(client.conn.output()) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    client.conn.consume_output(n);
+                    client.progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(self.logger, "write failed"; "peer" => client.conn.peer(), "error" => %e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// After reading or writing: close a finished or overloaded connection, or set what it
+    /// waits for and when it times out.
+    fn settle(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
+        let client = self.clients.get_mut(&token).expect("checked by the caller");
+        if client.conn.is_overloaded() {
+            warn!(self.logger, "client dropped: it does not read its replies";
+                "peer" => client.conn.peer(), "unsent" => client.conn.output().len());
+            self.drop_client(token, events);
+            return;
+        }
+        let pending = !client.conn.output().is_empty();
+        if client.conn.is_closing() && !pending {
+            self.drop_client(token, events);
+            return;
+        }
+        let interest = match (client.conn.is_closing(), pending) {
+            (true, _) => Interest::WRITE,
+            (false, true) => Interest::BOTH,
+            (false, false) => Interest::READ,
+        };
+        if let Err(e) = client.source.set_interest(interest) {
+            warn!(self.logger, "cannot poll a connection"; "error" => %e);
+            self.drop_client(token, events);
+            return;
+        }
+        self.schedule(token);
+    }
+
+    /// How long the connection may go without progress in its current state.
+    fn allowance(&self, client: &Client) -> Option<Duration> {
+        let busy = !client.admitted
+            || client.conn.is_closing()
+            || client.conn.has_partial_input()
+            || !client.conn.output().is_empty();
+        if busy {
+            Some(self.timeout)
+        } else if self.idle_timeout.is_zero() {
+            None
+        } else {
+            Some(self.idle_timeout)
+        }
+    }
+
+    /// Arms the connection's deadline if none is armed or the armed one is too late. A
+    /// deadline armed too early is harmless: [`Server::expire`] re-arms it.
+    fn schedule(&mut self, token: Token) {
+        let Some(client) = self.clients.get(&token) else {
+            return;
+        };
+        let Some(allowance) = self.allowance(client) else {
+            return;
+        };
+        let due = client.progress + allowance;
+        if client.deadline.is_some_and(|(_, at)| at <= due) {
+            return;
+        }
+        let client = self.clients.get_mut(&token).expect("present above");
+        if let Some((old, _)) = client.deadline.take() {
+            self.deadlines.cancel(old);
+        }
+        let id = self.deadlines.insert(due, None, token);
+        client.deadline = Some((id, due));
+    }
+
+    /// Closes the connections whose deadline passed without progress.
+    pub fn expire(&mut self, now: Instant, events: &mut Vec<SocketEvent>) {
+        let mut due = Vec::new();
+        self.deadlines.expire(now, &mut due);
+        for (_, token) in due {
+            let Some(client) = self.clients.get_mut(&token) else {
+                continue;
+            };
+            client.deadline = None;
+            let client = &self.clients[&token];
+            match self.allowance(client) {
+                Some(allowance) if now >= client.progress + allowance => {
+                    let why = if !client.admitted {
+                        "refused connection sent nothing"
+                    } else if client.conn.has_partial_input() {
+                        "stalled in the middle of a request"
+                    } else if !client.conn.output().is_empty() {
+                        "does not read its replies"
+                    } else {
+                        "idle"
+                    };
+                    warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
+                    self.drop_client(token, events);
+                }
+                _ => self.schedule(token),
             }
         }
     }
 
-    fn hangup(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
-        if let Some(conn) = self.connections.remove(&token) {
-            debug!(self.logger, "client hung up"; "peer" => &conn.peer);
-            events.push(SocketEvent::hangup(conn.peer));
+    /// Forgets a connection (closing its socket); always true, for [`Server::ready`].
+    fn drop_client(&mut self, token: Token, events: &mut Vec<SocketEvent>) -> bool {
+        if let Some(client) = self.clients.remove(&token) {
+            if let Some((id, _)) = client.deadline {
+                self.deadlines.cancel(id);
+            }
+            if client.admitted {
+                self.admitted -= 1;
+                debug!(self.logger, "client hung up"; "peer" => client.conn.peer());
+                events.push(SocketEvent::hangup(client.conn.peer()));
+            } else {
+                self.refused -= 1;
+            }
         }
+        true
     }
 
-    /// Stops accepting and closes every connection; returns the unix socket path to remove.
-    pub fn close(self) -> Option<PathBuf> {
+    /// Stops accepting, writes what it can of pending replies without waiting, closes every
+    /// connection; returns the unix socket path to remove.
+    pub fn close(mut self) -> Option<PathBuf> {
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.flush(token);
+        }
         let path = self.listener.get_ref().unix_path().map(PathBuf::from);
-        drop(self.connections);
+        drop(self.clients);
         drop(self.listener);
         path
     }

@@ -210,20 +210,28 @@ impl Connection {
         }
     }
 
-    fn json_request(&mut self, value: Value, engine: &mut dyn Engine, connections: usize) {
-        let reply = {
-            let meta = Meta {
-                peer: &self.peer,
-                connections,
-            };
-            let mut gate = Gate {
-                engine,
-                admission: &self.admission,
-                secret: &mut self.secret,
-                close: &mut self.closing,
-            };
-            jsonrpc::handle(value, &mut gate, &meta)
+    /// The caller's identity, the gate every call passes, and the output, borrowed apart.
+    fn split<'a>(
+        &'a mut self,
+        engine: &'a mut dyn Engine,
+        connections: usize,
+    ) -> (Meta<'a>, Gate<'a>, &'a mut Vec<u8>) {
+        let meta = Meta {
+            peer: &self.peer,
+            connections,
         };
+        let gate = Gate {
+            engine,
+            admission: &self.admission,
+            secret: &mut self.secret,
+            close: &mut self.closing,
+        };
+        (meta, gate, &mut self.output)
+    }
+
+    fn json_request(&mut self, value: Value, engine: &mut dyn Engine, connections: usize) {
+        let (meta, mut gate, _) = self.split(engine, connections);
+        let reply = jsonrpc::handle(value, &mut gate, &meta);
         if let Some(reply) = reply {
             self.write_json(&reply);
         }
@@ -236,16 +244,7 @@ impl Connection {
         engine: &mut dyn Engine,
         connections: usize,
     ) {
-        let meta = Meta {
-            peer: &self.peer,
-            connections,
-        };
-        let mut gate = Gate {
-            engine,
-            admission: &self.admission,
-            secret: &mut self.secret,
-            close: &mut self.closing,
-        };
+        let (meta, mut gate, output) = self.split(engine, connections);
         match decoded {
             Ok(Message::Request {
                 msgid,
@@ -253,18 +252,14 @@ impl Connection {
                 params,
             }) => {
                 let outcome = gate.call(&meta, &method, params);
-                msgpack::encode_response(&mut self.output, Some(msgid), &outcome);
+                msgpack::encode_response(output, Some(msgid), &outcome);
             }
             Ok(Message::Notification { method, params }) => {
                 let _ = gate.call(&meta, &method, params);
             }
             Ok(Message::Response) => {}
             Err(Refused::Invalid(msgid, why)) => {
-                msgpack::encode_response(
-                    &mut self.output,
-                    Some(msgid),
-                    &Err(RpcError::invalid_request(why)),
-                );
+                msgpack::encode_response(output, Some(msgid), &Err(RpcError::invalid_request(why)));
             }
             Err(Refused::Parse(why)) => self.fail(RpcError::parse_error(why)),
         }

@@ -59,15 +59,12 @@ enum Command {
 
 #[derive(FromArgs)]
 /// Call a method with positional parameters: each ARG that parses as JSON (5, true,
-/// [1,2], "quoted", an object) is that value, anything else a string.
+/// "quoted", an array, an object) is that value, anything else a string.
 #[argh(subcommand, name = "call")]
 struct CallArgs {
-    /// the method
-    #[argh(positional)]
-    method: String,
-    /// its positional parameters
-    #[argh(positional, greedy)]
-    args: Vec<String>,
+    /// the method, then its parameters (a parameter may start with '-': `call m -5`)
+    #[argh(positional, greedy, arg_name = "method arg")]
+    words: Vec<String>,
 }
 
 #[derive(FromArgs)]
@@ -192,6 +189,9 @@ fn run(args: &Args) -> Result<String, Failure> {
     } else {
         Protocol::Json
     };
+    if matches!(&args.command, Command::Call(c) if c.words.is_empty()) {
+        return Err(Error::Usage("call: the method is missing".into()).into());
+    }
     let mut client = Client::connect_with(&address, protocol, timeout)?;
     if let Some(secret) = &args.secret {
         client.auth(secret).map_err(|e| in_call("system.auth", e))?;
@@ -201,8 +201,9 @@ fn run(args: &Args) -> Result<String, Failure> {
 
     let (result, text) = match &args.command {
         Command::Call(c) => {
-            let params = c.args.iter().map(|a| parse_arg(a)).collect();
-            let result = call(&c.method, Value::Array(params))?;
+            let (method, params) = c.words.split_first().expect("checked above");
+            let params = params.iter().map(|a| parse_arg(a)).collect();
+            let result = call(method, Value::Array(params))?;
             let text = match &result {
                 Value::String(s) => s.clone(),
                 other => pretty(other),

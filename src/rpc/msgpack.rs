@@ -290,6 +290,17 @@ impl Msg {
     }
 }
 
+/// Decodes one whole MessagePack value (as delimited by a [`Scanner`]) into JSON: a `bin`
+/// becomes a base64 string, as handlers see it.
+///
+/// # Errors
+///
+/// What is wrong: not MessagePack, a map key that is not a string, a float that is not finite.
+pub fn decode_value(frame: &[u8]) -> Result<Value, String> {
+    let msg: Msg = rmp_serde::from_slice(frame).map_err(|e| e.to_string())?;
+    msg.into_json().map_err(str::to_owned)
+}
+
 /// A decoded MessagePack-RPC message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {

@@ -1,0 +1,559 @@
+//! The control socket's limits and security, against a real daemon (the `echo_daemon`
+//! example), as PROTOCOL.md states them: each limit is a clear error to the one client that
+//! passed it, and the daemon goes on serving the others.
+//!
+//! The tests talk raw bytes so they see exactly what a client gets. Every read has a deadline;
+//! nothing sleeps blindly.
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Foreground, TestDir, free_tcp_port, path_str, wait_until};
+use serde_json::{Value, json};
+
+/// How long a read may wait for a reply before the test fails.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The bound on "closed within a bounded time" for the sub-second timeouts used here.
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A socket a [`Conn`] can run over.
+trait Stream: Read + Write {
+    fn set_timeout(&self, timeout: Duration);
+}
+
+impl Stream for UnixStream {
+    fn set_timeout(&self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout))
+            .expect("a read timeout");
+    }
+}
+
+impl Stream for TcpStream {
+    fn set_timeout(&self, timeout: Duration) {
+        self.set_read_timeout(Some(timeout))
+            .expect("a read timeout");
+    }
+}
+
+/// A raw client connection: bytes out, replies in (in one of the three framings), every
+/// read bounded by [`REPLY_TIMEOUT`] unless said otherwise.
+struct Conn<S: Stream> {
+    reader: BufReader<S>,
+}
+
+impl<S: Stream> Conn<S> {
+    fn new(stream: S) -> Self {
+        stream.set_timeout(REPLY_TIMEOUT);
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.reader.get_mut().write_all(bytes).expect("sending");
+    }
+
+    /// One newline-terminated JSON reply.
+    fn json(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("reading a reply");
+        assert!(line.ends_with('\n'), "no complete reply line: {line:?}");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    }
+
+    /// One MessagePack reply.
+    fn msgpack(&mut self) -> Value {
+        rmp_serde::from_read(&mut self.reader).expect("a MessagePack reply")
+    }
+
+    /// One reply in Content-Length framing.
+    fn content_length(&mut self) -> Value {
+        let mut header = String::new();
+        self.reader.read_line(&mut header).expect("a reply header");
+        let len: usize = header
+            .strip_prefix("Content-Length: ")
+            .and_then(|h| h.strip_suffix("\r\n"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a Content-Length header: {header:?}"));
+        let mut blank = String::new();
+        self.reader.read_line(&mut blank).expect("the blank line");
+        assert_eq!(blank, "\r\n", "after {header:?}");
+        let mut body = vec![0; len];
+        self.reader.read_exact(&mut body).expect("a reply body");
+        serde_json::from_slice(&body).expect("a JSON reply body")
+    }
+
+    /// `examples.echo(message)` in JSON-RPC; asserts the reply echoes it with the id.
+    fn echo(&mut self, message: &str, id: u64) {
+        self.send(&request("examples.echo", json!([message]), id));
+        let reply = self.json();
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["result"], message, "{reply}");
+    }
+
+    /// Reads until the daemon closes the connection (end of file, or a reset) and returns
+    /// how long that took and how many bytes came first.
+    ///
+    /// # Panics
+    ///
+    /// If it is still open after `limit`.
+    fn wait_closed(&mut self, limit: Duration) -> (Duration, usize) {
+        let start = Instant::now();
+        let mut skipped = 0;
+        let mut buf = [0; 64 * 1024];
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            assert!(
+                !left.is_zero(),
+                "the connection is still open after {limit:?}"
+            );
+            self.reader.get_ref().set_timeout(left);
+            match self.reader.read(&mut buf) {
+                Ok(0) => return (start.elapsed(), skipped),
+                Ok(n) => skipped += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    return (start.elapsed(), skipped);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    panic!("the connection is still open after {limit:?}")
+                }
+                Err(e) => panic!("reading until the connection closes: {e}"),
+            }
+        }
+    }
+
+    /// [`Conn::wait_closed`], asserting nothing more came before the end.
+    fn assert_closed(&mut self, limit: Duration) -> Duration {
+        let (took, skipped) = self.wait_closed(limit);
+        assert_eq!(skipped, 0, "{skipped} unexpected bytes before the end");
+        took
+    }
+
+    /// Asserts nothing arrives and the connection stays open for `period`.
+    fn assert_quiet_for(&mut self, period: Duration) {
+        self.reader.get_ref().set_timeout(period);
+        let mut byte = [0];
+        match self.reader.read(&mut byte) {
+            Err(e) if is_timeout(&e) => {}
+            Ok(0) => panic!("the connection was closed within {period:?}"),
+            other => panic!("expected silence for {period:?}, got {other:?}"),
+        }
+        self.reader.get_ref().set_timeout(REPLY_TIMEOUT);
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// A JSON-RPC request, newline-terminated.
+fn request(method: &str, params: Value, id: u64) -> Vec<u8> {
+    let mut line = json!({"jsonrpc": "2.0", "method": method, "params": params, "id": id})
+        .to_string()
+        .into_bytes();
+    line.push(b'\n');
+    line
+}
+
+/// `examples.echo` in JSON-RPC, its message padded so the request is exactly `size` bytes
+/// (without its newline); returns the request and the message.
+fn sized_request(size: usize) -> (Vec<u8>, String) {
+    let overhead = request("examples.echo", json!([""]), 1).len() - 1;
+    let message = "x".repeat(size - overhead);
+    let request = request("examples.echo", json!([message]), 1);
+    assert_eq!(request.len(), size + 1);
+    (request, message)
+}
+
+/// A MessagePack-RPC request `[0, msgid, method, params]`.
+fn msgpack_request(msgid: u32, method: &str, params: Value) -> Vec<u8> {
+    rmp_serde::to_vec(&(0, msgid, method, params)).expect("encoding a request")
+}
+
+/// Asserts `reply` is a JSON-RPC error with `code`, `message` and `id`.
+fn assert_json_error(reply: &Value, code: i64, message: &str, id: Value) {
+    assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+    assert_eq!(reply["error"]["code"], code, "{reply}");
+    assert_eq!(reply["error"]["message"], message, "{reply}");
+    assert_eq!(reply["id"], id, "{reply}");
+}
+
+/// Asserts `reply` is a MessagePack-RPC error response `[1, msgid, [code, _], nil]` and
+/// returns its message.
+fn assert_msgpack_error(reply: &Value, msgid: Value, code: i64) -> String {
+    assert_eq!(reply[0], 1, "{reply}");
+    assert_eq!(reply[1], msgid, "{reply}");
+    assert_eq!(reply[2][0], code, "{reply}");
+    assert_eq!(reply[3], Value::Null, "{reply}");
+    assert_eq!(reply.as_array().map(Vec::len), Some(4), "{reply}");
+    reply[2][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {reply}"))
+        .to_string()
+}
+
+/// Starts a foreground daemon with `config` on the test dir's standard paths.
+fn start(dir: &TestDir, config: Value) -> Foreground {
+    let file = dir.write_config("config.json", &config);
+    let mut args = vec!["-f".to_string(), "--config".into(), path_str(&file)];
+    args.extend(dir.std_args());
+    let mut daemon = Foreground::spawn(dir, &args);
+    daemon.wait_ready_std(dir);
+    daemon
+}
+
+/// Starts a foreground daemon with `config` on a tcp port of 127.0.0.1.
+fn start_tcp(dir: &TestDir, config: Value) -> (Foreground, u16) {
+    let file = dir.write_config("config.json", &config);
+    let port = free_tcp_port();
+    let args = [
+        "-f".to_string(),
+        "--config".into(),
+        path_str(&file),
+        "--pidfile".into(),
+        path_str(&dir.pidfile()),
+        "--socket".into(),
+        format!("tcp://127.0.0.1:{port}"),
+    ];
+    let mut daemon = Foreground::spawn(dir, &args);
+    let want = format!("{}\n", daemon.pid());
+    wait_until("the daemon to be ready on tcp", DEADLINE, || {
+        if let Some(status) = daemon.try_status() {
+            panic!("the daemon exited ({status}); stderr: {}", daemon.stderr());
+        }
+        std::fs::read_to_string(dir.pidfile()).is_ok_and(|s| s == want)
+            && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (daemon, port)
+}
+
+fn unix(dir: &TestDir) -> Conn<UnixStream> {
+    Conn::new(UnixStream::connect(dir.socket()).expect("connecting to the daemon"))
+}
+
+fn tcp(port: u16) -> Conn<TcpStream> {
+    Conn::new(TcpStream::connect(("127.0.0.1", port)).expect("connecting to the daemon"))
+}
+
+/// Asserts the daemon serves a new client.
+fn assert_serves(dir: &TestDir) {
+    unix(dir).echo("still serving", 99);
+}
+
+// ---------------------------------------------------------------------------------------
+// socketmaxconnections
+
+#[test]
+fn connection_over_the_cap_is_refused_in_its_own_framing() {
+    let dir = TestDir::new();
+    let daemon = start(
+        &dir,
+        json!({"socketmaxconnections": 2, "sockettimeout": 0.3}),
+    );
+    let mut first = unix(&dir);
+    first.echo("one", 1);
+    let mut second = unix(&dir);
+    second.echo("two", 2);
+
+    let mut over = unix(&dir);
+    over.send(&request("examples.echo", json!(["three"]), 7));
+    assert_json_error(&over.json(), -32000, "too many connections", json!(7));
+    over.assert_closed(CLOSE_BOUND);
+
+    let mut over = unix(&dir);
+    let body = request("examples.echo", json!(["three"]), 8);
+    over.send(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    over.send(&body);
+    assert_json_error(
+        &over.content_length(),
+        -32000,
+        "too many connections",
+        json!(8),
+    );
+    over.assert_closed(CLOSE_BOUND);
+
+    let mut over = unix(&dir);
+    over.send(&msgpack_request(9, "examples.echo", json!(["three"])));
+    let message = assert_msgpack_error(&over.msgpack(), json!(9), -32000);
+    assert_eq!(message, "too many connections");
+    over.assert_closed(CLOSE_BOUND);
+
+    // Silent: closed after sockettimeout.
+    let took = unix(&dir).assert_closed(CLOSE_BOUND);
+    assert!(took >= Duration::from_millis(200), "closed after {took:?}");
+
+    // The two served ones still are; once one leaves (the daemon closes its end when it
+    // sees ours), a new client takes its place.
+    second.echo("two again", 3);
+    first
+        .reader
+        .get_ref()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-closing");
+    first.assert_closed(CLOSE_BOUND);
+    assert_serves(&dir);
+    assert!(
+        daemon.stderr().contains("too many connections"),
+        "no log line: {}",
+        daemon.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// maxrequestsize
+
+#[test]
+fn request_over_maxrequestsize_is_refused_before_it_is_read() {
+    let dir = TestDir::new();
+    // A long sockettimeout: an answer within REPLY_TIMEOUT did not wait for more bytes.
+    let _daemon = start(&dir, json!({"maxrequestsize": 4096, "sockettimeout": 30}));
+    let why = "request larger than maxrequestsize (4096 bytes)";
+
+    let mut conn = unix(&dir);
+    conn.send(&sized_request(5000).0);
+    let reply = conn.json();
+    assert_json_error(&reply, -32600, "Invalid Request", Value::Null);
+    assert!(
+        reply["error"]["data"]
+            .as_str()
+            .is_some_and(|d| d.contains(why)),
+        "{reply}"
+    );
+    conn.assert_closed(CLOSE_BOUND);
+
+    let mut conn = unix(&dir);
+    conn.send(b"Content-Length: 999999999\r\n\r\n");
+    let reply = conn.content_length();
+    assert_json_error(&reply, -32600, "Invalid Request", Value::Null);
+    assert!(
+        reply["error"]["data"]
+            .as_str()
+            .is_some_and(|d| d.contains(why)),
+        "{reply}"
+    );
+    conn.assert_closed(CLOSE_BOUND);
+
+    // [0, 1, <a str32 announcing 4 GiB - 1 bytes>...]: only the header is sent.
+    let mut conn = unix(&dir);
+    conn.send(b"\x94\x00\x01\xdb\xff\xff\xff\xff");
+    assert_msgpack_error(&conn.msgpack(), Value::Null, -32600);
+    conn.assert_closed(CLOSE_BOUND);
+
+    let mut conn = unix(&dir);
+    let (request, message) = sized_request(4090);
+    conn.send(&request);
+    let reply = conn.json();
+    assert_eq!(reply["result"], message, "{reply}");
+    assert_serves(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// sockettimeout
+
+#[test]
+fn client_stalled_in_a_request_is_closed_while_others_are_served() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, json!({"sockettimeout": 0.3}));
+    let mut stalled = unix(&dir);
+    stalled.send(br#"{"jsonrpc": "2.0", "method": "examples.ec"#);
+    let stalled_at = Instant::now();
+
+    let mut other = unix(&dir);
+    other.echo("meanwhile", 1);
+    let served_after = stalled_at.elapsed();
+    assert!(
+        served_after < Duration::from_millis(250),
+        "another client waited {served_after:?} while one stalled"
+    );
+
+    let took = stalled.assert_closed(CLOSE_BOUND);
+    assert!(
+        stalled_at.elapsed() >= Duration::from_millis(250),
+        "closed after {took:?}"
+    );
+    other.echo("after", 2);
+    assert_serves(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// socketmaxoutput
+
+#[test]
+fn client_that_does_not_read_its_replies_is_dropped() {
+    let dir = TestDir::new();
+    // A long sockettimeout: the client is dropped for its output, not for its slowness.
+    let daemon = start(&dir, json!({"socketmaxoutput": 65536, "sockettimeout": 30}));
+    let stream = UnixStream::connect(dir.socket()).expect("connecting");
+    stream
+        .set_write_timeout(Some(DEADLINE))
+        .expect("a write timeout");
+    let reader = stream.try_clone().expect("cloning the socket");
+    let sent = Arc::new(AtomicUsize::new(0));
+    let count = sent.clone();
+    let writer = thread::spawn(move || {
+        let mut stream = stream;
+        let request = request("examples.echo", json!(["y".repeat(8192)]), 1);
+        for _ in 0..10_000 {
+            if let Err(e) = stream.write_all(&request) {
+                return Some(e);
+            }
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    });
+
+    wait_until("the greedy client to send 20 requests", DEADLINE, || {
+        sent.load(Ordering::Relaxed) >= 20 || writer.is_finished()
+    });
+    unix(&dir).echo("meanwhile", 1);
+
+    let error = writer.join().expect("the writer thread");
+    let error = error.unwrap_or_else(|| panic!("80 MB were written to a client that never reads"));
+    assert!(
+        matches!(
+            error.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+        ),
+        "the greedy client's write failed with {error:?}, not a closed connection"
+    );
+    Conn::new(reader).wait_closed(CLOSE_BOUND);
+    wait_until("the log line", DEADLINE, || {
+        daemon.stderr().contains("does not read its replies")
+    });
+    assert_serves(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// socketidletimeout
+
+#[test]
+fn idle_connection_is_closed_after_socketidletimeout() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, json!({"socketidletimeout": 1}));
+    let mut conn = unix(&dir);
+    conn.echo("once", 1);
+    let took = conn.assert_closed(CLOSE_BOUND);
+    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+    assert_serves(&dir);
+}
+
+#[test]
+fn idle_connection_stays_open_by_default() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, json!({}));
+    let mut conn = unix(&dir);
+    conn.echo("once", 1);
+    conn.assert_quiet_for(Duration::from_millis(1500));
+    conn.echo("twice", 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Garbage
+
+#[test]
+fn garbage_gets_a_parse_error_then_the_connection_closes() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, json!({}));
+
+    let mut conn = unix(&dir);
+    conn.send(b"\x00\x01GET / HTTP/1.1\r\n");
+    assert_json_error(&conn.json(), -32700, "Parse error", Value::Null);
+    conn.assert_closed(CLOSE_BOUND);
+
+    let mut conn = unix(&dir);
+    let mut bytes = msgpack_request(0, "examples.echo", json!(["valid"]));
+    bytes.push(0xc1);
+    conn.send(&bytes);
+    assert_eq!(conn.msgpack(), json!([1, 0, null, "valid"]));
+    let message = assert_msgpack_error(&conn.msgpack(), Value::Null, -32700);
+    assert!(!message.is_empty());
+    conn.assert_closed(CLOSE_BOUND);
+
+    assert_serves(&dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Security
+
+#[test]
+fn unix_socket_mode_is_0600_unless_socketmode_says_otherwise() {
+    for (config, want) in [(json!({}), 0o600), (json!({"socketmode": "0660"}), 0o660)] {
+        let dir = TestDir::new();
+        let _daemon = start(&dir, config.clone());
+        let mode = std::fs::metadata(dir.socket())
+            .expect("the socket file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, want, "with {config}: mode {mode:o}");
+        assert_serves(&dir);
+    }
+}
+
+/// Root may always connect, so as root this checks a uid list still lets root in; the
+/// refusal path needs a non-root uid, and is checked when the tests run as one.
+#[test]
+fn socketpeers_list_refuses_other_uids_but_not_root() {
+    let dir = TestDir::new();
+    let daemon = start(&dir, json!({"socketpeers": [12345]}));
+    let mut conn = unix(&dir);
+    if nix::unistd::getuid().is_root() {
+        conn.echo("root is always allowed", 1);
+    } else {
+        conn.send(&request("examples.echo", json!(["refused"]), 1));
+        assert_json_error(&conn.json(), -32000, "permission denied", json!(1));
+        conn.assert_closed(CLOSE_BOUND);
+        assert!(
+            daemon.stderr().contains("permission denied"),
+            "no log line: {}",
+            daemon.stderr()
+        );
+    }
+}
+
+#[test]
+fn tcp_clients_must_authenticate_with_socketsecret() {
+    let dir = TestDir::new();
+    let (_daemon, port) = start_tcp(&dir, json!({"socketsecret": "s3cret"}));
+
+    let mut conn = tcp(port);
+    conn.send(&request("examples.echo", json!(["too early"]), 1));
+    assert_json_error(&conn.json(), -32000, "authentication required", json!(1));
+    conn.send(&request("system.auth", json!(["wrong"]), 2));
+    assert_json_error(&conn.json(), -32000, "authentication failed", json!(2));
+    conn.assert_closed(CLOSE_BOUND);
+
+    let mut conn = tcp(port);
+    conn.send(&request("system.auth", json!(["s3cret"]), 3));
+    let reply = conn.json();
+    assert_eq!(reply["result"], true, "{reply}");
+    assert_eq!(reply["id"], 3, "{reply}");
+    conn.echo("authenticated", 4);
+    conn.echo("still authenticated", 5);
+}
+
+#[test]
+fn non_loopback_tcp_is_refused_without_socketallowremote() {
+    let dir = TestDir::new();
+    let out = dir.run(&[
+        "-f".to_string(),
+        "--pidfile".into(),
+        path_str(&dir.pidfile()),
+        "--socket".into(),
+        format!("tcp://0.0.0.0:{}", free_tcp_port()),
+    ]);
+    out.assert_code(1).assert_stderr_has("socketallowremote");
+    assert!(!dir.pidfile().exists(), "a refused start left a pid file");
+}

@@ -395,7 +395,15 @@ fn params_to_json(params: Msg) -> Result<Value, &'static str> {
 pub fn encode_response(out: &mut Vec<u8>, msgid: Option<u32>, outcome: &Result<Value, RpcError>) {
     let written = match outcome {
         Ok(result) => rmp_serde::encode::write(out, &(1u8, msgid, (), result)),
-        Err(e) => rmp_serde::encode::write(out, &(1u8, msgid, (e.code, &e.message), ())),
+        Err(e) => {
+            // `[code, message]` has no room for data: the detail follows the message.
+            let message = match &e.data {
+                Some(Value::String(detail)) => format!("{}: {detail}", e.message),
+                Some(Value::Null) | None => e.message.clone(),
+                Some(other) => format!("{}: {other}", e.message),
+            };
+            rmp_serde::encode::write(out, &(1u8, msgid, (e.code, message), ()))
+        }
     };
     // Writing a JSON value into a Vec cannot fail.
     debug_assert!(written.is_ok());
@@ -534,6 +542,6 @@ mod tests {
         out.clear();
         encode_response(&mut out, None, &Err(RpcError::parse_error("x")));
         let back: (u8, Option<u32>, (i64, String), ()) = rmp_serde::from_slice(&out).unwrap();
-        assert_eq!(back, (1, None, (-32700, "Parse error".to_owned()), ()));
+        assert_eq!(back, (1, None, (-32700, "Parse error: x".to_owned()), ()));
     }
 }

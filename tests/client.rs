@@ -22,15 +22,6 @@ const PROTOCOLS: [Protocol; 3] = [
     Protocol::MessagePack,
 ];
 
-/// Starts a foreground daemon on the test dir's standard paths and waits until it is ready.
-fn start(dir: &TestDir) -> Foreground {
-    let mut args = vec!["-f".to_string()];
-    args.extend(dir.std_args());
-    let mut daemon = Foreground::spawn(dir, &args);
-    daemon.wait_ready_std(dir);
-    daemon
-}
-
 fn address(dir: &TestDir) -> Address {
     unix_addr(&dir.socket()).parse().expect("a valid address")
 }
@@ -61,7 +52,7 @@ fn io_kind<T: std::fmt::Debug>(result: Result<T>) -> ErrorKind {
 #[test]
 fn echo_in_every_protocol() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         assert_eq!(client.protocol(), protocol);
@@ -82,7 +73,7 @@ fn echo_in_every_protocol() {
 #[test]
 fn introspection_in_every_protocol() {
     let dir = TestDir::new();
-    let daemon = start(&dir);
+    let daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         let methods = client.call("system.listMethods", Value::Null).unwrap();
@@ -108,7 +99,7 @@ fn introspection_in_every_protocol() {
 #[test]
 fn error_replies_in_every_protocol_keep_the_connection() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         let (code, message, _) = rpc_error(client.call("examples.nope", Value::Null));
@@ -132,7 +123,7 @@ fn error_replies_in_every_protocol_keep_the_connection() {
 #[test]
 fn notifications_get_no_reply_in_every_protocol() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         client.notify("examples.echo", json!(["ignored"])).unwrap();
@@ -146,7 +137,7 @@ fn notifications_get_no_reply_in_every_protocol() {
 #[test]
 fn auth_over_unix_is_accepted() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         client.auth("anything").unwrap();
@@ -157,7 +148,7 @@ fn auth_over_unix_is_accepted() {
 #[test]
 fn connect_parses_the_address_and_speaks_json() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let mut client = Client::connect(&unix_addr(&dir.socket())).unwrap();
     assert_eq!(client.protocol(), Protocol::Json);
     assert_eq!(client.call("examples.echo", json!(["hi"])).unwrap(), "hi");
@@ -202,7 +193,7 @@ fn tcp_in_every_protocol() {
 #[test]
 fn a_stopped_daemon_times_out() {
     let dir = TestDir::new();
-    let daemon = start(&dir);
+    let daemon = Foreground::start(&dir, &[]);
     for protocol in PROTOCOLS {
         let mut client = connect(&dir, protocol);
         // The first call makes sure the connection is accepted before the daemon stops.
@@ -231,7 +222,7 @@ fn a_stopped_daemon_times_out() {
 #[test]
 fn after_shutdown_calls_fail_with_io_errors() {
     let dir = TestDir::new();
-    let mut daemon = start(&dir);
+    let mut daemon = Foreground::start(&dir, &[]);
     let mut client = connect(&dir, Protocol::MessagePack);
     assert_eq!(client.call("daemon.shutdown", Value::Null).unwrap(), 0);
     let status = daemon.wait_exit();

@@ -10,15 +10,6 @@ use std::process::Command;
 use common::{Foreground, Output, TestDir, path_str, unix_addr};
 use serde_json::Value;
 
-/// Starts a foreground daemon on the test dir's standard paths and waits until it is ready.
-fn start(dir: &TestDir) -> Foreground {
-    let mut args = vec!["-f".to_string()];
-    args.extend(dir.std_args());
-    let mut daemon = Foreground::spawn(dir, &args);
-    daemon.wait_ready_std(dir);
-    daemon
-}
-
 /// `daimonctl` run in the test dir, without `DAIMON_SOCKET`.
 fn command(dir: &TestDir) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_daimonctl"));
@@ -36,7 +27,7 @@ fn ctl(dir: &TestDir, args: &[&str]) -> Output {
 #[test]
 fn call_prints_a_string_result_raw() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["call", "examples.echo", "hello"]);
     out.assert_code(0);
     assert_eq!(out.stdout, "hello\n");
@@ -49,7 +40,7 @@ fn call_prints_a_string_result_raw() {
 #[test]
 fn json_flag_prints_compact_json() {
     let dir = TestDir::new();
-    let daemon = start(&dir);
+    let daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["--json", "call", "examples.echo", "hello"]);
     out.assert_code(0);
     assert_eq!(out.stdout, "\"hello\"\n");
@@ -63,7 +54,7 @@ fn json_flag_prints_compact_json() {
 #[test]
 fn msgpack_flag_speaks_messagepack() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["--msgpack", "call", "examples.echo", "hello"]);
     out.assert_code(0);
     assert_eq!(out.stdout, "hello\n");
@@ -74,7 +65,7 @@ fn msgpack_flag_speaks_messagepack() {
 #[test]
 fn methods_lists_one_per_line() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["methods"]);
     out.assert_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -86,7 +77,7 @@ fn methods_lists_one_per_line() {
 #[test]
 fn help_shows_description_and_signatures() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["help", "examples.echo"]);
     out.assert_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -104,7 +95,7 @@ fn help_shows_description_and_signatures() {
 #[test]
 fn status_shows_the_daemon_pid() {
     let dir = TestDir::new();
-    let daemon = start(&dir);
+    let daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["status"]);
     out.assert_code(0);
     let want = format!("pid: {}", daemon.pid());
@@ -119,7 +110,7 @@ fn status_shows_the_daemon_pid() {
 fn secret_authenticates_first() {
     // A unix peer needs no secret, but system.auth still answers true.
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(
         &dir,
         &["--secret", "anything", "call", "examples.echo", "hi"],
@@ -131,7 +122,7 @@ fn secret_authenticates_first() {
 #[test]
 fn the_socket_defaults_to_the_environment_then_daemon_sock() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     // unix://daemon.sock, relative to the working directory: the test dir.
     let out = dir.run_cmd({
         let mut cmd = command(&dir);
@@ -154,7 +145,7 @@ fn the_socket_defaults_to_the_environment_then_daemon_sock() {
 #[test]
 fn an_unknown_method_fails_with_32601() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["call", "examples.nope"]);
     out.assert_code(1)
         .assert_error_line()
@@ -166,7 +157,7 @@ fn an_unknown_method_fails_with_32601() {
 #[test]
 fn a_wrong_argument_type_fails_with_32602() {
     let dir = TestDir::new();
-    let _daemon = start(&dir);
+    let _daemon = Foreground::start(&dir, &[]);
     // A leading '-' is a parameter, not an option.
     for arg in ["5", "-5"] {
         let out = ctl(&dir, &["call", "examples.echo", arg]);
@@ -220,7 +211,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn shutdown_prints_0_and_the_daemon_exits_cleanly() {
     let dir = TestDir::new();
-    let mut daemon = start(&dir);
+    let mut daemon = Foreground::start(&dir, &[]);
     let out = ctl(&dir, &["shutdown"]);
     out.assert_code(0);
     assert_eq!(out.stdout, "0\n");

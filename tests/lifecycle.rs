@@ -26,13 +26,6 @@ fn with_std(dir: &TestDir, args: &[&str]) -> Vec<String> {
     all
 }
 
-/// Starts a foreground daemon on the standard paths and waits until it is ready.
-fn start_ready(dir: &TestDir) -> Foreground {
-    let mut daemon = Foreground::spawn(dir, &with_std(dir, &["-f"]));
-    daemon.wait_ready_std(dir);
-    daemon
-}
-
 /// Asserts the standard pid file and socket are gone.
 fn assert_cleaned_up(dir: &TestDir) {
     assert!(!dir.pidfile().exists(), "the pid file was left behind");
@@ -74,7 +67,7 @@ fn dash_h_prints_help_and_exits_0() {
 #[test]
 fn foreground_writes_pid_file_serves_socket_and_cleans_up() {
     let dir = TestDir::new();
-    let mut daemon = start_ready(&dir);
+    let mut daemon = Foreground::start(&dir, &[]);
     assert_eq!(
         fs::read_to_string(dir.pidfile()).unwrap(),
         format!("{}\n", daemon.pid())
@@ -281,7 +274,7 @@ impl Snapshot {
 #[test]
 fn second_foreground_instance_is_refused_and_the_first_is_untouched() {
     let dir = TestDir::new();
-    let mut first = start_ready(&dir);
+    let mut first = Foreground::start(&dir, &[]);
     let before = Snapshot::take(&dir);
 
     let out = dir.run(&with_std(&dir, &["-f"]));
@@ -334,7 +327,7 @@ fn second_detached_instance_is_refused_and_the_first_is_untouched() {
 #[test]
 fn dash_s_is_refused_while_a_daemon_runs() {
     let dir = TestDir::new();
-    let mut first = start_ready(&dir);
+    let mut first = Foreground::start(&dir, &[]);
     let before = Snapshot::take(&dir);
 
     let out = dir.run(&with_std(&dir, &["-f", "-s"]));
@@ -360,7 +353,7 @@ fn dash_s_is_refused_while_a_daemon_runs() {
 
 /// Starts a daemon, SIGKILLs it, and checks it left its pid file and socket behind.
 fn leave_stale_files(dir: &TestDir) -> i32 {
-    let mut daemon = start_ready(dir);
+    let mut daemon = Foreground::start(dir, &[]);
     daemon.signal(Signal::SIGKILL);
     let status = daemon.wait_exit();
     assert!(!status.success());
@@ -379,7 +372,7 @@ fn leave_stale_files(dir: &TestDir) -> i32 {
 fn stale_files_are_taken_over_without_dash_s() {
     let dir = TestDir::new();
     let old = leave_stale_files(&dir);
-    let mut daemon = start_ready(&dir);
+    let mut daemon = Foreground::start(&dir, &[]);
     assert_ne!(daemon.pid(), old);
     daemon.stop_with(Signal::SIGTERM);
     assert_cleaned_up(&dir);
@@ -499,7 +492,7 @@ fn voluntary_switches(pid: i32) -> Vec<(String, u64)> {
 #[test]
 fn idle_daemon_makes_no_wakeups() {
     let dir = TestDir::new();
-    let mut daemon = start_ready(&dir);
+    let mut daemon = Foreground::start(&dir, &[]);
     let mut windows = Vec::new();
     for _ in 0..3 {
         let before = voluntary_switches(daemon.pid());

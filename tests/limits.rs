@@ -207,12 +207,8 @@ fn assert_msgpack_error(reply: &Value, msgid: Value, code: i64) -> String {
 
 /// Starts a foreground daemon with `config` on the test dir's standard paths.
 fn start(dir: &TestDir, config: Value) -> Foreground {
-    let file = dir.write_config("config.json", &config);
-    let mut args = vec!["-f".to_string(), "--config".into(), path_str(&file)];
-    args.extend(dir.std_args());
-    let mut daemon = Foreground::spawn(dir, &args);
-    daemon.wait_ready_std(dir);
-    daemon
+    let file = path_str(&dir.write_config("config.json", &config));
+    Foreground::start(dir, &["--config", &file])
 }
 
 /// Starts a foreground daemon with `config` on a tcp port of 127.0.0.1.

@@ -11,16 +11,6 @@ use std::os::unix::process::ExitStatusExt;
 use common::{DEADLINE, Foreground, TestDir, accepts, wait_until};
 use nix::sys::signal::Signal;
 
-/// Starts a foreground daemon (`-f`, plus `extra`) on the standard paths, ready.
-fn start_ready(dir: &TestDir, extra: &[&str]) -> Foreground {
-    let mut args: Vec<String> = vec!["-f".into()];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args.extend(dir.std_args());
-    let mut daemon = Foreground::spawn(dir, &args);
-    daemon.wait_ready_std(dir);
-    daemon
-}
-
 /// Asserts the standard pid file and socket are gone.
 fn assert_cleaned_up(dir: &TestDir) {
     assert!(!dir.pidfile().exists(), "the pid file was left behind");
@@ -29,7 +19,7 @@ fn assert_cleaned_up(dir: &TestDir) {
 
 fn foreground_stops_cleanly_on(sig: Signal) {
     let dir = TestDir::new();
-    let mut daemon = start_ready(&dir, &[]);
+    let mut daemon = Foreground::start(&dir, &[]);
     daemon.stop_with(sig);
     assert_cleaned_up(&dir);
 }
@@ -67,7 +57,7 @@ fn sigint_stops_a_detached_daemon_cleanly() {
 #[test]
 fn sighup_is_handled_and_the_daemon_keeps_running() {
     let dir = TestDir::new();
-    let mut daemon = start_ready(&dir, &["-v"]);
+    let mut daemon = Foreground::start(&dir, &["-v"]);
     for round in 1..=2 {
         let logged = daemon.stderr().len();
         daemon.signal(Signal::SIGHUP);
@@ -95,7 +85,7 @@ fn sighup_is_handled_and_the_daemon_keeps_running() {
 #[test]
 fn sigusr1_is_not_subscribed_and_keeps_its_default_action() {
     let dir = TestDir::new();
-    let mut daemon = start_ready(&dir, &[]);
+    let mut daemon = Foreground::start(&dir, &[]);
     daemon.signal(Signal::SIGUSR1);
     let status = daemon.wait_exit();
     assert_eq!(

@@ -349,6 +349,17 @@ impl Foreground {
         self.wait_ready(&dir.pidfile(), &dir.socket());
     }
 
+    /// Starts the example with `-f`, `extra`, and the test dir's standard pid file and
+    /// socket, and waits until it is ready.
+    pub fn start(dir: &TestDir, extra: &[&str]) -> Foreground {
+        let mut args: Vec<String> = vec!["-f".into()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(dir.std_args());
+        let mut daemon = Foreground::spawn(dir, &args);
+        daemon.wait_ready_std(dir);
+        daemon
+    }
+
     /// Sends `sig`.
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signalling the daemon");

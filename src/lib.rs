@@ -14,6 +14,7 @@ pub mod process;
 pub mod reactor;
 pub mod rpc;
 pub mod socket;
+pub mod worker;
 
 pub use argh;
 pub use bus::{Bus, Context, Event, Listener, PostAction};

@@ -1,0 +1,3 @@
+//! Workers: processes forked from the daemon, each with a shared-memory channel.
+
+pub mod ring;

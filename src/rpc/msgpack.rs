@@ -68,7 +68,7 @@ impl Scanner {
                 Size::None => (0, 0),
                 Size::Fix(n) => (n, 0),
                 Size::Bytes(w) => (be(&header[1..=w]), 0),
-                Size::Ext(w) => (be(&header[1..=w]) + 1, 0),
+                Size::Ext(w) => (be(&header[1..=w]), 0),
                 Size::Items(w, per) => (0, be(&header[1..=w]) * per),
                 Size::FixItems(n) => (0, n),
             };
@@ -436,6 +436,17 @@ mod tests {
             assert_eq!(scanner.scan(&msg[..i], 1 << 20), Scan::Incomplete, "at {i}");
         }
         assert_eq!(scanner.scan(&msg, 1 << 20), Scan::Complete(msg.len()));
+    }
+
+    #[test]
+    fn ext_values_are_measured_exactly() {
+        // Found by fuzzing: ext8 of length 0 is 3 bytes (marker, length, type), not 4.
+        assert_eq!(scan_all(&[0xc7, 0x00, 0x00, 0x01], 100), Scan::Complete(3));
+        assert_eq!(scan_all(&[0xd4, 0x01, 0x02, 0x01], 100), Scan::Complete(3));
+        assert_eq!(
+            scan_all(&[0xc8, 0x00, 0x02, 0x05, 0xaa, 0xbb], 100),
+            Scan::Complete(6)
+        );
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Connection {
                         Err(RpcError::parse_error(e.to_string())),
                     )),
                 }
+                self.after_request();
                 Some(body)
             }
             Protocol::MessagePack => match self.msgpack.scan(&self.input[start..], max) {
@@ -331,6 +332,12 @@ impl Connection {
     /// Whether the connection is done: close it once its output is written.
     pub fn is_closing(&self) -> bool {
         self.closing
+    }
+
+    /// How many bytes of unanswered input are buffered (at most `max_request` plus a header
+    /// block, or the connection is closing).
+    pub fn pending_input(&self) -> usize {
+        self.input.len()
     }
 
     /// Whether part of a request is buffered.

@@ -51,9 +51,9 @@ pub fn detect(buf: &[u8]) -> Detected {
 /// What [`JsonScanner::scan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonScan {
-    /// A whole value: the first `n` bytes (leading whitespace included).
+    /// A whole value: the first `n` bytes (whitespace before a value is a [`JsonScan::Skip`]).
     Complete(usize),
-    /// Only whitespace so far: these `n` bytes can be dropped.
+    /// Whitespace (space, tab, `\n`, `\r`): these `n` bytes can be dropped.
     Skip(usize),
     /// More bytes are needed.
     Incomplete,
@@ -88,9 +88,15 @@ impl JsonScanner {
         while self.pos < buf.len() {
             let b = buf[self.pos];
             if !self.started {
-                if b.is_ascii_whitespace() {
+                if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
                     self.pos += 1;
                     continue;
+                }
+                if self.pos > 0 {
+                    // Whitespace is not part of the value (nor of its size).
+                    let n = self.pos;
+                    self.reset();
+                    return JsonScan::Skip(n);
                 }
                 self.started = true;
                 match b {
@@ -198,6 +204,9 @@ pub fn content_length(buf: &[u8]) -> Headers {
             Headers::Incomplete
         };
     };
+    if end + 4 > MAX_HEADERS {
+        return Headers::Invalid("headers longer than 8192 bytes");
+    }
     let mut body = None;
     for line in buf[..end].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -293,6 +302,16 @@ mod tests {
     }
 
     #[test]
+    fn only_json_whitespace_is_skipped_and_never_counted_in_a_value() {
+        // Found by fuzzing: form feed is not JSON whitespace; whitespace before a value is
+        // skipped on its own, so a value's size does not depend on how reads split it.
+        assert_eq!(JsonScanner::default().scan(b"\x0c{}"), JsonScan::Invalid);
+        let mut s = JsonScanner::default();
+        assert_eq!(s.scan(b"\n \t\r{}"), JsonScan::Skip(4));
+        assert_eq!(s.scan(b"{}"), JsonScan::Complete(2));
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = vec![b'['; MAX_JSON_DEPTH + 1];
         assert_eq!(JsonScanner::default().scan(&deep), JsonScan::Invalid);
@@ -330,5 +349,10 @@ mod tests {
         ));
         let long = vec![b'a'; MAX_HEADERS + 1];
         assert!(matches!(content_length(&long), Headers::Invalid(_)));
+        // Found by fuzzing: a whole header block over the limit, arriving in one read.
+        let mut block = b"Content-Length: 2\r\n".to_vec();
+        block.extend(std::iter::repeat_n(b"X-Pad: aaaaaaaaaa\r\n".as_slice(), 500).flatten());
+        block.extend_from_slice(b"\r\n{}");
+        assert!(matches!(content_length(&block), Headers::Invalid(_)));
     }
 }

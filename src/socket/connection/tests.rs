@@ -290,3 +290,14 @@ fn notifications_and_notification_batches_produce_no_bytes() {
     assert!(replies.is_empty());
     assert!(c.output().is_empty());
 }
+
+#[test]
+fn a_refused_connection_closes_after_a_bad_content_length_body_too() {
+    // Found by fuzzing: this path used to answer and stay open.
+    let refusal = RpcError::server_error("too many connections");
+    let mut c = Connection::new("t".into(), LIMITS, Admission::Refused(refusal), None);
+    let mut engine = Echo::default();
+    c.receive(b"Content-Length: 1\r\n\r\nx", &mut engine, 1);
+    assert!(c.is_closing());
+    assert_eq!(c.pending_input(), 0);
+}

@@ -1,0 +1,203 @@
+//! The connection state machine, fed arbitrary bytes in arbitrary reads.
+//!
+//! Input: `[flags] [n] [n plan bytes] stream`. `flags`: bit 0 a secret (`pw`), bit 1 a
+//! refused admission, bits 2-4 `max_request` (32 B to 64 KiB), bits 5-7 `max_output`. Each
+//! plan byte is a read size and (top two bits) how much output the client reads before it:
+//! nothing, half, all, one byte. The stand-in engine echoes `params[0]` for `echo`.
+//!
+//! Properties:
+//! - once closing, a connection stays closing and produces no more output;
+//! - the server's loop is followed: an overloaded connection (unread output past
+//!   `max_output`) is dropped, and no read makes it produce more than ~64x its bytes;
+//! - everything sent is well-formed for the connection's protocol: newline-terminated JSON-RPC
+//!   replies (or batches of them); `Content-Length: N\r\n\r\n` then exactly N bytes of such
+//!   JSON; or whole MessagePack frames `[1, msgid, error, result]`; nothing before a protocol
+//!   is chosen;
+//! - a refused connection never reaches the engine, sends at most one message, and closes
+//!   after its first request;
+//! - with a secret, the engine is reached only if `system.auth` was called;
+//! - the messages sent are the same however the stream is split into reads (all but a last
+//!   error before closing, whose wording may depend on where the limit was noticed).
+#![no_main]
+
+use std::sync::Arc;
+
+use daimon::rpc::RpcError;
+use daimon::socket::framing::Protocol;
+use daimon::socket::{Admission, Connection, Limits};
+use daimon_fuzz::{
+    Echo, Sent, chunks, content_length_messages, json_lines, msgpack_messages, split_plan,
+};
+use libfuzzer_sys::fuzz_target;
+
+const MAX_REQUEST: [usize; 8] = [32, 64, 128, 256, 512, 1024, 4096, 65536];
+const MAX_OUTPUT: [usize; 8] = [64, 256, 1024, 4096, 16384, 65536, 1 << 20, 1 << 24];
+
+/// How much one byte of input may grow into output (`{}` is 2 bytes, its error reply ~110),
+/// plus one last long error.
+const AMPLIFICATION: usize = 64;
+const SLACK: usize = 1024;
+
+struct Run {
+    sent: Vec<u8>,
+    closing: bool,
+    calls: usize,
+    protocol: Option<Protocol>,
+}
+
+fn connection(flags: u8) -> Connection {
+    let limits = Limits {
+        max_request: MAX_REQUEST[usize::from(flags >> 2) & 7],
+        max_output: MAX_OUTPUT[usize::from(flags >> 5) & 7],
+    };
+    let admission = if flags & 2 != 0 {
+        Admission::Refused(RpcError::server_error("too many connections"))
+    } else {
+        Admission::Open
+    };
+    let secret = (flags & 1 != 0).then(|| Arc::from("pw"));
+    Connection::new("fuzz".into(), limits, admission, secret)
+}
+
+/// Feeds the reads as the server does; `drop_overloaded` stops like the server when unread
+/// output passes the limit.
+fn run(flags: u8, reads: &[(u8, &[u8])], drop_overloaded: bool) -> Run {
+    let mut conn = connection(flags);
+    let mut engine = Echo::default();
+    let mut sent = Vec::new();
+    let mut fed = 0;
+    let mut was_closing = false;
+    for &(b, read) in reads {
+        let unread = conn.output().len();
+        let n = match b >> 6 {
+            0 => 0,
+            1 => unread / 2,
+            2 => unread,
+            _ => unread.min(1),
+        };
+        sent.extend_from_slice(&conn.output()[..n]);
+        conn.consume_output(n);
+        assert_eq!(conn.output().len(), unread - n);
+        assert_eq!(
+            conn.is_closing(),
+            was_closing,
+            "consume_output changed closing"
+        );
+
+        let before = conn.output().len();
+        conn.receive(read, &mut engine, 1);
+        fed += read.len();
+        if was_closing {
+            assert!(conn.is_closing(), "a closing connection reopened");
+            assert_eq!(conn.output().len(), before, "output after closing");
+        }
+        was_closing = conn.is_closing();
+        assert!(
+            conn.pending_input()
+                <= MAX_REQUEST[usize::from(flags >> 2) & 7] + daimon::socket::framing::MAX_HEADERS,
+            "{} bytes of input buffered, over the request limit",
+            conn.pending_input()
+        );
+        let produced = sent.len() + conn.output().len();
+        assert!(
+            produced <= AMPLIFICATION * fed + SLACK,
+            "{produced} bytes of output for {fed} bytes of input"
+        );
+        if drop_overloaded && conn.is_overloaded() {
+            break;
+        }
+    }
+    sent.extend_from_slice(conn.output());
+    Run {
+        sent,
+        closing: conn.is_closing(),
+        calls: engine.calls,
+        protocol: conn.protocol(),
+    }
+}
+
+fn messages(run: &Run) -> Vec<Sent> {
+    match run.protocol {
+        None => {
+            assert!(run.sent.is_empty(), "output before a protocol was chosen");
+            Vec::new()
+        }
+        Some(Protocol::Json) => json_lines(&run.sent),
+        Some(Protocol::ContentLength) => content_length_messages(&run.sent),
+        Some(Protocol::MessagePack) => msgpack_messages(&run.sent),
+    }
+}
+
+/// Whether a message is a lone error reply with this code.
+fn is_error(message: &Sent, code: i64) -> bool {
+    let error = match message {
+        Sent::Json(replies) if replies.len() == 1 => &replies[0]["error"],
+        Sent::Json(_) => return false,
+        Sent::MessagePack(v) => &v[2],
+    };
+    error["code"] == code || error[0] == code
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, data)) = data.split_first() else {
+        return;
+    };
+    let (plan, stream) = split_plan(data);
+    let reads = chunks(plan, stream);
+
+    let served = run(flags, &reads, true);
+    let sent = messages(&served);
+    if flags & 2 != 0 {
+        assert_eq!(served.calls, 0, "a refused connection reached the engine");
+        assert!(
+            sent.len() <= 1,
+            "a refused connection answered {} messages",
+            sent.len()
+        );
+    }
+    if flags & 1 != 0 && served.calls > 0 && !stream.contains(&b'\\') {
+        // (A JSON escape could spell the method otherwise: only checked without one.)
+        assert!(
+            stream.windows(11).any(|w| w == b"system.auth"),
+            "the engine was reached without system.auth"
+        );
+    }
+
+    // The same stream in one read, and in the planned reads, with the client reading nothing
+    // and never dropped: the same messages.
+    let mut flags = flags;
+    flags |= 7 << 5; // the largest max_output: overload does not matter here
+    let whole = run(flags, &[(0, stream)], false);
+    let split = run(
+        flags,
+        &reads.iter().map(|&(_, r)| (0, r)).collect::<Vec<_>>(),
+        false,
+    );
+    assert_eq!(whole.protocol, split.protocol);
+    assert_eq!(
+        whole.closing, split.closing,
+        "closing depends on how the stream is split"
+    );
+    assert_eq!(
+        whole.calls, split.calls,
+        "engine calls depend on how the stream is split"
+    );
+    let mut a = messages(&whole);
+    let mut b = messages(&split);
+    if whole.closing {
+        // The last error before closing may say "too large" or "not JSON", depending on
+        // whether the limit or the bad byte was seen first.
+        let last_error = |m: &[Sent]| {
+            m.last().is_some_and(|m| {
+                [RpcError::PARSE_ERROR, RpcError::INVALID_REQUEST]
+                    .iter()
+                    .any(|&c| is_error(m, c))
+            })
+        };
+        if last_error(&a) && last_error(&b) {
+            a.pop();
+            b.pop();
+        }
+    }
+    assert_eq!(a, b, "the replies depend on how the stream is split");
+});

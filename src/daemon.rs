@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use slog::{Logger, error, info, warn};
 
-use crate::bus::{Bus, DaemonEvent, Event, Host, PosixEvent, TimerEvent};
+use crate::bus::{Bus, DaemonEvent, Host, PosixEvent, TimerEvent};
 use crate::config::Config;
 use crate::console::{self, Console, NoArgs, Parsed};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::pidfile::{PidFile, Previous};
 use crate::process::{self, Detached, Readiness};
-use crate::reactor::{Reactor, Ready, Signal, TimerId};
+use crate::reactor::{Reactor, Ready, TimerId};
 use crate::rpc::{DaemonEngine, Methods};
 use crate::socket::{Leftover, Listener, server::Server};
 
@@ -367,23 +367,8 @@ impl Runtime {
         })
     }
 
-    /// Catches exactly the signals some listener subscribes to (by name, number or a
-    /// `daemon.posix.` prefix); the others keep their default action.
     fn sync_signals(&mut self, bus: &Bus) -> Result<()> {
-        if self.signals_generation == Some(bus.generation()) {
-            return Ok(());
-        }
-        for signal in Signal::catchable() {
-            let event = PosixEvent::new(signal);
-            let wanted = bus.is_subscribed(event.name(), event.alias(), PosixEvent::PREFIX);
-            if wanted && !self.reactor.is_caught(signal) {
-                self.reactor.catch_signal(signal)?;
-            } else if !wanted && self.reactor.is_caught(signal) {
-                self.reactor.release_signal(signal);
-            }
-        }
-        self.signals_generation = Some(bus.generation());
-        Ok(())
+        crate::bus::catch_subscribed_signals(&mut self.reactor, bus, &mut self.signals_generation)
     }
 
     /// Removes the pid file, releasing the lock. Idempotent.

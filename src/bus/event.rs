@@ -218,21 +218,34 @@ impl Event for RpcEvent {
     }
 }
 
-/// Something about a worker, named `daemon.worker.<what>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something about a worker, named `daemon.worker.<what>`: on the daemon's bus its life
+/// (`started`, `exited`, `restarting`, `failed`) and the messages it sends up; on the worker's
+/// own bus the commands it receives (`pause`, `changename`...) and `loopstart`/`loopstop`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerEvent {
     name: String,
     worker: String,
+    payload: Option<serde_json::Value>,
 }
 
 impl WorkerEvent {
     /// The event `daemon.worker.<what>` about the worker named `worker`.
     pub fn new(what: &str, worker: impl Into<String>) -> Self {
         WorkerEvent {
-            name: format!("daemon.worker.{what}"),
+            name: format!("{}{what}", Self::PREFIX),
             worker: worker.into(),
+            payload: None,
         }
     }
+
+    /// The same event carrying `payload`.
+    pub fn with_payload(mut self, payload: Option<serde_json::Value>) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// The prefix of every worker event's name.
+    pub const PREFIX: &'static str = "daemon.worker.";
 
     /// The worker's name.
     pub fn worker(&self) -> &str {
@@ -241,7 +254,12 @@ impl WorkerEvent {
 
     /// What happened: `started`, `exited`, or the command (`pause`, `changename`...).
     pub fn what(&self) -> &str {
-        &self.name["daemon.worker.".len()..]
+        &self.name[Self::PREFIX.len()..]
+    }
+
+    /// The payload: a command's, or the facts of an exit (`pid`, `status`, `forever`...).
+    pub fn payload(&self) -> Option<&serde_json::Value> {
+        self.payload.as_ref()
     }
 }
 

@@ -38,7 +38,7 @@ pub use event::{DaemonEvent, Event, PosixEvent, RpcEvent, SocketEvent, TimerEven
 pub use listener::{Context, FnListener, Host, Listener, PostAction, from_fn};
 
 use crate::error::{Error, Result};
-use crate::reactor::{TimerId, Timers};
+use crate::reactor::{Reactor, Signal, TimerId, Timers};
 
 /// Identifies a subscription; ids are never reused, so a stale one is an error, not a mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -353,6 +353,30 @@ impl Bus {
         }
         self.registry.settle();
     }
+}
+
+/// Makes `reactor` catch exactly the signals some listener of `bus` subscribes to (by name,
+/// number or a `daemon.posix.` prefix); the others keep their default action. Does nothing
+/// when the subscriptions did not change since `seen`.
+pub(crate) fn catch_subscribed_signals<T: Clone>(
+    reactor: &mut Reactor<T>,
+    bus: &Bus,
+    seen: &mut Option<u64>,
+) -> Result<()> {
+    if *seen == Some(bus.generation()) {
+        return Ok(());
+    }
+    for signal in Signal::catchable() {
+        let event = PosixEvent::new(signal);
+        let wanted = bus.is_subscribed(event.name(), event.alias(), PosixEvent::PREFIX);
+        if wanted && !reactor.is_caught(signal) {
+            reactor.catch_signal(signal)?;
+        } else if !wanted && reactor.is_caught(signal) {
+            reactor.release_signal(signal);
+        }
+    }
+    *seen = Some(bus.generation());
+    Ok(())
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {

@@ -1,0 +1,423 @@
+//! The channel between the daemon and one worker: an anonymous shared region (a header and
+//! two rings) and an eventfd per direction to wake the reader.
+//!
+//! The region is mapped `MAP_SHARED | MAP_ANONYMOUS` before the fork: nothing is named in
+//! `/dev/shm` or SysV, so nothing can outlive the two processes. The daemon trusts nothing it
+//! reads from it: the header's magic, version and state are checked, every frame is measured
+//! by the MessagePack scanner before it is decoded, and a violation is a [`ChannelError::Corrupt`]
+//! that gets the worker killed.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use serde_json::Value;
+
+use super::ring::{Corrupt, Full, Ring};
+use crate::rpc::msgpack::{self, Scan};
+
+const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
+const VERSION: u32 = 1;
+
+/// The bytes of each ring.
+pub const RING_CAPACITY: usize = 64 * 1024;
+
+/// The header at the start of the region. All-zero bytes are a valid value (the kernel
+/// zeroes anonymous mappings), and every field is atomic because two processes share it.
+#[repr(C)]
+pub struct Header {
+    magic: AtomicU64,
+    version: AtomicU32,
+    /// The worker's [`State`](super::State) as a number.
+    pub state: AtomicU32,
+    /// The worker's pid, written by the worker.
+    pub pid: AtomicI32,
+    /// Advanced by the worker on every turn of its loop.
+    pub heartbeat: AtomicU64,
+    /// Ticks run.
+    pub ticks: AtomicU64,
+    /// Log lines the worker could not send because its ring was full.
+    pub lost_logs: AtomicU64,
+}
+
+#[repr(C)]
+struct Positions {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+}
+
+#[repr(C)]
+struct Layout {
+    header: CachePadded<Header>,
+    down: Positions,
+    up: Positions,
+}
+
+/// The mapped region.
+struct Region {
+    /// # Invariant
+    ///
+    /// Points at a `MAP_SHARED` read-write mapping of `len` bytes, page-aligned, that starts
+    /// with a [`Layout`] followed by the two rings' data; it stays mapped until `drop`.
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    fn new() -> io::Result<Region> {
+        let len = std::mem::size_of::<Layout>() + 2 * RING_CAPACITY;
+        let size = std::num::NonZeroUsize::new(len).expect("not zero");
+        // SAFETY: a fresh anonymous mapping aliases nothing; no address hint is given.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        let region = Region {
+            ptr: ptr.cast(),
+            len,
+        };
+        region.layout().header.magic.store(MAGIC, Ordering::Relaxed);
+        region
+            .layout()
+            .header
+            .version
+            .store(VERSION, Ordering::Relaxed);
+        Ok(region)
+    }
+
+    fn layout(&self) -> &Layout {
+        // SAFETY: by the invariant the mapping starts with a `Layout`, is page-aligned (enough
+        // for it), lives as long as `self`, and all-zero or any bytes are valid atomics.
+        unsafe { self.ptr.cast::<Layout>().as_ref() }
+    }
+
+    fn data(&self, index: usize) -> &[AtomicU8] {
+        let offset = std::mem::size_of::<Layout>() + index * RING_CAPACITY;
+        debug_assert!(offset + RING_CAPACITY <= self.len);
+        // SAFETY: by the invariant the bytes at `offset..offset + RING_CAPACITY` are mapped for
+        // the life of `self`; `AtomicU8` has the size and alignment of `u8`, any byte is valid.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().add(offset).cast::<AtomicU8>(),
+                RING_CAPACITY,
+            )
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `Region::new` with this length and nothing borrows
+        // it any more (borrows of `self` have ended).
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Which end of the channel this process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The daemon: sends down, receives up.
+    Daemon,
+    /// The worker: sends up, receives down.
+    Worker,
+}
+
+/// A message: a command name and an optional payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// `stop`, `pause`, `resume`, `ack`, `log`, or any custom command such as `changename`.
+    pub command: String,
+    /// The payload, if any.
+    pub payload: Option<Value>,
+}
+
+impl Message {
+    /// A message without payload.
+    pub fn new(command: impl Into<String>) -> Message {
+        Message {
+            command: command.into(),
+            payload: None,
+        }
+    }
+
+    /// A message with a payload.
+    pub fn with(command: impl Into<String>, payload: Value) -> Message {
+        Message {
+            command: command.into(),
+            payload: Some(payload),
+        }
+    }
+}
+
+/// What can go wrong on a channel.
+#[derive(Debug)]
+pub enum ChannelError {
+    /// The ring is full: the message was not sent.
+    Full(Full),
+    /// The other side wrote something impossible.
+    Corrupt(Corrupt),
+    /// The message does not fit a ring at all.
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::Full(e) => e.fmt(f),
+            ChannelError::Corrupt(e) => e.fmt(f),
+            ChannelError::TooLarge(n) => {
+                write!(
+                    f,
+                    "a message of {n} bytes does not fit the channel ({RING_CAPACITY} bytes)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+/// A channel: the shared region and the two eventfds, as held by one end.
+pub struct Channel {
+    region: Region,
+    /// Written by the daemon, read by the worker.
+    down_event: EventFd,
+    /// Written by the worker, read by the daemon.
+    up_event: EventFd,
+    end: End,
+}
+
+// SAFETY: the region is only ever accessed through atomics (see `Region::layout` and
+// `Region::data`), which are safe to share and send between threads.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Channel {
+    /// Maps a region and creates the eventfds, for the daemon; the forked worker switches
+    /// its copy with [`Channel::into_worker_end`].
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error mapping memory or creating an eventfd.
+    pub fn new() -> io::Result<Channel> {
+        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
+        Ok(Channel {
+            region: Region::new()?,
+            down_event: EventFd::from_value_and_flags(0, flags)?,
+            up_event: EventFd::from_value_and_flags(0, flags)?,
+            end: End::Daemon,
+        })
+    }
+
+    /// The same channel, held by the worker (in the forked child).
+    pub fn into_worker_end(mut self) -> Channel {
+        self.end = End::Worker;
+        self
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.region.layout().header
+    }
+
+    /// Whether the header still carries the magic and version (a worker that scribbles over
+    /// the region is caught here).
+    pub fn header_ok(&self) -> bool {
+        let h = self.header();
+        h.magic.load(Ordering::Relaxed) == MAGIC && h.version.load(Ordering::Relaxed) == VERSION
+    }
+
+    fn ring(&self, index: usize) -> Ring<'_> {
+        let layout = self.region.layout();
+        let positions = if index == 0 { &layout.down } else { &layout.up };
+        Ring::new(&positions.head, &positions.tail, self.region.data(index))
+    }
+
+    fn outgoing(&self) -> (Ring<'_>, &EventFd) {
+        match self.end {
+            End::Daemon => (self.ring(0), &self.down_event),
+            End::Worker => (self.ring(1), &self.up_event),
+        }
+    }
+
+    fn incoming(&self) -> (Ring<'_>, &EventFd) {
+        match self.end {
+            End::Daemon => (self.ring(1), &self.up_event),
+            End::Worker => (self.ring(0), &self.down_event),
+        }
+    }
+
+    /// The eventfd that becomes readable when a message arrives at this end.
+    pub fn incoming_fd(&self) -> BorrowedFd<'_> {
+        self.incoming().1.as_fd()
+    }
+
+    /// The eventfds, for a forked child that keeps only these descriptors.
+    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.down_event.as_fd(), self.up_event.as_fd()]
+    }
+
+    /// Sends a message and wakes the other end.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Full`] when the ring has no room now, [`ChannelError::TooLarge`] when
+    /// the message could never fit. Nothing is sent then.
+    pub fn send(&self, message: &Message) -> Result<(), ChannelError> {
+        let frame = rmp_serde::to_vec(&(&message.command, &message.payload))
+            .expect("a string and a JSON value encode");
+        let (ring, event) = self.outgoing();
+        if frame.len() > ring.max_frame() {
+            return Err(ChannelError::TooLarge(frame.len()));
+        }
+        ring.push(&frame).map_err(ChannelError::Full)?;
+        // A full eventfd counter (2^64 - 2 wake-ups unread) would mean the reader is gone.
+        let _ = event.write(1);
+        Ok(())
+    }
+
+    /// Clears the wake-up, before draining with [`Channel::receive`].
+    pub fn clear_wakeup(&self) {
+        let _ = self.incoming().1.read();
+    }
+
+    /// Takes the next message, using `buffer` for its bytes; `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Corrupt`] when the ring or the frame is not what this end wrote.
+    pub fn receive(&self, buffer: &mut Vec<u8>) -> Result<Option<Message>, ChannelError> {
+        if !self
+            .incoming()
+            .0
+            .pop(buffer)
+            .map_err(ChannelError::Corrupt)?
+        {
+            return Ok(None);
+        }
+        decode(buffer)
+            .map(Some)
+            .map_err(|why| ChannelError::Corrupt(Corrupt(why)))
+    }
+
+    /// In a forked child, unmaps another worker's region and forgets its descriptors without
+    /// closing them (the child closes every inherited descriptor at once afterwards).
+    pub(crate) fn forget_in_child(self) {
+        let region = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the mapping is this channel's own; nothing in the child uses it after this.
+        let _ = unsafe { munmap(region.region.ptr.cast(), region.region.len) };
+    }
+}
+
+/// Decodes a frame, measuring it with the MessagePack scanner first (bounded depth and sizes).
+pub fn decode(frame: &[u8]) -> Result<Message, String> {
+    match msgpack::Scanner::default().scan(frame, frame.len()) {
+        Scan::Complete(n) if n == frame.len() => {}
+        other => {
+            return Err(format!(
+                "a frame that is not one MessagePack value: {other:?}"
+            ));
+        }
+    }
+    let value = msgpack::decode_value(frame)?;
+    let Value::Array(mut parts) = value else {
+        return Err("a frame is [command, payload]".into());
+    };
+    if parts.len() != 2 {
+        return Err("a frame is [command, payload]".into());
+    }
+    let payload = parts.pop().expect("two parts");
+    let Value::String(command) = parts.pop().expect("two parts") else {
+        return Err("a frame's command is a string".into());
+    };
+    Ok(Message {
+        command,
+        payload: (!payload.is_null()).then_some(payload),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_cross_in_both_directions() {
+        let daemon = Channel::new().unwrap();
+        assert!(daemon.header_ok());
+        // The worker's end maps the same memory: simulate with a second view.
+        let worker = Channel {
+            region: Region {
+                ptr: daemon.region.ptr,
+                len: daemon.region.len,
+            },
+            down_event: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap(),
+            up_event: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap(),
+            end: End::Worker,
+        };
+        let worker = std::mem::ManuallyDrop::new(worker);
+        let mut buf = Vec::new();
+        daemon.send(&Message::new("pause")).unwrap();
+        daemon
+            .send(&Message::with("changename", json!({"to": "x"})))
+            .unwrap();
+        assert_eq!(
+            worker.receive(&mut buf).unwrap(),
+            Some(Message::new("pause"))
+        );
+        assert_eq!(
+            worker.receive(&mut buf).unwrap(),
+            Some(Message::with("changename", json!({"to": "x"})))
+        );
+        assert_eq!(worker.receive(&mut buf).unwrap(), None);
+        worker
+            .send(&Message::with("ack", json!(["pause", 1])))
+            .unwrap();
+        assert_eq!(
+            daemon.receive(&mut buf).unwrap(),
+            Some(Message::with("ack", json!(["pause", 1])))
+        );
+        // Wake-ups: the daemon's own eventfd counted the send.
+        assert_eq!(daemon.down_event.read().unwrap(), 2);
+    }
+
+    #[test]
+    fn full_and_oversized_messages_are_errors_to_the_sender() {
+        let daemon = Channel::new().unwrap();
+        let big = Message::with("x", json!("y".repeat(RING_CAPACITY)));
+        assert!(matches!(daemon.send(&big), Err(ChannelError::TooLarge(_))));
+        let chunk = Message::with("x", json!("y".repeat(1000)));
+        let mut sent = 0;
+        loop {
+            match daemon.send(&chunk) {
+                Ok(()) => sent += 1,
+                Err(ChannelError::Full(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(sent, RING_CAPACITY / 1013);
+    }
+
+    #[test]
+    fn garbage_frames_are_corrupt() {
+        for frame in [
+            &b"\xc1"[..],
+            b"\x92\xa1x",
+            b"\x93\xa1x\xc0\xc0",
+            b"\x92\x01\xc0",
+            b"\x92\xa1x\xc0trailing",
+        ] {
+            assert!(decode(frame).is_err(), "{frame:x?}");
+        }
+        assert_eq!(decode(b"\x92\xa1x\xc0").unwrap(), Message::new("x"));
+    }
+}

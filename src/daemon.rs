@@ -18,6 +18,7 @@ use crate::process::{self, Detached, Readiness};
 use crate::reactor::{Reactor, Ready, TimerId};
 use crate::rpc::{DaemonEngine, Methods};
 use crate::socket::{Leftover, Listener, server::Server};
+use crate::worker::Workers;
 
 /// The error type a `setup()` may return: anything that displays.
 pub type SetupError = Box<dyn std::error::Error>;
@@ -46,6 +47,7 @@ pub struct Daemon {
     config: Config,
     bus: Bus,
     methods: Methods,
+    workers: Workers,
     logger: Logger,
     custom_logger: bool,
     setup: Vec<SetupFn>,
@@ -60,6 +62,7 @@ impl Daemon {
             config,
             bus: Bus::new(),
             methods: Methods::new(),
+            workers: Workers::default(),
             logger: log::discard(),
             custom_logger: false,
             setup: Vec::new(),
@@ -95,6 +98,11 @@ impl Daemon {
     /// The RPC methods, to register the daemon's own in `setup()`.
     pub fn rpc(&mut self) -> &mut Methods {
         &mut self.methods
+    }
+
+    /// The workers, to install them before `init()` or in `setup()`.
+    pub fn workers(&mut self) -> &mut Workers {
+        &mut self.workers
     }
 
     /// The configuration (with the command line's overrides once `init()` has read them).
@@ -261,6 +269,20 @@ impl Daemon {
             rt.logger.clone(),
         )?;
         self.methods.set_socket(address.to_string());
+        rt.workers = std::mem::take(&mut self.workers);
+        let level = if self.console.verbose {
+            slog::Level::Debug
+        } else {
+            slog::Level::Info
+        };
+        rt.workers.configure(
+            rt.reactor.handle(),
+            rt.logger.clone(),
+            level,
+            self.config.shutdowntimeout,
+            self.config.sockettimeout.max(Duration::from_secs(5)),
+        );
+        rt.workers.start_all()?;
         if let Some(r) = readiness {
             r.ready();
         }
@@ -286,7 +308,7 @@ impl Daemon {
             let wait = if self.bus.has_pending() {
                 Some(Duration::ZERO)
             } else {
-                server.next_timeout()
+                earliest(server.next_timeout(), rt.workers.next_timeout())
             };
             rt.reactor.turn(wait, &mut ready)?;
             for r in ready.drain(..) {
@@ -298,6 +320,9 @@ impl Daemon {
                         readable,
                         writable,
                     } => {
+                        if rt.workers.ready(token) {
+                            continue;
+                        }
                         let mut engine = DaemonEngine {
                             methods: &mut self.methods,
                             bus: &mut self.bus,
@@ -307,8 +332,79 @@ impl Daemon {
                     }
                 }
             }
-            server.expire(Instant::now(), &mut socket_events);
+            let now = Instant::now();
+            server.expire(now, &mut socket_events);
+            rt.workers.expire(now);
+            self.deliver_worker_replies(rt, server, &mut socket_events);
             for e in socket_events.drain(..) {
+                self.bus.emit(e);
+            }
+        }
+    }
+
+    /// Completes the calls that waited for workers, and emits the workers' events.
+    fn deliver_worker_replies(
+        &mut self,
+        rt: &mut Runtime,
+        server: &mut Server,
+        socket_events: &mut Vec<crate::bus::SocketEvent>,
+    ) {
+        for (ticket, outcome) in rt.workers.take_resolved() {
+            let mut engine = DaemonEngine {
+                methods: &mut self.methods,
+                bus: &mut self.bus,
+                host: &mut *rt,
+            };
+            server.complete(ticket, outcome, &mut engine, socket_events);
+        }
+        for e in rt.workers.take_events() {
+            self.bus.emit(e);
+        }
+    }
+
+    /// Stops every worker in parallel (`stop` on each channel, then SIGTERM, then SIGKILL
+    /// after `shutdowntimeout`) while serving signals and the workers' channels.
+    fn stop_workers(&mut self, rt: &mut Runtime) {
+        rt.workers.shutdown();
+        let hard = Instant::now() + self.config.shutdowntimeout + Duration::from_secs(1);
+        let mut ready = Vec::new();
+        let mut killed = false;
+        loop {
+            for exit in rt.workers.reap() {
+                self.bus.emit(
+                    crate::bus::WorkerEvent::new("exited", exit.name.clone())
+                        .with_payload(Some(exit.to_json())),
+                );
+            }
+            self.bus.dispatch(rt);
+            if rt.workers.all_gone() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= hard {
+                if killed {
+                    warn!(rt.logger, "workers still not reaped; giving up on them");
+                    break;
+                }
+                rt.workers.kill_all();
+                killed = true;
+            }
+            // SIGCHLD wakes the turn when a listener catches it; without one, poll briefly.
+            let wait = earliest(rt.workers.next_timeout(), Some(Duration::from_millis(50)));
+            if rt.reactor.turn(wait, &mut ready).is_err() {
+                break;
+            }
+            for r in ready.drain(..) {
+                match r {
+                    Ready::Signal(signal) => self.bus.emit(PosixEvent::new(signal)),
+                    Ready::Io { token, .. } => {
+                        rt.workers.ready(token);
+                    }
+                    Ready::Timer(..) => {}
+                }
+            }
+            rt.workers.expire(Instant::now());
+            for e in rt.workers.take_events() {
                 self.bus.emit(e);
             }
         }
@@ -330,6 +426,7 @@ impl Daemon {
                     "path" => %path.display(), "error" => %e);
             }
         }
+        self.stop_workers(rt);
         rt.release();
         self.bus.emit(DaemonEvent::Stop);
         self.drain_bus(rt);
@@ -350,6 +447,7 @@ impl Daemon {
 /// What the daemon process owns while it runs; the [`Host`] its listeners act through.
 struct Runtime {
     reactor: Reactor<String>,
+    workers: Workers,
     logger: Logger,
     stop: Option<i32>,
     pidfile: Option<PidFile>,
@@ -360,6 +458,7 @@ impl Runtime {
     fn new(logger: Logger, pidfile: PidFile) -> Result<Runtime> {
         Ok(Runtime {
             reactor: Reactor::new()?,
+            workers: Workers::default(),
             logger,
             stop: None,
             pidfile: Some(pidfile),
@@ -371,8 +470,17 @@ impl Runtime {
         crate::bus::catch_subscribed_signals(&mut self.reactor, bus, &mut self.signals_generation)
     }
 
-    /// Removes the pid file, releasing the lock. Idempotent.
+    /// Kills workers still running (a start that failed half-way), removes the pid file,
+    /// releasing the lock. Idempotent.
     fn release(&mut self) {
+        if !self.workers.all_gone() {
+            self.workers.kill_all();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !self.workers.all_gone() && Instant::now() < deadline {
+                self.workers.reap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         if let Some(pidfile) = self.pidfile.take() {
             if let Err(e) = pidfile.remove() {
                 warn!(self.logger, "cannot remove the pid file"; "error" => %e);
@@ -404,5 +512,17 @@ impl Host for Runtime {
 
     fn as_any(&mut self) -> &mut dyn Any {
         self
+    }
+
+    fn workers(&mut self) -> Option<&mut Workers> {
+        Some(&mut self.workers)
+    }
+}
+
+/// The earlier of two optional timeouts.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

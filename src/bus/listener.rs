@@ -10,6 +10,7 @@ use super::event::Event;
 use super::{Registry, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::reactor::TimerId;
+use crate::worker::Workers;
 
 /// What should happen after a listener handled an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +65,10 @@ pub trait Host {
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     /// The host itself, for listeners that know its concrete type.
     fn as_any(&mut self) -> &mut dyn Any;
+    /// The workers, in the daemon; `None` elsewhere.
+    fn workers(&mut self) -> Option<&mut Workers> {
+        None
+    }
 }
 
 /// A listener's window on the bus and the process while it handles an event.
@@ -136,6 +141,11 @@ impl Context<'_> {
     /// The logger.
     pub fn logger(&self) -> &Logger {
         self.host.logger()
+    }
+
+    /// The daemon's workers (`None` in a worker process or a test host).
+    pub fn workers(&mut self) -> Option<&mut Workers> {
+        self.host.workers()
     }
 
     /// The host as its concrete type `H`, if it is one.

@@ -132,6 +132,15 @@ impl<T: AsFd> Source<T> {
         &mut self.inner
     }
 
+    /// In a forked child: takes the value out without deleting its registration. The child
+    /// shares its parent's epoll instance, so deleting would delete the parent's registration.
+    pub(crate) fn leak_registration(self) -> T {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used nor dropped again, so `inner` is moved out exactly once;
+        // the poller's `Arc` is leaked on purpose (the child never touches the poller).
+        unsafe { std::ptr::read(&this.inner) }
+    }
+
     /// The registered descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.inner.as_fd()

@@ -32,6 +32,22 @@ impl RpcError {
     pub const SERVER_ERROR: i64 = -32000;
     /// `system.multicall` inside `system.multicall`.
     pub const RECURSIVE_MULTICALL: i64 = -31001;
+    /// Reserved, never sent: the reply comes later (see [`RpcError::deferred`]).
+    pub const DEFERRED: i64 = i64::MIN;
+
+    /// Not an error: the call's reply comes later, when `ticket` is resolved. Only returned
+    /// to a caller whose [`Meta::deferrable`](super::Meta::deferrable) is true.
+    pub(crate) fn deferred(ticket: super::Ticket) -> RpcError {
+        RpcError::new(Self::DEFERRED, "deferred").with_data(ticket.0)
+    }
+
+    /// The ticket of a deferred reply.
+    pub(crate) fn as_deferred(&self) -> Option<super::Ticket> {
+        (self.code == Self::DEFERRED)
+            .then(|| self.data.as_ref().and_then(Value::as_u64))
+            .flatten()
+            .map(super::Ticket)
+    }
 
     /// An error with a code and message of the handler's choosing.
     pub fn new(code: i64, message: impl Into<String>) -> RpcError {

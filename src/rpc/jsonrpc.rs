@@ -35,9 +35,14 @@ pub fn handle(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
             Err(RpcError::invalid_request("an empty batch")),
         )),
         Value::Array(batch) => {
+            // A reply inside a batch cannot wait for a worker.
+            let meta = Meta {
+                deferrable: false,
+                ..*meta
+            };
             let replies: Vec<Value> = batch
                 .into_iter()
-                .filter_map(|one| handle_one(one, engine, meta))
+                .filter_map(|one| handle_one(one, engine, &meta))
                 .collect();
             (!replies.is_empty()).then_some(Value::Array(replies))
         }
@@ -84,8 +89,15 @@ fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
         Some(p @ (Value::Array(_) | Value::Object(_))) => p,
         Some(_) => return invalid("params must be an array or an object"),
     };
-    let outcome = engine.call(meta, &method, params);
-    id.map(|id| reply(id, outcome))
+    let Some(id) = id else {
+        let meta = Meta {
+            deferrable: false,
+            ..*meta
+        };
+        let _ = engine.call(&meta, &method, params);
+        return None;
+    };
+    Some(reply(id, engine.call(meta, &method, params)))
 }
 
 #[cfg(test)]
@@ -127,6 +139,7 @@ mod tests {
         let meta = Meta {
             peer: "test",
             connections: 1,
+            deferrable: true,
         };
         let reply = handle(request, &mut engine, &meta);
         (reply, engine.0)

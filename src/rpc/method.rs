@@ -30,6 +30,14 @@ enum Builtin {
     Auth,
     Shutdown,
     Status,
+    WorkerList,
+    WorkerStatus,
+    WorkerPause,
+    WorkerResume,
+    WorkerStart,
+    WorkerStop,
+    WorkerRestart,
+    WorkerSend,
 }
 
 /// An RPC method: a name, a handler, a description and one or more signatures.
@@ -203,6 +211,49 @@ impl Methods {
             builtin("daemon.status", Builtin::Status)
                 .description("The daemon's pid, version, uptime, socket, connections, calls served and workers")
                 .returns(Type::Struct),
+            builtin("worker.list", Builtin::WorkerList)
+                .description("Lists the workers: name, pid, state, looptime, forever, restarts, uptime")
+                .returns(Type::Array),
+            builtin("worker.status", Builtin::WorkerStatus)
+                .description("A worker's state (SPINUP 0, LOOPING 1, PAUSED 2, SPINDOWN 3, EXITED 4, FAILED 5), or every worker's by name")
+                .returns(Type::Struct)
+                .signature()
+                .returns(Type::Int)
+                .param(Type::String, "name"),
+            builtin("worker.pause", Builtin::WorkerPause)
+                .description("Pauses a worker (or all): the reply comes once it acknowledged, with its state")
+                .returns(Type::Struct)
+                .signature()
+                .returns(Type::Int)
+                .param(Type::String, "name"),
+            builtin("worker.resume", Builtin::WorkerResume)
+                .description("Resumes a worker (or all): the reply comes once it acknowledged, with its state")
+                .returns(Type::Struct)
+                .signature()
+                .returns(Type::Int)
+                .param(Type::String, "name"),
+            builtin("worker.start", Builtin::WorkerStart)
+                .description("Starts a worker that is not running (also a FAILED or stopped one)")
+                .returns(Type::Boolean)
+                .param(Type::String, "name"),
+            builtin("worker.stop", Builtin::WorkerStop)
+                .description("Stops a worker: stop on its channel, then SIGTERM, then SIGKILL; no restart until started")
+                .returns(Type::Boolean)
+                .param(Type::String, "name"),
+            builtin("worker.restart", Builtin::WorkerRestart)
+                .description("Stops a worker and starts it again")
+                .returns(Type::Boolean)
+                .param(Type::String, "name"),
+            builtin("worker.send", Builtin::WorkerSend)
+                .description("Sends a command, with an optional payload, to a worker: daemon.worker.<command> on its bus")
+                .returns(Type::Boolean)
+                .param(Type::String, "name")
+                .param(Type::String, "command")
+                .signature()
+                .returns(Type::Boolean)
+                .param(Type::String, "name")
+                .param(Type::String, "command")
+                .param(Type::Any, "payload"),
         ];
         for m in list {
             methods.map.insert(m.name.clone(), m);
@@ -336,8 +387,16 @@ impl Methods {
                 "socket": self.socket,
                 "connections": ctx.meta.connections,
                 "calls": self.calls,
-                "workers": [],
+                "workers": ctx.host.workers().map(|w| w.summary()),
             })),
+            Builtin::WorkerList
+            | Builtin::WorkerStatus
+            | Builtin::WorkerPause
+            | Builtin::WorkerResume
+            | Builtin::WorkerStart
+            | Builtin::WorkerStop
+            | Builtin::WorkerRestart
+            | Builtin::WorkerSend => worker_builtin(b, args, ctx),
         }
     }
 
@@ -360,10 +419,81 @@ impl Methods {
             ));
         }
         let params = call.remove("params").unwrap_or(Value::Null);
-        match self.call(&name, params, ctx) {
+        let meta = Meta {
+            deferrable: false,
+            ..*ctx.meta
+        };
+        let mut inner = CallContext {
+            host: &mut *ctx.host,
+            bus: &mut *ctx.bus,
+            meta: &meta,
+        };
+        match self.call(&name, params, &mut inner) {
             Ok(result) => Value::Array(vec![result]),
             Err(e) => fault(e),
         }
+    }
+}
+
+/// The `worker.*` methods, through the host's [`Workers`].
+fn worker_builtin(
+    b: Builtin,
+    mut args: Vec<Value>,
+    ctx: &mut CallContext<'_>,
+) -> Result<Value, RpcError> {
+    let deferrable = ctx.meta.deferrable;
+    let workers = ctx
+        .host
+        .workers()
+        .ok_or_else(|| RpcError::server_error("this process has no workers"))?;
+    let name = args.first().and_then(Value::as_str).map(str::to_owned);
+    let named = || {
+        name.clone()
+            .ok_or_else(|| RpcError::invalid_params("a worker name"))
+    };
+    match b {
+        Builtin::WorkerList => Ok(Value::Array(
+            workers.list().iter().map(|w| w.to_json()).collect(),
+        )),
+        Builtin::WorkerStatus => match &name {
+            Some(n) => Ok(json!(workers.info(n)?.state as u32)),
+            None => Ok(Value::Object(
+                workers
+                    .list()
+                    .into_iter()
+                    .map(|w| (w.name, json!(w.state as u32)))
+                    .collect(),
+            )),
+        },
+        Builtin::WorkerPause | Builtin::WorkerResume => {
+            let command = if matches!(b, Builtin::WorkerPause) {
+                "pause"
+            } else {
+                "resume"
+            };
+            if !deferrable {
+                return Err(RpcError::server_error(format!(
+                    "worker.{command} waits for the worker's acknowledgement: call it on its own, not in a batch, a multicall or a notification"
+                )));
+            }
+            let ticket = workers.command_with_ack(name.as_deref(), command)?;
+            Err(RpcError::deferred(ticket))
+        }
+        Builtin::WorkerStart => workers.start(&named()?).map(|()| json!(true)),
+        Builtin::WorkerStop => workers.stop(&named()?).map(|()| json!(true)),
+        Builtin::WorkerRestart => workers.restart(&named()?).map(|()| json!(true)),
+        Builtin::WorkerSend => {
+            let payload = (args.len() == 3).then(|| args.pop()).flatten();
+            let command = args
+                .get(1)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            workers
+                .send(&named()?, &command, payload)
+                .map(|()| json!(true))
+        }
+        _ => unreachable!("only worker built-ins come here"),
     }
 }
 
@@ -430,6 +560,7 @@ mod tests {
         let meta = Meta {
             peer: "test",
             connections: 1,
+            deferrable: true,
         };
         let mut engine = DaemonEngine {
             methods: m,

@@ -40,7 +40,14 @@ pub struct Meta<'a> {
     pub peer: &'a str,
     /// How many connections are open.
     pub connections: usize,
+    /// Whether the caller can wait for a reply that comes later (a single request; not a
+    /// batch, a multicall or a notification).
+    pub deferrable: bool,
 }
+
+/// A reply that comes later: a call answered once a worker acknowledges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
 
 /// What runs the calls a connection decodes: the daemon's methods, or a stand-in (tests,
 /// fuzzing).

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
 use crate::rpc::msgpack::{self, Message, Refused, Scan};
-use crate::rpc::{Engine, Meta, RpcError, jsonrpc};
+use crate::rpc::{Engine, Meta, RpcError, Ticket, jsonrpc};
 
 /// The limits of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,23 @@ pub struct Connection {
     output: Vec<u8>,
     written: usize,
     closing: bool,
+    /// A request whose reply comes later; nothing more is processed until it is written.
+    pending: Option<Pending>,
+    /// Set by the gate when a call's reply was deferred.
+    deferred: Option<Ticket>,
+}
+
+/// Who a deferred reply goes to.
+#[derive(Debug)]
+struct Pending {
+    ticket: Ticket,
+    to: ReplyTo,
+}
+
+#[derive(Debug)]
+enum ReplyTo {
+    Json(Value),
+    MessagePack(u32),
 }
 
 impl Connection {
@@ -73,6 +90,8 @@ impl Connection {
             output: Vec::new(),
             written: 0,
             closing: false,
+            pending: None,
+            deferred: None,
         }
     }
 
@@ -94,7 +113,7 @@ impl Connection {
         }
         self.input.extend_from_slice(data);
         let mut start = 0;
-        while !self.closing && start < self.input.len() {
+        while !self.closing && self.pending.is_none() && start < self.input.len() {
             match self.next_frame(start, engine, connections) {
                 Some(consumed) => start += consumed,
                 None => break,
@@ -102,8 +121,14 @@ impl Connection {
         }
         self.input.drain(..start);
         if !self.closing && self.input.len() > self.limits.max_request + framing::MAX_HEADERS {
-            // A frame still incomplete past the limit (whitespace, an unterminated string).
-            self.too_large();
+            if self.pending.is_some() {
+                // Pipelined past the limit while a reply is pending: an error reply now would
+                // come before the pending one. Close instead.
+                self.closing = true;
+            } else {
+                // A frame still incomplete past the limit (whitespace, an unterminated string).
+                self.too_large();
+            }
         }
     }
 
@@ -216,27 +241,68 @@ impl Connection {
         &'a mut self,
         engine: &'a mut dyn Engine,
         connections: usize,
+        deferrable: bool,
     ) -> (Meta<'a>, Gate<'a>, &'a mut Vec<u8>) {
         let meta = Meta {
             peer: &self.peer,
             connections,
+            deferrable,
         };
         let gate = Gate {
             engine,
             admission: &self.admission,
             secret: &mut self.secret,
             close: &mut self.closing,
+            deferred: &mut self.deferred,
         };
         (meta, gate, &mut self.output)
     }
 
     fn json_request(&mut self, value: Value, engine: &mut dyn Engine, connections: usize) {
-        let (meta, mut gate, _) = self.split(engine, connections);
+        let single = value.is_object();
+        let (meta, mut gate, _) = self.split(engine, connections, single);
         let reply = jsonrpc::handle(value, &mut gate, &meta);
-        if let Some(reply) = reply {
-            self.write_json(&reply);
+        match (self.deferred.take(), reply) {
+            (Some(ticket), Some(mut reply)) => {
+                let id = reply.get_mut("id").map(Value::take).unwrap_or(Value::Null);
+                self.pending = Some(Pending {
+                    ticket,
+                    to: ReplyTo::Json(id),
+                });
+            }
+            (_, Some(reply)) => self.write_json(&reply),
+            (_, None) => {}
         }
         self.after_request();
+    }
+
+    /// Writes the reply a deferred call was waiting for, then goes on with the requests
+    /// buffered meanwhile. Returns false if this connection was not waiting for `ticket`.
+    pub fn complete(
+        &mut self,
+        ticket: Ticket,
+        outcome: Result<Value, RpcError>,
+        engine: &mut dyn Engine,
+        connections: usize,
+    ) -> bool {
+        match &self.pending {
+            Some(p) if p.ticket == ticket => {}
+            _ => return false,
+        }
+        let pending = self.pending.take().expect("matched above");
+        match pending.to {
+            ReplyTo::Json(id) => self.write_json(&jsonrpc::reply(id, outcome)),
+            ReplyTo::MessagePack(msgid) => {
+                msgpack::encode_response(&mut self.output, Some(msgid), &outcome)
+            }
+        }
+        self.receive(&[], engine, connections);
+        true
+    }
+
+    /// The ticket of the reply this connection waits for, if any.
+    pub fn waiting_for(&self) -> Option<Ticket> {
+        self.pending.as_ref().map(|p| p.ticket)
     }
 
     fn msgpack_message(
@@ -245,7 +311,8 @@ impl Connection {
         engine: &mut dyn Engine,
         connections: usize,
     ) {
-        let (meta, mut gate, output) = self.split(engine, connections);
+        let deferrable = matches!(decoded, Ok(Message::Request { .. }));
+        let (meta, mut gate, output) = self.split(engine, connections, deferrable);
         match decoded {
             Ok(Message::Request {
                 msgid,
@@ -253,7 +320,15 @@ impl Connection {
                 params,
             }) => {
                 let outcome = gate.call(&meta, &method, params);
-                msgpack::encode_response(output, Some(msgid), &outcome);
+                match gate.deferred.take() {
+                    Some(ticket) => {
+                        self.pending = Some(Pending {
+                            ticket,
+                            to: ReplyTo::MessagePack(msgid),
+                        })
+                    }
+                    None => msgpack::encode_response(output, Some(msgid), &outcome),
+                }
             }
             Ok(Message::Notification { method, params }) => {
                 let _ = gate.call(&meta, &method, params);
@@ -357,6 +432,7 @@ struct Gate<'a> {
     admission: &'a Admission,
     secret: &'a mut Option<Arc<str>>,
     close: &'a mut bool,
+    deferred: &'a mut Option<Ticket>,
 }
 
 impl Engine for Gate<'_> {
@@ -365,7 +441,13 @@ impl Engine for Gate<'_> {
             return Err(error.clone());
         }
         let Some(secret) = self.secret.as_deref() else {
-            return self.engine.call(meta, method, params);
+            let outcome = self.engine.call(meta, method, params);
+            if let Err(e) = &outcome {
+                if let (Some(ticket), true) = (e.as_deferred(), meta.deferrable) {
+                    *self.deferred = Some(ticket);
+                }
+            }
+            return outcome;
         };
         if method != "system.auth" {
             return Err(RpcError::server_error("authentication required"));

@@ -16,7 +16,8 @@ use super::{Listener, Peer, Stream};
 use crate::bus::SocketEvent;
 use crate::config::{Config, Peers};
 use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token};
-use crate::rpc::{Engine, RpcError};
+use crate::rpc::{Engine, RpcError, Ticket};
+use serde_json::Value;
 
 /// Accepts per turn at most this many connections.
 pub const ACCEPTS_PER_TURN: usize = 64;
@@ -276,6 +277,10 @@ impl Server {
 
     /// How long the connection may go without progress in its current state.
     fn allowance(&self, client: &Client) -> Option<Duration> {
+        if client.conn.waiting_for().is_some() {
+            // Waiting for the daemon (a worker's acknowledgement, which times out itself).
+            return None;
+        }
         let busy = !client.admitted
             || client.conn.is_closing()
             || client.conn.has_partial_input()
@@ -308,6 +313,31 @@ impl Server {
         }
         let id = self.deadlines.insert(due, None, token);
         client.deadline = Some((id, due));
+    }
+
+    /// Writes the reply a connection was waiting for (a worker's acknowledgement), then
+    /// serves what that connection sent meanwhile.
+    pub fn complete(
+        &mut self,
+        ticket: Ticket,
+        outcome: Result<Value, RpcError>,
+        engine: &mut dyn Engine,
+        events: &mut Vec<SocketEvent>,
+    ) {
+        let connections = self.admitted;
+        let Some((&token, client)) = self
+            .clients
+            .iter_mut()
+            .find(|(_, c)| c.conn.waiting_for() == Some(ticket))
+        else {
+            return;
+        };
+        client.conn.complete(ticket, outcome, engine, connections);
+        if !self.flush(token) {
+            self.drop_client(token, events);
+            return;
+        }
+        self.settle(token, events);
     }
 
     /// Closes the connections whose deadline passed without progress.

@@ -285,6 +285,11 @@ impl Channel {
         Ok(())
     }
 
+    /// Wakes this end's own reader again (to finish draining on a later turn).
+    pub fn wake_self(&self) {
+        let _ = self.incoming().1.write(1);
+    }
+
     /// Clears the wake-up, before draining with [`Channel::receive`].
     pub fn clear_wakeup(&self) {
         let _ = self.incoming().1.read();
@@ -315,6 +320,13 @@ impl Channel {
         let region = std::mem::ManuallyDrop::new(self);
         // SAFETY: the mapping is this channel's own; nothing in the child uses it after this.
         let _ = unsafe { munmap(region.region.ptr.cast(), region.region.len) };
+    }
+}
+
+impl AsFd for Channel {
+    /// The descriptor that becomes readable when a message arrives at this end.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.incoming_fd()
     }
 }
 

@@ -1,0 +1,821 @@
+//! The daemon's side: installed workers, forking them, their channels, stops and acks.
+//!
+//! The policy (when to restart a crashed worker, when to give up) is not here: it belongs to
+//! listeners (`ReapChild`, `Watchdog` in `daimon-listeners`), which drive this manager through
+//! its public methods, as a user's own policy could.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use serde_json::{Value, json};
+use slog::{Level, Logger, crit, debug, error, info, trace, warn};
+
+use super::{Channel, Message, State, Worker, child};
+use crate::bus::WorkerEvent;
+use crate::error::{Error, Result};
+use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token};
+use crate::rpc::{RpcError, Ticket};
+
+/// Messages read from one worker per turn at most.
+const MESSAGES_PER_TURN: usize = 1024;
+
+/// A worker process that ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    /// The worker's name.
+    pub name: String,
+    /// Its pid.
+    pub pid: i32,
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
+    /// Whether it was installed with `forever`.
+    pub forever: bool,
+    /// Whether the exit was asked for (an administrator's stop, or the daemon's shutdown):
+    /// such an exit is never a crash, whatever its status.
+    pub requested: bool,
+}
+
+impl Exit {
+    /// Whether the worker crashed: it ended without being asked to.
+    pub fn crashed(&self) -> bool {
+        !self.requested
+    }
+
+    /// The exit as the payload of `daemon.worker.exited`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "pid": self.pid, "code": self.code, "signal": self.signal,
+            "forever": self.forever, "requested": self.requested, "crashed": self.crashed(),
+        })
+    }
+}
+
+/// What `worker.list` says of a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerInfo {
+    /// The name.
+    pub name: String,
+    /// The pid, while running.
+    pub pid: Option<i32>,
+    /// The state.
+    pub state: State,
+    /// The looptime.
+    pub looptime: Duration,
+    /// Whether it is restarted when it crashes.
+    pub forever: bool,
+    /// How many times it was started after the first.
+    pub restarts: u32,
+    /// How long the current process has run.
+    pub uptime: Option<Duration>,
+    /// Its heartbeat (loop turns), while running.
+    pub heartbeat: Option<u64>,
+}
+
+impl WorkerInfo {
+    /// As `worker.list` returns it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "pid": self.pid, "state": self.state as u32,
+            "statename": self.state.name(), "looptime": self.looptime.as_secs_f64(),
+            "forever": self.forever, "restarts": self.restarts,
+            "uptime": self.uptime.map(|u| u.as_secs_f64()), "heartbeat": self.heartbeat,
+        })
+    }
+}
+
+struct Run {
+    pid: Pid,
+    source: Source<Channel>,
+    started: Instant,
+    /// Set when a stop was asked: the escalation deadline (SIGTERM, then SIGKILL).
+    stopping: Option<Instant>,
+    sigterm_sent: bool,
+}
+
+struct Entry {
+    /// The template every fork copies: the daemon never runs it.
+    worker: Box<dyn Worker>,
+    looptime: Duration,
+    forever: bool,
+    run: Option<Run>,
+    /// The state when no process runs: `Exited` or `Failed`.
+    outside: State,
+    starts: u32,
+    /// An administrator stopped it: no restart policy applies until it is started again.
+    admin_stopped: bool,
+    /// Start again as soon as the current process is gone (`worker.restart`).
+    restart_when_gone: bool,
+}
+
+struct Ack {
+    ticket: Ticket,
+    /// The workers whose acknowledgement is still awaited.
+    waiting: Vec<String>,
+    /// The states acknowledged so far, by worker.
+    states: serde_json::Map<String, Value>,
+    /// Asked of one worker by name: the reply is its state alone.
+    single: bool,
+    command: &'static str,
+    deadline: TimerId,
+}
+
+#[derive(Clone)]
+enum Deadline {
+    Ack(Ticket),
+    Escalate(String),
+}
+
+/// The workers of a daemon. Reach it in `setup()` with
+/// [`Daemon::workers`](crate::Daemon::workers), and from a listener with
+/// [`Context::workers`](crate::bus::Context::workers).
+pub struct Workers {
+    entries: Vec<(String, Entry)>,
+    handle: Option<Handle>,
+    logger: Logger,
+    level: Level,
+    stop_timeout: Duration,
+    ack_timeout: Duration,
+    acks: Vec<Ack>,
+    resolved: Vec<(Ticket, std::result::Result<Value, RpcError>)>,
+    deadlines: Timers<Deadline>,
+    next_ticket: u64,
+    shutting_down: bool,
+    buffer: Vec<u8>,
+    events: Vec<WorkerEvent>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            entries: Vec::new(),
+            handle: None,
+            logger: Logger::root(slog::Discard, slog::o!()),
+            level: Level::Info,
+            stop_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(5),
+            acks: Vec::new(),
+            resolved: Vec::new(),
+            deadlines: Timers::default(),
+            next_ticket: 1,
+            shutting_down: false,
+            buffer: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl Workers {
+    /// Installs a worker: it starts with the daemon, ticking every `looptime`. With
+    /// `forever`, a crash restarts it (by the `Watchdog` policy); without, a crash stops the
+    /// whole daemon.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a duplicate name, an empty name, or a zero looptime.
+    pub fn install(
+        &mut self,
+        worker: impl Worker,
+        looptime: Duration,
+        forever: bool,
+    ) -> Result<()> {
+        let name = worker.name().to_owned();
+        if name.is_empty() || self.find(&name).is_some() {
+            return Err(Error::config(
+                "workers",
+                format!("a worker named '{name}' is already installed, or the name is empty"),
+            ));
+        }
+        if looptime.is_zero() {
+            return Err(Error::config(
+                "workers",
+                format!("worker '{name}': looptime must be more than 0"),
+            ));
+        }
+        self.entries.push((
+            name,
+            Entry {
+                worker: Box::new(worker),
+                looptime,
+                forever,
+                run: None,
+                outside: State::Exited,
+                starts: 0,
+                admin_stopped: false,
+                restart_when_gone: false,
+            },
+        ));
+        Ok(())
+    }
+
+    pub(crate) fn configure(
+        &mut self,
+        handle: Handle,
+        logger: Logger,
+        level: Level,
+        stop_timeout: Duration,
+        ack_timeout: Duration,
+    ) {
+        self.handle = Some(handle);
+        self.logger = logger;
+        self.level = level;
+        self.stop_timeout = stop_timeout;
+        self.ack_timeout = ack_timeout;
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|(n, _)| n == name)
+    }
+
+    fn entry(&mut self, name: &str) -> std::result::Result<&mut Entry, RpcError> {
+        match self.find(name) {
+            Some(i) => Ok(&mut self.entries[i].1),
+            None => Err(RpcError::server_error(format!("no worker named '{name}'"))),
+        }
+    }
+
+    /// The names, in installation order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The number of installed workers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is installed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn info_of(name: &str, e: &Entry) -> WorkerInfo {
+        let header = e.run.as_ref().map(|r| r.source.get_ref().header());
+        let state = match header {
+            Some(h) => State::from_number(h.state.load(Ordering::Acquire)).unwrap_or(State::Spinup),
+            None => e.outside,
+        };
+        WorkerInfo {
+            name: name.to_owned(),
+            pid: e.run.as_ref().map(|r| r.pid.as_raw()),
+            state,
+            looptime: e.looptime,
+            forever: e.forever,
+            restarts: e.starts.saturating_sub(1),
+            uptime: e.run.as_ref().map(|r| r.started.elapsed()),
+            heartbeat: header.map(|h| h.heartbeat.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Every worker, in installation order.
+    pub fn list(&self) -> Vec<WorkerInfo> {
+        self.entries
+            .iter()
+            .map(|(n, e)| Self::info_of(n, e))
+            .collect()
+    }
+
+    /// One worker.
+    ///
+    /// # Errors
+    ///
+    /// `-32000 no worker named ...`.
+    pub fn info(&self, name: &str) -> std::result::Result<WorkerInfo, RpcError> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(n, e)| Self::info_of(n, e))
+            .ok_or_else(|| RpcError::server_error(format!("no worker named '{name}'")))
+    }
+
+    /// Starts every installed worker (at the daemon's start).
+    pub(crate) fn start_all(&mut self) -> Result<()> {
+        let names: Vec<String> = self.entries.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.start(&name)
+                .map_err(|e| Error::Setup(format!("starting worker '{name}': {}", e.message)))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a worker that is not running (also one that `FAILED` or was stopped): forks it.
+    ///
+    /// # Errors
+    ///
+    /// `-32000` if there is no such worker, it runs already, the daemon is stopping, or the
+    /// fork fails.
+    pub fn start(&mut self, name: &str) -> std::result::Result<(), RpcError> {
+        if self.shutting_down {
+            return Err(RpcError::server_error("the daemon is stopping"));
+        }
+        let handle = self
+            .handle
+            .clone()
+            .ok_or_else(|| RpcError::server_error("workers start with the daemon"))?;
+        let (level, parent) = (self.level, crate::process::pid());
+        let me = self
+            .find(name)
+            .ok_or_else(|| RpcError::server_error(format!("no worker named '{name}'")))?;
+        if self.entries[me].1.run.is_some() {
+            return Err(RpcError::server_error(format!(
+                "worker '{name}' is running"
+            )));
+        }
+        let channel =
+            Channel::new().map_err(|e| RpcError::server_error(format!("worker '{name}': {e}")))?;
+        crate::process::ensure_single_threaded()
+            .map_err(|e| RpcError::server_error(e.to_string()))?;
+        // SAFETY: the daemon is single-threaded (checked above); the child only makes
+        // async-signal-safe calls until its loop starts (see `child`), and never returns.
+        match unsafe { fork() } {
+            Err(e) => Err(RpcError::server_error(format!(
+                "forking worker '{name}': {e}"
+            ))),
+            Ok(ForkResult::Child) => {
+                // Unmap the other workers' channels, so this one cannot touch them.
+                for (i, (_, entry)) in self.entries.iter_mut().enumerate() {
+                    if let (true, Some(run)) = (i != me, entry.run.take()) {
+                        run.source.leak_registration().forget_in_child();
+                    }
+                }
+                let entry = &mut self.entries[me].1;
+                let worker = std::mem::replace(&mut entry.worker, Box::new(Gone));
+                child::become_worker(worker, channel, entry.looptime, parent, level)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let source = handle
+                    .register(channel, Interest::READ)
+                    .map_err(|e| RpcError::server_error(format!("polling worker '{name}': {e}")))?;
+                let entry = &mut self.entries[me].1;
+                entry.run = Some(Run {
+                    pid: child,
+                    source,
+                    started: Instant::now(),
+                    stopping: None,
+                    sigterm_sent: false,
+                });
+                entry.starts += 1;
+                entry.admin_stopped = false;
+                entry.restart_when_gone = false;
+                info!(self.logger, "worker started"; "worker" => name, "pid" => child.as_raw());
+                self.events.push(
+                    WorkerEvent::new("started", name)
+                        .with_payload(Some(json!({"pid": child.as_raw()}))),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// An administrator's stop: `stop` on the channel, then SIGTERM, then SIGKILL after
+    /// `shutdowntimeout`. No restart policy applies to it until it is started again.
+    ///
+    /// # Errors
+    ///
+    /// `-32000` if there is no such worker or it is not running.
+    pub fn stop(&mut self, name: &str) -> std::result::Result<(), RpcError> {
+        let entry = self.entry(name)?;
+        entry.admin_stopped = true;
+        self.ask_to_stop(name)
+    }
+
+    fn ask_to_stop(&mut self, name: &str) -> std::result::Result<(), RpcError> {
+        let timeout = self.stop_timeout;
+        let entry = self.entry(name)?;
+        let Some(run) = entry.run.as_mut() else {
+            return Err(RpcError::server_error(format!(
+                "worker '{name}' is not running"
+            )));
+        };
+        if run.stopping.is_some() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout / 2;
+        run.stopping = Some(deadline);
+        if run.source.get_ref().send(&Message::new("stop")).is_err() {
+            // The channel is full or broken: go straight to SIGTERM.
+            let _ = kill(run.pid, Signal::SIGTERM);
+            run.sigterm_sent = true;
+        }
+        self.deadlines
+            .insert(deadline, None, Deadline::Escalate(name.to_owned()));
+        Ok(())
+    }
+
+    /// Stops a worker and starts it again once it is gone.
+    ///
+    /// # Errors
+    ///
+    /// `-32000` if there is no such worker; a worker that is not running just starts.
+    pub fn restart(&mut self, name: &str) -> std::result::Result<(), RpcError> {
+        let entry = self.entry(name)?;
+        if entry.run.is_none() {
+            return self.start(name);
+        }
+        entry.restart_when_gone = true;
+        self.ask_to_stop(name)
+    }
+
+    /// Sends a command (with an optional payload) to a worker, where it becomes
+    /// `daemon.worker.<command>` on the worker's bus.
+    ///
+    /// # Errors
+    ///
+    /// `-32000` if there is no such worker, it is not running, or its ring is full.
+    pub fn send(
+        &mut self,
+        name: &str,
+        command: &str,
+        payload: Option<Value>,
+    ) -> std::result::Result<(), RpcError> {
+        let entry = self.entry(name)?;
+        let run = entry
+            .run
+            .as_ref()
+            .ok_or_else(|| RpcError::server_error(format!("worker '{name}' is not running")))?;
+        let message = Message {
+            command: command.to_owned(),
+            payload,
+        };
+        run.source
+            .get_ref()
+            .send(&message)
+            .map_err(|e| RpcError::server_error(format!("worker '{name}': {e}")))
+    }
+
+    /// Sends `pause` or `resume` to one worker, or to every running one; the returned
+    /// ticket is resolved once each has acknowledged (see [`Workers::take_resolved`]) with
+    /// its state (for one) or a struct of states by name (for all), or with an error after
+    /// the acknowledgement timeout.
+    pub(crate) fn command_with_ack(
+        &mut self,
+        name: Option<&str>,
+        command: &'static str,
+    ) -> std::result::Result<Ticket, RpcError> {
+        let ticket = Ticket(self.next_ticket);
+        let names: Vec<String> = match name {
+            Some(n) => vec![n.to_owned()],
+            None => self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.run.is_some())
+                .map(|(n, _)| n.clone())
+                .collect(),
+        };
+        for n in &names {
+            self.send(n, command, Some(json!({"seq": ticket.0})))?;
+        }
+        self.next_ticket += 1;
+        if names.is_empty() {
+            self.resolved.push((ticket, Ok(json!({}))));
+            return Ok(ticket);
+        }
+        let deadline = self.deadlines.insert(
+            Instant::now() + self.ack_timeout,
+            None,
+            Deadline::Ack(ticket),
+        );
+        self.acks.push(Ack {
+            ticket,
+            waiting: names,
+            states: serde_json::Map::new(),
+            single: name.is_some(),
+            command,
+            deadline,
+        });
+        Ok(ticket)
+    }
+
+    /// The events to emit on the daemon's bus: `daemon.worker.started`, and the messages
+    /// workers sent up.
+    pub(crate) fn take_events(&mut self) -> Vec<WorkerEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Acknowledged or timed-out commands: each ticket with the reply for its caller.
+    pub(crate) fn take_resolved(&mut self) -> Vec<(Ticket, std::result::Result<Value, RpcError>)> {
+        std::mem::take(&mut self.resolved)
+    }
+
+    /// Records `worker`'s acknowledgement of `ticket` with `state`; resolves the ticket when
+    /// nobody else is awaited.
+    fn acknowledged(&mut self, ticket: Ticket, worker: &str, state: Value) {
+        let Some(i) = self.acks.iter().position(|a| a.ticket == ticket) else {
+            return;
+        };
+        let ack = &mut self.acks[i];
+        ack.waiting.retain(|w| w != worker);
+        ack.states.insert(worker.to_owned(), state.clone());
+        if ack.waiting.is_empty() {
+            let ack = self.acks.swap_remove(i);
+            self.deadlines.cancel(ack.deadline);
+            let reply = if ack.single {
+                state
+            } else {
+                Value::Object(ack.states)
+            };
+            self.resolved.push((ticket, Ok(reply)));
+        }
+    }
+
+    fn fail_ack(&mut self, ticket: Ticket, error: RpcError) {
+        if let Some(i) = self.acks.iter().position(|a| a.ticket == ticket) {
+            let ack = self.acks.swap_remove(i);
+            self.deadlines.cancel(ack.deadline);
+            self.resolved.push((ticket, Err(error)));
+        }
+    }
+
+    /// Sends a signal to a worker's process.
+    ///
+    /// # Errors
+    ///
+    /// `-32000` if there is no such worker or it is not running.
+    pub fn kill(&mut self, name: &str, signal: Signal) -> std::result::Result<(), RpcError> {
+        let entry = self.entry(name)?;
+        let run = entry
+            .run
+            .as_ref()
+            .ok_or_else(|| RpcError::server_error(format!("worker '{name}' is not running")))?;
+        let _ = kill(run.pid, signal);
+        Ok(())
+    }
+
+    /// Marks a worker `FAILED` (the restart policy gave up on it).
+    pub fn fail(&mut self, name: &str) {
+        if let Some(i) = self.find(name) {
+            self.entries[i].1.outside = State::Failed;
+        }
+    }
+
+    /// Whether an administrator stopped the worker (no restart policy applies).
+    pub fn is_admin_stopped(&self, name: &str) -> bool {
+        self.find(name)
+            .is_some_and(|i| self.entries[i].1.admin_stopped)
+    }
+
+    /// Whether the daemon is stopping its workers.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Reaps every child that exited (a `waitpid(-1, WNOHANG)` loop: SIGCHLD coalesces) and
+    /// returns the workers among them. A worker asked to restart is started again here.
+    pub fn reap(&mut self) -> Vec<Exit> {
+        let mut exits = Vec::new();
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => status,
+            };
+            let (pid, code, signal) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
+                WaitStatus::Signaled(pid, sig, _) => (pid, None, Some(sig as i32)),
+                _ => continue,
+            };
+            if let Some(exit) = self.gone(pid, code, signal) {
+                exits.push(exit);
+            }
+        }
+        exits
+    }
+
+    fn gone(&mut self, pid: Pid, code: Option<i32>, signal: Option<i32>) -> Option<Exit> {
+        let i = self
+            .entries
+            .iter()
+            .position(|(_, e)| e.run.as_ref().is_some_and(|r| r.pid == pid))?;
+        let shutting_down = self.shutting_down;
+        let (name, entry) = &mut self.entries[i];
+        let run = entry.run.take().expect("matched above");
+        let lost = run
+            .source
+            .get_ref()
+            .header()
+            .lost_logs
+            .load(Ordering::Relaxed);
+        if entry.outside != State::Failed {
+            entry.outside = State::Exited;
+        }
+        let exit = Exit {
+            name: name.clone(),
+            pid: pid.as_raw(),
+            code,
+            signal,
+            forever: entry.forever,
+            requested: run.stopping.is_some() || entry.admin_stopped || shutting_down,
+        };
+        let restart = entry.restart_when_gone && !shutting_down;
+        let name = name.clone();
+        if exit.crashed() {
+            warn!(self.logger, "worker crashed"; "worker" => &name, "pid" => exit.pid, "code" => code, "signal" => signal);
+        } else {
+            info!(self.logger, "worker exited"; "worker" => &name, "pid" => exit.pid, "code" => code, "signal" => signal);
+        }
+        if lost > 0 {
+            warn!(self.logger, "the worker's ring was full: log lines lost"; "worker" => &name, "lost" => lost);
+        }
+        let pending: Vec<Ticket> = self
+            .acks
+            .iter()
+            .filter(|a| a.waiting.contains(&name))
+            .map(|a| a.ticket)
+            .collect();
+        for ticket in pending {
+            self.fail_ack(
+                ticket,
+                RpcError::server_error(format!("worker '{name}' exited")),
+            );
+        }
+        drop(run);
+        if restart {
+            if let Err(e) = self.start(&name) {
+                error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+            }
+        }
+        Some(exit)
+    }
+
+    /// Handles readiness of a worker's channel: acks resolve tickets, log lines are logged,
+    /// other messages become `daemon.worker.<command>` events. A worker whose channel is
+    /// corrupt is killed (it is then handled as crashed). Returns false for a token that is
+    /// not a worker's.
+    pub(crate) fn ready(&mut self, token: Token) -> bool {
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|(_, e)| e.run.as_ref().is_some_and(|r| r.source.token() == token))
+        else {
+            return false;
+        };
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let name = self.entries[i].0.clone();
+        for _ in 0..MESSAGES_PER_TURN {
+            let run = self.entries[i].1.run.as_ref().expect("found above");
+            let channel = run.source.get_ref();
+            channel.clear_wakeup();
+            let message = if channel.header_ok() {
+                channel.receive(&mut buffer).map_err(|e| e.to_string())
+            } else {
+                Err("the header's magic or version was overwritten".to_owned())
+            };
+            match message {
+                Ok(Some(m)) => self.message(&name, m),
+                Ok(None) => break,
+                Err(why) => {
+                    error!(self.logger, "worker killed: its channel is corrupt"; "worker" => &name, "error" => why);
+                    let _ = kill(run.pid, Signal::SIGKILL);
+                    break;
+                }
+            }
+        }
+        self.buffer = buffer;
+        true
+    }
+
+    fn message(&mut self, name: &str, message: Message) {
+        match message.command.as_str() {
+            "ack" => {
+                let seq = message
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.get("seq"))
+                    .and_then(Value::as_u64);
+                let state = message
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.get("state"))
+                    .cloned();
+                if let Some(seq) = seq {
+                    self.acknowledged(Ticket(seq), name, state.unwrap_or(Value::Null));
+                }
+            }
+            "log" => self.log(name, message.payload),
+            _ => self
+                .events
+                .push(WorkerEvent::new(&message.command, name).with_payload(message.payload)),
+        }
+    }
+
+    fn log(&self, name: &str, payload: Option<Value>) {
+        let (level, text) = match &payload {
+            Some(Value::Array(parts)) if parts.len() == 2 => (
+                parts[0]
+                    .as_u64()
+                    .and_then(|n| Level::from_usize(n as usize))
+                    .unwrap_or(Level::Info),
+                parts[1].as_str().unwrap_or_default(),
+            ),
+            _ => (Level::Warning, "(a malformed log line)"),
+        };
+        let log = &self.logger;
+        match level {
+            Level::Critical => crit!(log, "{}", text; "worker" => name),
+            Level::Error => error!(log, "{}", text; "worker" => name),
+            Level::Warning => warn!(log, "{}", text; "worker" => name),
+            Level::Info => info!(log, "{}", text; "worker" => name),
+            Level::Debug => debug!(log, "{}", text; "worker" => name),
+            Level::Trace => trace!(log, "{}", text; "worker" => name),
+        }
+    }
+
+    /// How long the daemon may wait before an acknowledgement or a stop escalation is due.
+    pub(crate) fn next_timeout(&mut self) -> Option<Duration> {
+        self.deadlines
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Times out acknowledgements and escalates stops that are due.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        self.deadlines.expire(now, &mut due);
+        for (_, deadline) in due {
+            match deadline {
+                Deadline::Ack(ticket) => {
+                    if let Some(ack) = self.acks.iter().find(|a| a.ticket == ticket) {
+                        let message = format!(
+                            "worker {} did not acknowledge {} within {:?}",
+                            ack.waiting.join(", "),
+                            ack.command,
+                            self.ack_timeout
+                        );
+                        self.fail_ack(ticket, RpcError::server_error(message));
+                    }
+                }
+                Deadline::Escalate(name) => self.escalate(&name, now),
+            }
+        }
+    }
+
+    fn escalate(&mut self, name: &str, now: Instant) {
+        let timeout = self.stop_timeout;
+        let Some(i) = self.find(name) else { return };
+        let Some(run) = self.entries[i].1.run.as_mut() else {
+            return;
+        };
+        if !run.sigterm_sent {
+            warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => name);
+            let _ = kill(run.pid, Signal::SIGTERM);
+            run.sigterm_sent = true;
+            self.deadlines
+                .insert(now + timeout / 2, None, Deadline::Escalate(name.to_owned()));
+        } else {
+            warn!(self.logger, "worker did not stop: SIGKILL"; "worker" => name);
+            let _ = kill(run.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// The daemon's stop: every worker asked at once (in parallel), escalating alike.
+    pub(crate) fn shutdown(&mut self) {
+        self.shutting_down = true;
+        let running: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.run.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in running {
+            let _ = self.ask_to_stop(&name);
+        }
+    }
+
+    /// Whether no worker process runs.
+    pub(crate) fn all_gone(&self) -> bool {
+        self.entries.iter().all(|(_, e)| e.run.is_none())
+    }
+
+    /// SIGKILLs every worker still running (the last resort of a shutdown).
+    pub(crate) fn kill_all(&mut self) {
+        for (_, e) in &self.entries {
+            if let Some(run) = &e.run {
+                let _ = kill(run.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// A summary for `daemon.status`: how many workers are in each state.
+    pub fn summary(&self) -> Value {
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for info in self.list() {
+            *counts.entry(info.state.name()).or_default() += 1;
+        }
+        json!({"installed": self.entries.len(), "states": counts})
+    }
+}
+
+/// What stays in a forked child's copy of the manager where the worker was taken out.
+struct Gone;
+
+impl Worker for Gone {
+    fn name(&self) -> &str {
+        ""
+    }
+
+    fn tick(&mut self, _: &mut super::WorkerContext<'_>) {}
+}

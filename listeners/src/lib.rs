@@ -11,17 +11,34 @@
 //! }
 //! ```
 
+mod reap;
 mod stop;
+mod watchdog;
 
+pub use reap::ReapChild;
 pub use stop::StopDaemon;
+pub use watchdog::Watchdog;
 
 use daimon::{Daemon, Result};
 
-/// Installs the standard set on `daemon`: [`StopDaemon`] on SIGTERM and SIGINT.
+/// Installs the standard set on `daemon`: [`StopDaemon`] on SIGTERM and SIGINT,
+/// [`ReapChild`] on SIGCHLD, and a [`Watchdog`] with its default policy.
 ///
 /// # Errors
 ///
 /// Only if a pattern were malformed, which the standard ones are not.
 pub fn install(daemon: &mut Daemon) -> Result<()> {
-    StopDaemon::subscribe(daemon.bus())
+    install_with(daemon, Watchdog::default())
+}
+
+/// Installs the standard set with a watchdog of your own policy.
+///
+/// # Errors
+///
+/// Only if a pattern were malformed, which the standard ones are not.
+pub fn install_with(daemon: &mut Daemon, watchdog: Watchdog) -> Result<()> {
+    let bus = daemon.bus();
+    StopDaemon::subscribe(bus)?;
+    ReapChild::subscribe(bus)?;
+    watchdog.subscribe(bus)
 }

@@ -536,7 +536,13 @@ impl Workers {
     /// # Errors
     ///
     /// `-32000` if there is no such worker or it is not running.
-    pub fn kill(&mut self, name: &str, signal: Signal) -> std::result::Result<(), RpcError> {
+    pub fn kill(
+        &mut self,
+        name: &str,
+        signal: crate::reactor::Signal,
+    ) -> std::result::Result<(), RpcError> {
+        let signal =
+            Signal::try_from(signal.number()).map_err(|e| RpcError::server_error(e.to_string()))?;
         let entry = self.entry(name)?;
         let run = entry
             .run

@@ -53,6 +53,7 @@ pub struct Daemon {
     setup: Vec<SetupFn>,
     args: Option<Box<dyn Any>>,
     console: Console,
+    launch_dir: std::path::PathBuf,
 }
 
 impl Daemon {
@@ -68,6 +69,7 @@ impl Daemon {
             setup: Vec::new(),
             args: None,
             console: Console::default(),
+            launch_dir: std::path::PathBuf::from("/"),
         }
     }
 
@@ -113,6 +115,12 @@ impl Daemon {
     /// The logger (a discarding one until `init()` sets it up).
     pub fn logger(&self) -> &Logger {
         &self.logger
+    }
+
+    /// The directory the daemon was launched from (a detached daemon runs in `/`): resolve
+    /// your own relative paths against it.
+    pub fn launch_dir(&self) -> &Path {
+        &self.launch_dir
     }
 
     /// The standard options the daemon was started with.
@@ -187,6 +195,7 @@ impl Daemon {
             .map_err(|e| Error::path(".", "reading the current directory", e))?;
         self.config.make_paths_absolute(&cwd);
         self.console = console;
+        self.launch_dir = cwd;
 
         // Locked before detaching, so a second instance fails here, in the launcher, at once.
         // The lock belongs to the open file, which the daemon inherits.

@@ -156,6 +156,17 @@ impl CallContext<'_> {
     pub fn host<H: Any>(&mut self) -> Option<&mut H> {
         self.host.as_any().downcast_mut::<H>()
     }
+
+    /// The daemon's workers, to forward a command to one (the seed's `handyman.changename`).
+    ///
+    /// # Errors
+    ///
+    /// `-32000` where there are no workers (a process that is not the daemon).
+    pub fn workers(&mut self) -> Result<&mut crate::worker::Workers, RpcError> {
+        self.host
+            .workers()
+            .ok_or_else(|| RpcError::server_error("this process has no workers"))
+    }
 }
 
 /// The method registry, with the built-in `system.*` and `daemon.*` methods.

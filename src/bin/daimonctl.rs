@@ -53,8 +53,67 @@ enum Command {
     Status(StatusArgs),
     Methods(MethodsArgs),
     Shutdown(ShutdownArgs),
+    Workers(WorkersArgs),
+    Pause(PauseArgs),
+    Resume(ResumeArgs),
+    Start(StartArgs),
+    Stop(StopArgs),
+    Restart(RestartArgs),
+    Send(SendArgs),
     #[argh(dynamic)]
     Help(HelpArgs),
+}
+
+/// The subcommands that act on one worker by name, and the method each calls.
+macro_rules! worker_command {
+    ($name:ident, $cmd:literal, $doc:literal) => {
+        #[derive(FromArgs)]
+        #[doc = $doc]
+        #[argh(subcommand, name = $cmd)]
+        struct $name {
+            /// the worker
+            #[argh(positional)]
+            worker: String,
+        }
+    };
+}
+
+worker_command!(
+    PauseArgs,
+    "pause",
+    "Pause a worker; returns once it acknowledged."
+);
+worker_command!(
+    ResumeArgs,
+    "resume",
+    "Resume a worker; returns once it acknowledged."
+);
+worker_command!(StartArgs, "start", "Start a worker that is not running.");
+worker_command!(
+    StopArgs,
+    "stop",
+    "Stop a worker (no restart until started)."
+);
+worker_command!(RestartArgs, "restart", "Stop a worker and start it again.");
+
+#[derive(FromArgs)]
+/// List the workers (worker.list).
+#[argh(subcommand, name = "workers")]
+struct WorkersArgs {}
+
+#[derive(FromArgs)]
+/// Send a command, with an optional JSON payload, to a worker (worker.send).
+#[argh(subcommand, name = "send")]
+struct SendArgs {
+    /// the worker
+    #[argh(positional)]
+    worker: String,
+    /// the command: daemon.worker.<command> on the worker's bus
+    #[argh(positional)]
+    command: String,
+    /// the payload: JSON when it parses, else a string
+    #[argh(positional)]
+    payload: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -250,6 +309,37 @@ fn run(args: &Args) -> Result<String, Failure> {
             let text = raw(&result);
             (result, text)
         }
+        Command::Workers(_) => {
+            let result = call("worker.list", Value::Null)?;
+            let text = workers_table(&result);
+            (result, text)
+        }
+        Command::Pause(PauseArgs { worker }) | Command::Resume(ResumeArgs { worker }) => {
+            let method = match &args.command {
+                Command::Pause(_) => "worker.pause",
+                _ => "worker.resume",
+            };
+            let result = call(method, json!([worker]))?;
+            let text = state_name(&result).to_owned();
+            (result, text)
+        }
+        Command::Start(StartArgs { worker })
+        | Command::Stop(StopArgs { worker })
+        | Command::Restart(RestartArgs { worker }) => {
+            let method = match &args.command {
+                Command::Start(_) => "worker.start",
+                Command::Stop(_) => "worker.stop",
+                _ => "worker.restart",
+            };
+            let result = call(method, json!([worker]))?;
+            (result, "ok".to_owned())
+        }
+        Command::Send(s) => {
+            let mut params = vec![json!(s.worker), json!(s.command)];
+            params.extend(s.payload.as_deref().map(parse_arg));
+            let result = call("worker.send", Value::Array(params))?;
+            (result, "ok".to_owned())
+        }
     };
     Ok(if args.json {
         format!("{result}\n")
@@ -286,6 +376,55 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
+/// A worker state number as its name.
+fn state_name(state: &Value) -> &'static str {
+    match state.as_u64() {
+        Some(0) => "SPINUP",
+        Some(1) => "LOOPING",
+        Some(2) => "PAUSED",
+        Some(3) => "SPINDOWN",
+        Some(4) => "EXITED",
+        Some(5) => "FAILED",
+        _ => "?",
+    }
+}
+
+/// `worker.list` as a table.
+fn workers_table(list: &Value) -> String {
+    let mut rows = vec![
+        [
+            "NAME", "PID", "STATE", "LOOPTIME", "FOREVER", "RESTARTS", "UPTIME",
+        ]
+        .map(String::from),
+    ];
+    for w in list.as_array().into_iter().flatten() {
+        let secs = |v: &Value| v.as_f64().map_or("-".to_owned(), |s| format!("{s:.1}s"));
+        rows.push([
+            raw(&w["name"]),
+            w["pid"].as_i64().map_or("-".to_owned(), |p| p.to_string()),
+            state_name(&w["state"]).to_owned(),
+            secs(&w["looptime"]),
+            raw(&w["forever"]),
+            raw(&w["restarts"]),
+            secs(&w["uptime"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `[ret, param...]` as `ret method(param, ...)`.
 fn signature_line(method: &str, signature: &Value) -> String {
     match signature.as_array().map(Vec::as_slice) {
@@ -318,5 +457,19 @@ mod tests {
         let s = json!(["string", "string", "int"]);
         assert_eq!(signature_line("m", &s), "string m(string, int)");
         assert_eq!(signature_line("m", &json!(["array"])), "array m()");
+    }
+
+    #[test]
+    fn workers_read_as_a_table() {
+        let list = json!([{"name": "handyman", "pid": 42, "state": 2, "looptime": 10.0,
+            "forever": true, "restarts": 1, "uptime": 3.25}]);
+        let table = workers_table(&list);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["handyman", "42", "PAUSED", "10.0s", "true", "1", "3.2s"]
+        );
+        assert_eq!(state_name(&json!(5)), "FAILED");
     }
 }

@@ -290,6 +290,17 @@ impl Channel {
         let _ = self.incoming().1.write(1);
     }
 
+    /// Writes garbage toward the other end, for tests of its defences: a frame that is not
+    /// MessagePack, or (with `header`) a header whose magic is overwritten.
+    pub(crate) fn scribble(&self, header: bool) {
+        if header {
+            self.header().magic.store(0xdead_beef, Ordering::Relaxed);
+        } else {
+            let _ = self.outgoing().0.push(&[0xc1, 0xc1, 0xc1]);
+        }
+        let _ = self.outgoing().1.write(1);
+    }
+
     /// Clears the wake-up, before draining with [`Channel::receive`].
     pub fn clear_wakeup(&self) {
         let _ = self.incoming().1.read();

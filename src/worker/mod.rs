@@ -146,6 +146,16 @@ impl WorkerHost {
     }
 }
 
+impl WorkerHost {
+    /// For tests of the daemon's defences only: writes garbage into this worker's channel
+    /// (an undecodable frame, or with `header` an overwritten header). The daemon kills the
+    /// worker and handles it as crashed.
+    #[doc(hidden)]
+    pub fn scribble_on_channel(&self, header: bool) {
+        self.channel.scribble(header);
+    }
+}
+
 impl Host for WorkerHost {
     fn logger(&self) -> &Logger {
         &self.logger

@@ -102,9 +102,12 @@ impl<'a> Ring<'a> {
             return Err(Full { needed, free });
         }
         let len = u32::try_from(payload.len()).map_err(|_| Full { needed, free })?;
+        // Positions live in shared memory the other process can overwrite: wrapping
+        // arithmetic, so garbage is detected downstream instead of overflowing here.
         self.copy_in(head, &len.to_le_bytes());
-        self.copy_in(head + PREFIX as u64, payload);
-        self.head.store(head + needed as u64, Ordering::Release);
+        self.copy_in(head.wrapping_add(PREFIX as u64), payload);
+        self.head
+            .store(head.wrapping_add(needed as u64), Ordering::Release);
         Ok(())
     }
 
@@ -143,9 +146,9 @@ impl<'a> Ring<'a> {
         }
         out.clear();
         out.resize(len as usize, 0);
-        self.copy_out(tail + PREFIX as u64, out);
+        self.copy_out(tail.wrapping_add(PREFIX as u64), out);
         self.tail
-            .store(tail + PREFIX as u64 + len, Ordering::Release);
+            .store(tail.wrapping_add(PREFIX as u64 + len), Ordering::Release);
         Ok(true)
     }
 
@@ -258,6 +261,20 @@ mod tests {
         // Fewer bytes than a prefix.
         m.head.store(2, Ordering::Relaxed);
         assert!(ring.pop(&mut out).is_err());
+    }
+
+    #[test]
+    fn positions_near_the_top_of_u64_wrap_instead_of_overflowing() {
+        // Found by fuzzing: the other process can write any position.
+        let m = mem(64);
+        let ring = m.ring();
+        m.tail.store(u64::MAX - 2, Ordering::Relaxed);
+        m.head.store(u64::MAX - 2, Ordering::Relaxed);
+        ring.push(&[7; 5]).unwrap();
+        let mut out = Vec::new();
+        assert!(ring.pop(&mut out).unwrap());
+        assert_eq!(out, [7; 5]);
+        assert_eq!(m.tail.load(Ordering::Relaxed), 6);
     }
 
     #[test]

@@ -36,17 +36,26 @@ const SUN_PATH_MAX: usize = 107;
 ///
 /// If the example was not built: the tests never skip.
 pub fn example() -> PathBuf {
+    example_named("echo_daemon")
+}
+
+/// The example `name`, built by `cargo test` next to the test binaries.
+///
+/// # Panics
+///
+/// If the example was not built: the tests never skip.
+pub fn example_named(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    // <target>/debug/deps/lifecycle-xxxx -> <target>/debug/examples/echo_daemon
+    // <target>/debug/deps/lifecycle-xxxx -> <target>/debug/examples/<name>
     let debug = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in <target>/<profile>/deps");
-    let path = debug.join("examples").join("echo_daemon");
+    let path = debug.join("examples").join(name);
     assert!(
         path.is_file(),
         "the example binary {} is missing: a plain `cargo test` builds it, but a filtered run \
-         (`cargo test --test lifecycle`) does not; run `cargo build --example echo_daemon` first",
+         (`cargo test --test lifecycle`) does not; run `cargo build --examples` first",
         path.display()
     );
     path

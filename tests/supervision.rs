@@ -1,0 +1,147 @@
+//! Supervision with many workers (the `worker_daemon` example): a crash of a worker that is
+//! not `forever` stops the daemon, SIGTERM stops 50 workers in parallel, and a worker that
+//! writes garbage into its channel is killed and restarted while the daemon goes on.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    DEADLINE, Foreground, TestDir, alive, example_named, path_str, unix_addr, wait_until,
+};
+use daimon::client::{Client, Protocol};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// Starts `worker_daemon -f` with `extra` on the test dir's standard paths; waits until ready.
+fn start(dir: &TestDir, extra: &[&str]) -> Foreground {
+    let mut cmd = Command::new(example_named("worker_daemon"));
+    cmd.arg("-f")
+        .args(extra)
+        .args(dir.std_args())
+        .current_dir(dir.path());
+    let mut daemon = Foreground::spawn_cmd(dir, cmd);
+    daemon.wait_ready_std(dir);
+    daemon
+}
+
+fn client(dir: &TestDir) -> Client {
+    let address = unix_addr(&dir.socket()).parse().expect("an address");
+    Client::connect_with(&address, Protocol::Json, Duration::from_secs(5)).expect("connecting")
+}
+
+/// `worker.list` by name: (pid, state, restarts).
+fn workers(dir: &TestDir) -> Vec<(String, Option<i32>, u64, u64)> {
+    let list = client(dir)
+        .call("worker.list", Value::Null)
+        .expect("worker.list");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                w["pid"].as_i64().map(|p| p as i32),
+                w["state"].as_u64().unwrap(),
+                w["restarts"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn pid_of(dir: &TestDir, name: &str) -> Option<i32> {
+    workers(dir)
+        .into_iter()
+        .find(|w| w.0 == name)
+        .and_then(|w| w.1)
+}
+
+#[test]
+fn a_crashed_worker_that_is_not_forever_stops_the_daemon_cleanly() {
+    let dir = TestDir::new();
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let mut daemon = start(
+        &dir,
+        &["--once", "--workers", "3", "--dir", &path_str(&marks)],
+    );
+    wait_until("three workers looping", DEADLINE, || {
+        workers(&dir).iter().all(|w| w.1.is_some() && w.2 == 1)
+    });
+    let victim = pid_of(&dir, "w1").unwrap();
+    let others = [pid_of(&dir, "w0").unwrap(), pid_of(&dir, "w2").unwrap()];
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let status = daemon.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a controlled shutdown, exit 1: {}",
+        daemon.stderr()
+    );
+    assert!(
+        !dir.pidfile().exists() && !dir.socket().exists(),
+        "files removed"
+    );
+    for pid in others {
+        wait_until("the other workers gone", DEADLINE, || !alive(pid));
+    }
+    // The other two spun down (their marks), the crashed one did not.
+    assert!(marks.join("w0.down").exists() && marks.join("w2.down").exists());
+    assert!(!marks.join("w1.down").exists());
+    assert!(
+        daemon.stderr().contains("not forever crashed"),
+        "{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn sigterm_stops_fifty_workers_in_parallel() {
+    let dir = TestDir::new();
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let mut daemon = start(&dir, &["--workers", "50", "--dir", &path_str(&marks)]);
+    wait_until("fifty workers up", DEADLINE, || {
+        std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0) == 50
+    });
+    let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    assert_eq!(pids.len(), 50);
+    daemon.stop_with(Signal::SIGTERM);
+    for i in 0..50 {
+        assert!(
+            marks.join(format!("w{i}.down")).exists(),
+            "w{i} did not spin down"
+        );
+    }
+    for pid in pids {
+        assert!(!alive(pid), "worker {pid} outlived the daemon");
+    }
+    assert!(!dir.pidfile().exists() && !dir.socket().exists());
+}
+
+#[test]
+fn a_worker_writing_garbage_into_its_channel_is_killed_and_restarted() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, &["--workers", "2"]);
+    wait_until("workers looping", DEADLINE, || {
+        workers(&dir).iter().all(|w| w.1.is_some() && w.2 == 1)
+    });
+    for (round, command) in ["scribble", "scribble-header"].iter().enumerate() {
+        let before = pid_of(&dir, "w0").unwrap();
+        let sent = client(&dir).call("worker.send", json!(["w0", command]));
+        assert_eq!(sent.unwrap(), json!(true));
+        wait_until("w0 restarted with a new pid", DEADLINE, || {
+            workers(&dir)
+                .iter()
+                .any(|w| w.0 == "w0" && w.1.is_some_and(|p| p != before) && w.3 == round as u64 + 1)
+        });
+        assert!(!alive(before), "the scribbling worker was killed");
+    }
+    // The daemon and the other worker are fine.
+    let list = workers(&dir);
+    assert_eq!(list[1].3, 0, "w1 never restarted");
+    let status = client(&dir).call("daemon.status", Value::Null).unwrap();
+    assert_eq!(status["workers"]["installed"], 2);
+}

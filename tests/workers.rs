@@ -9,20 +9,22 @@
 //! parallel. Every wait polls with a deadline; the only fixed waits are the short
 //! observation windows of negative checks ("is NOT recreated", "is NOT restarted").
 //!
-//! Not covered: a crashed worker that is not `forever` stopping the daemon with exit code 1
-//! needs an example with such a worker (`copy_daemon`'s only worker is `forever`).
+//! A crashed worker that is not `forever` is in `supervision.rs` (`copy_daemon`'s only
+//! worker is `forever`).
 
 mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Foreground, TestDir, alive, proc_stat, unix_addr, wait_until};
+use common::{
+    DEADLINE, Foreground, TestDir, alive, example_named, proc_stat, unix_addr, wait_until,
+};
 use daimon::client::{Client, Protocol};
 use daimon::{Error, Result};
 use nix::sys::signal::{Signal, kill};
@@ -43,28 +45,6 @@ const FAILED: i64 = 5;
 
 /// How long a negative check watches for something that must not happen.
 const OBSERVE: Duration = Duration::from_millis(500);
-
-/// Another example by name, built by `cargo test` next to the test binaries (as
-/// `common::example()` finds `echo_daemon`).
-///
-/// # Panics
-///
-/// If the example was not built: the tests never skip.
-fn example_named(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let debug = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let path = debug.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "the example binary {} is missing: a plain `cargo test` builds it, but a filtered run \
-         (`cargo test --test workers`) does not; run `cargo build --example {name}` first",
-        path.display()
-    );
-    path
-}
 
 /// Starts `copy_daemon -f -v --dir watched --looptime <looptime>` with the test dir's
 /// standard pid file and socket, `watched/test.txt` created first, and waits until it is
@@ -96,12 +76,11 @@ fn connect(dir: &TestDir) -> Client {
 /// The code and the whole text (message and data) of an RPC error.
 fn rpc_error<T: std::fmt::Debug>(result: Result<T>) -> (i64, String) {
     match result {
-        Err(e @ Error::Rpc { .. }) => {
-            let Error::Rpc { code, .. } = e else {
-                unreachable!()
-            };
-            (code, e.to_string())
-        }
+        Err(Error::Rpc {
+            code,
+            message,
+            data,
+        }) => (code, format!("{message}: {data:?}")),
         other => panic!("expected an RPC error, got {other:?}"),
     }
 }
@@ -142,6 +121,18 @@ fn wait_new_pid(client: &mut Client, old: Option<i32>) -> i32 {
         pid_of(e).is_some() && pid_of(e) != old && e["state"] == LOOPING
     });
     pid_of(&entry).expect("checked")
+}
+
+/// SIGKILLs a process on drop if it still runs: a worker that outlives its daemon (the bug a
+/// test looks for) must not outlive the test.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
 }
 
 fn sigkill(pid: i32) {
@@ -461,7 +452,6 @@ fn crashes_restart_with_backoff_then_fail_and_start_revives() {
         delays.push(took);
         pid = new;
     }
-    eprintln!("DELAYS {delays:?}");
     assert!(
         delays[4] > delays[0],
         "the backoff does not grow: {delays:?}"
@@ -567,6 +557,7 @@ fn a_killed_daemon_takes_its_worker_with_it() {
     let mut daemon = start_copy(&dir, "0.05");
     let mut client = connect(&dir);
     let worker = wait_new_pid(&mut client, None);
+    let _worker_guard = KillOnDrop(worker);
     drop(client);
 
     daemon.signal(Signal::SIGKILL);
@@ -607,10 +598,53 @@ fn sigterm_spins_the_worker_down_and_cleans_up() {
     assert!(!dir.pidfile().exists(), "the pid file was left behind");
     assert!(!dir.socket().exists(), "the socket file was left behind");
     assert!(!alive(worker), "the worker {worker} outlived the daemon");
-    let stderr = daemon.stderr();
-    assert!(
-        stderr.contains("spinning down") && !stderr.contains("worker crashed"),
-        "{stderr}"
+    assert_eq!(
+        log_lines(&daemon, &["worker crashed"]),
+        0,
+        "a shutdown was taken for a crash: {}",
+        daemon.stderr()
+    );
+}
+
+/// What a worker logs just before it exits (spindown) reaches the daemon's log: the daemon
+/// reads what is left in the channel before it lets go of a reaped worker.
+#[test]
+fn a_workers_last_log_lines_reach_the_daemon_log() {
+    let dir = TestDir::new();
+    let mut daemon = start_copy(&dir, "0.05");
+    let mut client = connect(&dir);
+    let spindown = ["CopyWorker handyman spinning down.", "worker: handyman"];
+    let pid = wait_new_pid(&mut client, None);
+
+    assert_eq!(
+        client.call("worker.stop", json!([HANDYMAN])).unwrap(),
+        json!(true)
+    );
+    wait_handyman(&mut client, "EXITED after worker.stop", |e| {
+        e["state"] == EXITED
+    });
+    assert!(!alive(pid));
+    // The daemon logged the exit: whatever the worker sent before it should be logged too.
+    wait_until("the daemon to log the worker's exit", DEADLINE, || {
+        log_lines(&daemon, &["worker exited", "worker: handyman"]) == 1
+    });
+    let after_stop = log_lines(&daemon, &spindown);
+
+    assert_eq!(
+        client.call("worker.start", json!([HANDYMAN])).unwrap(),
+        json!(true)
+    );
+    wait_new_pid(&mut client, Some(pid));
+    drop(client);
+    daemon.stop_with(Signal::SIGTERM);
+    let after_shutdown = log_lines(&daemon, &spindown);
+    assert_eq!(
+        (after_stop, after_shutdown),
+        (1, 2),
+        "the spindown line of a stopped worker (after worker.stop, after SIGTERM) is missing \
+         from the daemon's log: the lines a worker sends just before it exits are lost when \
+         the daemon reaps it before draining its channel; stderr:\n{}",
+        daemon.stderr()
     );
 }
 
@@ -644,7 +678,6 @@ fn many_restarts_leak_no_fd_mapping_or_zombie() {
     let took = started.elapsed();
 
     let (fds_after, maps_after) = (fd_count(daemon_pid), map_count(daemon_pid));
-    eprintln!("LEAK fds {fds}->{fds_after} maps {maps}->{maps_after} took {took:?}");
     assert!(
         fds_after <= fds + 2,
         "the daemon's fds grew from {fds} to {fds_after} over 100 restarts"

@@ -596,6 +596,16 @@ impl Workers {
             .entries
             .iter()
             .position(|(_, e)| e.run.as_ref().is_some_and(|r| r.pid == pid))?;
+        // What the worker sent just before it exited (its last log lines, an ack) is still
+        // in the ring: read it before the channel goes.
+        let token = self.entries[i]
+            .1
+            .run
+            .as_ref()
+            .expect("matched")
+            .source
+            .token();
+        self.ready(token);
         let shutting_down = self.shutting_down;
         let (name, entry) = &mut self.entries[i];
         let run = entry.run.take().expect("matched above");

@@ -108,7 +108,7 @@ struct SendArgs {
     /// the worker
     #[argh(positional)]
     worker: String,
-    /// the command: daemon.worker.<command> on the worker's bus
+    /// the command: daemon.worker.COMMAND on the worker bus
     #[argh(positional)]
     command: String,
     /// the payload: JSON when it parses, else a string

@@ -32,7 +32,7 @@ impl RpcError {
     pub const SERVER_ERROR: i64 = -32000;
     /// `system.multicall` inside `system.multicall`.
     pub const RECURSIVE_MULTICALL: i64 = -31001;
-    /// Reserved, never sent: the reply comes later (see [`RpcError::deferred`]).
+    /// Reserved, never sent: marks a call whose reply comes later (a worker acknowledgement).
     pub const DEFERRED: i64 = i64::MIN;
 
     /// Not an error: the call's reply comes later, when `ticket` is resolved. Only returned

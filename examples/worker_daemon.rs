@@ -6,7 +6,8 @@
 //!
 //! Each worker `w0`, `w1`... ticks every looptime; with `--dir`, it writes `<name>.up` on
 //! spinup and `<name>.down` on spindown. Commands: `crash` (aborts), `scribble` (writes an
-//! undecodable frame into its channel), `scribble-header` (overwrites the channel's header).
+//! undecodable frame into its channel), `scribble-header` (overwrites the channel's header),
+//! `hang` (never returns; with `--hang-timeout` the watchdog kills and restarts it).
 //! With `--once`, the workers are not `forever`: a crash stops the daemon.
 
 use std::path::PathBuf;
@@ -30,9 +31,12 @@ struct Args {
     /// workers are not forever: a crash stops the daemon
     #[argh(switch)]
     once: bool,
-    /// where workers leave <name>.up and <name>.down marks
+    /// where workers leave NAME.up and NAME.down marks
     #[argh(option)]
     dir: Option<PathBuf>,
+    /// kill and restart a worker whose heartbeat stalls this many seconds
+    #[argh(option)]
+    hang_timeout: Option<f64>,
 }
 
 struct TestWorker {
@@ -65,6 +69,9 @@ impl Worker for TestWorker {
                 .map(|e| e.what().to_owned());
             match what.as_deref() {
                 Some("crash") => std::process::abort(),
+                Some("hang") => loop {
+                    std::thread::park();
+                },
                 Some("scribble") => ctx
                     .host::<daimon::worker::WorkerHost>()
                     .map(|h| h.scribble_on_channel(false))
@@ -93,10 +100,14 @@ fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Worker Daemon".into();
     config.shutdowntimeout = Duration::from_secs(5);
-    let mut daemon = Daemon::new(config);
-    daimon_listeners::install(&mut daemon).expect("standard listeners");
-    daemon
+    Daemon::new(config)
         .setup(|daemon| {
+            let hang = daemon.args::<Args>().and_then(|a| a.hang_timeout);
+            let mut watchdog = daimon_listeners::Watchdog::default();
+            if let Some(secs) = hang {
+                watchdog = watchdog.hang_timeout(Duration::try_from_secs_f64(secs)?);
+            }
+            daimon_listeners::install_with(daemon, watchdog)?;
             let args = daemon.args::<Args>().expect("parsed by init_with");
             let looptime = Duration::try_from_secs_f64(args.looptime)?;
             let dir = args.dir.as_ref().map(|d| daemon.launch_dir().join(d));

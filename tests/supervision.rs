@@ -145,3 +145,81 @@ fn a_worker_writing_garbage_into_its_channel_is_killed_and_restarted() {
     let status = client(&dir).call("daemon.status", Value::Null).unwrap();
     assert_eq!(status["workers"]["installed"], 2);
 }
+
+#[test]
+fn a_hung_worker_is_killed_and_restarted_when_hang_detection_is_on() {
+    let dir = TestDir::new();
+    let _daemon = start(
+        &dir,
+        &[
+            "--workers",
+            "2",
+            "--looptime",
+            "0.05",
+            "--hang-timeout",
+            "0.3",
+        ],
+    );
+    wait_until("workers looping", DEADLINE, || {
+        workers(&dir).iter().all(|w| w.1.is_some() && w.2 == 1)
+    });
+    let before = pid_of(&dir, "w1").unwrap();
+    assert_eq!(
+        client(&dir)
+            .call("worker.send", json!(["w1", "hang"]))
+            .unwrap(),
+        json!(true)
+    );
+    wait_until("the hung worker replaced", DEADLINE, || {
+        pid_of(&dir, "w1").is_some_and(|p| p != before)
+    });
+    assert!(!alive(before));
+    // The other worker kept ticking and was left alone.
+    assert_eq!(workers(&dir)[0].3, 0);
+}
+
+#[test]
+fn daimonctl_drives_the_workers() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, &["--workers", "2"]);
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+            .arg("-s")
+            .arg(unix_addr(&dir.socket()))
+            .args(args)
+            .output()
+            .expect("running daimonctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "daimonctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    wait_until("workers looping", DEADLINE, || {
+        ctl(&["workers"]).matches("LOOPING").count() == 2
+    });
+    let table = ctl(&["workers"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("w0") && table.contains("w1"),
+        "{table}"
+    );
+    assert_eq!(ctl(&["pause", "w0"]), "PAUSED\n");
+    assert_eq!(ctl(&["--json", "resume", "w0"]), "1\n");
+    let before = pid_of(&dir, "w1").unwrap();
+    assert_eq!(ctl(&["restart", "w1"]), "ok\n");
+    wait_until("w1 restarted", DEADLINE, || {
+        pid_of(&dir, "w1").is_some_and(|p| p != before)
+    });
+    assert_eq!(ctl(&["send", "w0", "custom", "{\"k\": 1}"]), "ok\n");
+    assert_eq!(ctl(&["stop", "w0"]), "ok\n");
+    wait_until("w0 stopped", DEADLINE, || pid_of(&dir, "w0").is_none());
+    assert_eq!(ctl(&["start", "w0"]), "ok\n");
+    let missing = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+        .args(["-s", &unix_addr(&dir.socket()), "pause", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no worker named 'nope'"));
+}

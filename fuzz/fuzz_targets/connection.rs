@@ -26,7 +26,8 @@ use daimon::rpc::RpcError;
 use daimon::socket::framing::Protocol;
 use daimon::socket::{Admission, Connection, Limits};
 use daimon_fuzz::{
-    Echo, Sent, chunks, content_length_messages, json_lines, msgpack_messages, split_plan,
+    Echo, Sent, chunks, content_length_messages, json_lines, msgpack_messages, read_some,
+    split_plan,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -68,16 +69,7 @@ fn run(flags: u8, reads: &[(u8, &[u8])], drop_overloaded: bool) -> Run {
     let mut fed = 0;
     let mut was_closing = false;
     for &(b, read) in reads {
-        let unread = conn.output().len();
-        let n = match b >> 6 {
-            0 => 0,
-            1 => unread / 2,
-            2 => unread,
-            _ => unread.min(1),
-        };
-        sent.extend_from_slice(&conn.output()[..n]);
-        conn.consume_output(n);
-        assert_eq!(conn.output().len(), unread - n);
+        read_some(&mut conn, b, &mut sent);
         assert_eq!(
             conn.is_closing(),
             was_closing,

@@ -22,7 +22,11 @@ use libfuzzer_sys::fuzz_target;
 fn check_decode(frame: &[u8]) {
     if let Ok(message) = decode(frame) {
         let again = rmp_serde::to_vec(&(&message.command, &message.payload)).unwrap();
-        assert_eq!(decode(&again).unwrap(), message, "re-encoded frame decodes differently");
+        assert_eq!(
+            decode(&again).unwrap(),
+            message,
+            "re-encoded frame decodes differently"
+        );
     }
 }
 
@@ -51,8 +55,15 @@ fuzz_target!(|input: &[u8]| {
                 check_decode(&frame);
             }
             Err(_) => {
-                assert_eq!(tail.load(Ordering::Relaxed), before, "an error moved the tail");
-                assert!(frame.capacity() <= capacity, "allocated for an announced size");
+                assert_eq!(
+                    tail.load(Ordering::Relaxed),
+                    before,
+                    "an error moved the tail"
+                );
+                assert!(
+                    frame.capacity() <= capacity,
+                    "allocated for an announced size"
+                );
                 break;
             }
         }
@@ -70,9 +81,15 @@ fuzz_target!(|input: &[u8]| {
         match ring.push(&payload) {
             Ok(()) => queue.push_back(payload),
             Err(full) => {
-                assert!(used + 4 + payload.len() as u64 > capacity as u64, "refused though it fits");
+                assert!(
+                    used + 4 + payload.len() as u64 > capacity as u64,
+                    "refused though it fits"
+                );
                 assert_eq!(full.needed, 4 + payload.len());
-                assert_eq!(head.load(Ordering::Relaxed) - tail.load(Ordering::Relaxed), used);
+                assert_eq!(
+                    head.load(Ordering::Relaxed) - tail.load(Ordering::Relaxed),
+                    used
+                );
                 // Make room: pop one and compare.
                 if let Some(expected) = queue.pop_front() {
                     assert!(ring.pop(&mut frame).unwrap());

@@ -10,7 +10,9 @@
 
 use arbitrary::Arbitrary;
 use daimon::socket::{Admission, Connection, Limits};
-use daimon_fuzz::{Echo, Sent, chunk_size, content_length_messages, json_lines, msgpack_messages};
+use daimon_fuzz::{
+    Echo, Sent, chunk_size, content_length_messages, json_lines, msgpack_messages, read_some,
+};
 use libfuzzer_sys::fuzz_target;
 use serde::{Serialize, Serializer};
 use serde_json::{Number, Value, json};
@@ -162,15 +164,7 @@ fuzz_target!(|input: Input| {
             chunk_size(b)
         };
         let (read, tail) = rest.split_at(size.min(rest.len()));
-        let unread = conn.output().len();
-        let n = match b >> 6 {
-            0 => 0,
-            1 => unread / 2,
-            2 => unread,
-            _ => unread.min(1),
-        };
-        sent.extend_from_slice(&conn.output()[..n]);
-        conn.consume_output(n);
+        read_some(&mut conn, b, &mut sent);
         conn.receive(read, &mut engine, 1);
         rest = tail;
         i += 1;

@@ -46,6 +46,25 @@ pub fn chunks<'a>(plan: &'a [u8], stream: &'a [u8]) -> Vec<(u8, &'a [u8])> {
 }
 
 /// JSON's own whitespace (RFC 8259): space, tab, line feed, carriage return.
+/// Takes output from `conn` as a peer reading part of it would (`b`'s top two bits pick
+/// none, half, all, or one byte) and appends it to `sent`.
+pub fn read_some(conn: &mut daimon::socket::Connection, b: u8, sent: &mut Vec<u8>) {
+    let unread = conn.output().len();
+    let n = match b >> 6 {
+        0 => 0,
+        1 => unread / 2,
+        2 => unread,
+        _ => unread.min(1),
+    };
+    sent.extend_from_slice(&conn.output()[..n]);
+    conn.consume_output(n);
+    assert_eq!(
+        conn.output().len(),
+        unread - n,
+        "consume_output took the wrong amount"
+    );
+}
+
 pub fn is_json_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }

@@ -37,6 +37,9 @@ struct Args {
     /// kill and restart a worker whose heartbeat stalls this many seconds
     #[argh(option)]
     hang_timeout: Option<f64>,
+    /// the watchdog's crash-counting window in seconds (default 60)
+    #[argh(option)]
+    restart_window: Option<f64>,
 }
 
 struct TestWorker {
@@ -102,10 +105,13 @@ fn main() -> ExitCode {
     config.shutdowntimeout = Duration::from_secs(5);
     Daemon::new(config)
         .setup(|daemon| {
-            let hang = daemon.args::<Args>().and_then(|a| a.hang_timeout);
+            let args = daemon.args::<Args>().expect("parsed by init_with");
             let mut watchdog = daimon_listeners::Watchdog::default();
-            if let Some(secs) = hang {
+            if let Some(secs) = args.hang_timeout {
                 watchdog = watchdog.hang_timeout(Duration::try_from_secs_f64(secs)?);
+            }
+            if let Some(secs) = args.restart_window {
+                watchdog = watchdog.window(Duration::try_from_secs_f64(secs)?);
             }
             daimon_listeners::install_with(daemon, watchdog)?;
             let args = daemon.args::<Args>().expect("parsed by init_with");

@@ -38,7 +38,7 @@ use polling::{Events, Poller};
 
 use signal::SignalPipe;
 pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
-pub use source::{Interest, Source, Token};
+pub use source::{Interest, Source, Token, TokenHasher, TokenMap};
 pub use timer::{TimerId, Timers};
 
 use crate::error::Result;

@@ -20,6 +20,31 @@ impl Token {
     }
 }
 
+/// A hasher for maps keyed by [`Token`]: tokens are unique counters, so the value itself is
+/// a perfect hash (no SipHash on the hot path of every readiness).
+#[derive(Default, Clone, Copy)]
+pub struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
+    }
+}
+
+/// A `HashMap` keyed by [`Token`].
+pub type TokenMap<V> =
+    std::collections::HashMap<Token, V, std::hash::BuildHasherDefault<TokenHasher>>;
+
 /// The readiness a source asks to be told about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interest {

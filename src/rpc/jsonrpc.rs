@@ -1,5 +1,6 @@
 //! JSON-RPC 2.0: requests, notifications and batches, exactly as the specification says.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::{Engine, Meta, RpcError};
@@ -26,11 +27,69 @@ pub fn reply(id: Value, outcome: Result<Value, RpcError>) -> Value {
     Value::Object(object)
 }
 
+/// The reply to a request or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// One reply: the request's id and its outcome.
+    One(Value, Result<Value, RpcError>),
+    /// A batch's replies.
+    Batch(Vec<Value>),
+}
+
+impl Reply {
+    /// The reply as a JSON value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Reply::One(id, outcome) => reply(id, outcome),
+            Reply::Batch(replies) => Value::Array(replies),
+        }
+    }
+}
+
+impl Serialize for Reply {
+    /// Compact, with the members in the order of `reply`'s map (error or result, then id and
+    /// jsonrpc, sorted), written without building the map (the hot path of every call).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Reply::Batch(replies) => replies.serialize(s),
+            Reply::One(id, Ok(result)) => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("jsonrpc", "2.0")?;
+                m.serialize_entry("result", result)?;
+                m.end()
+            }
+            Reply::One(id, Err(e)) => {
+                let mut m = s.serialize_map(Some(3))?;
+                m.serialize_entry("error", &ErrorObject(e))?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("jsonrpc", "2.0")?;
+                m.end()
+            }
+        }
+    }
+}
+
+struct ErrorObject<'a>(&'a RpcError);
+
+impl Serialize for ErrorObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("code", &e.code)?;
+        if let Some(data) = &e.data {
+            m.serialize_entry("data", data)?;
+        }
+        m.serialize_entry("message", &e.message)?;
+        m.end()
+    }
+}
+
 /// Handles a JSON value received on the socket: a request or a batch. Returns the reply to
 /// send, or `None` when nothing is to be sent (notifications).
-pub fn handle(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Value> {
+pub fn handle(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Reply> {
     match value {
-        Value::Array(batch) if batch.is_empty() => Some(reply(
+        Value::Array(batch) if batch.is_empty() => Some(Reply::One(
             Value::Null,
             Err(RpcError::invalid_request("an empty batch")),
         )),
@@ -43,16 +102,19 @@ pub fn handle(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
             let replies: Vec<Value> = batch
                 .into_iter()
                 .filter_map(|one| handle_one(one, engine, &meta))
+                .map(|(id, outcome)| reply(id, outcome))
                 .collect();
-            (!replies.is_empty()).then_some(Value::Array(replies))
+            (!replies.is_empty()).then_some(Reply::Batch(replies))
         }
-        one => handle_one(one, engine, meta),
+        one => handle_one(one, engine, meta).map(|(id, outcome)| Reply::One(id, outcome)),
     }
 }
 
-fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Value> {
+type Outcome = (Value, Result<Value, RpcError>);
+
+fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Outcome> {
     let Value::Object(mut request) = value else {
-        return Some(reply(
+        return Some((
             Value::Null,
             Err(RpcError::invalid_request("a request is a JSON object")),
         ));
@@ -69,12 +131,7 @@ fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
     } else {
         Value::Null
     };
-    let invalid = |detail: &str| {
-        Some(reply(
-            reply_id.clone(),
-            Err(RpcError::invalid_request(detail)),
-        ))
-    };
+    let invalid = |detail: &str| Some((reply_id.clone(), Err(RpcError::invalid_request(detail))));
     if !valid_id {
         return invalid("id must be a string, a number or null");
     }
@@ -97,7 +154,7 @@ fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<
         let _ = engine.call(&meta, &method, params);
         return None;
     };
-    Some(reply(id, engine.call(meta, &method, params)))
+    Some((id, engine.call(meta, &method, params)))
 }
 
 #[cfg(test)]
@@ -141,7 +198,7 @@ mod tests {
             connections: 1,
             deferrable: true,
         };
-        let reply = handle(request, &mut engine, &meta);
+        let reply = handle(request, &mut engine, &meta).map(Reply::into_value);
         (reply, engine.0)
     }
 
@@ -244,6 +301,20 @@ mod tests {
             calls,
             ["sum", "notify_hello", "subtract", "foo.get", "get_data"]
         );
+    }
+
+    #[test]
+    fn replies_serialize_as_their_value_does() {
+        for reply in [
+            Reply::One(json!(1), Ok(json!({"a": [1, "x"]}))),
+            Reply::One(json!("i"), Err(RpcError::invalid_params("expected int"))),
+            Reply::One(Value::Null, Err(RpcError::new(-1, "no data"))),
+            Reply::Batch(vec![json!({"x": 1})]),
+        ] {
+            let direct = serde_json::to_string(&reply).unwrap();
+            let via_value = serde_json::to_string(&reply.into_value()).unwrap();
+            assert_eq!(direct, via_value);
+        }
     }
 
     #[test]

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
+use crate::rpc::jsonrpc::{self, Reply};
 use crate::rpc::msgpack::{self, Message, Refused, Scan};
-use crate::rpc::{Engine, Meta, RpcError, Ticket, jsonrpc};
+use crate::rpc::{Engine, Meta, RpcError, Ticket};
 
 /// The limits of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,7 +210,7 @@ impl Connection {
                 match parsed {
                     Ok(value) => self.json_request(value, engine, meta_connections),
                     // The framing is intact: answer and go on.
-                    Err(e) => self.write_json(&jsonrpc::reply(
+                    Err(e) => self.write_json(&Reply::One(
                         Value::Null,
                         Err(RpcError::parse_error(e.to_string())),
                     )),
@@ -263,8 +264,7 @@ impl Connection {
         let (meta, mut gate, _) = self.split(engine, connections, single);
         let reply = jsonrpc::handle(value, &mut gate, &meta);
         match (self.deferred.take(), reply) {
-            (Some(ticket), Some(mut reply)) => {
-                let id = reply.get_mut("id").map(Value::take).unwrap_or(Value::Null);
+            (Some(ticket), Some(Reply::One(id, _))) => {
                 self.pending = Some(Pending {
                     ticket,
                     to: ReplyTo::Json(id),
@@ -291,7 +291,7 @@ impl Connection {
         }
         let pending = self.pending.take().expect("matched above");
         match pending.to {
-            ReplyTo::Json(id) => self.write_json(&jsonrpc::reply(id, outcome)),
+            ReplyTo::Json(id) => self.write_json(&Reply::One(id, outcome)),
             ReplyTo::MessagePack(msgid) => {
                 msgpack::encode_response(&mut self.output, Some(msgid), &outcome)
             }
@@ -354,7 +354,7 @@ impl Connection {
             Some(Protocol::MessagePack) => {
                 msgpack::encode_response(&mut self.output, None, &Err(error))
             }
-            _ => self.write_json(&jsonrpc::reply(Value::Null, Err(error))),
+            _ => self.write_json(&Reply::One(Value::Null, Err(error))),
         }
         self.closing = true;
     }
@@ -366,7 +366,7 @@ impl Connection {
         )));
     }
 
-    fn write_json(&mut self, reply: &Value) {
+    fn write_json(&mut self, reply: &Reply) {
         match self.protocol {
             Some(Protocol::ContentLength) => {
                 let body = serde_json::to_vec(reply).expect("a JSON value serializes");

@@ -3,7 +3,6 @@
 //! Everything is non-blocking and bounded per turn: at most [`ACCEPTS_PER_TURN`] accepts and
 //! [`READ_PER_TURN`] bytes per connection, so one busy client cannot starve the others.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use super::connection::{Admission, Connection, Limits};
 use super::{Listener, Peer, Stream};
 use crate::bus::SocketEvent;
 use crate::config::{Config, Peers};
-use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token};
+use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token, TokenMap};
 use crate::rpc::{Engine, RpcError, Ticket};
 use serde_json::Value;
 
@@ -39,7 +38,7 @@ struct Client {
 pub struct Server {
     handle: Handle,
     listener: Source<Listener>,
-    clients: HashMap<Token, Client>,
+    clients: TokenMap<Client>,
     admitted: usize,
     refused: usize,
     max_connections: usize,
@@ -71,7 +70,7 @@ impl Server {
         Ok(Server {
             handle,
             listener,
-            clients: HashMap::new(),
+            clients: TokenMap::default(),
             admitted: 0,
             refused: 0,
             max_connections: config.socketmaxconnections,

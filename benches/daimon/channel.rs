@@ -1,0 +1,168 @@
+//! The worker channel between two processes: round trip and one-way rate, next to a pipe
+//! ping-pong between two processes (the floor).
+//!
+//! Runs first: it forks, and the harness has a single thread until the RPC figures start.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use daimon::worker::{Channel, ChannelError, Message};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, fork, pipe, read, write};
+use serde_json::json;
+
+use crate::{Results, Scale, percentile, us};
+
+fn wait_readable(fd: std::os::fd::BorrowedFd<'_>) {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::NONE);
+}
+
+/// Runs `child` in a forked process; the parent runs `parent` and reaps the child. Each
+/// side gets `state` (its own copy, after the fork).
+fn with_child<S, T>(state: S, child: impl FnOnce(S), parent: impl FnOnce(S) -> T) -> T {
+    // SAFETY: the harness is single-threaded while this runs (channel figures come first).
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            child(state);
+            // SAFETY: _exit is always safe; the child must not run the parent's destructors.
+            unsafe { nix::libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            let out = parent(state);
+            let _ = waitpid(child, None);
+            out
+        }
+    }
+}
+
+fn receive_one(channel: &Channel, buf: &mut Vec<u8>) -> Message {
+    loop {
+        if let Some(m) = channel.receive(buf).expect("a sane channel") {
+            return m;
+        }
+        wait_readable(channel.incoming_fd());
+        channel.clear_wakeup();
+    }
+}
+
+fn send(channel: &Channel, message: &Message) {
+    loop {
+        match channel.send(message) {
+            Ok(()) => return,
+            Err(ChannelError::Full(_)) => std::hint::spin_loop(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn channel_rtt(n: usize) -> Vec<Duration> {
+    let message = Message::with("m", json!("0123456789abcdef"));
+    with_child(
+        Channel::new().expect("a channel"),
+        |channel| {
+            let worker = channel.into_worker_end();
+            let mut buf = Vec::new();
+            loop {
+                let m = receive_one(&worker, &mut buf);
+                if m.command == "quit" {
+                    return;
+                }
+                send(&worker, &m);
+            }
+        },
+        |channel| {
+            let mut buf = Vec::new();
+            let samples = (0..n + n / 10)
+                .map(|_| {
+                    let t = Instant::now();
+                    send(&channel, &message);
+                    let reply = receive_one(&channel, &mut buf);
+                    debug_assert_eq!(reply, message);
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>();
+            send(&channel, &Message::new("quit"));
+            samples[n / 10..].to_vec()
+        },
+    )
+}
+
+fn pipe_rtt(n: usize) -> Vec<Duration> {
+    let (down_r, down_w): (OwnedFd, OwnedFd) = pipe().expect("pipe");
+    let (up_r, up_w): (OwnedFd, OwnedFd) = pipe().expect("pipe");
+    with_child(
+        (down_r, down_w, up_r, up_w),
+        |(down_r, down_w, up_r, up_w)| {
+            // The parent's ends, closed here so the parent's close of down_w ends the loop.
+            drop((down_w, up_r));
+            let mut buf = [0u8; 16];
+            while read(down_r.as_fd(), &mut buf).is_ok_and(|k| k == 16) {
+                let _ = write(&up_w, &buf);
+            }
+        },
+        |(_, down_w, up_r, _)| {
+            let mut buf = [0u8; 16];
+            let samples = (0..n + n / 10)
+                .map(|_| {
+                    let t = Instant::now();
+                    write(&down_w, b"0123456789abcdef").expect("write");
+                    read(up_r.as_fd(), &mut buf).expect("read");
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>();
+            drop(down_w);
+            samples[n / 10..].to_vec()
+        },
+    )
+}
+
+/// Messages per second, one way, of `count` messages with a payload of `size` bytes.
+fn channel_rate(count: usize, size: usize) -> f64 {
+    let message = Message::with("m", json!("x".repeat(size)));
+    with_child(
+        Channel::new().expect("a channel"),
+        |channel| {
+            let worker = channel.into_worker_end();
+            let mut buf = Vec::new();
+            let mut seen = 0;
+            while seen < count {
+                while worker.receive(&mut buf).expect("a sane channel").is_some() {
+                    seen += 1;
+                }
+                if seen < count {
+                    wait_readable(worker.incoming_fd());
+                    worker.clear_wakeup();
+                }
+            }
+            send(&worker, &Message::new("done"));
+        },
+        |channel| {
+            let t = Instant::now();
+            for _ in 0..count {
+                send(&channel, &message);
+            }
+            let mut buf = Vec::new();
+            let done = receive_one(&channel, &mut buf);
+            assert_eq!(done.command, "done");
+            count as f64 / t.elapsed().as_secs_f64()
+        },
+    )
+}
+
+pub fn run(scale: Scale, results: &mut Results) {
+    let n = scale.pick(20_000, 2_000);
+    let (mut ours, mut floor) = (channel_rtt(n), pipe_rtt(n));
+    let (p50, f50) = (percentile(&mut ours, 50.0), percentile(&mut floor, 50.0));
+    results.vs("channel_rtt_p50_us", us(p50), "us", us(f50));
+    let (p99, f99) = (percentile(&mut ours, 99.0), percentile(&mut floor, 99.0));
+    results.vs("channel_rtt_p99_us", us(p99), "us", us(f99));
+    let count = scale.pick(2_000_000, 200_000);
+    results.add("channel_msgs_per_s_16b", channel_rate(count, 16), "msgs/s");
+    results.add(
+        "channel_msgs_per_s_4k",
+        channel_rate(count / 10, 4096),
+        "msgs/s",
+    );
+}

@@ -1,0 +1,200 @@
+//! Whole-daemon figures: readiness, restart, shutdown, memory, idle wakeups, scale.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::procs::{Daemon, proc_kib, wait_looping, workers};
+use crate::{Results, Scale, ms, percentile};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    percentile(&mut samples, 50.0)
+}
+
+/// Launch until the socket answers, next to launching `/bin/true` until it exits.
+fn ready(scale: Scale, results: &mut Results) {
+    let n = scale.pick(15, 3);
+    let ours = (0..n)
+        .map(|_| {
+            let (daemon, took) = Daemon::start("echo_daemon", &[], None);
+            daemon.stop();
+            took
+        })
+        .collect();
+    let floor = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            Command::new("true").status().expect("running true");
+            t.elapsed()
+        })
+        .collect();
+    results.vs("ready_p50_ms", ms(median(ours)), "ms", ms(median(floor)));
+}
+
+/// kill -9 of a forever worker until its replacement is LOOPING. The watchdog's window is
+/// short and the samples spaced past it, so each is a first crash (restarted at once); the
+/// backoff still applies to crashes within the window.
+fn restart(scale: Scale, results: &mut Results) {
+    let (daemon, _) = Daemon::start(
+        "worker_daemon",
+        &[
+            "--workers",
+            "1",
+            "--looptime",
+            "3600",
+            "--restart-window",
+            "0.02",
+        ],
+        None,
+    );
+    wait_looping(&daemon);
+    let mut stream = daemon.connect();
+    let n = scale.pick(20, 5);
+    let samples = (0..n)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(30));
+            let old = workers(&daemon)[0].1.expect("running");
+            let t = Instant::now();
+            kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill");
+            loop {
+                let list =
+                    crate::procs::call(&mut stream, "worker.list", json!([])).expect("worker.list");
+                let w = &list[0];
+                if w["pid"].as_i64().is_some_and(|p| p as i32 != old) && w["state"] == 1 {
+                    return t.elapsed();
+                }
+            }
+        })
+        .collect();
+    results.add("restart_p50_ms", ms(median(samples)), "ms");
+    daemon.stop();
+}
+
+/// SIGTERM with 100 workers until the daemon exits.
+fn shutdown(scale: Scale, results: &mut Results) {
+    let n = scale.pick(5, 2);
+    let samples = (0..n)
+        .map(|_| {
+            let (daemon, _) = Daemon::start(
+                "worker_daemon",
+                &["--workers", "100", "--looptime", "3600"],
+                None,
+            );
+            wait_looping(&daemon);
+            daemon.stop()
+        })
+        .collect();
+    results.add("shutdown_100w_p50_ms", ms(median(samples)), "ms");
+}
+
+/// Memory of an idle daemon and its workers, and its wakeups over a window.
+fn idle(scale: Scale, results: &mut Results) {
+    let (echo, _) = Daemon::start("echo_daemon", &[], None);
+    results.add(
+        "daemon_rss_kib",
+        proc_kib(echo.pid(), "status", "VmRSS:"),
+        "KiB",
+    );
+    results.add(
+        "daemon_pss_kib",
+        proc_kib(echo.pid(), "smaps_rollup", "Pss:"),
+        "KiB",
+    );
+    echo.stop();
+    let (daemon, _) = Daemon::start(
+        "worker_daemon",
+        &["--workers", "4", "--looptime", "3600"],
+        None,
+    );
+    wait_looping(&daemon);
+    let worker = workers(&daemon)[0].1.expect("running");
+    results.add(
+        "worker_pss_kib",
+        proc_kib(worker, "smaps_rollup", "Pss:"),
+        "KiB",
+    );
+    // Let the start-up settle, then count the daemon's voluntary context switches.
+    std::thread::sleep(Duration::from_millis(200));
+    let window = scale.pick(Duration::from_secs(10), Duration::from_secs(2));
+    let switches = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = switches(daemon.pid());
+    std::thread::sleep(window);
+    let after = switches(daemon.pid());
+    results.add(
+        "idle_wakeups_per_s",
+        (after - before) as f64 / window.as_secs_f64(),
+        "1/s",
+    );
+    daemon.stop();
+}
+
+/// 1,000 workers: launch until ready (every worker forked), and the daemon's RSS.
+fn thousand_workers(results: &mut Results) {
+    let (daemon, took) = Daemon::start(
+        "worker_daemon",
+        &["--workers", "1000", "--looptime", "3600"],
+        None,
+    );
+    results.add("workers_1000_spawn_ms", ms(took), "ms");
+    results.add(
+        "workers_1000_daemon_rss_kib",
+        proc_kib(daemon.pid(), "status", "VmRSS:"),
+        "KiB",
+    );
+    daemon.stop();
+}
+
+/// 1,000 concurrent connections, the limit raised: each is served.
+fn thousand_connections(results: &mut Results) {
+    let (daemon, _) = Daemon::start(
+        "echo_daemon",
+        &[],
+        Some(json!({"socketmaxconnections": 1100})),
+    );
+    let mut streams: Vec<UnixStream> = (0..1000).map(|_| daemon.connect()).collect();
+    let call = b"{\"jsonrpc\":\"2.0\",\"method\":\"examples.echo\",\"params\":[\"x\"],\"id\":7}\n";
+    for s in &mut streams {
+        s.write_all(call).expect("sending");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    let ok = streams
+        .iter_mut()
+        .filter(|s| {
+            let mut s: &UnixStream = s;
+            let mut reply = Vec::new();
+            let mut byte = [0u8; 1];
+            while std::io::Read::read(&mut s, &mut byte).is_ok_and(|n| n == 1) {
+                reply.push(byte[0]);
+                if byte[0] == b'\n' {
+                    break;
+                }
+            }
+            reply.starts_with(b"{\"id\":7,\"jsonrpc\":\"2.0\",\"result\":\"x\"}")
+        })
+        .count();
+    results.add("connections_1000_ok", ok as f64, "ok");
+    daemon.stop();
+}
+
+pub fn run(scale: Scale, results: &mut Results) {
+    ready(scale, results);
+    restart(scale, results);
+    shutdown(scale, results);
+    idle(scale, results);
+    thousand_workers(results);
+    thousand_connections(results);
+}

@@ -25,6 +25,8 @@ fn with_child<S, T>(state: S, child: impl FnOnce(S), parent: impl FnOnce(S) -> T
     // SAFETY: the harness is single-threaded while this runs (channel figures come first).
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
+            // The other side of the machine, as a worker usually is.
+            crate::rpc::pin(0, SERVER_CPU.load(std::sync::atomic::Ordering::Relaxed));
             child(state);
             // SAFETY: _exit is always safe; the child must not run the parent's destructors.
             unsafe { nix::libc::_exit(0) }
@@ -151,8 +153,14 @@ fn channel_rate(count: usize, size: usize) -> f64 {
     )
 }
 
+/// The CPU the forked side runs on (see `rpc::run` on why placement is explicit).
+static SERVER_CPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub fn run(scale: Scale, results: &mut Results) {
     let n = scale.pick(20_000, 2_000);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    SERVER_CPU.store(usize::from(cpus > 1), std::sync::atomic::Ordering::Relaxed);
+    crate::rpc::pin(0, 0);
     let (mut ours, mut floor) = (channel_rtt(n), pipe_rtt(n));
     let (p50, f50) = (percentile(&mut ours, 50.0), percentile(&mut floor, 50.0));
     results.vs("channel_rtt_p50_us", us(p50), "us", us(f50));

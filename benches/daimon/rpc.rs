@@ -124,14 +124,14 @@ impl Drop for Floor {
 }
 
 /// Pins a process (0: the calling one) to one CPU.
-fn pin(pid: i32, cpu: usize) {
+pub fn pin(pid: i32, cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu).expect("a CPU");
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set).expect("pinning");
 }
 
 /// Lets the calling process run on every CPU again.
-fn unpin() {
+pub fn unpin() {
     let mut set = nix::sched::CpuSet::new();
     for cpu in 0..nix::sched::CpuSet::count() {
         let _ = set.set(cpu);

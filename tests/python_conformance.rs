@@ -3,7 +3,9 @@
 //! checks the framing, MessagePack-RPC and introspection of PROTOCOL.md against the
 //! `conformance_daemon` example, over a unix socket and over tcp.
 //!
-//! It needs the Python venv of `scripts/install-test-deps`; without it the test fails (it
+//! It needs Python's `msgpack`: the project's `scripts/install-test-deps` puts it in a venv
+//! under `target/`, and this test runs that script (once) when the venv is missing, so a
+//! plain `cargo test` works on a fresh machine. If it cannot install, the test fails (it
 //! never skips).
 
 mod common;
@@ -40,12 +42,32 @@ fn conformance_example() -> PathBuf {
     path
 }
 
-/// The venv's python, made by `scripts/install-test-deps`.
+/// The venv's python, made by `scripts/install-test-deps` (run here, once per test binary;
+/// the script is quiet and quick when the venv is already there).
 fn python() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let installed = INSTALLED.get_or_init(|| {
+        let out = std::process::Command::new(root.join("scripts/install-test-deps"))
+            .output()
+            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/install-test-deps failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = installed {
+        panic!("{e}");
+    }
+    let path = root.join("target/pyenv/bin/python");
     assert!(
         path.is_file(),
-        "{} is missing: run scripts/install-test-deps first",
+        "{} is missing after the install",
         path.display()
     );
     path

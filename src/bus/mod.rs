@@ -261,34 +261,29 @@ impl Bus {
     /// The daemon catches a signal when a pattern within `daemon.posix.` names it, so a
     /// listener on `*` or `daemon.*` sees the signals that are caught without changing which.
     pub fn is_subscribed(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
+        self.live_patterns().any(|p| {
+            p.text().starts_with(scope)
+                && (p.matches_name(name) || alias.is_some_and(|a| p.matches_name(a)))
+        })
+    }
+
+    /// The patterns of the live subscriptions, pending ones included.
+    fn live_patterns(&self) -> impl Iterator<Item = &Pattern> {
         self.registry
             .subs
             .iter()
             .chain(&self.registry.pending)
-            .any(|s| {
-                !s.removed
-                    && s.pattern.text().starts_with(scope)
-                    && (s.pattern.matches_name(name)
-                        || alias.is_some_and(|a| s.pattern.matches_name(a)))
-            })
+            .filter(|s| !s.removed)
+            .map(|s| &s.pattern)
     }
 
     /// Whether some subscription could receive an event whose name starts with `prefix`
     /// (a cheap test before building an event nobody listens to).
     pub fn may_receive(&self, prefix: &str) -> bool {
-        self.registry
-            .subs
-            .iter()
-            .chain(&self.registry.pending)
-            .any(|s| {
-                !s.removed
-                    && match &s.pattern {
-                        Pattern::Exact(p) => p.starts_with(prefix),
-                        Pattern::Prefix(p) => {
-                            p.starts_with(prefix) || prefix.starts_with(p.as_str())
-                        }
-                    }
-            })
+        self.live_patterns().any(|p| match p {
+            Pattern::Exact(p) => p.starts_with(prefix),
+            Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
+        })
     }
 
     /// Delivers `event` to its listeners now, ahead of the queue (for events whose outcome

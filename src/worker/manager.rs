@@ -17,77 +17,18 @@ use slog::{Level, Logger, crit, debug, error, info, trace, warn};
 use super::{Channel, Message, State, Worker, child};
 use crate::bus::WorkerEvent;
 use crate::error::{Error, Result};
-use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token};
+use crate::reactor::{Handle, Interest, Source, Timers, Token};
 use crate::rpc::{RpcError, Ticket};
+
+mod acks;
+mod info;
+mod stop;
+
+use acks::Ack;
+pub use info::{Exit, WorkerInfo};
 
 /// Messages read from one worker per turn at most.
 const MESSAGES_PER_TURN: usize = 1024;
-
-/// A worker process that ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exit {
-    /// The worker's name.
-    pub name: String,
-    /// Its pid.
-    pub pid: i32,
-    /// Its exit code, if it exited.
-    pub code: Option<i32>,
-    /// The signal that killed it, if one did.
-    pub signal: Option<i32>,
-    /// Whether it was installed with `forever`.
-    pub forever: bool,
-    /// Whether the exit was asked for (an administrator's stop, or the daemon's shutdown):
-    /// such an exit is never a crash, whatever its status.
-    pub requested: bool,
-}
-
-impl Exit {
-    /// Whether the worker crashed: it ended without being asked to.
-    pub fn crashed(&self) -> bool {
-        !self.requested
-    }
-
-    /// The exit as the payload of `daemon.worker.exited`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "pid": self.pid, "code": self.code, "signal": self.signal,
-            "forever": self.forever, "requested": self.requested, "crashed": self.crashed(),
-        })
-    }
-}
-
-/// What `worker.list` says of a worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerInfo {
-    /// The name.
-    pub name: String,
-    /// The pid, while running.
-    pub pid: Option<i32>,
-    /// The state.
-    pub state: State,
-    /// The looptime.
-    pub looptime: Duration,
-    /// Whether it is restarted when it crashes.
-    pub forever: bool,
-    /// How many times it was started after the first.
-    pub restarts: u32,
-    /// How long the current process has run.
-    pub uptime: Option<Duration>,
-    /// Its heartbeat (loop turns), while running.
-    pub heartbeat: Option<u64>,
-}
-
-impl WorkerInfo {
-    /// As `worker.list` returns it.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name, "pid": self.pid, "state": self.state as u32,
-            "statename": self.state.name(), "looptime": self.looptime.as_secs_f64(),
-            "forever": self.forever, "restarts": self.restarts,
-            "uptime": self.uptime.map(|u| u.as_secs_f64()), "heartbeat": self.heartbeat,
-        })
-    }
-}
 
 struct Run {
     pid: Pid,
@@ -111,18 +52,6 @@ struct Entry {
     admin_stopped: bool,
     /// Start again as soon as the current process is gone (`worker.restart`).
     restart_when_gone: bool,
-}
-
-struct Ack {
-    ticket: Ticket,
-    /// The workers whose acknowledgement is still awaited.
-    waiting: Vec<String>,
-    /// The states acknowledged so far, by worker.
-    states: serde_json::Map<String, Value>,
-    /// Asked of one worker by name: the reply is its state alone.
-    single: bool,
-    command: &'static str,
-    deadline: TimerId,
 }
 
 #[derive(Clone)]
@@ -448,87 +377,10 @@ impl Workers {
             .map_err(|e| RpcError::server_error(format!("worker '{name}': {e}")))
     }
 
-    /// Sends `pause` or `resume` to one worker, or to every running one; the returned
-    /// ticket is resolved once each has acknowledged (see [`Workers::take_resolved`]) with
-    /// its state (for one) or a struct of states by name (for all), or with an error after
-    /// the acknowledgement timeout.
-    pub(crate) fn command_with_ack(
-        &mut self,
-        name: Option<&str>,
-        command: &'static str,
-    ) -> std::result::Result<Ticket, RpcError> {
-        let ticket = Ticket(self.next_ticket);
-        let names: Vec<String> = match name {
-            Some(n) => vec![n.to_owned()],
-            None => self
-                .entries
-                .iter()
-                .filter(|(_, e)| e.run.is_some())
-                .map(|(n, _)| n.clone())
-                .collect(),
-        };
-        for n in &names {
-            self.send(n, command, Some(json!({"seq": ticket.0})))?;
-        }
-        self.next_ticket += 1;
-        if names.is_empty() {
-            self.resolved.push((ticket, Ok(json!({}))));
-            return Ok(ticket);
-        }
-        let deadline = self.deadlines.insert(
-            Instant::now() + self.ack_timeout,
-            None,
-            Deadline::Ack(ticket),
-        );
-        self.acks.push(Ack {
-            ticket,
-            waiting: names,
-            states: serde_json::Map::new(),
-            single: name.is_some(),
-            command,
-            deadline,
-        });
-        Ok(ticket)
-    }
-
     /// The events to emit on the daemon's bus: `daemon.worker.started`, and the messages
     /// workers sent up.
     pub(crate) fn take_events(&mut self) -> Vec<WorkerEvent> {
         std::mem::take(&mut self.events)
-    }
-
-    /// Acknowledged or timed-out commands: each ticket with the reply for its caller.
-    pub(crate) fn take_resolved(&mut self) -> Vec<(Ticket, std::result::Result<Value, RpcError>)> {
-        std::mem::take(&mut self.resolved)
-    }
-
-    /// Records `worker`'s acknowledgement of `ticket` with `state`; resolves the ticket when
-    /// nobody else is awaited.
-    fn acknowledged(&mut self, ticket: Ticket, worker: &str, state: Value) {
-        let Some(i) = self.acks.iter().position(|a| a.ticket == ticket) else {
-            return;
-        };
-        let ack = &mut self.acks[i];
-        ack.waiting.retain(|w| w != worker);
-        ack.states.insert(worker.to_owned(), state.clone());
-        if ack.waiting.is_empty() {
-            let ack = self.acks.swap_remove(i);
-            self.deadlines.cancel(ack.deadline);
-            let reply = if ack.single {
-                state
-            } else {
-                Value::Object(ack.states)
-            };
-            self.resolved.push((ticket, Ok(reply)));
-        }
-    }
-
-    fn fail_ack(&mut self, ticket: Ticket, error: RpcError) {
-        if let Some(i) = self.acks.iter().position(|a| a.ticket == ticket) {
-            let ack = self.acks.swap_remove(i);
-            self.deadlines.cancel(ack.deadline);
-            self.resolved.push((ticket, Err(error)));
-        }
     }
 
     /// Sends a signal to a worker's process.
@@ -765,52 +617,6 @@ impl Workers {
                     }
                 }
                 Deadline::Escalate(name) => self.escalate(&name, now),
-            }
-        }
-    }
-
-    fn escalate(&mut self, name: &str, now: Instant) {
-        let timeout = self.stop_timeout;
-        let Some(i) = self.find(name) else { return };
-        let Some(run) = self.entries[i].1.run.as_mut() else {
-            return;
-        };
-        if !run.sigterm_sent {
-            warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => name);
-            let _ = kill(run.pid, Signal::SIGTERM);
-            run.sigterm_sent = true;
-            self.deadlines
-                .insert(now + timeout / 2, None, Deadline::Escalate(name.to_owned()));
-        } else {
-            warn!(self.logger, "worker did not stop: SIGKILL"; "worker" => name);
-            let _ = kill(run.pid, Signal::SIGKILL);
-        }
-    }
-
-    /// The daemon's stop: every worker asked at once (in parallel), escalating alike.
-    pub(crate) fn shutdown(&mut self) {
-        self.shutting_down = true;
-        let running: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.run.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in running {
-            let _ = self.ask_to_stop(&name);
-        }
-    }
-
-    /// Whether no worker process runs.
-    pub(crate) fn all_gone(&self) -> bool {
-        self.entries.iter().all(|(_, e)| e.run.is_none())
-    }
-
-    /// SIGKILLs every worker still running (the last resort of a shutdown).
-    pub(crate) fn kill_all(&mut self) {
-        for (_, e) in &self.entries {
-            if let Some(run) = &e.run {
-                let _ = kill(run.pid, Signal::SIGKILL);
             }
         }
     }

@@ -301,55 +301,6 @@ impl Workers {
         }
     }
 
-    /// An administrator's stop: `stop` on the channel, then SIGTERM, then SIGKILL after
-    /// `shutdowntimeout`. No restart policy applies to it until it is started again.
-    ///
-    /// # Errors
-    ///
-    /// `-32000` if there is no such worker or it is not running.
-    pub fn stop(&mut self, name: &str) -> std::result::Result<(), RpcError> {
-        let entry = self.entry(name)?;
-        entry.admin_stopped = true;
-        self.ask_to_stop(name)
-    }
-
-    fn ask_to_stop(&mut self, name: &str) -> std::result::Result<(), RpcError> {
-        let timeout = self.stop_timeout;
-        let entry = self.entry(name)?;
-        let Some(run) = entry.run.as_mut() else {
-            return Err(RpcError::server_error(format!(
-                "worker '{name}' is not running"
-            )));
-        };
-        if run.stopping.is_some() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + timeout / 2;
-        run.stopping = Some(deadline);
-        if run.source.get_ref().send(&Message::new("stop")).is_err() {
-            // The channel is full or broken: go straight to SIGTERM.
-            let _ = kill(run.pid, Signal::SIGTERM);
-            run.sigterm_sent = true;
-        }
-        self.deadlines
-            .insert(deadline, None, Deadline::Escalate(name.to_owned()));
-        Ok(())
-    }
-
-    /// Stops a worker and starts it again once it is gone.
-    ///
-    /// # Errors
-    ///
-    /// `-32000` if there is no such worker; a worker that is not running just starts.
-    pub fn restart(&mut self, name: &str) -> std::result::Result<(), RpcError> {
-        let entry = self.entry(name)?;
-        if entry.run.is_none() {
-            return self.start(name);
-        }
-        entry.restart_when_gone = true;
-        self.ask_to_stop(name)
-    }
-
     /// Sends a command (with an optional payload) to a worker, where it becomes
     /// `daemon.worker.<command>` on the worker's bus.
     ///

@@ -329,15 +329,16 @@ impl Daemon {
                         readable,
                         writable,
                     } => {
-                        if rt.workers.ready(token) {
-                            continue;
-                        }
+                        // Connections first (the hot path), then the workers' channels.
                         let mut engine = DaemonEngine {
                             methods: &mut self.methods,
                             bus: &mut self.bus,
                             host: &mut *rt,
                         };
-                        server.ready(token, readable, writable, &mut engine, &mut socket_events);
+                        if !server.ready(token, readable, writable, &mut engine, &mut socket_events)
+                        {
+                            rt.workers.ready(token);
+                        }
                     }
                 }
             }

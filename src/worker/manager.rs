@@ -17,7 +17,7 @@ use slog::{Level, Logger, crit, debug, error, info, trace, warn};
 use super::{Channel, Message, State, Worker, child};
 use crate::bus::WorkerEvent;
 use crate::error::{Error, Result};
-use crate::reactor::{Handle, Interest, Source, Timers, Token};
+use crate::reactor::{Handle, Interest, Source, Timers, Token, TokenMap};
 use crate::rpc::{RpcError, Ticket};
 
 mod acks;
@@ -75,6 +75,8 @@ pub struct Workers {
     deadlines: Timers<Deadline>,
     next_ticket: u64,
     shutting_down: bool,
+    /// The entry of each running worker's channel token: readiness is matched in O(1).
+    by_token: TokenMap<usize>,
     buffer: Vec<u8>,
     events: Vec<WorkerEvent>,
 }
@@ -93,6 +95,7 @@ impl Default for Workers {
             deadlines: Timers::default(),
             next_ticket: 1,
             shutting_down: false,
+            by_token: TokenMap::default(),
             buffer: Vec::new(),
             events: Vec::new(),
         }
@@ -280,6 +283,7 @@ impl Workers {
                 let source = handle
                     .register(channel, Interest::READ)
                     .map_err(|e| RpcError::server_error(format!("polling worker '{name}': {e}")))?;
+                self.by_token.insert(source.token(), me);
                 let entry = &mut self.entries[me].1;
                 entry.run = Some(Run {
                     pid: child,
@@ -409,6 +413,7 @@ impl Workers {
             .source
             .token();
         self.ready(token);
+        self.by_token.remove(&token);
         let shutting_down = self.shutting_down;
         let (name, entry) = &mut self.entries[i];
         let run = entry.run.take().expect("matched above");
@@ -465,11 +470,7 @@ impl Workers {
     /// corrupt is killed (it is then handled as crashed). Returns false for a token that is
     /// not a worker's.
     pub(crate) fn ready(&mut self, token: Token) -> bool {
-        let Some(i) = self
-            .entries
-            .iter()
-            .position(|(_, e)| e.run.as_ref().is_some_and(|r| r.source.token() == token))
-        else {
+        let Some(&i) = self.by_token.get(&token) else {
             return false;
         };
         let mut buffer = std::mem::take(&mut self.buffer);

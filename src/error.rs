@@ -4,6 +4,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+/// The error type a `setup()` step, a worker's `spinup` may return: anything that displays.
+pub type SetupError = Box<dyn std::error::Error>;
+
 /// A `Result` whose error is daimon's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -75,6 +78,64 @@ pub enum Error {
     },
     /// A peer broke the protocol (a malformed or unexpected reply).
     Protocol(String),
+    /// An RPC method of that name is registered already.
+    DuplicateMethod(String),
+    /// A worker of that name is installed already (or the name is empty).
+    DuplicateWorker(String),
+    /// A request about a worker was refused: which worker, and why.
+    Worker {
+        /// The worker's name.
+        name: String,
+        /// Why the request was refused.
+        kind: WorkerError,
+    },
+}
+
+/// Why a request about a worker was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// No worker has that name.
+    Unknown,
+    /// It runs already (for a start).
+    Running,
+    /// It does not run (for a stop, a command, a pause).
+    NotRunning,
+    /// The daemon is stopping: no worker starts any more.
+    ShuttingDown,
+    /// The daemon has not started its workers yet.
+    NotStarted,
+    /// The command name is the supervisor's own (`stop`, `pause`, `resume`...): use the
+    /// matching `worker.*` method.
+    Reserved(String),
+    /// The worker's channel refused the message (full, too large, too deep).
+    Channel(String),
+    /// It did not acknowledge in time, or exited before it did.
+    NoAck(String),
+    /// Forking or registering the worker failed.
+    Spawn(String),
+    /// The worker's settings are invalid (a zero looptime...).
+    Invalid(String),
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerError::Unknown => write!(f, "no such worker"),
+            WorkerError::Running => write!(f, "it is running"),
+            WorkerError::NotRunning => write!(f, "it is not running"),
+            WorkerError::ShuttingDown => write!(f, "the daemon is stopping"),
+            WorkerError::NotStarted => write!(f, "workers start with the daemon"),
+            WorkerError::Reserved(c) => write!(
+                f,
+                "'{c}' is the supervisor's own command: call worker.{c} instead"
+            ),
+            WorkerError::Channel(e) => write!(f, "its channel refused the message: {e}"),
+            WorkerError::NoAck(e) => write!(f, "{e}"),
+            WorkerError::Spawn(e) => write!(f, "cannot start it: {e}"),
+            WorkerError::Invalid(e) => write!(f, "{e}"),
+        }
+    }
 }
 
 impl Error {
@@ -155,6 +216,10 @@ impl fmt::Display for Error {
                 }
             }
             Error::Protocol(m) => write!(f, "protocol error: {m}"),
+            Error::DuplicateMethod(m) => write!(f, "method '{m}' is already registered"),
+            Error::DuplicateWorker(w) if w.is_empty() => write!(f, "a worker needs a name"),
+            Error::DuplicateWorker(w) => write!(f, "a worker named '{w}' is already installed"),
+            Error::Worker { name, kind } => write!(f, "worker '{name}': {kind}"),
         }
     }
 }

@@ -2,12 +2,17 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The standard listeners are written against `daimon::` paths (see `listeners`).
+extern crate self as daimon;
+
 pub mod bus;
 pub mod client;
 pub mod config;
 pub mod console;
-mod daemon;
+pub mod daemon;
+mod driver;
 mod error;
+pub mod listeners;
 pub mod log;
 pub mod pidfile;
 pub mod process;
@@ -16,11 +21,33 @@ pub mod rpc;
 pub mod socket;
 pub mod worker;
 
+#[cfg(test)]
+mod testing {
+    use std::sync::Mutex;
+
+    /// Serializes the tests that swap the process-wide panic hook, so one cannot restore
+    /// another's silent hook.
+    static PANIC_HOOK: Mutex<()> = Mutex::new(());
+
+    /// Runs `f` with panics reported nowhere (for deliberate panics).
+    pub(crate) fn quiet_panics<T>(f: impl FnOnce() -> T) -> T {
+        let _guard = PANIC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        std::panic::set_hook(hook);
+        match out {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
 pub use argh;
 pub use bus::{Bus, Context, Event, Listener, PostAction};
 pub use client::Client;
 pub use config::{Config, Peers};
-pub use daemon::{Daemon, SetupError};
-pub use error::{Error, Result};
+pub use daemon::{Daemon, DaemonHost, LoopSignal};
+pub use error::{Error, Result, SetupError, WorkerError};
 pub use slog;
 pub use slog::Logger;

@@ -1,44 +1,28 @@
-//! The standard listeners of [daimon], written against its public API only: they
-//! are what a user could write, and prove that the API is enough.
+//! The standard listeners of [daimon], written against its public API only.
+//!
+//! A daemon built with `Daemon::new` has them already: daimon compiles these very files
+//! into `daimon::listeners` and installs [`StopDaemon`] and [`ReapChild`] by default (it
+//! cannot depend on this crate, which depends on it). This crate compiles the same files as
+//! a user's crate would, against nothing but daimon's public API: it is the proof that the
+//! API is enough to write them, and it breaks the build if they ever reach for an
+//! internal.
 //!
 //! ```no_run
+//! use std::time::Duration;
 //! use daimon::{Config, Daemon};
+//! use daimon::listeners::HangCheck;
 //!
 //! fn main() -> std::process::ExitCode {
 //!     let mut daemon = Daemon::new(Config::default());
-//!     daimon_listeners::install(&mut daemon).expect("valid patterns");
+//!     HangCheck::new(Duration::from_secs(30)).subscribe(daemon.bus());
 //!     daemon.init()
 //! }
 //! ```
 
+mod hang;
 mod reap;
 mod stop;
-mod watchdog;
 
+pub use hang::HangCheck;
 pub use reap::ReapChild;
 pub use stop::StopDaemon;
-pub use watchdog::Watchdog;
-
-use daimon::{Daemon, Result};
-
-/// Installs the standard set on `daemon`: [`StopDaemon`] on SIGTERM and SIGINT,
-/// [`ReapChild`] on SIGCHLD, and a [`Watchdog`] with its default policy.
-///
-/// # Errors
-///
-/// Only if a pattern were malformed, which the standard ones are not.
-pub fn install(daemon: &mut Daemon) -> Result<()> {
-    install_with(daemon, Watchdog::default())
-}
-
-/// Installs the standard set with a watchdog of your own policy.
-///
-/// # Errors
-///
-/// Only if a pattern were malformed, which the standard ones are not.
-pub fn install_with(daemon: &mut Daemon, watchdog: Watchdog) -> Result<()> {
-    let bus = daemon.bus();
-    StopDaemon::subscribe(bus)?;
-    ReapChild::subscribe(bus)?;
-    watchdog.subscribe(bus)
-}

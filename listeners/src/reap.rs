@@ -1,35 +1,28 @@
 //! ReapChild: reaps exited workers on SIGCHLD.
 
-use daimon::Result;
-use daimon::bus::{Bus, Context, Event, Listener, PostAction, WorkerEvent};
+use daimon::bus::{Bus, Context, Event, Listener, PostAction, SubscriptionId};
+use daimon::daemon::DaemonHost;
 
-/// On SIGCHLD, reaps every child that exited (in a loop: signals coalesce) and emits
-/// `daemon.worker.exited` for each worker among them, with its exit as payload (`pid`,
-/// `code`, `signal`, `forever`, `requested`, `crashed`).
+/// On SIGCHLD, reaps every worker whose process ended (only the daemon's own workers: a
+/// child your code spawned stays yours to wait for) and lets the supervisor apply their
+/// restart policy; `daemon.worker.exited` (a `WorkerExited`) follows for each.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReapChild;
 
 impl ReapChild {
-    /// Subscribes a `ReapChild` to SIGCHLD on `bus`.
-    ///
-    /// # Errors
-    ///
-    /// Never in practice: the pattern is well formed.
-    pub fn subscribe(bus: &mut Bus) -> Result<()> {
-        bus.subscribe("daemon.posix.SIGCHLD", ReapChild)?;
-        Ok(())
+    /// The signal it answers to.
+    pub const SIGNAL: &'static str = "daemon.posix.SIGCHLD";
+
+    /// Subscribes a `ReapChild` to SIGCHLD on the daemon's `bus`.
+    pub fn subscribe(bus: &mut Bus<DaemonHost>) -> SubscriptionId {
+        bus.subscribe(Self::SIGNAL, ReapChild)
+            .expect("the pattern is well formed")
     }
 }
 
-impl Listener for ReapChild {
-    fn handle(&mut self, _event: &dyn Event, ctx: &mut Context<'_>) -> PostAction {
-        let Some(workers) = ctx.workers() else {
-            return PostAction::Continue;
-        };
-        for exit in workers.reap() {
-            let payload = exit.to_json();
-            ctx.emit(WorkerEvent::new("exited", exit.name).with_payload(Some(payload)));
-        }
+impl Listener<DaemonHost> for ReapChild {
+    fn handle(&mut self, _event: &dyn Event, ctx: &mut Context<'_, DaemonHost>) -> PostAction {
+        ctx.host().workers().reap();
         PostAction::Continue
     }
 }

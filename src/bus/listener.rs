@@ -1,16 +1,14 @@
-//! Listeners, what they return, and the context they act through.
+//! Listeners, what they return, the host they act on, and the context they act through.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use slog::Logger;
 
 use super::event::Event;
-use super::{Registry, SubscriptionId};
+use super::{Filter, Registry, SubscriptionId};
 use crate::error::{Error, Result};
 use crate::reactor::TimerId;
-use crate::worker::Workers;
 
 /// What should happen after a listener handled an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,37 +21,63 @@ pub enum PostAction {
     Remove,
 }
 
-/// Reacts to events on a [`Bus`](super::Bus).
+/// Reacts to events on a [`Bus<H>`](super::Bus), in a process whose host is `H`.
 ///
-/// A closure `FnMut(&dyn Event, &mut Context) -> PostAction` is a listener too; give it to
+/// A listener written for any host implements `Listener<H>` for every `H: Host`; one that
+/// needs the daemon's workers implements `Listener<DaemonHost>` only, so it cannot be
+/// subscribed on a worker's bus by mistake: the compiler refuses it.
+///
+/// A closure `FnMut(&dyn Event, &mut Context<H>) -> PostAction` is a listener too; give it to
 /// [`Bus::on`](super::Bus::on) or wrap it with [`from_fn`].
-pub trait Listener: 'static {
+pub trait Listener<H>: 'static {
     /// Handles one event and says what happens next.
-    fn handle(&mut self, event: &dyn Event, ctx: &mut Context<'_>) -> PostAction;
+    fn handle(&mut self, event: &dyn Event, ctx: &mut Context<'_, H>) -> PostAction;
 }
 
 /// A closure used as a [`Listener`]; see [`from_fn`].
 pub struct FnListener<F>(F);
 
 /// Turns a closure into a [`Listener`] (the closure's argument types are inferred).
-pub fn from_fn<F>(f: F) -> FnListener<F>
+pub fn from_fn<H, F>(f: F) -> FnListener<F>
 where
-    F: FnMut(&dyn Event, &mut Context<'_>) -> PostAction + 'static,
+    F: FnMut(&dyn Event, &mut Context<'_, H>) -> PostAction + 'static,
 {
     FnListener(f)
 }
 
-impl<F> Listener for FnListener<F>
+impl<H, F> Listener<H> for FnListener<F>
 where
-    F: FnMut(&dyn Event, &mut Context<'_>) -> PostAction + 'static,
+    F: FnMut(&dyn Event, &mut Context<'_, H>) -> PostAction + 'static,
 {
-    fn handle(&mut self, event: &dyn Event, ctx: &mut Context<'_>) -> PostAction {
+    fn handle(&mut self, event: &dyn Event, ctx: &mut Context<'_, H>) -> PostAction {
         (self.0)(event, ctx)
     }
 }
 
-/// What the process running a bus (the daemon, a worker, a test) lets listeners do.
-pub trait Host {
+/// A closure on one event type, used by [`Bus::on_event`](super::Bus::on_event).
+pub(super) struct Typed<E, F> {
+    pub(super) f: F,
+    pub(super) _event: std::marker::PhantomData<fn(&E)>,
+}
+
+impl<H, E, F> Listener<H> for Typed<E, F>
+where
+    E: Event,
+    F: FnMut(&E, &mut Context<'_, H>) -> PostAction + 'static,
+{
+    fn handle(&mut self, event: &dyn Event, ctx: &mut Context<'_, H>) -> PostAction {
+        match event.downcast_ref::<E>() {
+            Some(e) => (self.f)(e, ctx),
+            None => PostAction::Continue,
+        }
+    }
+}
+
+/// What the process running a bus (the daemon, a worker, a test) lets every listener do.
+///
+/// What is particular to one process (the daemon's workers, a worker's own value) is
+/// reached through the host's concrete type with [`Context::host`].
+pub trait Host: 'static {
     /// The logger listeners write to.
     fn logger(&self) -> &Logger;
     /// Asks the process to stop with exit `code` (for the daemon: a controlled shutdown).
@@ -63,28 +87,28 @@ pub trait Host {
     fn arm_timer(&mut self, after: Duration, period: Option<Duration>, name: String) -> TimerId;
     /// Disarms a timer; false if it was not armed.
     fn cancel_timer(&mut self, id: TimerId) -> bool;
-    /// The host itself, for listeners that know its concrete type.
-    fn as_any(&mut self) -> &mut dyn Any;
-    /// The workers, in the daemon; `None` elsewhere.
-    fn workers(&mut self) -> Option<&mut Workers> {
-        None
-    }
 }
 
-/// A listener's window on the bus and the process while it handles an event.
-pub struct Context<'a> {
-    pub(super) registry: &'a mut Registry,
+/// A listener's window on the bus and on its process's host while it handles an event.
+pub struct Context<'a, H> {
+    pub(super) registry: &'a mut Registry<H>,
     pub(super) queue: &'a mut VecDeque<Box<dyn Event>>,
-    pub(super) host: &'a mut dyn Host,
+    pub(super) host: &'a mut H,
 }
 
-impl Context<'_> {
+impl<H> Context<'_, H> {
+    /// The host with its real type: `DaemonHost` in the daemon (with its workers), a
+    /// `WorkerHost` in a worker (with the worker itself).
+    pub fn host(&mut self) -> &mut H {
+        self.host
+    }
+
     /// Emits an event; it is dispatched after the current one, in emission order.
     pub fn emit(&mut self, event: impl Event) {
         self.queue.push_back(Box::new(event));
     }
 
-    /// Subscribes a listener; it receives events from the next one on.
+    /// Subscribes a listener to a name pattern; it receives events from the next one on.
     ///
     /// # Errors
     ///
@@ -93,10 +117,12 @@ impl Context<'_> {
         &mut self,
         pattern: &str,
         priority: i32,
-        listener: impl Listener,
+        listener: impl Listener<H>,
     ) -> Result<SubscriptionId> {
-        self.registry
-            .insert(pattern, priority, Box::new(listener), true)
+        let filter = Filter::names(&[pattern])?;
+        Ok(self
+            .registry
+            .insert(filter, priority, Box::new(listener), true))
     }
 
     /// Unsubscribes a listener; it receives nothing more, not even the current event.
@@ -107,7 +133,9 @@ impl Context<'_> {
     pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<()> {
         self.registry.remove(id)
     }
+}
 
+impl<H: Host> Context<'_, H> {
     /// Asks the process to stop with exit `code`; in the daemon this is a controlled
     /// shutdown (`daemon.stopping`, socket and pid file removed, `daemon.stop`).
     pub fn stop(&mut self, code: i32) {
@@ -115,6 +143,10 @@ impl Context<'_> {
     }
 
     /// Arms a one-shot timer that emits a [`TimerEvent`](super::TimerEvent) named `name`.
+    ///
+    /// # Panics
+    ///
+    /// Never: a delay too far in the future to represent is capped (a year).
     pub fn timer(&mut self, after: Duration, name: impl Into<String>) -> TimerId {
         self.host.arm_timer(after, None, name.into())
     }
@@ -141,15 +173,5 @@ impl Context<'_> {
     /// The logger.
     pub fn logger(&self) -> &Logger {
         self.host.logger()
-    }
-
-    /// The daemon's workers (`None` in a worker process or a test host).
-    pub fn workers(&mut self) -> Option<&mut Workers> {
-        self.host.workers()
-    }
-
-    /// The host as its concrete type `H`, if it is one.
-    pub fn host<H: Any>(&mut self) -> Option<&mut H> {
-        self.host.as_any().downcast_mut::<H>()
     }
 }

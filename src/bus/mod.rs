@@ -1,9 +1,14 @@
-//! The event bus: typed events, listeners, subscriptions by name or prefix, priorities.
+//! The event bus: typed events, listeners, subscriptions by type, name or prefix, priorities.
 //!
-//! Listeners subscribe to an exact name (`daemon.posix.SIGTERM`, or its alias
-//! `daemon.posix.15`) or to a prefix ending in `*` (`daemon.posix.*`, or `*` for everything).
-//! Higher priorities run first; equal priorities run in subscription order. Events emitted
-//! while one is being dispatched are queued and dispatched after it, in order.
+//! A bus runs in one process and is typed by that process's host: the daemon's bus is a
+//! `Bus<DaemonHost>`, a worker's a `Bus<WorkerHost<W>>`, and a listener reaches the host
+//! with its real type through [`Context::host`].
+//!
+//! Listeners subscribe to an event type ([`Bus::on_event`]: `WorkerExited`, `DaemonEvent`,
+//! your own), to an exact name (`daemon.posix.SIGTERM`, or its alias `daemon.posix.15`), or
+//! to a prefix ending in `*` (`daemon.posix.*`, or `*` for everything). Higher priorities run
+//! first; equal priorities run in subscription order. Events emitted while one is being
+//! dispatched are queued and dispatched after it, in order.
 //!
 //! # Examples
 //!
@@ -12,12 +17,14 @@
 //! use std::{cell::Cell, rc::Rc};
 //!
 //! let seen = Rc::new(Cell::new(0));
-//! let mut bus = Bus::new();
+//! let mut bus = Bus::<TestHost>::new();
 //! let s = seen.clone();
-//! bus.on("daemon.*", move |event, _ctx| {
+//! bus.on_event(move |event: &DaemonEvent, _ctx| {
+//!     assert_eq!(*event, DaemonEvent::Ready);
 //!     s.set(s.get() + 1);
 //!     PostAction::Continue
-//! })?;
+//! });
+//! bus.on("daemon.*", |_event, _ctx| PostAction::Continue)?;
 //! bus.emit(DaemonEvent::Ready);
 //! bus.dispatch(&mut TestHost::default());
 //! assert_eq!(seen.get(), 1);
@@ -26,19 +33,20 @@
 
 mod event;
 mod listener;
+mod testing;
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
 
-use slog::{Logger, error, o};
+use slog::error;
 
-pub use event::{DaemonEvent, Event, PosixEvent, RpcEvent, SocketEvent, TimerEvent, WorkerEvent};
+pub use event::{DaemonEvent, Event, PosixEvent, TimerEvent};
 pub use listener::{Context, FnListener, Host, Listener, PostAction, from_fn};
+pub use testing::TestHost;
 
 use crate::error::{Error, Result};
-use crate::reactor::{Reactor, Signal, TimerId, Timers};
+use crate::reactor::{Reactor, Signal};
 
 /// Identifies a subscription; ids are never reused, so a stale one is an error, not a mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,38 +96,80 @@ impl Pattern {
     }
 }
 
-struct Subscription {
+/// What a subscription receives: events with one of some names, or events of one type.
+enum Filter {
+    Names(Vec<Pattern>),
+    Type(TypeId),
+}
+
+impl Filter {
+    fn names(patterns: &[&str]) -> Result<Filter> {
+        let patterns = patterns
+            .iter()
+            .map(|p| Pattern::parse(p))
+            .collect::<Result<Vec<_>>>()?;
+        if patterns.is_empty() {
+            return Err(Error::BadPattern(String::new()));
+        }
+        Ok(Filter::Names(patterns))
+    }
+
+    fn matches(&self, event: &dyn Event) -> bool {
+        match self {
+            Filter::Names(patterns) => patterns.iter().any(|p| p.matches(event)),
+            Filter::Type(id) => (event as &dyn Any).type_id() == *id,
+        }
+    }
+
+    fn patterns(&self) -> &[Pattern] {
+        match self {
+            Filter::Names(p) => p,
+            Filter::Type(_) => &[],
+        }
+    }
+}
+
+struct Subscription<H> {
     id: u64,
-    pattern: Pattern,
+    filter: Filter,
     priority: i32,
     /// `None` while the listener runs.
-    listener: Option<Box<dyn Listener>>,
+    listener: Option<Box<dyn Listener<H>>>,
     removed: bool,
 }
 
 /// The subscriptions, kept sorted by priority (highest first), then age.
-#[derive(Default)]
-pub(crate) struct Registry {
-    subs: Vec<Subscription>,
+pub(crate) struct Registry<H> {
+    subs: Vec<Subscription<H>>,
     /// Subscribed during a dispatch; merged in when it ends.
-    pending: Vec<Subscription>,
+    pending: Vec<Subscription<H>>,
     next_id: u64,
     generation: u64,
 }
 
-impl Registry {
+impl<H> Default for Registry<H> {
+    fn default() -> Self {
+        Registry {
+            subs: Vec::new(),
+            pending: Vec::new(),
+            next_id: 0,
+            generation: 0,
+        }
+    }
+}
+
+impl<H> Registry<H> {
     fn insert(
         &mut self,
-        pattern: &str,
+        filter: Filter,
         priority: i32,
-        listener: Box<dyn Listener>,
+        listener: Box<dyn Listener<H>>,
         deferred: bool,
-    ) -> Result<SubscriptionId> {
-        let pattern = Pattern::parse(pattern)?;
+    ) -> SubscriptionId {
         self.next_id += 1;
         let sub = Subscription {
             id: self.next_id,
-            pattern,
+            filter,
             priority,
             listener: Some(listener),
             removed: false,
@@ -129,10 +179,10 @@ impl Registry {
         } else {
             self.place(sub);
         }
-        Ok(SubscriptionId(self.next_id))
+        SubscriptionId(self.next_id)
     }
 
-    fn place(&mut self, sub: Subscription) {
+    fn place(&mut self, sub: Subscription<H>) {
         // After every subscription of higher or equal priority: ids grow, so this keeps age order.
         let at = self.subs.partition_point(|s| s.priority >= sub.priority);
         self.subs.insert(at, sub);
@@ -165,29 +215,41 @@ impl Registry {
     }
 }
 
-/// The event bus. See the [module documentation](self).
-#[derive(Default)]
-pub struct Bus {
-    registry: Registry,
+/// The event bus of a process whose host is `H`. See the [module documentation](self).
+pub struct Bus<H> {
+    registry: Registry<H>,
     queue: VecDeque<Box<dyn Event>>,
 }
 
-impl Bus {
+impl<H> Default for Bus<H> {
+    fn default() -> Self {
+        Bus {
+            registry: Registry::default(),
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<H: Host> Bus<H> {
     /// An empty bus.
-    pub fn new() -> Bus {
+    pub fn new() -> Bus<H> {
         Bus::default()
     }
 
-    /// Subscribes `listener` to `pattern` with priority 0.
+    /// Subscribes `listener` to a name `pattern` with priority 0.
     ///
     /// # Errors
     ///
     /// [`Error::BadPattern`] if `pattern` is empty or has a `*` anywhere but at its end.
-    pub fn subscribe(&mut self, pattern: &str, listener: impl Listener) -> Result<SubscriptionId> {
+    pub fn subscribe(
+        &mut self,
+        pattern: &str,
+        listener: impl Listener<H>,
+    ) -> Result<SubscriptionId> {
         self.subscribe_with_priority(pattern, 0, listener)
     }
 
-    /// Subscribes `listener` to `pattern`; higher priorities are called first.
+    /// Subscribes `listener` to a name `pattern`; higher priorities are called first.
     ///
     /// # Errors
     ///
@@ -196,22 +258,85 @@ impl Bus {
         &mut self,
         pattern: &str,
         priority: i32,
-        listener: impl Listener,
+        listener: impl Listener<H>,
     ) -> Result<SubscriptionId> {
-        self.registry
-            .insert(pattern, priority, Box::new(listener), false)
+        self.subscribe_all(&[pattern], priority, listener)
     }
 
-    /// Subscribes a closure to `pattern` with priority 0.
+    /// Subscribes one listener to several name patterns: it gets each event once, whichever
+    /// of its patterns match.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadPattern`] if a pattern is malformed or there is none.
+    pub fn subscribe_all(
+        &mut self,
+        patterns: &[&str],
+        priority: i32,
+        listener: impl Listener<H>,
+    ) -> Result<SubscriptionId> {
+        let filter = Filter::names(patterns)?;
+        Ok(self
+            .registry
+            .insert(filter, priority, Box::new(listener), false))
+    }
+
+    /// Subscribes `listener` to every event of type `E`, whatever its name, with `priority`.
+    pub fn subscribe_event<E: Event>(
+        &mut self,
+        priority: i32,
+        listener: impl Listener<H>,
+    ) -> SubscriptionId {
+        let filter = Filter::Type(TypeId::of::<E>());
+        self.registry
+            .insert(filter, priority, Box::new(listener), false)
+    }
+
+    /// Subscribes a closure to every event of type `E` (priority 0); it gets the event as
+    /// an `&E`, with no downcast.
+    ///
+    /// Signals are caught only for name subscriptions (see [`Bus::on_signal`]): a typed
+    /// subscription to [`PosixEvent`] sees the signals other listeners caught.
+    pub fn on_event<E, F>(&mut self, f: F) -> SubscriptionId
+    where
+        E: Event,
+        F: FnMut(&E, &mut Context<'_, H>) -> PostAction + 'static,
+    {
+        let listener = listener::Typed {
+            f,
+            _event: std::marker::PhantomData,
+        };
+        self.subscribe_event::<E>(0, listener)
+    }
+
+    /// Subscribes a closure to a name `pattern` with priority 0.
     ///
     /// # Errors
     ///
     /// [`Error::BadPattern`] if `pattern` is malformed.
     pub fn on<F>(&mut self, pattern: &str, f: F) -> Result<SubscriptionId>
     where
-        F: FnMut(&dyn Event, &mut Context<'_>) -> PostAction + 'static,
+        F: FnMut(&dyn Event, &mut Context<'_, H>) -> PostAction + 'static,
     {
         self.subscribe(pattern, from_fn(f))
+    }
+
+    /// Subscribes a closure to one signal: the process catches it from now on (instead of
+    /// its default action) and the closure gets it as a [`PosixEvent`].
+    pub fn on_signal<F>(&mut self, signal: Signal, mut f: F) -> SubscriptionId
+    where
+        F: FnMut(&PosixEvent, &mut Context<'_, H>) -> PostAction + 'static,
+    {
+        let name = format!("{}{}", PosixEvent::PREFIX, signal.name());
+        let filter = Filter::Names(vec![Pattern::Exact(name)]);
+        let listener = from_fn(move |event: &dyn Event, ctx: &mut Context<'_, H>| {
+            match event.downcast_ref::<PosixEvent>() {
+                Some(e) => f(e, ctx),
+                None => PostAction::Continue,
+            }
+        });
+        self.registry
+            .insert(filter, 0, Box::new(listener), false)
     }
 
     /// Removes a subscription.
@@ -230,8 +355,8 @@ impl Bus {
         self.queue.push_back(Box::new(event));
     }
 
-    /// Queues a boxed event.
-    pub fn emit_boxed(&mut self, event: Box<dyn Event>) {
+    /// Queues an event already boxed.
+    pub(crate) fn emit_boxed(&mut self, event: Box<dyn Event>) {
         self.queue.push_back(event);
     }
 
@@ -251,52 +376,61 @@ impl Bus {
     }
 
     /// A number that changes whenever the set of subscriptions changes.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.registry.generation
     }
 
-    /// Whether some subscription whose pattern starts with `scope` would receive an event
-    /// with this name or alias.
+    /// Whether some name subscription whose pattern starts with `scope` would receive an
+    /// event with this name or alias.
     ///
     /// The daemon catches a signal when a pattern within `daemon.posix.` names it, so a
     /// listener on `*` or `daemon.*` sees the signals that are caught without changing which.
-    pub fn is_subscribed(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
+    pub(crate) fn is_subscribed(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
         self.live_patterns().any(|p| {
             p.text().starts_with(scope)
                 && (p.matches_name(name) || alias.is_some_and(|a| p.matches_name(a)))
         })
     }
 
-    /// The patterns of the live subscriptions, pending ones included.
+    /// The name patterns of the live subscriptions, pending ones included.
     fn live_patterns(&self) -> impl Iterator<Item = &Pattern> {
         self.registry
             .subs
             .iter()
             .chain(&self.registry.pending)
             .filter(|s| !s.removed)
-            .map(|s| &s.pattern)
+            .flat_map(|s| s.filter.patterns())
     }
 
-    /// Whether some subscription could receive an event whose name starts with `prefix`
-    /// (a cheap test before building an event nobody listens to).
-    pub fn may_receive(&self, prefix: &str) -> bool {
-        self.live_patterns().any(|p| match p {
-            Pattern::Exact(p) => p.starts_with(prefix),
-            Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
-        })
+    /// Whether some subscription could receive an event of type `E` whose name starts with
+    /// `prefix` (a cheap test before building an event nobody listens to).
+    pub(crate) fn may_receive<E: Event>(&self, prefix: &str) -> bool {
+        let typed = TypeId::of::<E>();
+        self.registry
+            .subs
+            .iter()
+            .chain(&self.registry.pending)
+            .filter(|s| !s.removed)
+            .any(|s| match &s.filter {
+                Filter::Type(id) => *id == typed,
+                Filter::Names(patterns) => patterns.iter().any(|p| match p {
+                    Pattern::Exact(p) => p.starts_with(prefix),
+                    Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
+                }),
+            })
     }
 
     /// Delivers `event` to its listeners now, ahead of the queue (for events whose outcome
-    /// the caller needs, such as an [`RpcEvent`] a listener may refuse). Events the listeners
+    /// the caller needs, such as an `RpcEvent` a listener may refuse). Events the listeners
     /// emit are queued as usual.
-    pub fn dispatch_now(&mut self, event: &dyn Event, host: &mut dyn Host) {
+    pub fn dispatch_now(&mut self, event: &dyn Event, host: &mut H) {
         self.deliver(event, host);
     }
 
     /// Delivers queued events (at most [`DISPATCH_LIMIT`]) to their listeners and returns how
     /// many were delivered. A panicking listener is logged and stays subscribed; the others
     /// still get the event.
-    pub fn dispatch(&mut self, host: &mut dyn Host) -> usize {
+    pub fn dispatch(&mut self, host: &mut H) -> usize {
         let mut done = 0;
         while done < DISPATCH_LIMIT {
             let Some(event) = self.queue.pop_front() else {
@@ -308,12 +442,12 @@ impl Bus {
         done
     }
 
-    fn deliver(&mut self, event: &dyn Event, host: &mut dyn Host) {
+    fn deliver(&mut self, event: &dyn Event, host: &mut H) {
         let mut i = 0;
         while i < self.registry.subs.len() {
             let sub = &mut self.registry.subs[i];
             i += 1;
-            if sub.removed || !sub.pattern.matches(event) {
+            if sub.removed || !sub.filter.matches(event) {
                 continue;
             }
             let Some(mut listener) = sub.listener.take() else {
@@ -350,12 +484,12 @@ impl Bus {
     }
 }
 
-/// Makes `reactor` catch exactly the signals some listener of `bus` subscribes to (by name,
-/// number or a `daemon.posix.` prefix); the others keep their default action. Does nothing
-/// when the subscriptions did not change since `seen`.
-pub(crate) fn catch_subscribed_signals<T: Clone>(
+/// Makes `reactor` catch exactly the signals some listener of `bus` subscribes to by name
+/// (by name, number or a `daemon.posix.` prefix); the others keep their default action.
+/// Does nothing when the subscriptions did not change since `seen`.
+pub(crate) fn catch_subscribed_signals<H: Host, T: Clone>(
     reactor: &mut Reactor<T>,
-    bus: &Bus,
+    bus: &Bus<H>,
     seen: &mut Option<u64>,
 ) -> Result<()> {
     if *seen == Some(bus.generation()) {
@@ -381,64 +515,6 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "(not a string)".to_owned()
-    }
-}
-
-/// A [`Host`] for driving a bus outside a daemon: in tests, examples and tools.
-///
-/// It discards logs unless given a logger, records stop requests, and keeps timers that
-/// [`TestHost::fire_due`] turns into [`TimerEvent`]s.
-pub struct TestHost {
-    /// The logger listeners get.
-    pub logger: Logger,
-    /// The exit code of the last stop request, if any.
-    pub stopped: Option<i32>,
-    /// Timers armed by listeners.
-    pub timers: Timers<String>,
-}
-
-impl Default for TestHost {
-    fn default() -> Self {
-        TestHost {
-            logger: Logger::root(slog::Discard, o!()),
-            stopped: None,
-            timers: Timers::default(),
-        }
-    }
-}
-
-impl TestHost {
-    /// Emits a [`TimerEvent`] on `bus` for every timer due at `now`; returns how many.
-    pub fn fire_due(&mut self, bus: &mut Bus, now: Instant) -> usize {
-        let mut due = Vec::new();
-        self.timers.expire(now, &mut due);
-        let n = due.len();
-        for (id, name) in due {
-            bus.emit(TimerEvent::new(name, id));
-        }
-        n
-    }
-}
-
-impl Host for TestHost {
-    fn logger(&self) -> &Logger {
-        &self.logger
-    }
-
-    fn stop(&mut self, code: i32) {
-        self.stopped = Some(code);
-    }
-
-    fn arm_timer(&mut self, after: Duration, period: Option<Duration>, name: String) -> TimerId {
-        self.timers.insert(Instant::now() + after, period, name)
-    }
-
-    fn cancel_timer(&mut self, id: TimerId) -> bool {
-        self.timers.cancel(id).is_some()
-    }
-
-    fn as_any(&mut self) -> &mut dyn Any {
-        self
     }
 }
 

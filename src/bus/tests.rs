@@ -17,15 +17,15 @@ impl Event for Named {
 type Log = Rc<RefCell<Vec<String>>>;
 
 /// A listener that records "<tag>:<event name>" and returns `action`.
-fn recorder(log: &Log, tag: &'static str, action: PostAction) -> impl Listener {
+fn recorder(log: &Log, tag: &'static str, action: PostAction) -> impl Listener<TestHost> {
     let log = log.clone();
-    from_fn(move |e: &dyn Event, _: &mut Context<'_>| {
+    from_fn(move |e: &dyn Event, _: &mut Context<'_, TestHost>| {
         log.borrow_mut().push(format!("{tag}:{}", e.name()));
         action
     })
 }
 
-fn run(bus: &mut Bus, event: impl Event) -> TestHost {
+fn run(bus: &mut Bus<TestHost>, event: impl Event) -> TestHost {
     let mut host = TestHost::default();
     bus.emit(event);
     while bus.has_pending() {
@@ -41,7 +41,7 @@ fn taken(log: &Log) -> Vec<String> {
 #[test]
 fn same_priority_runs_in_subscription_order() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     for tag in ["a", "b", "c"] {
         bus.subscribe("x", recorder(&log, tag, PostAction::Continue))
             .unwrap();
@@ -53,7 +53,7 @@ fn same_priority_runs_in_subscription_order() {
 #[test]
 fn higher_priority_runs_first() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.subscribe_with_priority("x", -5, recorder(&log, "low", PostAction::Continue))
         .unwrap();
     bus.subscribe_with_priority("x", 10, recorder(&log, "high", PostAction::Continue))
@@ -69,7 +69,7 @@ fn higher_priority_runs_first() {
 #[test]
 fn wildcards_match_by_prefix_and_exact_names_do_not() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.subscribe("daemon.*", recorder(&log, "daemon", PostAction::Continue))
         .unwrap();
     bus.subscribe("*", recorder(&log, "all", PostAction::Continue))
@@ -100,7 +100,7 @@ fn wildcards_match_by_prefix_and_exact_names_do_not() {
 #[test]
 fn signal_events_match_by_name_and_by_number() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.subscribe(
         "daemon.posix.15",
         recorder(&log, "num", PostAction::Continue),
@@ -116,7 +116,7 @@ fn signal_events_match_by_name_and_by_number() {
         recorder(&log, "numprefix", PostAction::Continue),
     )
     .unwrap();
-    run(&mut bus, PosixEvent::new(Signal::from_number(15).unwrap()));
+    run(&mut bus, PosixEvent::new(Signal::TERM));
     assert_eq!(
         taken(&log),
         [
@@ -132,7 +132,7 @@ fn signal_events_match_by_name_and_by_number() {
 
 #[test]
 fn only_patterns_within_the_scope_count_for_is_subscribed() {
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("*", |_, _| PostAction::Continue).unwrap();
     bus.on("daemon.*", |_, _| PostAction::Continue).unwrap();
     let scope = PosixEvent::PREFIX;
@@ -149,7 +149,7 @@ fn only_patterns_within_the_scope_count_for_is_subscribed() {
 #[test]
 fn stop_ends_propagation_for_this_event_only() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.subscribe("x", recorder(&log, "a", PostAction::Stop))
         .unwrap();
     bus.subscribe("x", recorder(&log, "b", PostAction::Continue))
@@ -165,7 +165,7 @@ fn stop_ends_propagation_for_this_event_only() {
 #[test]
 fn remove_unsubscribes_after_handling_and_later_listeners_still_run() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.subscribe("x", recorder(&log, "once", PostAction::Remove))
         .unwrap();
     bus.subscribe("x", recorder(&log, "always", PostAction::Continue))
@@ -181,7 +181,7 @@ fn remove_unsubscribes_after_handling_and_later_listeners_still_run() {
 #[test]
 fn unsubscribe_by_token_and_stale_token_is_an_error() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     let id = bus
         .subscribe("x", recorder(&log, "a", PostAction::Continue))
         .unwrap();
@@ -196,7 +196,7 @@ fn unsubscribe_by_token_and_stale_token_is_an_error() {
 
 #[test]
 fn bad_patterns_are_refused() {
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     for bad in ["", "daemon.*.x", "*x", "a**"] {
         let r = bus.on(bad, |_, _| PostAction::Continue);
         assert!(matches!(r, Err(Error::BadPattern(_))), "{bad:?} accepted");
@@ -207,16 +207,14 @@ fn bad_patterns_are_refused() {
 #[test]
 fn panicking_listener_is_caught_logged_and_others_still_run() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("x", |_, _| panic!("boom")).unwrap();
     bus.subscribe("x", recorder(&log, "after", PostAction::Continue))
         .unwrap();
-    // Silence the default hook's report for this deliberate panic.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    run(&mut bus, Named("x"));
-    run(&mut bus, Named("x"));
-    std::panic::set_hook(hook);
+    crate::testing::quiet_panics(|| {
+        run(&mut bus, Named("x"));
+        run(&mut bus, Named("x"));
+    });
     assert_eq!(taken(&log), ["after:x", "after:x"]);
     assert_eq!(bus.len(), 2, "a panicking listener stays subscribed");
 }
@@ -224,7 +222,7 @@ fn panicking_listener_is_caught_logged_and_others_still_run() {
 #[test]
 fn emitted_events_are_dispatched_after_the_current_one_in_order() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("start", |_, ctx| {
         ctx.emit(Named("second"));
         ctx.emit(Named("third"));
@@ -240,7 +238,7 @@ fn emitted_events_are_dispatched_after_the_current_one_in_order() {
 #[test]
 fn listeners_subscribed_during_dispatch_start_with_the_next_event() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     let inner = log.clone();
     bus.on("x", move |_, ctx| {
         ctx.subscribe("x", 100, recorder(&inner, "late", PostAction::Continue))
@@ -257,7 +255,7 @@ fn listeners_subscribed_during_dispatch_start_with_the_next_event() {
 #[test]
 fn a_listener_can_unsubscribe_another_before_it_runs() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     let victim = Rc::new(RefCell::new(None));
     let v = victim.clone();
     bus.on("x", move |_, ctx| {
@@ -279,7 +277,7 @@ fn a_listener_can_unsubscribe_another_before_it_runs() {
 #[test]
 fn context_stops_the_host_and_arms_timers_that_become_events() {
     let log = Log::default();
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("go", |_, ctx| {
         ctx.timer(Duration::ZERO, "later");
         let p = ctx.periodic(Duration::from_secs(3600), "hourly");
@@ -292,16 +290,16 @@ fn context_stops_the_host_and_arms_timers_that_become_events() {
     bus.subscribe("later", recorder(&log, "timer", PostAction::Continue))
         .unwrap();
     let mut host = run(&mut bus, Named("go"));
-    assert_eq!(host.stopped, Some(3));
+    assert_eq!(host.stopped(), Some(3));
     assert_eq!(host.fire_due(&mut bus, Instant::now()), 1);
     bus.dispatch(&mut host);
     assert_eq!(taken(&log), ["timer:later"]);
-    assert!(host.timers.is_empty());
+    assert_eq!(host.armed_timers(), 0);
 }
 
 #[test]
 fn dispatch_is_bounded_per_call() {
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("loop", |_, ctx| {
         ctx.emit(Named("loop"));
         PostAction::Continue
@@ -315,12 +313,69 @@ fn dispatch_is_bounded_per_call() {
 
 #[test]
 fn context_reaches_the_concrete_host() {
-    let mut bus = Bus::new();
+    let mut bus = Bus::<TestHost>::new();
     bus.on("x", |_, ctx| {
-        let host = ctx.host::<TestHost>().expect("a TestHost");
-        host.stopped = Some(42);
+        let host: &mut TestHost = ctx.host();
+        host.stop(42);
         PostAction::Continue
     })
     .unwrap();
-    assert_eq!(run(&mut bus, Named("x")).stopped, Some(42));
+    assert_eq!(run(&mut bus, Named("x")).stopped(), Some(42));
+}
+
+#[derive(Debug, PartialEq)]
+struct Other(&'static str);
+
+impl Event for Other {
+    fn name(&self) -> &str {
+        self.0
+    }
+}
+
+#[test]
+fn typed_subscriptions_match_by_type_whatever_the_name() {
+    let log = Log::default();
+    let mut bus = Bus::<TestHost>::new();
+    let l = log.clone();
+    bus.on_event(move |e: &Named, _| {
+        l.borrow_mut().push(format!("typed:{}", e.0));
+        PostAction::Continue
+    });
+    bus.subscribe("x", recorder(&log, "named", PostAction::Continue))
+        .unwrap();
+    run(&mut bus, Named("x"));
+    run(&mut bus, Other("x"));
+    run(&mut bus, Named("y"));
+    assert_eq!(taken(&log), ["typed:x", "named:x", "named:x", "typed:y"]);
+    assert!(bus.may_receive::<Named>("zzz"), "a typed subscriber wants every Named");
+    assert!(!bus.may_receive::<Other>("zzz"));
+}
+
+#[test]
+fn one_listener_on_several_patterns_gets_each_event_once() {
+    let log = Log::default();
+    let mut bus = Bus::<TestHost>::new();
+    bus.subscribe_all(&["a", "a*", "b"], 0, recorder(&log, "l", PostAction::Continue))
+        .unwrap();
+    run(&mut bus, Named("a"));
+    run(&mut bus, Named("b"));
+    run(&mut bus, Named("c"));
+    assert_eq!(taken(&log), ["l:a", "l:b"]);
+    assert!(bus.subscribe_all(&[], 0, recorder(&log, "none", PostAction::Continue)).is_err());
+}
+
+#[test]
+fn on_signal_subscribes_the_signal_by_name() {
+    let mut bus = Bus::<TestHost>::new();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    bus.on_signal(Signal::HUP, move |e, _| {
+        s.borrow_mut().push(e.signal());
+        PostAction::Continue
+    });
+    let scope = PosixEvent::PREFIX;
+    assert!(bus.is_subscribed("daemon.posix.SIGHUP", Some("daemon.posix.1"), scope));
+    run(&mut bus, PosixEvent::new(Signal::HUP));
+    run(&mut bus, PosixEvent::new(Signal::TERM));
+    assert_eq!(*seen.borrow(), [Signal::HUP]);
 }

@@ -39,7 +39,7 @@ use polling::{Events, Poller};
 use signal::SignalPipe;
 pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
 pub use source::{Interest, Source, Token, TokenHasher, TokenMap};
-pub use timer::{TimerId, Timers};
+pub use timer::{LONGEST_DELAY, TimerId, Timers, after};
 
 use crate::error::Result;
 
@@ -173,13 +173,12 @@ impl<T: Clone> Reactor<T> {
 
     /// Arms a one-shot timer that fires `after` from now with `payload`.
     pub fn timer(&mut self, after: Duration, payload: T) -> TimerId {
-        self.timers.insert(Instant::now() + after, None, payload)
+        self.timers.insert(timer::after(after), None, payload)
     }
 
     /// Arms a periodic timer that fires every `every` (at a fixed rate) with `payload`.
     pub fn periodic(&mut self, every: Duration, payload: T) -> TimerId {
-        self.timers
-            .insert(Instant::now() + every, Some(every), payload)
+        self.timers.insert(timer::after(every), Some(every), payload)
     }
 
     /// Disarms a timer, returning its payload, or `None` if it is not armed.
@@ -188,7 +187,7 @@ impl<T: Clone> Reactor<T> {
     }
 
     /// The timers, for callers that arm them at an absolute deadline.
-    pub fn timers(&mut self) -> &mut Timers<T> {
+    pub(crate) fn timers(&mut self) -> &mut Timers<T> {
         &mut self.timers
     }
 

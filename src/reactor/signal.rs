@@ -79,6 +79,67 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// `SIGHUP`.
+    pub const HUP: Signal = Signal {
+        number: libc::SIGHUP,
+        name: "SIGHUP",
+    };
+    /// `SIGINT`.
+    pub const INT: Signal = Signal {
+        number: libc::SIGINT,
+        name: "SIGINT",
+    };
+    /// `SIGQUIT`.
+    pub const QUIT: Signal = Signal {
+        number: libc::SIGQUIT,
+        name: "SIGQUIT",
+    };
+    /// `SIGKILL`.
+    pub const KILL: Signal = Signal {
+        number: libc::SIGKILL,
+        name: "SIGKILL",
+    };
+    /// `SIGUSR1`.
+    pub const USR1: Signal = Signal {
+        number: libc::SIGUSR1,
+        name: "SIGUSR1",
+    };
+    /// `SIGUSR2`.
+    pub const USR2: Signal = Signal {
+        number: libc::SIGUSR2,
+        name: "SIGUSR2",
+    };
+    /// `SIGPIPE`.
+    pub const PIPE: Signal = Signal {
+        number: libc::SIGPIPE,
+        name: "SIGPIPE",
+    };
+    /// `SIGALRM`.
+    pub const ALRM: Signal = Signal {
+        number: libc::SIGALRM,
+        name: "SIGALRM",
+    };
+    /// `SIGTERM`.
+    pub const TERM: Signal = Signal {
+        number: libc::SIGTERM,
+        name: "SIGTERM",
+    };
+    /// `SIGCHLD`.
+    pub const CHLD: Signal = Signal {
+        number: libc::SIGCHLD,
+        name: "SIGCHLD",
+    };
+    /// `SIGCONT`.
+    pub const CONT: Signal = Signal {
+        number: libc::SIGCONT,
+        name: "SIGCONT",
+    };
+    /// `SIGWINCH`.
+    pub const WINCH: Signal = Signal {
+        number: libc::SIGWINCH,
+        name: "SIGWINCH",
+    };
+
     /// The signal with this number, if it is a standard signal.
     pub fn from_number(number: i32) -> Option<Signal> {
         NAMES

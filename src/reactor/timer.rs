@@ -7,6 +7,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
+/// The longest delay a timer is armed for: later deadlines are capped to it, so a huge
+/// duration (a looptime of `u64::MAX` seconds) can never overflow the clock.
+pub const LONGEST_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The instant `delay` from now, with the delay capped to [`LONGEST_DELAY`].
+pub fn after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay.min(LONGEST_DELAY)).unwrap_or(now)
+}
+
 /// Identifies an armed timer. Ids are never reused, so a stale id is detected, not misapplied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(pub(crate) u64);
@@ -44,11 +54,12 @@ impl<T> Default for Timers<T> {
 impl<T: Clone> Timers<T> {
     /// Arms a timer that fires at `deadline`, then every `period` if one is given.
     ///
-    /// A zero period is raised to one microsecond so a periodic timer can never spin.
+    /// A zero period is raised to one microsecond so a periodic timer can never spin, and a
+    /// period longer than [`LONGEST_DELAY`] is capped to it.
     pub fn insert(&mut self, deadline: Instant, period: Option<Duration>, payload: T) -> TimerId {
         let id = self.next_id;
         self.next_id += 1;
-        let period = period.map(|p| p.max(Duration::from_micros(1)));
+        let period = period.map(|p| p.clamp(Duration::from_micros(1), LONGEST_DELAY));
         self.heap.push(Reverse((deadline, id)));
         self.entries.insert(
             id,
@@ -109,13 +120,17 @@ impl<T: Clone> Timers<T> {
             out.push((TimerId(id), entry.payload.clone()));
             match entry.period {
                 Some(period) => {
-                    let mut next = entry.deadline + period;
+                    let fallback = now + period;
+                    let mut next = entry.deadline.checked_add(period).unwrap_or(fallback);
                     if next <= now {
                         let behind = now.duration_since(next).as_nanos() / period.as_nanos();
                         let skip = u32::try_from(behind + 1).unwrap_or(u32::MAX);
-                        next = entry.deadline + period.saturating_mul(skip.saturating_add(1));
+                        next = entry
+                            .deadline
+                            .checked_add(period.saturating_mul(skip.saturating_add(1)))
+                            .unwrap_or(fallback);
                         if next <= now {
-                            next = now + period;
+                            next = fallback;
                         }
                     }
                     entry.deadline = next;

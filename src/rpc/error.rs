@@ -116,6 +116,25 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
+/// A daemon error as a call's reply: a refused worker request is `-32000` with the whole
+/// message; anything else `-32000` too, with its text.
+impl From<crate::Error> for RpcError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Rpc {
+                code,
+                message,
+                data,
+            } => RpcError {
+                code,
+                message,
+                data,
+            },
+            other => RpcError::server_error(other.to_string()),
+        }
+    }
+}
+
 impl From<RpcError> for crate::Error {
     fn from(e: RpcError) -> Self {
         crate::Error::Rpc {

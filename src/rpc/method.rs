@@ -1,25 +1,24 @@
 //! Methods, the registry, and the context a handler runs in.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::Instant;
 
 use serde_json::{Value, json};
 use slog::{Logger, error};
 
 use super::signature::{self, Params, Signature, Type};
-use super::{Engine, Meta, RpcError};
-use crate::bus::{Bus, Event, Host, RpcEvent};
+use super::{Engine, Meta, RpcError, RpcEvent};
+use crate::bus::{Bus, Event, Host};
 use crate::error::{Error, Result};
 
-type HandlerFn = dyn FnMut(&Params<'_>, &mut CallContext<'_>) -> Result<Value, RpcError>;
+type HandlerFn<H> = dyn FnMut(&Params<'_>, &mut CallContext<'_, H>) -> Result<Value, RpcError>;
 
-enum Handler {
-    User(Box<HandlerFn>),
+enum Handler<H> {
+    User(Box<HandlerFn<H>>),
     Builtin(Builtin),
 }
 
+/// The methods that need the registry itself.
 #[derive(Clone, Copy)]
 enum Builtin {
     ListMethods,
@@ -28,16 +27,6 @@ enum Builtin {
     GetCapabilities,
     Multicall,
     Auth,
-    Shutdown,
-    Status,
-    WorkerList,
-    WorkerStatus,
-    WorkerPause,
-    WorkerResume,
-    WorkerStart,
-    WorkerStop,
-    WorkerRestart,
-    WorkerSend,
 }
 
 /// An RPC method: a name, a handler, a description and one or more signatures.
@@ -55,26 +44,29 @@ enum Builtin {
 ///     .description("I'm here to reply your data")
 ///     .param(Type::String, "message")
 ///     .returns(Type::String);
-/// assert_eq!(echo.name(), "examples.echo");
+/// # let _: Method<daimon::bus::TestHost> = echo;
 /// ```
-pub struct Method {
+///
+/// The host type `H` is the process's (`DaemonHost` for the daemon's methods); it is inferred
+/// where the method is registered, or named: `Method::<DaemonHost>::new(...)`.
+pub struct Method<H> {
     name: String,
     description: String,
     signatures: Vec<Signature>,
-    handler: Handler,
+    handler: Handler<H>,
 }
 
-impl Method {
+impl<H: Host> Method<H> {
     /// A method named `name` answered by `handler`, with one signature: no parameters,
     /// returning `any`.
-    pub fn new<F>(name: impl Into<String>, handler: F) -> Method
+    pub fn new<F>(name: impl Into<String>, handler: F) -> Method<H>
     where
-        F: FnMut(&Params<'_>, &mut CallContext<'_>) -> Result<Value, RpcError> + 'static,
+        F: FnMut(&Params<'_>, &mut CallContext<'_, H>) -> Result<Value, RpcError> + 'static,
     {
         Method::with_handler(name.into(), Handler::User(Box::new(handler)))
     }
 
-    fn with_handler(name: String, handler: Handler) -> Method {
+    fn with_handler(name: String, handler: Handler<H>) -> Method<H> {
         Method {
             name,
             description: String::new(),
@@ -84,25 +76,25 @@ impl Method {
     }
 
     /// Sets the description `system.methodHelp` returns.
-    pub fn description(mut self, text: impl Into<String>) -> Method {
+    pub fn description(mut self, text: impl Into<String>) -> Method<H> {
         self.description = text.into();
         self
     }
 
     /// Adds a parameter to the current signature.
-    pub fn param(mut self, t: Type, name: impl Into<String>) -> Method {
+    pub fn param(mut self, t: Type, name: impl Into<String>) -> Method<H> {
         self.current().push(t, name.into());
         self
     }
 
     /// Sets the current signature's return type.
-    pub fn returns(mut self, t: Type) -> Method {
+    pub fn returns(mut self, t: Type) -> Method<H> {
         self.current().set_returns(t);
         self
     }
 
     /// Starts a new signature, which becomes the current one.
-    pub fn signature(mut self) -> Method {
+    pub fn signature(mut self) -> Method<H> {
         self.signatures.push(Signature::default());
         self
     }
@@ -124,14 +116,22 @@ impl Method {
     }
 }
 
-/// What a handler may do while it runs: stop the daemon, emit events, log, learn who called.
-pub struct CallContext<'a> {
-    pub(crate) host: &'a mut dyn Host,
-    pub(crate) bus: &'a mut Bus,
+/// What a handler may do while it runs: reach its process's host, stop the daemon, emit
+/// events, log, learn who called.
+pub struct CallContext<'a, H> {
+    pub(crate) host: &'a mut H,
+    pub(crate) bus: &'a mut Bus<H>,
     pub(crate) meta: &'a Meta<'a>,
+    pub(crate) calls: u64,
 }
 
-impl CallContext<'_> {
+impl<H: Host> CallContext<'_, H> {
+    /// The host with its real type: `DaemonHost` in the daemon, whose `workers()` reach the
+    /// workers (the seed's `handyman.changename` forwards a command to one).
+    pub fn host(&mut self) -> &mut H {
+        self.host
+    }
+
     /// Asks the daemon to stop with exit `code`, once the reply is sent.
     pub fn stop(&mut self, code: i32) {
         self.host.stop(code);
@@ -152,45 +152,42 @@ impl CallContext<'_> {
         self.meta.peer
     }
 
-    /// The process hosting the call as its concrete type `H`, if it is one.
-    pub fn host<H: Any>(&mut self) -> Option<&mut H> {
-        self.host.as_any().downcast_mut::<H>()
+    /// How many connections are open.
+    pub fn connections(&self) -> usize {
+        self.meta.connections
     }
 
-    /// The daemon's workers, to forward a command to one (the seed's `handyman.changename`).
-    ///
-    /// # Errors
-    ///
-    /// `-32000` where there are no workers (a process that is not the daemon).
-    pub fn workers(&mut self) -> Result<&mut crate::worker::Workers, RpcError> {
-        self.host
-            .workers()
-            .ok_or_else(|| RpcError::server_error("this process has no workers"))
+    /// How many calls the registry has served, this one included.
+    pub fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// Whether the caller can wait for a reply that comes later (a single request; not a
+    /// batch, a multicall or a notification).
+    pub(crate) fn deferrable(&self) -> bool {
+        self.meta.deferrable
     }
 }
 
-/// The method registry, with the built-in `system.*` and `daemon.*` methods.
-pub struct Methods {
-    map: HashMap<String, Method>,
+/// The method registry, with the built-in `system.*` methods; the daemon adds its own
+/// `daemon.*` and `worker.*` ones as ordinary methods.
+pub struct Methods<H> {
+    map: HashMap<String, Method<H>>,
     calls: u64,
-    started: Instant,
-    socket: String,
 }
 
-impl Default for Methods {
+impl<H: Host> Default for Methods<H> {
     fn default() -> Self {
         Methods::new()
     }
 }
 
-impl Methods {
+impl<H: Host> Methods<H> {
     /// A registry holding the built-in methods.
-    pub fn new() -> Methods {
+    pub fn new() -> Methods<H> {
         let mut methods = Methods {
             map: HashMap::new(),
             calls: 0,
-            started: Instant::now(),
-            socket: String::new(),
         };
         let builtin = |name: &str, b| Method::with_handler(name.to_owned(), Handler::Builtin(b));
         let list = [
@@ -216,55 +213,6 @@ impl Methods {
                 .description("Presents the shared secret a tcp connection needs before any other call")
                 .returns(Type::Boolean)
                 .param(Type::String, "secret"),
-            builtin("daemon.shutdown", Builtin::Shutdown)
-                .description("Stops the daemon, after this reply")
-                .returns(Type::Int),
-            builtin("daemon.status", Builtin::Status)
-                .description("The daemon's pid, version, uptime, socket, connections, calls served and workers")
-                .returns(Type::Struct),
-            builtin("worker.list", Builtin::WorkerList)
-                .description("Lists the workers: name, pid, state, looptime, forever, restarts, uptime")
-                .returns(Type::Array),
-            builtin("worker.status", Builtin::WorkerStatus)
-                .description("A worker's state (SPINUP 0, LOOPING 1, PAUSED 2, SPINDOWN 3, EXITED 4, FAILED 5), or every worker's by name")
-                .returns(Type::Struct)
-                .signature()
-                .returns(Type::Int)
-                .param(Type::String, "name"),
-            builtin("worker.pause", Builtin::WorkerPause)
-                .description("Pauses a worker (or all): the reply comes once it acknowledged, with its state")
-                .returns(Type::Struct)
-                .signature()
-                .returns(Type::Int)
-                .param(Type::String, "name"),
-            builtin("worker.resume", Builtin::WorkerResume)
-                .description("Resumes a worker (or all): the reply comes once it acknowledged, with its state")
-                .returns(Type::Struct)
-                .signature()
-                .returns(Type::Int)
-                .param(Type::String, "name"),
-            builtin("worker.start", Builtin::WorkerStart)
-                .description("Starts a worker that is not running (also a FAILED or stopped one)")
-                .returns(Type::Boolean)
-                .param(Type::String, "name"),
-            builtin("worker.stop", Builtin::WorkerStop)
-                .description("Stops a worker: stop on its channel, then SIGTERM, then SIGKILL; no restart until started")
-                .returns(Type::Boolean)
-                .param(Type::String, "name"),
-            builtin("worker.restart", Builtin::WorkerRestart)
-                .description("Stops a worker and starts it again")
-                .returns(Type::Boolean)
-                .param(Type::String, "name"),
-            builtin("worker.send", Builtin::WorkerSend)
-                .description("Sends a command, with an optional payload, to a worker: daemon.worker.<command> on its bus")
-                .returns(Type::Boolean)
-                .param(Type::String, "name")
-                .param(Type::String, "command")
-                .signature()
-                .returns(Type::Boolean)
-                .param(Type::String, "name")
-                .param(Type::String, "command")
-                .param(Type::Any, "payload"),
         ];
         for m in list {
             methods.map.insert(m.name.clone(), m);
@@ -276,13 +224,10 @@ impl Methods {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a method of that name exists (built-in ones included).
-    pub fn register(&mut self, method: Method) -> Result<()> {
+    /// [`Error::DuplicateMethod`] if a method of that name exists (built-in ones included).
+    pub fn register(&mut self, method: Method<H>) -> Result<()> {
         if self.map.contains_key(&method.name) {
-            return Err(Error::config(
-                "rpc",
-                format!("method '{}' is already registered", method.name),
-            ));
+            return Err(Error::DuplicateMethod(method.name));
         }
         self.map.insert(method.name.clone(), method);
         Ok(())
@@ -296,7 +241,7 @@ impl Methods {
     }
 
     /// The method named `name`.
-    pub fn get(&self, name: &str) -> Option<&Method> {
+    pub fn get(&self, name: &str) -> Option<&Method<H>> {
         self.map.get(name)
     }
 
@@ -305,25 +250,21 @@ impl Methods {
         self.calls
     }
 
-    pub(crate) fn set_socket(&mut self, socket: String) {
-        self.socket = socket;
-        self.started = Instant::now();
-    }
-
     /// Runs a call: match a signature, let listeners observe or refuse it, run the handler.
     pub(crate) fn call(
         &mut self,
         name: &str,
         params: Value,
-        ctx: &mut CallContext<'_>,
+        ctx: &mut CallContext<'_, H>,
     ) -> Result<Value, RpcError> {
         self.calls += 1;
+        ctx.calls = self.calls;
         let method = self
             .map
             .get_mut(name)
             .ok_or_else(|| RpcError::method_not_found(name))?;
         let bound = signature::bind(name, &method.signatures, params)?;
-        if ctx.bus.may_receive(RpcEvent::PREFIX) {
+        if ctx.bus.may_receive::<RpcEvent>(RpcEvent::PREFIX) {
             let event = RpcEvent::new(name, Value::Object(bound.to_object()), ctx.meta.peer);
             ctx.bus.dispatch_now(&event, &mut *ctx.host);
             if let Some(refusal) = event.refusal() {
@@ -355,9 +296,9 @@ impl Methods {
         &mut self,
         b: Builtin,
         mut args: Vec<Value>,
-        ctx: &mut CallContext<'_>,
+        ctx: &mut CallContext<'_, H>,
     ) -> Result<Value, RpcError> {
-        let named = |args: &[Value]| -> Result<&Method, RpcError> {
+        let named = |args: &[Value]| -> Result<&Method<H>, RpcError> {
             let name = args[0].as_str().unwrap_or_default();
             self.map
                 .get(name)
@@ -387,31 +328,10 @@ impl Methods {
                 ))
             }
             Builtin::Auth => Ok(Value::Bool(true)),
-            Builtin::Shutdown => {
-                ctx.stop(0);
-                Ok(json!(0))
-            }
-            Builtin::Status => Ok(json!({
-                "pid": crate::process::pid(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime": self.started.elapsed().as_secs_f64(),
-                "socket": self.socket,
-                "connections": ctx.meta.connections,
-                "calls": self.calls,
-                "workers": ctx.host.workers().map(|w| w.summary()),
-            })),
-            Builtin::WorkerList
-            | Builtin::WorkerStatus
-            | Builtin::WorkerPause
-            | Builtin::WorkerResume
-            | Builtin::WorkerStart
-            | Builtin::WorkerStop
-            | Builtin::WorkerRestart
-            | Builtin::WorkerSend => worker_builtin(b, args, ctx),
         }
     }
 
-    fn one_of_multicall(&mut self, call: Value, ctx: &mut CallContext<'_>) -> Value {
+    fn one_of_multicall(&mut self, call: Value, ctx: &mut CallContext<'_, H>) -> Value {
         let fault = |e: RpcError| json!({"faultCode": e.code, "faultString": e.message});
         let Value::Object(mut call) = call else {
             return fault(RpcError::invalid_request(
@@ -438,73 +358,12 @@ impl Methods {
             host: &mut *ctx.host,
             bus: &mut *ctx.bus,
             meta: &meta,
+            calls: ctx.calls,
         };
         match self.call(&name, params, &mut inner) {
             Ok(result) => Value::Array(vec![result]),
             Err(e) => fault(e),
         }
-    }
-}
-
-/// The `worker.*` methods, through the host's [`Workers`].
-fn worker_builtin(
-    b: Builtin,
-    mut args: Vec<Value>,
-    ctx: &mut CallContext<'_>,
-) -> Result<Value, RpcError> {
-    let deferrable = ctx.meta.deferrable;
-    let workers = ctx
-        .host
-        .workers()
-        .ok_or_else(|| RpcError::server_error("this process has no workers"))?;
-    let name = args.first().and_then(Value::as_str).map(str::to_owned);
-    let named = || {
-        name.clone()
-            .ok_or_else(|| RpcError::invalid_params("a worker name"))
-    };
-    match b {
-        Builtin::WorkerList => Ok(Value::Array(
-            workers.list().iter().map(|w| w.to_json()).collect(),
-        )),
-        Builtin::WorkerStatus => match &name {
-            Some(n) => Ok(json!(workers.info(n)?.state as u32)),
-            None => Ok(Value::Object(
-                workers
-                    .list()
-                    .into_iter()
-                    .map(|w| (w.name, json!(w.state as u32)))
-                    .collect(),
-            )),
-        },
-        Builtin::WorkerPause | Builtin::WorkerResume => {
-            let command = if matches!(b, Builtin::WorkerPause) {
-                "pause"
-            } else {
-                "resume"
-            };
-            if !deferrable {
-                return Err(RpcError::server_error(format!(
-                    "worker.{command} waits for the worker's acknowledgement: call it on its own, not in a batch, a multicall or a notification"
-                )));
-            }
-            let ticket = workers.command_with_ack(name.as_deref(), command)?;
-            Err(RpcError::deferred(ticket))
-        }
-        Builtin::WorkerStart => workers.start(&named()?).map(|()| json!(true)),
-        Builtin::WorkerStop => workers.stop(&named()?).map(|()| json!(true)),
-        Builtin::WorkerRestart => workers.restart(&named()?).map(|()| json!(true)),
-        Builtin::WorkerSend => {
-            let payload = (args.len() == 3).then(|| args.pop()).flatten();
-            let command = args
-                .get(1)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            workers
-                .send(&named()?, &command, payload)
-                .map(|()| json!(true))
-        }
-        _ => unreachable!("only worker built-ins come here"),
     }
 }
 
@@ -521,18 +380,19 @@ fn capabilities() -> Value {
 }
 
 /// The daemon's [`Engine`]: its methods, its bus, and the process hosting them.
-pub(crate) struct DaemonEngine<'a> {
-    pub(crate) methods: &'a mut Methods,
-    pub(crate) bus: &'a mut Bus,
-    pub(crate) host: &'a mut dyn Host,
+pub(crate) struct DaemonEngine<'a, H> {
+    pub(crate) methods: &'a mut Methods<H>,
+    pub(crate) bus: &'a mut Bus<H>,
+    pub(crate) host: &'a mut H,
 }
 
-impl Engine for DaemonEngine<'_> {
+impl<H: Host> Engine for DaemonEngine<'_, H> {
     fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
         let mut ctx = CallContext {
             host: &mut *self.host,
             bus: &mut *self.bus,
             meta,
+            calls: 0,
         };
         self.methods.call(method, params, &mut ctx)
     }

@@ -21,12 +21,14 @@
 
 pub mod base64;
 mod error;
+mod event;
 pub mod jsonrpc;
 mod method;
 pub mod msgpack;
 mod signature;
 
 pub use error::RpcError;
+pub use event::RpcEvent;
 pub(crate) use method::DaemonEngine;
 pub use method::{CallContext, Method, Methods};
 pub use signature::{Params, Signature, Type};

@@ -2,10 +2,12 @@
 
 mod address;
 mod connection;
+mod event;
 pub mod framing;
 mod listener;
 pub mod server;
 
 pub use address::Address;
+pub use event::SocketEvent;
 pub use connection::{Admission, Connection, Limits};
 pub use listener::{Leftover, Listener, Peer, Stream};

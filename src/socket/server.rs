@@ -12,7 +12,7 @@ use slog::{Logger, debug, warn};
 
 use super::connection::{Admission, Connection, Limits};
 use super::{Listener, Peer, Stream};
-use crate::bus::SocketEvent;
+use super::SocketEvent;
 use crate::config::{Config, Peers};
 use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token, TokenMap};
 use crate::rpc::{Engine, RpcError, Ticket};

@@ -10,15 +10,13 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
-use serde_json::Value;
-
 use super::ring::{Corrupt, Full, Ring};
-use crate::rpc::msgpack::{self, Scan};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
 const VERSION: u32 = 1;
@@ -130,33 +128,6 @@ pub enum End {
     Worker,
 }
 
-/// A message: a command name and an optional payload.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    /// `stop`, `pause`, `resume`, `ack`, `log`, or any custom command such as `changename`.
-    pub command: String,
-    /// The payload, if any.
-    pub payload: Option<Value>,
-}
-
-impl Message {
-    /// A message without payload.
-    pub fn new(command: impl Into<String>) -> Message {
-        Message {
-            command: command.into(),
-            payload: None,
-        }
-    }
-
-    /// A message with a payload.
-    pub fn with(command: impl Into<String>, payload: Value) -> Message {
-        Message {
-            command: command.into(),
-            payload: Some(payload),
-        }
-    }
-}
-
 /// What can go wrong on a channel.
 #[derive(Debug)]
 pub enum ChannelError {
@@ -185,13 +156,21 @@ impl std::fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
-/// A channel: the shared region and the two eventfds, as held by one end.
-pub struct Channel {
-    region: Region,
+/// The two eventfds of a channel.
+struct Events {
     /// Written by the daemon, read by the worker.
-    down_event: EventFd,
+    down: EventFd,
     /// Written by the worker, read by the daemon.
-    up_event: EventFd,
+    up: EventFd,
+}
+
+/// A channel: the shared region and the two eventfds, as held by one end.
+///
+/// Both ends may live in one process (the supervisor's unit tests, the benchmarks): the
+/// region and the eventfds are shared, and released with the last end.
+pub struct Channel {
+    region: Arc<Region>,
+    events: Arc<Events>,
     end: End,
 }
 
@@ -211,17 +190,32 @@ impl Channel {
     pub fn new() -> io::Result<Channel> {
         let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
         Ok(Channel {
-            region: Region::new()?,
-            down_event: EventFd::from_value_and_flags(0, flags)?,
-            up_event: EventFd::from_value_and_flags(0, flags)?,
+            region: Arc::new(Region::new()?),
+            events: Arc::new(Events {
+                down: EventFd::from_value_and_flags(0, flags)?,
+                up: EventFd::from_value_and_flags(0, flags)?,
+            }),
             end: End::Daemon,
         })
     }
 
-    /// The same channel, held by the worker (in the forked child).
-    pub fn into_worker_end(mut self) -> Channel {
-        self.end = End::Worker;
-        self
+    /// The worker's end of this channel (in the forked child, or in the same process for
+    /// tests and benchmarks).
+    pub fn worker_end(&self) -> Channel {
+        Channel {
+            region: self.region.clone(),
+            events: self.events.clone(),
+            end: End::Worker,
+        }
+    }
+
+    /// Another handle on this same end (the worker's logger shares its channel).
+    pub(crate) fn same_end(&self) -> Channel {
+        Channel {
+            region: self.region.clone(),
+            events: self.events.clone(),
+            end: self.end,
+        }
     }
 
     /// The header.
@@ -244,15 +238,15 @@ impl Channel {
 
     fn outgoing(&self) -> (Ring<'_>, &EventFd) {
         match self.end {
-            End::Daemon => (self.ring(0), &self.down_event),
-            End::Worker => (self.ring(1), &self.up_event),
+            End::Daemon => (self.ring(0), &self.events.down),
+            End::Worker => (self.ring(1), &self.events.up),
         }
     }
 
     fn incoming(&self) -> (Ring<'_>, &EventFd) {
         match self.end {
-            End::Daemon => (self.ring(1), &self.up_event),
-            End::Worker => (self.ring(0), &self.down_event),
+            End::Daemon => (self.ring(1), &self.events.up),
+            End::Worker => (self.ring(0), &self.events.down),
         }
     }
 
@@ -263,23 +257,21 @@ impl Channel {
 
     /// The eventfds, for a forked child that keeps only these descriptors.
     pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.down_event.as_fd(), self.up_event.as_fd()]
+        [self.events.down.as_fd(), self.events.up.as_fd()]
     }
 
-    /// Sends a message and wakes the other end.
+    /// Sends one encoded frame and wakes the other end.
     ///
     /// # Errors
     ///
     /// [`ChannelError::Full`] when the ring has no room now, [`ChannelError::TooLarge`] when
-    /// the message could never fit. Nothing is sent then.
-    pub fn send(&self, message: &Message) -> Result<(), ChannelError> {
-        let frame = rmp_serde::to_vec(&(&message.command, &message.payload))
-            .expect("a string and a JSON value encode");
+    /// the frame could never fit. Nothing is sent then.
+    pub fn send_frame(&self, frame: &[u8]) -> Result<(), ChannelError> {
         let (ring, event) = self.outgoing();
         if frame.len() > ring.max_frame() {
             return Err(ChannelError::TooLarge(frame.len()));
         }
-        ring.push(&frame).map_err(ChannelError::Full)?;
+        ring.push(frame).map_err(ChannelError::Full)?;
         // A full eventfd counter (2^64 - 2 wake-ups unread) would mean the reader is gone.
         let _ = event.write(1);
         Ok(())
@@ -292,6 +284,7 @@ impl Channel {
 
     /// Writes garbage toward the other end, for tests of its defences: a frame that is not
     /// MessagePack, or (with `header`) a header whose magic is overwritten.
+    #[cfg(test)]
     pub(crate) fn scribble(&self, header: bool) {
         if header {
             self.header().magic.store(0xdead_beef, Ordering::Relaxed);
@@ -306,31 +299,25 @@ impl Channel {
         let _ = self.incoming().1.read();
     }
 
-    /// Takes the next message, using `buffer` for its bytes; `Ok(None)` when there is none.
+    /// Takes the next frame into `buffer`; false when there is none.
     ///
     /// # Errors
     ///
-    /// [`ChannelError::Corrupt`] when the ring or the frame is not what this end wrote.
-    pub fn receive(&self, buffer: &mut Vec<u8>) -> Result<Option<Message>, ChannelError> {
-        if !self
-            .incoming()
+    /// [`ChannelError::Corrupt`] when the ring is not what this end's peer may write.
+    pub fn receive_frame(&self, buffer: &mut Vec<u8>) -> Result<bool, ChannelError> {
+        self.incoming()
             .0
             .pop(buffer)
-            .map_err(ChannelError::Corrupt)?
-        {
-            return Ok(None);
-        }
-        decode(buffer)
-            .map(Some)
-            .map_err(|why| ChannelError::Corrupt(Corrupt(why)))
+            .map_err(ChannelError::Corrupt)
     }
 
     /// In a forked child, unmaps another worker's region and forgets its descriptors without
     /// closing them (the child closes every inherited descriptor at once afterwards).
     pub(crate) fn forget_in_child(self) {
-        let region = std::mem::ManuallyDrop::new(self);
-        // SAFETY: the mapping is this channel's own; nothing in the child uses it after this.
-        let _ = unsafe { munmap(region.region.ptr.cast(), region.region.len) };
+        let channel = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the mapping is this channel's own; nothing in the child uses it after this
+        // (the child's copy of the `Arc` is leaked with `channel`, never dropped).
+        let _ = unsafe { munmap(channel.region.ptr.cast(), channel.region.len) };
     }
 }
 
@@ -341,106 +328,47 @@ impl AsFd for Channel {
     }
 }
 
-/// Decodes a frame, measuring it with the MessagePack scanner first (bounded depth and sizes).
-pub fn decode(frame: &[u8]) -> Result<Message, String> {
-    match msgpack::Scanner::default().scan(frame, frame.len()) {
-        Scan::Complete(n) if n == frame.len() => {}
-        other => {
-            return Err(format!(
-                "a frame that is not one MessagePack value: {other:?}"
-            ));
-        }
-    }
-    let value = msgpack::decode_value(frame)?;
-    let Value::Array(mut parts) = value else {
-        return Err("a frame is [command, payload]".into());
-    };
-    if parts.len() != 2 {
-        return Err("a frame is [command, payload]".into());
-    }
-    let payload = parts.pop().expect("two parts");
-    let Value::String(command) = parts.pop().expect("two parts") else {
-        return Err("a frame's command is a string".into());
-    };
-    Ok(Message {
-        command,
-        payload: (!payload.is_null()).then_some(payload),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn messages_cross_in_both_directions() {
+    fn frames_cross_in_both_directions_and_count_wakeups() {
         let daemon = Channel::new().unwrap();
         assert!(daemon.header_ok());
-        // The worker's end maps the same memory: simulate with a second view.
-        let worker = Channel {
-            region: Region {
-                ptr: daemon.region.ptr,
-                len: daemon.region.len,
-            },
-            down_event: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap(),
-            up_event: EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK).unwrap(),
-            end: End::Worker,
-        };
-        let worker = std::mem::ManuallyDrop::new(worker);
+        let worker = daemon.worker_end();
         let mut buf = Vec::new();
-        daemon.send(&Message::new("pause")).unwrap();
-        daemon
-            .send(&Message::with("changename", json!({"to": "x"})))
-            .unwrap();
-        assert_eq!(
-            worker.receive(&mut buf).unwrap(),
-            Some(Message::new("pause"))
-        );
-        assert_eq!(
-            worker.receive(&mut buf).unwrap(),
-            Some(Message::with("changename", json!({"to": "x"})))
-        );
-        assert_eq!(worker.receive(&mut buf).unwrap(), None);
-        worker
-            .send(&Message::with("ack", json!(["pause", 1])))
-            .unwrap();
-        assert_eq!(
-            daemon.receive(&mut buf).unwrap(),
-            Some(Message::with("ack", json!(["pause", 1])))
-        );
-        // Wake-ups: the daemon's own eventfd counted the send.
-        assert_eq!(daemon.down_event.read().unwrap(), 2);
+        daemon.send_frame(b"one").unwrap();
+        daemon.send_frame(b"two").unwrap();
+        assert!(worker.receive_frame(&mut buf).unwrap());
+        assert_eq!(buf, b"one");
+        assert!(worker.receive_frame(&mut buf).unwrap());
+        assert_eq!(buf, b"two");
+        assert!(!worker.receive_frame(&mut buf).unwrap());
+        worker.send_frame(b"up").unwrap();
+        assert!(daemon.receive_frame(&mut buf).unwrap());
+        assert_eq!(buf, b"up");
+        // Wake-ups: the worker's eventfd counted the two sends down.
+        assert_eq!(daemon.events.down.read().unwrap(), 2);
     }
 
     #[test]
-    fn full_and_oversized_messages_are_errors_to_the_sender() {
+    fn full_and_oversized_frames_are_errors_to_the_sender() {
         let daemon = Channel::new().unwrap();
-        let big = Message::with("x", json!("y".repeat(RING_CAPACITY)));
-        assert!(matches!(daemon.send(&big), Err(ChannelError::TooLarge(_))));
-        let chunk = Message::with("x", json!("y".repeat(1000)));
+        let big = vec![0u8; RING_CAPACITY];
+        assert!(matches!(
+            daemon.send_frame(&big),
+            Err(ChannelError::TooLarge(_))
+        ));
+        let chunk = vec![7u8; 1000];
         let mut sent = 0;
         loop {
-            match daemon.send(&chunk) {
+            match daemon.send_frame(&chunk) {
                 Ok(()) => sent += 1,
                 Err(ChannelError::Full(_)) => break,
                 Err(e) => panic!("{e}"),
             }
         }
-        assert_eq!(sent, RING_CAPACITY / 1013);
-    }
-
-    #[test]
-    fn garbage_frames_are_corrupt() {
-        for frame in [
-            &b"\xc1"[..],
-            b"\x92\xa1x",
-            b"\x93\xa1x\xc0\xc0",
-            b"\x92\x01\xc0",
-            b"\x92\xa1x\xc0trailing",
-        ] {
-            assert!(decode(frame).is_err(), "{frame:x?}");
-        }
-        assert_eq!(decode(b"\x92\xa1x\xc0").unwrap(), Message::new("x"));
+        assert_eq!(sent, RING_CAPACITY / 1004);
     }
 }

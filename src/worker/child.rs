@@ -1,27 +1,28 @@
 //! The worker process: what runs in the child after `fork()`.
 //!
-//! Until the loop starts, the child only makes async-signal-safe calls (atomic stores,
-//! `setpgid`, `prctl`, `getppid`, `close_range`, `munmap`). It may then run ordinary Rust,
-//! allocation included, only because the daemon is single-threaded when it forks (the daemon
-//! checks this before detaching and never starts a thread): no lock can be held by a thread
-//! that does not exist in the child.
+//! The child may run ordinary Rust, allocation included, only because the daemon is
+//! single-threaded when it forks (it checks before every fork and never starts a thread): no
+//! lock can be held by a thread that does not exist in the child. It resets the signal
+//! handlers first, cuts itself off from the daemon's descriptors, and runs the same driver
+//! loop as the daemon over a fresh reactor; it never returns into the daemon's code.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use serde_json::json;
 use slog::{Drain, Level, Logger, OwnedKVList, Record, error, o};
 
-use super::{Channel, Message, State, Worker, WorkerContext, WorkerHost};
-use crate::bus::{self, Bus, PosixEvent, PostAction, TimerEvent, WorkerEvent};
-use crate::reactor::{self, Interest, Reactor, Ready, Timers};
+use super::frame::{Down, Up};
+use super::supervisor::Job;
+use super::{Channel, State, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerLoop};
+use crate::bus::{self, Bus, PostAction};
+use crate::driver::{self, Due, Driven};
+use crate::reactor::{Interest, Reactor, Signal, Source, Token};
 
-/// Messages handled per turn at most, so a flood of commands cannot starve the ticks.
-const MESSAGES_PER_TURN: usize = 1024;
+/// Frames handled per turn at most, so a flood of commands cannot starve the ticks.
+const FRAMES_PER_TURN: usize = 1024;
 
 /// Exit codes of a worker process that did not stop normally.
 pub(crate) mod exit {
@@ -37,35 +38,70 @@ pub(crate) mod exit {
     pub const PANIC: i32 = 70;
 }
 
-/// Turns the forked child into the worker; never returns.
-pub(crate) fn become_worker(
-    worker: Box<dyn Worker>,
-    channel: Channel,
-    looptime: Duration,
-    parent: i32,
-    level: Level,
-) -> ! {
-    reactor::reset_after_fork();
+/// Ends the process at once: nothing of the daemon's is flushed or dropped in the child.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit(2) never returns and touches nothing of the process's memory.
+    unsafe { libc::_exit(code) }
+}
+
+/// Runs `worker` in the forked child and returns its exit code.
+pub(crate) fn serve<W: Worker>(worker: W, job: Job) -> i32 {
     // Its own process group: a terminal's Ctrl-C reaches the daemon, which stops workers.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     // A worker never outlives its daemon: killed when the daemon dies, and checked now in
     // case it died before the call.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-    if nix::unistd::getppid().as_raw() != parent {
-        exit_now(exit::ORPHAN);
+    if nix::unistd::getppid().as_raw() != job.parent {
+        return exit::ORPHAN;
     }
-    let [down, up] = channel.fds();
+    let [down, up] = job.channel.fds();
     close_other_fds([down.as_raw_fd(), up.as_raw_fd()]);
-    let channel = Arc::new(channel.into_worker_end());
-    let code = catch_unwind(AssertUnwindSafe(|| serve(worker, channel, looptime, level)))
-        .unwrap_or(exit::PANIC);
-    exit_now(code)
-}
-
-fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit(2) is async-signal-safe and never returns; nothing of the daemon's is
-    // flushed or dropped in the child.
-    unsafe { libc::_exit(code) }
+    let logger = Logger::root(
+        ChannelDrain {
+            channel: job.channel.same_end(),
+            level: job.level,
+        }
+        .fuse(),
+        o!(),
+    );
+    let header = job.channel.header();
+    header.pid.store(crate::process::pid(), Ordering::Relaxed);
+    header.state.store(State::Spinup as u32, Ordering::Release);
+    let reactor = match Reactor::new() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(logger, "cannot create the worker's poller"; "error" => %e);
+            return exit::SETUP;
+        }
+    };
+    let wakeup = match job
+        .channel
+        .incoming_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| reactor.register(fd, Interest::READ))
+    {
+        Ok(w) => w,
+        Err(e) => {
+            error!(logger, "cannot poll the channel"; "error" => %e);
+            return exit::SETUP;
+        }
+    };
+    let mut process = Process {
+        host: WorkerHost {
+            name: job.name,
+            logger,
+            worker: Some(worker),
+            channel: job.channel,
+            stop: false,
+            reactor,
+        },
+        bus: Bus::new(),
+        wakeup,
+        paused: false,
+        exit: None,
+        buffer: Vec::new(),
+    };
+    process.run(job.looptime)
 }
 
 /// Closes every inherited descriptor but stdio and `keep`: the daemon's sockets, its
@@ -101,7 +137,7 @@ fn close_range(low: u32, high: u32) {
 
 /// Sends the worker's log lines up the channel; the daemon logs them with the worker's name.
 struct ChannelDrain {
-    channel: Arc<Channel>,
+    channel: Channel,
     level: Level,
 }
 
@@ -126,8 +162,8 @@ impl Drain for ChannelDrain {
         let mut text = record.msg().to_string();
         let _ = slog::KV::serialize(&record.kv(), record, &mut Text(&mut text));
         let _ = slog::KV::serialize(values, record, &mut Text(&mut text));
-        let line = Message::with("log", json!([record.level().as_usize(), text]));
-        if self.channel.send(&line).is_err() {
+        let level = u8::try_from(record.level().as_usize()).unwrap_or(3);
+        if self.channel.send_frame(&Up::Log(level, text).encode()).is_err() {
             // Counted, never silent: the daemon reports lost lines.
             self.channel
                 .header()
@@ -139,122 +175,50 @@ impl Drain for ChannelDrain {
 }
 
 /// The worker's loop state.
-struct Process {
-    host: WorkerHost,
-    bus: Bus,
-    reactor: Reactor<()>,
+struct Process<W> {
+    host: WorkerHost<W>,
+    bus: Bus<WorkerHost<W>>,
+    wakeup: Source<std::os::fd::OwnedFd>,
     paused: bool,
+    /// Set when the worker must end abnormally (a panic, a corrupt channel).
+    exit: Option<i32>,
+    buffer: Vec<u8>,
 }
 
-fn serve(worker: Box<dyn Worker>, channel: Arc<Channel>, looptime: Duration, level: Level) -> i32 {
-    let logger = Logger::root(
-        ChannelDrain {
-            channel: channel.clone(),
-            level,
-        }
-        .fuse(),
-        o!(),
-    );
-    let header = channel.header();
-    header.pid.store(crate::process::pid(), Ordering::Relaxed);
-    header.state.store(State::Spinup as u32, Ordering::Release);
-    let name = worker.name().to_owned();
-    let reactor = match Reactor::new() {
-        Ok(r) => r,
-        Err(e) => {
-            error!(logger, "cannot create the worker's poller"; "error" => %e);
-            return exit::SETUP;
-        }
-    };
-    let mut process = Process {
-        host: WorkerHost {
-            name,
-            logger,
-            worker: Some(worker),
-            channel,
-            stop: false,
-            timers: Timers::default(),
-        },
-        bus: Bus::new(),
-        reactor,
-        paused: false,
-    };
-    match process.run(looptime) {
-        Ok(code) => code,
-        Err(code) => code,
-    }
-}
-
-impl Process {
-    fn run(&mut self, looptime: Duration) -> Result<i32, i32> {
-        // SIGTERM: a graceful stop, as the `stop` command.
-        let _ = self.bus.on("daemon.posix.SIGTERM", |_, ctx| {
+impl<W: Worker> Process<W> {
+    fn run(&mut self, looptime: Duration) -> i32 {
+        // SIGTERM: a graceful stop, as the `Stop` command.
+        self.bus.on_signal(Signal::TERM, |_, ctx| {
             ctx.stop(0);
             PostAction::Continue
         });
-        let wakeup = self
-            .host
-            .channel
-            .incoming_fd()
-            .try_clone_to_owned()
-            .map_err(|_| exit::SETUP)?;
-        let wakeup = self
-            .reactor
-            .register(wakeup, Interest::READ)
-            .map_err(|_| exit::SETUP)?;
-        if let Err(e) = self.with_worker(|w, ctx| w.spinup(ctx).map_err(|e| e.to_string()))? {
-            error!(self.host.logger, "spinup failed"; "error" => e);
-            return Err(exit::SPINUP);
+        match self.with_worker(|w, ctx| w.spinup(ctx).map_err(|e| e.to_string())) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(self.host.logger, "spinup failed"; "error" => e);
+                return exit::SPINUP;
+            }
+            Err(code) => return code,
         }
         // The first tick at once, then every looptime at a fixed rate.
-        self.reactor
+        self.host
+            .reactor
             .timers()
-            .insert(Instant::now(), Some(looptime), ());
+            .insert(Instant::now(), Some(looptime), Due::Own(()));
         self.set_state(State::Looping);
-        let mut seen = None;
-        let mut ready = Vec::new();
-        let mut buffer = Vec::new();
-        while !self.host.stop {
-            bus::catch_subscribed_signals(&mut self.reactor, &self.bus, &mut seen)
-                .map_err(|_| exit::SETUP)?;
-            let wait = if self.bus.has_pending() {
-                Some(Duration::ZERO)
-            } else {
-                self.host
-                    .timers
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
-            };
-            if self.reactor.turn(wait, &mut ready).is_err() {
-                return Err(exit::SETUP);
-            }
-            for r in ready.drain(..) {
-                match r {
-                    Ready::Signal(signal) => self.bus.emit(PosixEvent::new(signal)),
-                    Ready::Timer(..) if !self.paused && !self.host.stop => self.tick()?,
-                    Ready::Timer(..) => {}
-                    Ready::Io { token, .. } if token == wakeup.token() => {
-                        self.host.channel.clear_wakeup();
-                        self.commands(&mut buffer)?;
-                    }
-                    Ready::Io { .. } => {}
-                }
-            }
-            let mut due = Vec::new();
-            self.host.timers.expire(Instant::now(), &mut due);
-            for (id, name) in due {
-                self.bus.emit(TimerEvent::new(name, id));
-            }
-            self.bus.dispatch(&mut self.host);
-            self.host
-                .channel
-                .header()
-                .heartbeat
-                .fetch_add(1, Ordering::Relaxed);
+        let outcome = driver::drive(self, |p| p.host.stop || p.exit.is_some());
+        if let Err(e) = outcome {
+            error!(self.host.logger, "the worker's loop failed"; "error" => %e);
+            return exit::SETUP;
+        }
+        if let Some(code) = self.exit {
+            return code;
         }
         self.set_state(State::Spindown);
-        self.with_worker(|w, ctx| w.spindown(ctx))?;
-        Ok(0)
+        match self.with_worker(|w, ctx| w.spindown(ctx)) {
+            Ok(()) => 0,
+            Err(code) => code,
+        }
     }
 
     fn set_state(&self, state: State) {
@@ -269,19 +233,17 @@ impl Process {
     /// meanwhile; a panic is logged and ends the worker.
     fn with_worker<T>(
         &mut self,
-        f: impl FnOnce(&mut dyn Worker, &mut WorkerContext<'_>) -> T,
+        f: impl FnOnce(&mut W, &mut WorkerContext<'_, W>) -> T,
     ) -> Result<T, i32> {
-        let mut worker = self
-            .host
-            .worker
-            .take()
-            .expect("the worker is home between calls");
+        let Some(mut worker) = self.host.worker.take() else {
+            return Err(exit::SETUP);
+        };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut ctx = WorkerContext {
                 host: &mut self.host,
                 bus: &mut self.bus,
             };
-            f(worker.as_mut(), &mut ctx)
+            f(&mut worker, &mut ctx)
         }));
         self.host.worker = Some(worker);
         outcome.map_err(|panic| {
@@ -291,62 +253,90 @@ impl Process {
         })
     }
 
-    fn tick(&mut self) -> Result<(), i32> {
-        let name = self.host.name.clone();
-        self.bus
-            .dispatch_now(&WorkerEvent::new("loopstart", name.clone()), &mut self.host);
-        self.with_worker(|w, ctx| w.tick(ctx))?;
+    fn tick(&mut self) {
+        self.bus.dispatch_now(&WorkerLoop::Start, &mut self.host);
+        if let Err(code) = self.with_worker(|w, ctx| w.tick(ctx)) {
+            self.exit = Some(code);
+            return;
+        }
         self.host
             .channel
             .header()
             .ticks
             .fetch_add(1, Ordering::Relaxed);
-        self.bus
-            .dispatch_now(&WorkerEvent::new("loopstop", name), &mut self.host);
-        Ok(())
+        self.bus.dispatch_now(&WorkerLoop::Stop, &mut self.host);
     }
 
-    fn commands(&mut self, buffer: &mut Vec<u8>) -> Result<(), i32> {
-        for _ in 0..MESSAGES_PER_TURN {
-            let message = match self.host.channel.receive(buffer) {
-                Ok(Some(m)) => m,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    error!(self.host.logger, "the daemon's channel is corrupt"; "error" => %e);
-                    return Err(exit::CORRUPT);
-                }
+    fn commands(&mut self) {
+        // Cleared once, before reading: a frame written after this wakes us again.
+        self.host.channel.clear_wakeup();
+        for _ in 0..FRAMES_PER_TURN {
+            let frame = match self.host.channel.receive_frame(&mut self.buffer) {
+                Ok(false) => return,
+                Ok(true) => Down::decode(&self.buffer),
+                Err(e) => Err(e.to_string()),
             };
-            let state = match message.command.as_str() {
-                "stop" => {
+            let (state, seq) = match frame {
+                Err(e) => {
+                    error!(self.host.logger, "the daemon's channel is corrupt"; "error" => e);
+                    self.exit = Some(exit::CORRUPT);
+                    return;
+                }
+                Ok(Down::Stop) => {
                     self.host.stop = true;
-                    State::Spindown
+                    (State::Spindown, 0)
                 }
-                "pause" => {
+                Ok(Down::Pause(seq)) => {
                     self.paused = true;
-                    State::Paused
+                    (State::Paused, seq)
                 }
-                "resume" => {
+                Ok(Down::Resume(seq)) => {
                     self.paused = false;
-                    State::Looping
+                    (State::Looping, seq)
                 }
-                _ => {
-                    let event = WorkerEvent::new(&message.command, self.host.name.clone())
-                        .with_payload(message.payload);
-                    self.bus.emit(event);
+                Ok(Down::Command(command, payload)) => {
+                    self.bus.emit(WorkerCommand::new(&command, payload));
                     continue;
                 }
             };
             self.set_state(state);
-            let seq = message.payload.as_ref().and_then(|p| p.get("seq")).cloned();
-            let ack = Message::with(
-                "ack",
-                json!({"command": message.command, "seq": seq, "state": state as u32}),
-            );
-            // An ack that does not fit is a full ring: the daemon times the request out.
-            let _ = self.host.channel.send(&ack);
+            if seq != 0 {
+                // An ack that does not fit is a full ring: the daemon times the request out.
+                let _ = self
+                    .host
+                    .channel
+                    .send_frame(&Up::Ack(seq, state as u32).encode());
+            }
         }
         // More may be waiting: come back next turn.
         self.host.channel.wake_self();
-        Ok(())
+    }
+}
+
+impl<W: Worker> Driven for Process<W> {
+    type Host = WorkerHost<W>;
+
+    fn bus_and_host(&mut self) -> (&mut Bus<WorkerHost<W>>, &mut WorkerHost<W>) {
+        (&mut self.bus, &mut self.host)
+    }
+
+    fn io(&mut self, token: Token, _readable: bool, _writable: bool) {
+        if token == self.wakeup.token() {
+            self.commands();
+        }
+    }
+
+    fn deadline(&mut self, (): (), _now: Instant) {
+        if !self.paused && !self.host.stop && self.exit.is_none() {
+            self.tick();
+        }
+    }
+
+    fn after_turn(&mut self, _now: Instant) {
+        self.host
+            .channel
+            .header()
+            .heartbeat
+            .fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -153,6 +153,7 @@ impl<'a> Ring<'a> {
     }
 
     /// Whether a frame waits.
+    #[cfg(any(test, fuzzing, feature = "internals"))]
     pub fn is_empty(&self) -> bool {
         self.head.load(Ordering::Acquire) == self.tail.load(Ordering::Relaxed)
     }

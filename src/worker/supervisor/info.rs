@@ -1,10 +1,10 @@
-//! What the manager tells of workers: their exits and their state.
+//! What the supervisor tells of workers: their exits and their state.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::worker::State;
+use crate::worker::{Restart, State};
 
 /// A worker process that ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,24 +17,33 @@ pub struct Exit {
     pub code: Option<i32>,
     /// The signal that killed it, if one did.
     pub signal: Option<i32>,
-    /// Whether it was installed with `forever`.
-    pub forever: bool,
-    /// Whether the exit was asked for (an administrator's stop, or the daemon's shutdown):
-    /// such an exit is never a crash, whatever its status.
+    /// Its restart type.
+    pub restart: Restart,
+    /// Whether the exit was asked for (an administrator's stop or restart, the daemon's
+    /// shutdown): such an exit is never a crash, whatever its status.
     pub requested: bool,
+    /// How long the process ran.
+    pub ran_for: Duration,
 }
 
 impl Exit {
-    /// Whether the worker crashed: it ended without being asked to.
-    pub fn crashed(&self) -> bool {
-        !self.requested
+    /// Whether it ended cleanly: exit code 0 (the worker stopped itself, or was asked to).
+    pub fn clean(&self) -> bool {
+        self.code == Some(0) && self.signal.is_none()
     }
 
-    /// The exit as the payload of `daemon.worker.exited`.
+    /// Whether it crashed: it ended abnormally without being asked to.
+    pub fn crashed(&self) -> bool {
+        !self.requested && !self.clean()
+    }
+
+    /// The exit as JSON.
     pub fn to_json(&self) -> Value {
         json!({
-            "pid": self.pid, "code": self.code, "signal": self.signal,
-            "forever": self.forever, "requested": self.requested, "crashed": self.crashed(),
+            "worker": self.name, "pid": self.pid, "code": self.code, "signal": self.signal,
+            "restart": self.restart.name(), "requested": self.requested,
+            "clean": self.clean(), "crashed": self.crashed(),
+            "ran_for": self.ran_for.as_secs_f64(),
         })
     }
 }
@@ -50,8 +59,8 @@ pub struct WorkerInfo {
     pub state: State,
     /// The looptime.
     pub looptime: Duration,
-    /// Whether it is restarted when it crashes.
-    pub forever: bool,
+    /// Its restart type.
+    pub restart: Restart,
     /// How many times it was started after the first.
     pub restarts: u32,
     /// How long the current process has run.
@@ -66,7 +75,8 @@ impl WorkerInfo {
         json!({
             "name": self.name, "pid": self.pid, "state": self.state as u32,
             "statename": self.state.name(), "looptime": self.looptime.as_secs_f64(),
-            "forever": self.forever, "restarts": self.restarts,
+            "restart": self.restart.name(), "forever": self.restart == Restart::Permanent,
+            "restarts": self.restarts,
             "uptime": self.uptime.map(|u| u.as_secs_f64()), "heartbeat": self.heartbeat,
         })
     }

@@ -1,0 +1,70 @@
+//! The daemon's host: what its listeners and methods reach with `ctx.host()`.
+
+use std::time::{Duration, Instant};
+
+use slog::Logger;
+
+use super::LoopSignal;
+use crate::bus::Host;
+use crate::driver::{Due, LoopHost};
+use crate::reactor::{Reactor, TimerId};
+use crate::worker::{Deadline, Workers};
+
+/// The daemon process's [`Host`]: its workers, its logger, its stop signal. Listeners get it
+/// from `ctx.host()`, typed: `ctx.host().workers().restart("w0")`.
+pub struct DaemonHost {
+    pub(super) reactor: Reactor<Due<Deadline>>,
+    pub(super) workers: Workers,
+    pub(super) logger: Logger,
+    pub(super) signal: LoopSignal,
+    pub(super) started: Instant,
+    pub(super) socket: String,
+}
+
+impl DaemonHost {
+    /// The daemon's workers.
+    pub fn workers(&mut self) -> &mut Workers {
+        &mut self.workers
+    }
+
+    /// The signal that stops the daemon.
+    pub fn loop_signal(&self) -> LoopSignal {
+        self.signal.clone()
+    }
+
+    /// The control socket's address.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// How long the daemon has been ready.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Host for DaemonHost {
+    fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    fn stop(&mut self, code: i32) {
+        self.signal.stop_with(code);
+    }
+
+    fn arm_timer(&mut self, after: Duration, period: Option<Duration>, name: String) -> TimerId {
+        self.arm_listener_timer(after, period, name)
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.reactor.cancel(id).is_some()
+    }
+}
+
+impl LoopHost for DaemonHost {
+    type Deadline = Deadline;
+
+    fn reactor(&mut self) -> &mut Reactor<Due<Deadline>> {
+        &mut self.reactor
+    }
+}

@@ -1,0 +1,245 @@
+//! The daemon: built from a [`Config`] and the user's `setup()`, started by [`Daemon::init`].
+
+mod host;
+mod methods;
+mod run;
+mod signal;
+
+use std::any::Any;
+use std::path::Path;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use slog::Logger;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::console::{self, Console, NoArgs, Parsed};
+use crate::error::{Error, Result, SetupError};
+use crate::log;
+use crate::pidfile::PidFile;
+use crate::process::{self, Detached};
+use crate::rpc::Methods;
+use crate::worker::Workers;
+
+pub use host::DaemonHost;
+pub use signal::LoopSignal;
+
+type SetupFn = Box<dyn FnOnce(&mut Daemon) -> std::result::Result<(), SetupError>>;
+
+/// A daemon: its configuration, its event bus, and the user's `setup()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use daimon::{Config, Daemon};
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut config = Config::default();
+///     config.description = "Echo Daemon".into();
+///     Daemon::new(config)
+///         .setup(|daemon| {
+///             slog::info!(daemon.logger(), "setting up");
+///             Ok(())
+///         })
+///         .init()
+/// }
+/// ```
+pub struct Daemon {
+    config: Config,
+    bus: Bus<DaemonHost>,
+    methods: Methods<DaemonHost>,
+    workers: Workers,
+    signal: LoopSignal,
+    logger: Logger,
+    custom_logger: bool,
+    setup: Vec<SetupFn>,
+    args: Option<Box<dyn Any>>,
+    console: Console,
+    launch_dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// A daemon with this configuration and the standard listeners: SIGTERM and SIGINT stop
+    /// it cleanly ([`StopDaemon`](crate::listeners::StopDaemon)), SIGCHLD reaps its workers
+    /// and applies their restart policy ([`ReapChild`](crate::listeners::ReapChild)).
+    pub fn new(config: Config) -> Daemon {
+        let mut daemon = Daemon::bare(config);
+        crate::listeners::install(&mut daemon);
+        daemon
+    }
+
+    /// A daemon with no listener at all: signals keep their default action (SIGTERM kills it
+    /// without cleanup) and exited workers are neither reaped nor restarted until you
+    /// subscribe your own (the [`listeners`](crate::listeners) are public to pick from).
+    pub fn bare(config: Config) -> Daemon {
+        let mut methods = Methods::new();
+        methods::register(&mut methods).expect("the built-in methods have distinct names");
+        Daemon {
+            config,
+            bus: Bus::new(),
+            methods,
+            workers: Workers::default(),
+            signal: LoopSignal::new(),
+            logger: log::discard(),
+            custom_logger: false,
+            setup: Vec::new(),
+            args: None,
+            console: Console::default(),
+            launch_dir: std::path::PathBuf::from("/"),
+        }
+    }
+
+    /// Adds a `setup()` step, run in the daemon process (after detaching) before the socket
+    /// is bound: register RPC methods, subscribe listeners, install workers. Steps run in the
+    /// order they were added; an error stops the start and is reported to the launcher.
+    pub fn setup<F>(mut self, f: F) -> Daemon
+    where
+        F: FnOnce(&mut Daemon) -> std::result::Result<(), SetupError> + 'static,
+    {
+        self.setup.push(Box::new(f));
+        self
+    }
+
+    /// Uses `logger` instead of the default one (slog-term on the terminal in the
+    /// foreground, `logfile` when detached).
+    pub fn with_logger(mut self, logger: Logger) -> Daemon {
+        self.logger = logger;
+        self.custom_logger = true;
+        self
+    }
+
+    /// The event bus, to subscribe listeners.
+    pub fn bus(&mut self) -> &mut Bus<DaemonHost> {
+        &mut self.bus
+    }
+
+    /// The RPC methods, to register the daemon's own in `setup()`.
+    pub fn rpc(&mut self) -> &mut Methods<DaemonHost> {
+        &mut self.methods
+    }
+
+    /// The workers, to install them before `init()` or in `setup()`.
+    pub fn workers(&mut self) -> &mut Workers {
+        &mut self.workers
+    }
+
+    /// The signal that stops the running daemon (a controlled shutdown, as SIGTERM): for a
+    /// program that embeds the daemon, from a listener, a method, or another thread of a
+    /// daemon without workers.
+    pub fn loop_signal(&self) -> LoopSignal {
+        self.signal.clone()
+    }
+
+    /// The configuration (with the command line's overrides once `init()` has read them).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The logger (a discarding one until `init()` sets it up).
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
+    /// The directory the daemon was launched from (a detached daemon runs in `/`): resolve
+    /// your own relative paths against it.
+    pub fn launch_dir(&self) -> &Path {
+        &self.launch_dir
+    }
+
+    /// The standard options the daemon was started with.
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// The user's own command-line arguments, parsed by [`Daemon::init_with`].
+    pub fn args<A: 'static>(&self) -> Option<&A> {
+        self.args.as_ref()?.downcast_ref::<A>()
+    }
+
+    /// Reads the command line and acts on it: `-d` detaches, `-f` runs in the foreground,
+    /// `-h` or nothing prints the help. Returns the process's exit code; errors are printed
+    /// on standard error as `error: ...` with exit code 1.
+    pub fn init(self) -> ExitCode {
+        self.init_with::<NoArgs>()
+    }
+
+    /// Like [`Daemon::init`], with the user's own arguments `A` next to the standard ones;
+    /// `setup()` reads them with [`Daemon::args`].
+    pub fn init_with<A: FromArgs + 'static>(self) -> ExitCode {
+        let mut argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+        let program = argv.next().unwrap_or_else(|| "daemon".to_owned());
+        let program = Path::new(&program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or(program);
+        let args: Vec<String> = argv.collect();
+        match self.start::<A>(&program, &args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Like [`Daemon::init_with`], with the arguments given rather than read from the process.
+    ///
+    /// # Errors
+    ///
+    /// Every error that stops the daemon from starting: usage, configuration, pid lock,
+    /// socket, setup.
+    pub fn start<A: FromArgs + 'static>(self, program: &str, args: &[String]) -> Result<ExitCode> {
+        match console::parse::<A>(program, &self.config.description, args)? {
+            Parsed::Help(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Parsed::Run(console, user) => {
+                let mut daemon = self;
+                daemon.args = Some(Box::new(user));
+                daemon.launch(console)
+            }
+        }
+    }
+
+    fn launch(mut self, console: Console) -> Result<ExitCode> {
+        if let Some(file) = &console.config {
+            self.config.load_file(file)?;
+        }
+        if let Some(socket) = &console.socket {
+            self.config.set("sockethandler", &socket.as_str().into())?;
+        }
+        if let Some(pidfile) = &console.pidfile {
+            self.config
+                .set("pidfile", &pidfile.to_string_lossy().as_ref().into())?;
+        }
+        self.config.validate()?;
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::path(".", "reading the current directory", e))?;
+        self.config.make_paths_absolute(&cwd);
+        self.console = console;
+        self.launch_dir = cwd;
+
+        // Locked before detaching, so a second instance fails here, in the launcher, at once.
+        // The lock belongs to the open file, which the daemon inherits.
+        let (pidfile, previous) = PidFile::lock(&self.config.pidfile)?;
+        let mut readiness = None;
+        if self.console.daemon {
+            match process::daemonize(self.config.umask)? {
+                Detached::Launcher(launcher) => {
+                    drop(pidfile);
+                    let pid = launcher.wait()?;
+                    println!("{} started with pid {pid}", self.config.description);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Detached::Daemon(r) => readiness = Some(r),
+            }
+        }
+        let code = self.run(pidfile, previous, readiness.as_mut());
+        if let (Err(e), Some(r)) = (&code, readiness.as_mut()) {
+            r.failed(e);
+        }
+        code.map(|c| ExitCode::from(u8::try_from(c).unwrap_or(1)))
+    }
+}

@@ -1,0 +1,294 @@
+//! The running daemon: start-up, the driver loop, and the controlled shutdown.
+
+use std::time::{Duration, Instant};
+
+use slog::{Logger, error, info, warn};
+
+use super::{Daemon, DaemonHost};
+use crate::bus::{Bus, DaemonEvent, Host};
+use crate::driver::{self, Due, Driven, LoopHost};
+use crate::error::Result;
+use crate::log;
+use crate::pidfile::{PidFile, Previous};
+use crate::process::{self, Readiness};
+use crate::reactor::{Reactor, Token};
+use crate::rpc::{DaemonEngine, Methods, RpcError, Ticket};
+use crate::socket::{Leftover, Listener, SocketEvent, server::Server};
+use crate::worker::Deadline;
+
+/// What the daemon process owns while it runs.
+struct Running {
+    bus: Bus<DaemonHost>,
+    methods: Methods<DaemonHost>,
+    server: Option<Server>,
+    host: DaemonHost,
+    socket_events: Vec<SocketEvent>,
+    /// While stopping: reap at least this often (SIGCHLD may not be caught).
+    reap_every: Option<Duration>,
+}
+
+impl Driven for Running {
+    type Host = DaemonHost;
+
+    fn bus_and_host(&mut self) -> (&mut Bus<DaemonHost>, &mut DaemonHost) {
+        (&mut self.bus, &mut self.host)
+    }
+
+    fn io(&mut self, token: Token, readable: bool, writable: bool) {
+        // Connections first (the hot path), then the workers' channels.
+        if let Some(server) = &mut self.server {
+            let mut engine = DaemonEngine {
+                methods: &mut self.methods,
+                bus: &mut self.bus,
+                host: &mut self.host,
+            };
+            if server.ready(token, readable, writable, &mut engine, &mut self.socket_events) {
+                return;
+            }
+        }
+        self.host.workers.ready(token);
+    }
+
+    fn deadline(&mut self, deadline: Deadline, _now: Instant) {
+        self.host.workers.deadline(deadline);
+    }
+
+    fn settle(&mut self) {
+        while self.host.workers.has_outbox() {
+            let out = self.host.workers.take_outbox();
+            for event in out.events {
+                self.bus.emit_boxed(event);
+            }
+            for (at, deadline) in out.deadlines {
+                self.host
+                    .reactor()
+                    .timers()
+                    .insert(at, None, Due::Own(deadline));
+            }
+            if let Some(code) = out.stop {
+                self.host.stop(code);
+            }
+            for (id, outcome) in out.resolved {
+                let Some(server) = &mut self.server else {
+                    continue;
+                };
+                let mut engine = DaemonEngine {
+                    methods: &mut self.methods,
+                    bus: &mut self.bus,
+                    host: &mut self.host,
+                };
+                let outcome = outcome.map_err(RpcError::from);
+                server.complete(Ticket(id), outcome, &mut engine, &mut self.socket_events);
+            }
+        }
+        for e in self.socket_events.drain(..) {
+            self.bus.emit(e);
+        }
+    }
+
+    fn max_wait(&mut self) -> Option<Duration> {
+        let server = self.server.as_mut().and_then(Server::next_timeout);
+        match (server, self.reap_every) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn after_turn(&mut self, now: Instant) {
+        if let Some(server) = &mut self.server {
+            server.expire(now, &mut self.socket_events);
+        }
+    }
+}
+
+impl Daemon {
+    fn default_logger(&self) -> Result<Logger> {
+        let verbose = self.console.verbose;
+        if !self.console.daemon {
+            return Ok(log::terminal(verbose));
+        }
+        match &self.config.logfile {
+            Some(path) => log::file(path, verbose),
+            None => Ok(log::discard()),
+        }
+    }
+
+    pub(super) fn run(
+        &mut self,
+        mut pidfile: PidFile,
+        previous: Previous,
+        readiness: Option<&mut Readiness>,
+    ) -> Result<i32> {
+        pidfile.write_pid(process::pid())?;
+        if !self.custom_logger {
+            self.logger = self.default_logger()?;
+        }
+        let logger = self.logger.clone();
+        if let Previous::Stale(pid) = previous {
+            warn!(logger, "took over a stale pid file"; "path" => %self.config.pidfile.display(),
+                "previous_pid" => pid);
+        }
+        let reactor = Reactor::new()?;
+        self.signal.attach(reactor.handle());
+        let mut running = Running {
+            bus: std::mem::take(&mut self.bus),
+            methods: std::mem::take(&mut self.methods),
+            server: None,
+            host: DaemonHost {
+                reactor,
+                workers: std::mem::take(&mut self.workers),
+                logger: logger.clone(),
+                signal: self.signal.clone(),
+                started: Instant::now(),
+                socket: self.config.sockethandler.to_string(),
+            },
+            socket_events: Vec::new(),
+            reap_every: None,
+        };
+        let outcome = self.serve(&mut running, readiness);
+        if let Err(e) = &outcome {
+            error!(logger, "daemon failed"; "error" => %e);
+        }
+        release(&mut running.host);
+        if let Err(e) = pidfile.remove() {
+            warn!(logger, "cannot remove the pid file"; "error" => %e);
+        }
+        outcome
+    }
+
+    fn serve(&mut self, r: &mut Running, readiness: Option<&mut Readiness>) -> Result<i32> {
+        if let Some(n) = self.config.niceness {
+            process::set_niceness(n)?;
+        }
+        r.bus.emit(DaemonEvent::Start);
+        r.bus.dispatch(&mut r.host);
+        // The setup steps see the daemon as the user built it: give the bus and methods back
+        // for the time they run.
+        std::mem::swap(&mut self.bus, &mut r.bus);
+        std::mem::swap(&mut self.methods, &mut r.methods);
+        std::mem::swap(&mut self.workers, &mut r.host.workers);
+        let setup = std::mem::take(&mut self.setup);
+        let mut outcome = Ok(());
+        for step in setup {
+            if let Err(e) = step(self) {
+                outcome = Err(crate::Error::Setup(e.to_string()));
+                break;
+            }
+        }
+        std::mem::swap(&mut self.bus, &mut r.bus);
+        std::mem::swap(&mut self.methods, &mut r.methods);
+        std::mem::swap(&mut self.workers, &mut r.host.workers);
+        outcome?;
+        let address = &self.config.sockethandler;
+        let (listener, leftover) =
+            Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
+        if leftover == Leftover::RemovedStale {
+            warn!(r.host.logger, "removed a stale socket file"; "socket" => %address);
+        }
+        let handle = r.host.reactor.handle();
+        r.server = Some(Server::new(
+            handle.clone(),
+            listener,
+            &self.config,
+            r.host.logger.clone(),
+        )?);
+        let level = if self.console.verbose {
+            slog::Level::Debug
+        } else {
+            slog::Level::Info
+        };
+        r.host.workers.attach(
+            handle,
+            r.host.logger.clone(),
+            level,
+            self.config.shutdowntimeout,
+            self.config.sockettimeout.max(Duration::from_secs(5)),
+        );
+        r.host.workers.start_all()?;
+        if let Some(readiness) = readiness {
+            readiness.ready();
+        }
+        if let Err(e) = process::notify_systemd("READY=1") {
+            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
+        }
+        r.host.started = Instant::now();
+        info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => %address);
+        r.bus.emit(DaemonEvent::Ready);
+        let signal = self.signal.clone();
+        let outcome = driver::drive(r, |_| signal.is_stopped());
+        let code = self.shutdown(r);
+        outcome.map(|()| code)
+    }
+
+    /// The controlled shutdown: `daemon.stopping`, stop accepting, remove the socket file,
+    /// stop every worker in parallel (`stop` on each channel, then SIGTERM, then SIGKILL
+    /// after `shutdowntimeout`) while the loop goes on serving signals and the workers'
+    /// channels, then `daemon.stop`.
+    fn shutdown(&mut self, r: &mut Running) -> i32 {
+        let code = self.signal.code();
+        info!(r.host.logger, "stopping"; "exit_code" => code);
+        if let Err(e) = process::notify_systemd("STOPPING=1") {
+            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
+        }
+        r.bus.emit(DaemonEvent::Stopping);
+        drain_bus(r);
+        if let Some(path) = r.server.take().and_then(Server::close) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(r.host.logger, "cannot remove the socket file";
+                    "path" => %path.display(), "error" => %e);
+            }
+        }
+        r.host.workers.shutdown();
+        r.reap_every = Some(Duration::from_millis(50));
+        let hard = Instant::now() + self.config.shutdowntimeout + Duration::from_secs(1);
+        let mut killed = false;
+        let outcome = driver::drive(r, |r| {
+            r.host.workers.reap();
+            r.settle();
+            if r.host.workers.all_gone() {
+                return true;
+            }
+            if Instant::now() >= hard {
+                if killed {
+                    warn!(r.host.logger, "workers still not reaped; giving up on them");
+                    return true;
+                }
+                r.host.workers.kill_all();
+                killed = true;
+            }
+            false
+        });
+        if let Err(e) = outcome {
+            error!(r.host.logger, "the loop failed while stopping"; "error" => %e);
+        }
+        drain_bus(r);
+        r.bus.emit(DaemonEvent::Stop);
+        drain_bus(r);
+        info!(r.host.logger, "stopped");
+        code
+    }
+}
+
+/// Dispatches until the queue is empty, within a bound (listeners that keep emitting cannot
+/// hold up a stop).
+fn drain_bus(r: &mut Running) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    r.settle();
+    while r.bus.has_pending() && Instant::now() < deadline {
+        r.bus.dispatch(&mut r.host);
+        r.settle();
+    }
+}
+
+/// Kills workers still running (a start that failed half-way) and reaps them, briefly.
+fn release(host: &mut DaemonHost) {
+    if host.workers.all_gone() {
+        return;
+    }
+    host.workers.kill_all();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !host.workers.all_gone() && Instant::now() < deadline {
+        host.workers.reap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

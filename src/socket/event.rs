@@ -1,0 +1,48 @@
+//! What the control socket tells the bus: clients that connect and hang up.
+
+use crate::bus::Event;
+
+/// A control-socket client connected or hung up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEvent {
+    hangup: bool,
+    peer: String,
+}
+
+impl SocketEvent {
+    /// `daemon.socket.client.connect` from `peer`.
+    pub fn connect(peer: impl Into<String>) -> Self {
+        SocketEvent {
+            hangup: false,
+            peer: peer.into(),
+        }
+    }
+
+    /// `daemon.socket.client.hangup` of `peer`.
+    pub fn hangup(peer: impl Into<String>) -> Self {
+        SocketEvent {
+            hangup: true,
+            peer: peer.into(),
+        }
+    }
+
+    /// Whether this is a hang-up (else a connection).
+    pub fn is_hangup(&self) -> bool {
+        self.hangup
+    }
+
+    /// The peer, as text (a unix peer's pid and uid, or a tcp address).
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+}
+
+impl Event for SocketEvent {
+    fn name(&self) -> &str {
+        if self.hangup {
+            "daemon.socket.client.hangup"
+        } else {
+            "daemon.socket.client.connect"
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The events of workers, typed: the supervisor's on the daemon's bus (a worker started,
+//! exited, is restarting, failed), the messages workers send up (in their own namespace and
+//! type, so no worker can pose as the supervisor), and on a worker's own bus the commands it
+//! receives and the edges of its ticks.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::Exit;
+use crate::bus::Event;
+
+/// `daemon.worker.started`: the supervisor forked a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStarted {
+    /// The worker's name.
+    pub worker: String,
+    /// Its new process.
+    pub pid: i32,
+    /// How many times it was started before (0 for the first start).
+    pub restarts: u32,
+}
+
+impl WorkerStarted {
+    /// The event's name.
+    pub const NAME: &'static str = "daemon.worker.started";
+}
+
+impl Event for WorkerStarted {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+/// `daemon.worker.exited`: a worker's process ended and was reaped, with the facts of its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerExited {
+    /// How it ended.
+    pub exit: Exit,
+}
+
+impl WorkerExited {
+    /// The event's name.
+    pub const NAME: &'static str = "daemon.worker.exited";
+}
+
+impl Event for WorkerExited {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+/// `daemon.worker.restarting`: the restart policy restarts a worker that ended, after `delay`
+/// (zero: at once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRestarting {
+    /// The worker's name.
+    pub worker: String,
+    /// The backoff before the new process (zero for a worker that ran stably).
+    pub delay: Duration,
+}
+
+impl WorkerRestarting {
+    /// The event's name.
+    pub const NAME: &'static str = "daemon.worker.restarting";
+}
+
+impl Event for WorkerRestarting {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+/// `daemon.worker.failed`: the restart policy gave up on a worker (too many restarts within
+/// its window); it stays `FAILED` until `worker.start`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerFailed {
+    /// The worker's name.
+    pub worker: String,
+    /// The restarts counted within the window.
+    pub restarts: usize,
+    /// Whether its policy stops the daemon for it ([`GiveUp::StopDaemon`](super::GiveUp)).
+    pub stops_daemon: bool,
+}
+
+impl WorkerFailed {
+    /// The event's name.
+    pub const NAME: &'static str = "daemon.worker.failed";
+}
+
+impl Event for WorkerFailed {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
+/// A message a worker sent up with `ctx.send(command, payload)`, named
+/// `daemon.worker.message.<worker>.<command>` on the daemon's bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerMessage {
+    name: String,
+    worker_len: usize,
+    payload: Option<Value>,
+}
+
+impl WorkerMessage {
+    /// The prefix of every worker message's name.
+    pub const PREFIX: &'static str = "daemon.worker.message.";
+
+    /// The message `command` from the worker `worker`.
+    pub fn new(worker: &str, command: &str, payload: Option<Value>) -> WorkerMessage {
+        WorkerMessage {
+            name: format!("{}{worker}.{command}", Self::PREFIX),
+            worker_len: worker.len(),
+            payload,
+        }
+    }
+
+    /// The pattern of every message from `worker`.
+    pub fn pattern(worker: &str) -> String {
+        format!("{}{worker}.*", Self::PREFIX)
+    }
+
+    /// The worker that sent it.
+    pub fn worker(&self) -> &str {
+        &self.name[Self::PREFIX.len()..Self::PREFIX.len() + self.worker_len]
+    }
+
+    /// The command it names.
+    pub fn command(&self) -> &str {
+        &self.name[Self::PREFIX.len() + self.worker_len + 1..]
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> Option<&Value> {
+        self.payload.as_ref()
+    }
+}
+
+impl Event for WorkerMessage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// On a worker's own bus: a command the daemon sent with `worker.send` (or
+/// [`Workers::send`](super::Workers::send)), named `daemon.worker.<command>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerCommand {
+    name: String,
+    payload: Option<Value>,
+}
+
+impl WorkerCommand {
+    /// The prefix of every command's name.
+    pub const PREFIX: &'static str = "daemon.worker.";
+
+    /// The command `command` with `payload`.
+    pub fn new(command: &str, payload: Option<Value>) -> WorkerCommand {
+        WorkerCommand {
+            name: format!("{}{command}", Self::PREFIX),
+            payload,
+        }
+    }
+
+    /// The command.
+    pub fn command(&self) -> &str {
+        &self.name[Self::PREFIX.len()..]
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> Option<&Value> {
+        self.payload.as_ref()
+    }
+}
+
+impl Event for WorkerCommand {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// On a worker's own bus: a tick is about to run (`daemon.worker.loopstart`) or has run
+/// (`daemon.worker.loopstop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerLoop {
+    /// Before `tick`.
+    Start,
+    /// After `tick`.
+    Stop,
+}
+
+impl WorkerLoop {
+    /// The name of [`WorkerLoop::Start`].
+    pub const START: &'static str = "daemon.worker.loopstart";
+    /// The name of [`WorkerLoop::Stop`].
+    pub const STOP: &'static str = "daemon.worker.loopstop";
+}
+
+impl Event for WorkerLoop {
+    fn name(&self) -> &str {
+        match self {
+            WorkerLoop::Start => Self::START,
+            WorkerLoop::Stop => Self::STOP,
+        }
+    }
+}
+
+/// The command names the supervisor keeps for itself: [`Workers::send`](super::Workers::send)
+/// refuses them (use `stop`, `pause`, `resume`).
+pub const RESERVED_COMMANDS: [&str; 5] = ["stop", "pause", "resume", "loopstart", "loopstop"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_message_has_its_own_namespace() {
+        let m = WorkerMessage::new("w0", "exited", None);
+        assert_eq!(m.name(), "daemon.worker.message.w0.exited");
+        assert_eq!((m.worker(), m.command()), ("w0", "exited"));
+        assert_ne!(m.name(), WorkerExited::NAME);
+        let dotted = WorkerMessage::new("a.b", "c.d", None);
+        assert_eq!((dotted.worker(), dotted.command()), ("a.b", "c.d"));
+    }
+}

@@ -1,0 +1,167 @@
+//! How a worker is run and restarted: its looptime and its restart policy, like OTP's child
+//! specifications.
+
+use std::time::Duration;
+
+/// When a worker that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Restart {
+    /// Always (the ancestor's `forever`): after a crash and after a clean exit.
+    Permanent,
+    /// Only after an abnormal exit; a clean exit (code 0, or the worker stopping itself)
+    /// ends it, `EXITED`.
+    Transient,
+    /// Never; its exit, clean or not, never stops the daemon.
+    Temporary,
+}
+
+impl Restart {
+    /// `permanent`, `transient` or `temporary`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Restart::Permanent => "permanent",
+            Restart::Transient => "transient",
+            Restart::Temporary => "temporary",
+        }
+    }
+}
+
+/// What happens when the policy gives up on a worker (more restarts than
+/// [`Spec::max_restarts`] within [`Spec::window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GiveUp {
+    /// It is marked `FAILED` (and `daemon.worker.failed` emitted); the daemon goes on and
+    /// `worker.start` revives it.
+    Fail,
+    /// As `Fail`, then the daemon stops with exit code 1 (a worker the daemon cannot live
+    /// without).
+    StopDaemon,
+}
+
+/// A worker's looptime and restart policy. `Spec::every(looptime)` (or a bare `Duration`)
+/// is a permanent worker with the default policy.
+///
+/// The policy: an ended worker is restarted according to its [`Restart`] type. One that ran
+/// at least [`Spec::stable_after`] restarts at once; one that crashes soon after its start
+/// again and again is restarted after a backoff that doubles from [`Spec::backoff`] up to
+/// [`Spec::max_backoff`], with up to a quarter of jitter (its first quick crash restarts at
+/// once). Every restart counts toward the intensity limit: more than
+/// [`Spec::max_restarts`] within [`Spec::window`] and the policy gives up ([`GiveUp`]).
+/// An exit that was asked for (an administrator's stop or restart, the daemon's shutdown)
+/// never counts, and an administrator's stop always beats the policy.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use daimon::worker::{GiveUp, Restart, Spec};
+///
+/// let job = Spec::every(Duration::from_secs(1))
+///     .restart(Restart::Transient)
+///     .max_restarts(3, Duration::from_secs(30))
+///     .give_up(GiveUp::StopDaemon);
+/// assert_eq!(job.restart_type(), Restart::Transient);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub(crate) looptime: Duration,
+    pub(crate) restart: Restart,
+    pub(crate) give_up: GiveUp,
+    pub(crate) max_restarts: usize,
+    pub(crate) window: Duration,
+    pub(crate) backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) stable_after: Duration,
+}
+
+impl Spec {
+    /// A permanent worker ticking every `looptime`, with the default policy: at most 5
+    /// restarts in 60 s, then `FAILED`; backoff from 100 ms to 30 s; stable after 1 s.
+    pub fn every(looptime: Duration) -> Spec {
+        Spec {
+            looptime,
+            restart: Restart::Permanent,
+            give_up: GiveUp::Fail,
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            stable_after: Duration::from_secs(1),
+        }
+    }
+
+    /// The restart type (default [`Restart::Permanent`]).
+    pub fn restart(mut self, restart: Restart) -> Spec {
+        self.restart = restart;
+        self
+    }
+
+    /// What happens when the policy gives up (default [`GiveUp::Fail`]).
+    pub fn give_up(mut self, give_up: GiveUp) -> Spec {
+        self.give_up = give_up;
+        self
+    }
+
+    /// At most `n` restarts within `window` (default 5 in 60 s); the next end gives up.
+    pub fn max_restarts(mut self, n: usize, window: Duration) -> Spec {
+        self.max_restarts = n;
+        self.window = window;
+        self
+    }
+
+    /// The first delay of the backoff and its cap (default 100 ms and 30 s).
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Spec {
+        self.backoff = first;
+        self.max_backoff = max.max(first);
+        self
+    }
+
+    /// How long a worker must have run for its end not to count as a crash loop: it is
+    /// restarted at once, with no backoff (default 1 s).
+    pub fn stable_after(mut self, after: Duration) -> Spec {
+        self.stable_after = after;
+        self
+    }
+
+    /// The looptime.
+    pub fn looptime(&self) -> Duration {
+        self.looptime
+    }
+
+    /// The restart type.
+    pub fn restart_type(&self) -> Restart {
+        self.restart
+    }
+
+    /// The backoff before the restart after `quick` crashes in a row soon after their start
+    /// (1 for the first), before jitter: zero for the first, then doubling.
+    pub(crate) fn backoff_for(&self, quick: u32) -> Duration {
+        if quick <= 1 {
+            return Duration::ZERO;
+        }
+        let exponent = (quick - 2).min(30);
+        self.backoff
+            .saturating_mul(1 << exponent)
+            .min(self.max_backoff)
+    }
+}
+
+impl From<Duration> for Spec {
+    fn from(looptime: Duration) -> Spec {
+        Spec::every(looptime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_second_quick_crash_up_to_the_cap() {
+        let s = Spec::every(Duration::from_secs(1))
+            .backoff(Duration::from_millis(100), Duration::from_millis(500));
+        let delays: Vec<u128> = (1..=6).map(|n| s.backoff_for(n).as_millis()).collect();
+        assert_eq!(delays, [0, 100, 200, 400, 500, 500]);
+        assert_eq!(s.backoff_for(u32::MAX), Duration::from_millis(500));
+    }
+}

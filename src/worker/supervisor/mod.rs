@@ -1,0 +1,371 @@
+//! The supervisor: the daemon's side of its workers.
+//!
+//! Split along its concepts: the registry of installed workers (this file), forking them
+//! behind the [`Processes`] trait (`spawn`), reaping and the restart policy (`reap`), what
+//! they send up (`inbox`), stops and their escalation (`stop`), and acknowledged commands
+//! (`acks`). Everything that happens to a worker goes through one state machine here, and
+//! every deadline it arms names the process (or the restart) it belongs to, so a deadline
+//! that outlives its process is ignored instead of hitting the next one.
+//!
+//! The supervisor talks to the rest of the daemon through an outbox: the events it emits,
+//! the deadlines it arms (on the daemon's one timer queue), the acknowledgements it resolves.
+//! Its unit tests drive it with a fake [`Processes`], without forking.
+
+mod acks;
+mod inbox;
+mod info;
+mod reap;
+mod spawn;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use slog::{Level, Logger};
+
+use super::{Channel, Spec, State, Worker};
+use crate::bus::Event;
+use crate::error::{Error, Result, WorkerError};
+use crate::reactor::{Handle, Source, TokenMap};
+
+use acks::Ack;
+pub(crate) use acks::Toggle;
+pub use info::{Exit, WorkerInfo};
+pub(crate) use spawn::{Fork, Job, Processes, Template};
+pub use spawn::Spawn;
+
+/// A deadline the supervisor armed, with what it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// Escalate the stop of this process (SIGTERM, then SIGKILL).
+    Escalate { worker: usize, generation: u64 },
+    /// The backoff of this restart is over.
+    Restart { worker: usize, epoch: u64 },
+    /// An acknowledgement is overdue.
+    Ack(u64),
+}
+
+/// What the supervisor hands to the daemon: events, deadlines, resolved acknowledgements, a
+/// stop of the daemon.
+#[derive(Default)]
+pub(crate) struct Outbox {
+    pub(crate) events: Vec<Box<dyn Event>>,
+    pub(crate) deadlines: Vec<(Instant, Deadline)>,
+    pub(crate) resolved: Vec<(u64, Result<Value>)>,
+    pub(crate) stop: Option<i32>,
+}
+
+/// One running process of a worker.
+struct Run {
+    pid: Pid,
+    source: Source<Channel>,
+    started: Instant,
+    /// Unique to this process: its deadlines carry it.
+    generation: u64,
+    /// A stop was asked for (by an administrator, a restart, the shutdown).
+    stopping: bool,
+    sigterm_sent: bool,
+}
+
+impl Run {
+    fn channel(&self) -> &Channel {
+        self.source.get_ref()
+    }
+
+    fn state(&self) -> State {
+        let header = self.channel().header();
+        State::from_number(header.state.load(Ordering::Acquire)).unwrap_or(State::Spinup)
+    }
+}
+
+struct Entry {
+    name: String,
+    /// What each fork copies: the daemon never runs it.
+    template: Box<dyn Template>,
+    spec: Spec,
+    run: Option<Run>,
+    /// The state when no process runs: `Exited` or `Failed`.
+    outside: State,
+    starts: u32,
+    /// An administrator stopped it: no policy applies until it is started again.
+    admin_stopped: bool,
+    /// Start again as soon as the current process is gone (`worker.restart`).
+    restart_when_gone: bool,
+    /// A backoff restart is armed for this epoch; bumped to cancel it.
+    epoch: u64,
+    restart_pending: bool,
+    /// When the policy restarted it, within the window.
+    restarts: VecDeque<Instant>,
+    /// Crashes in a row soon after their start.
+    quick: u32,
+    last_exit: Option<Exit>,
+}
+
+/// The workers of a daemon: install them in `setup()` with
+/// [`Daemon::workers`](crate::Daemon::workers); a listener or a method reaches them through
+/// the daemon's host, `ctx.host().workers()`.
+///
+/// A restarted worker is a fresh copy of the installed value, as it was at `install`: what
+/// one process of it changed in itself is gone with that process. To carry state across
+/// restarts, install a factory with [`Workers::install_with`].
+pub struct Workers {
+    entries: Vec<Entry>,
+    procs: Box<dyn Processes>,
+    handle: Option<Handle>,
+    logger: Logger,
+    level: Level,
+    stop_timeout: Duration,
+    ack_timeout: Duration,
+    shutting_down: bool,
+    acks: Vec<Ack>,
+    next_ack: u64,
+    next_generation: u64,
+    /// The entry of each running worker's channel token.
+    by_token: TokenMap<usize>,
+    buffer: Vec<u8>,
+    out: Outbox,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers::with_processes(Box::new(Fork))
+    }
+}
+
+impl Workers {
+    pub(crate) fn with_processes(procs: Box<dyn Processes>) -> Workers {
+        Workers {
+            entries: Vec::new(),
+            procs,
+            handle: None,
+            logger: Logger::root(slog::Discard, slog::o!()),
+            level: Level::Info,
+            stop_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(5),
+            shutting_down: false,
+            acks: Vec::new(),
+            next_ack: 1,
+            next_generation: 1,
+            by_token: TokenMap::default(),
+            buffer: Vec::new(),
+            out: Outbox::default(),
+        }
+    }
+
+    /// Installs `worker` under `name`: it starts with the daemon, ticking every looptime,
+    /// restarted by its [`Spec`] (a bare `Duration` is a permanent worker with the default
+    /// policy). Every process of it is a fresh copy of `worker` as it is now.
+    ///
+    /// The value is copied into each worker process by `fork()`: descriptors it owns are
+    /// closed in the worker (the worker process keeps only its channel and stdio), so open
+    /// files and sockets in [`Worker::spinup`], or build the value in the worker process
+    /// with [`Workers::install_with`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateWorker`] for a name in use or empty, [`Error::Worker`] for a zero
+    /// looptime.
+    pub fn install<W: Worker>(
+        &mut self,
+        name: &str,
+        worker: W,
+        spec: impl Into<Spec>,
+    ) -> Result<()> {
+        self.add(name, Box::new(spawn::Value(Some(worker))), spec.into())
+    }
+
+    /// Installs a worker built by `factory` in each new worker process, before `spinup`:
+    /// what it opens stays open, and it learns which start this is ([`Spawn`]), so it can
+    /// carry state across restarts (read back what the last process saved, count restarts).
+    ///
+    /// # Errors
+    ///
+    /// As [`Workers::install`].
+    pub fn install_with<W, F>(&mut self, name: &str, factory: F, spec: impl Into<Spec>) -> Result<()>
+    where
+        W: Worker,
+        F: FnMut(&Spawn) -> W + 'static,
+    {
+        self.add(name, Box::new(spawn::Factory(factory, std::marker::PhantomData)), spec.into())
+    }
+
+    fn add(&mut self, name: &str, template: Box<dyn Template>, spec: Spec) -> Result<()> {
+        if name.is_empty() || self.find(name).is_some() {
+            return Err(Error::DuplicateWorker(name.to_owned()));
+        }
+        if spec.looptime.is_zero() {
+            return Err(worker_error(
+                name,
+                WorkerError::Invalid("its looptime must be more than 0".into()),
+            ));
+        }
+        self.entries.push(Entry {
+            name: name.to_owned(),
+            template,
+            spec,
+            run: None,
+            outside: State::Exited,
+            starts: 0,
+            admin_stopped: false,
+            restart_when_gone: false,
+            epoch: 0,
+            restart_pending: false,
+            restarts: VecDeque::new(),
+            quick: 0,
+            last_exit: None,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn attach(
+        &mut self,
+        handle: Handle,
+        logger: Logger,
+        level: Level,
+        stop_timeout: Duration,
+        ack_timeout: Duration,
+    ) {
+        self.handle = Some(handle);
+        self.logger = logger;
+        self.level = level;
+        self.stop_timeout = stop_timeout;
+        self.ack_timeout = ack_timeout;
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.name == name)
+    }
+
+    fn index(&self, name: &str) -> Result<usize> {
+        self.find(name)
+            .ok_or_else(|| worker_error(name, WorkerError::Unknown))
+    }
+
+    /// The names, in installation order.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    /// The number of installed workers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is installed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn info_of(e: &Entry) -> WorkerInfo {
+        let header = e.run.as_ref().map(|r| r.channel().header());
+        WorkerInfo {
+            name: e.name.clone(),
+            pid: e.run.as_ref().map(|r| r.pid.as_raw()),
+            state: e.run.as_ref().map_or(e.outside, Run::state),
+            looptime: e.spec.looptime,
+            restart: e.spec.restart,
+            restarts: e.starts.saturating_sub(1),
+            uptime: e.run.as_ref().map(|r| r.started.elapsed()),
+            heartbeat: header.map(|h| h.heartbeat.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Every worker, in installation order.
+    pub fn list(&self) -> Vec<WorkerInfo> {
+        self.entries.iter().map(Self::info_of).collect()
+    }
+
+    /// One worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] if there is no such worker.
+    pub fn info(&self, name: &str) -> Result<WorkerInfo> {
+        Ok(Self::info_of(&self.entries[self.index(name)?]))
+    }
+
+    /// How its last process ended, if one did.
+    pub fn last_exit(&self, name: &str) -> Option<&Exit> {
+        self.find(name)
+            .and_then(|i| self.entries[i].last_exit.as_ref())
+    }
+
+    /// Whether an administrator stopped the worker (no restart policy applies).
+    pub fn is_admin_stopped(&self, name: &str) -> bool {
+        self.find(name)
+            .is_some_and(|i| self.entries[i].admin_stopped)
+    }
+
+    /// Whether the daemon is stopping its workers.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// A summary for `daemon.status`: how many workers are in each state.
+    pub fn summary(&self) -> Value {
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for e in &self.entries {
+            let state = e.run.as_ref().map_or(e.outside, Run::state);
+            *counts.entry(state.name()).or_default() += 1;
+        }
+        json!({"installed": self.entries.len(), "states": counts})
+    }
+
+    /// Sends a signal to a worker's process.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] if there is no such worker or it is not running.
+    pub fn kill(&mut self, name: &str, signal: crate::reactor::Signal) -> Result<()> {
+        let i = self.index(name)?;
+        let pid = self.entries[i]
+            .run
+            .as_ref()
+            .map(|r| r.pid)
+            .ok_or_else(|| worker_error(name, WorkerError::NotRunning))?;
+        let signal = nix::sys::signal::Signal::try_from(signal.number())
+            .map_err(|e| worker_error(name, WorkerError::Invalid(e.to_string())))?;
+        self.procs.signal(pid, signal);
+        Ok(())
+    }
+
+    /// What the supervisor has for the daemon since the last call.
+    pub(crate) fn take_outbox(&mut self) -> Outbox {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Whether the outbox holds something.
+    pub(crate) fn has_outbox(&self) -> bool {
+        let o = &self.out;
+        !o.events.is_empty() || !o.deadlines.is_empty() || !o.resolved.is_empty() || o.stop.is_some()
+    }
+
+    fn emit(&mut self, event: impl Event) {
+        self.out.events.push(Box::new(event));
+    }
+
+    fn arm(&mut self, at: Instant, deadline: Deadline) {
+        self.out.deadlines.push((at, deadline));
+    }
+
+    /// Handles a deadline it armed; one whose process or restart is gone does nothing.
+    pub(crate) fn deadline(&mut self, deadline: Deadline) {
+        match deadline {
+            Deadline::Escalate { worker, generation } => self.escalate(worker, generation),
+            Deadline::Restart { worker, epoch } => self.restart_due(worker, epoch),
+            Deadline::Ack(id) => self.ack_overdue(id),
+        }
+    }
+}
+
+pub(crate) fn worker_error(name: &str, kind: WorkerError) -> Error {
+    Error::Worker {
+        name: name.to_owned(),
+        kind,
+    }
+}

@@ -1,0 +1,214 @@
+//! Reaping: a worker's process ended; what the restart policy makes of it.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use slog::{error, info, warn};
+
+use super::{Deadline, Workers, worker_error};
+use crate::error::WorkerError;
+use crate::worker::{
+    Exit, GiveUp, Restart, State, WorkerExited, WorkerFailed, WorkerRestarting,
+};
+
+/// What the policy does with a process that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing: it stays `EXITED` (or `FAILED`).
+    Rest,
+    /// Start it again now (an administrator's restart).
+    StartNow,
+    /// The policy restarts it after this delay.
+    Restart(Duration),
+    /// The policy gives up.
+    GiveUp,
+}
+
+impl Workers {
+    /// Reaps every worker whose process ended (only the daemon's own workers: a child the
+    /// user's code spawned is left to its owner) and applies the restart policy. Run on
+    /// SIGCHLD; the events (`daemon.worker.exited`...) follow on the bus.
+    pub fn reap(&mut self) {
+        for i in 0..self.entries.len() {
+            let Some(pid) = self.entries[i].run.as_ref().map(|r| r.pid) else {
+                continue;
+            };
+            if let Some((code, signal)) = self.procs.try_wait(pid) {
+                self.gone(i, code, signal);
+            }
+        }
+    }
+
+    fn gone(&mut self, i: usize, code: Option<i32>, signal: Option<i32>) {
+        // What the worker sent just before it exited (its last log lines, an ack) is still
+        // in the ring: read it all before the channel goes.
+        if let Some(token) = self.entries[i].run.as_ref().map(|r| r.source.token()) {
+            while self.drain(i, usize::MAX) {}
+            self.by_token.remove(&token);
+        }
+        let now = self.procs.now();
+        let shutting_down = self.shutting_down;
+        let entry = &mut self.entries[i];
+        let Some(run) = entry.run.take() else { return };
+        let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);
+        let exit = Exit {
+            name: entry.name.clone(),
+            pid: run.pid.as_raw(),
+            code,
+            signal,
+            restart: entry.spec.restart,
+            requested: run.stopping || entry.admin_stopped || shutting_down,
+            ran_for: now.saturating_duration_since(run.started),
+        };
+        drop(run);
+        entry.last_exit = Some(exit.clone());
+        if entry.outside != State::Failed {
+            entry.outside = State::Exited;
+        }
+        let name = entry.name.clone();
+        if exit.crashed() {
+            warn!(self.logger, "worker crashed"; "worker" => &name, "pid" => exit.pid, "code" => code, "signal" => signal);
+        } else {
+            info!(self.logger, "worker exited"; "worker" => &name, "pid" => exit.pid, "code" => code, "signal" => signal);
+        }
+        if lost > 0 {
+            warn!(self.logger, "the worker's ring was full: log lines lost"; "worker" => &name, "lost" => lost);
+        }
+        self.fail_acks_of(&name);
+        let next = self.decide(i, &exit);
+        self.emit(WorkerExited { exit });
+        match next {
+            Next::Rest => {}
+            Next::StartNow => {
+                if let Err(e) = self.spawn(i) {
+                    error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+                }
+            }
+            Next::Restart(delay) => {
+                self.emit(WorkerRestarting {
+                    worker: name.clone(),
+                    delay,
+                });
+                if delay.is_zero() {
+                    info!(self.logger, "worker restarts"; "worker" => &name);
+                    if let Err(e) = self.spawn(i) {
+                        error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+                    }
+                } else {
+                    warn!(self.logger, "worker restarts after a backoff"; "worker" => &name, "delay_ms" => delay.as_millis() as u64);
+                    let entry = &mut self.entries[i];
+                    entry.restart_pending = true;
+                    let epoch = entry.epoch;
+                    self.arm(now + delay, Deadline::Restart { worker: i, epoch });
+                }
+            }
+            Next::GiveUp => {
+                let entry = &mut self.entries[i];
+                entry.outside = State::Failed;
+                let stops_daemon = entry.spec.give_up == GiveUp::StopDaemon;
+                let restarts = entry.restarts.len();
+                error!(self.logger, "worker failed: too many restarts";
+                    "worker" => &name, "restarts" => restarts,
+                    "window_s" => entry.spec.window.as_secs_f64());
+                self.emit(WorkerFailed {
+                    worker: name.clone(),
+                    restarts,
+                    stops_daemon,
+                });
+                if stops_daemon {
+                    error!(self.logger, "the daemon cannot go on without the worker: stopping"; "worker" => &name);
+                    self.out.stop.get_or_insert(1);
+                }
+            }
+        }
+    }
+
+    /// The restart policy.
+    fn decide(&mut self, i: usize, exit: &Exit) -> Next {
+        let now = self.procs.now();
+        let jitter = self.procs.random();
+        let shutting_down = self.shutting_down;
+        let entry = &mut self.entries[i];
+        if shutting_down {
+            return Next::Rest;
+        }
+        if exit.requested {
+            return if entry.restart_when_gone && !entry.admin_stopped {
+                Next::StartNow
+            } else {
+                Next::Rest
+            };
+        }
+        let restart = match entry.spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => !exit.clean(),
+            Restart::Temporary => false,
+        };
+        if !restart {
+            return Next::Rest;
+        }
+        let spec = entry.spec;
+        while entry
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > spec.window)
+        {
+            entry.restarts.pop_front();
+        }
+        if entry.restarts.len() >= spec.max_restarts {
+            return Next::GiveUp;
+        }
+        entry.restarts.push_back(now);
+        if exit.ran_for >= spec.stable_after {
+            entry.quick = 0;
+        }
+        entry.quick = entry.quick.saturating_add(1);
+        let delay = spec.backoff_for(entry.quick);
+        // Up to a quarter more, so that workers that crash together do not restart together.
+        let spread = delay.as_nanos() as u64 / 4;
+        let delay = match spread {
+            0 => delay,
+            s => delay + Duration::from_nanos(jitter % s),
+        };
+        Next::Restart(delay)
+    }
+
+    /// The backoff of a restart is over: start it, unless something superseded it (an
+    /// administrator's stop or start, the shutdown).
+    pub(super) fn restart_due(&mut self, i: usize, epoch: u64) {
+        let Some(entry) = self.entries.get_mut(i) else {
+            return;
+        };
+        if entry.epoch != epoch || !entry.restart_pending || entry.run.is_some() {
+            return;
+        }
+        entry.restart_pending = false;
+        if self.shutting_down || entry.admin_stopped {
+            return;
+        }
+        let name = entry.name.clone();
+        info!(self.logger, "worker restarts"; "worker" => &name);
+        if let Err(e) = self.spawn(i) {
+            error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+        }
+    }
+
+    /// Cancels a pending backoff restart; true if there was one.
+    pub(super) fn cancel_restart(&mut self, i: usize) -> bool {
+        let entry = &mut self.entries[i];
+        let pending = entry.restart_pending;
+        entry.epoch += 1;
+        entry.restart_pending = false;
+        pending
+    }
+
+    /// Whether a worker waits for its backoff restart.
+    pub fn is_restart_pending(&self, name: &str) -> bool {
+        self.find(name)
+            .is_some_and(|i| self.entries[i].restart_pending)
+    }
+
+    pub(super) fn not_running(&self, i: usize) -> crate::Error {
+        worker_error(&self.entries[i].name, WorkerError::NotRunning)
+    }
+}

@@ -1,0 +1,258 @@
+//! Starting workers: the process control the supervisor needs (fork, kill, wait, the clock)
+//! behind one trait, the real one over `fork()`, and `start`.
+
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+use slog::{Level, info};
+
+use super::{Run, Workers, worker_error};
+use crate::error::{Result, WorkerError};
+use crate::reactor::Interest;
+use crate::worker::{Channel, Exit, Worker, WorkerStarted, child};
+
+/// What a worker's factory learns of the process it builds the worker for.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    /// How many processes of this worker started before this one (0 for the first).
+    pub restarts: u32,
+    /// How the previous process ended, if there was one.
+    pub previous: Option<Exit>,
+}
+
+/// What the child needs to become the worker.
+pub(crate) struct Job {
+    pub(crate) name: String,
+    pub(crate) channel: Channel,
+    pub(crate) looptime: Duration,
+    pub(crate) parent: i32,
+    pub(crate) level: Level,
+    pub(crate) spawn: Spawn,
+}
+
+/// An installed worker, whatever its type: what each fork runs.
+pub(crate) trait Template: 'static {
+    /// In the forked child: becomes the worker and exits with its code.
+    fn run(&mut self, job: Job) -> i32;
+}
+
+/// A worker installed as a value: each process runs its own copy of it.
+pub(super) struct Value<W>(pub(super) Option<W>);
+
+impl<W: Worker> Template for Value<W> {
+    fn run(&mut self, job: Job) -> i32 {
+        match self.0.take() {
+            Some(worker) => child::serve(worker, job),
+            None => child::exit::SETUP,
+        }
+    }
+}
+
+/// A worker built by a factory in each new process.
+pub(super) struct Factory<F, W>(pub(super) F, pub(super) PhantomData<fn() -> W>);
+
+impl<W: Worker, F: FnMut(&Spawn) -> W + 'static> Template for Factory<F, W> {
+    fn run(&mut self, job: Job) -> i32 {
+        let worker = (self.0)(&job.spawn);
+        child::serve(worker, job)
+    }
+}
+
+/// Process control: fork, signal, wait, and the clock. The daemon uses [`Fork`]; the
+/// supervisor's unit tests a fake.
+pub(crate) trait Processes {
+    /// Starts a worker process running `template` with `job`; in a real fork, the child runs
+    /// `in_child` first (to drop what belongs to the daemon), then the worker, and exits.
+    fn spawn(
+        &mut self,
+        template: &mut dyn Template,
+        job: Job,
+        in_child: &mut dyn FnMut(),
+    ) -> io::Result<Pid>;
+    /// Sends `signal` to `pid` (a process this supervisor started).
+    fn signal(&mut self, pid: Pid, signal: Signal);
+    /// Reaps `pid` if it ended: its exit code or the signal that killed it.
+    fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)>;
+    /// The time now.
+    fn now(&self) -> Instant;
+    /// A random number, for jitter.
+    fn random(&mut self) -> u64;
+}
+
+/// The real process control.
+pub(crate) struct Fork;
+
+impl Processes for Fork {
+    fn spawn(
+        &mut self,
+        template: &mut dyn Template,
+        job: Job,
+        in_child: &mut dyn FnMut(),
+    ) -> io::Result<Pid> {
+        crate::process::ensure_single_threaded().map_err(io::Error::other)?;
+        // SAFETY: the daemon is single-threaded (checked above), so the child's copy of the
+        // address space has no lock held by a thread that does not exist there: it may run
+        // ordinary Rust (allocation included). The child never returns into the daemon's
+        // code: whatever happens, it ends in `_exit`.
+        match unsafe { fork() }? {
+            ForkResult::Child => {
+                crate::reactor::reset_after_fork();
+                let code = catch_unwind(AssertUnwindSafe(|| {
+                    in_child();
+                    template.run(job)
+                }))
+                .unwrap_or(child::exit::PANIC);
+                child::exit_now(code)
+            }
+            ForkResult::Parent { child } => Ok(child),
+        }
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        let _ = kill(pid, signal);
+    }
+
+    fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)> {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some((Some(code), None)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some((None, Some(sig as i32))),
+            // Not ours any more (someone else reaped it): report it gone.
+            Err(nix::errno::Errno::ECHILD) => Some((None, None)),
+            _ => None,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn random(&mut self) -> u64 {
+        // Enough for jitter: the clock's low bits mixed (splitmix64).
+        let mut z = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// What stays in a forked child's copy of the supervisor where its template was taken out.
+struct Gone;
+
+impl Template for Gone {
+    fn run(&mut self, _: Job) -> i32 {
+        child::exit::SETUP
+    }
+}
+
+impl Workers {
+    /// Starts every installed worker (at the daemon's start).
+    pub(crate) fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.entries.len() {
+            self.spawn(i)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a worker that is not running (also one that is `FAILED` or was stopped). Its
+    /// restart count starts again from zero. A worker still stopping starts again once gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`](crate::Error::Worker) if there is no such worker, it runs already,
+    /// the daemon is stopping, or the fork fails.
+    pub fn start(&mut self, name: &str) -> Result<()> {
+        let i = self.index(name)?;
+        if self.shutting_down {
+            return Err(worker_error(name, WorkerError::ShuttingDown));
+        }
+        let entry = &mut self.entries[i];
+        entry.admin_stopped = false;
+        entry.restarts.clear();
+        entry.quick = 0;
+        match &entry.run {
+            Some(run) if run.stopping => {
+                entry.restart_when_gone = true;
+                Ok(())
+            }
+            Some(_) => Err(worker_error(name, WorkerError::Running)),
+            None => self.spawn(i),
+        }
+    }
+
+    /// Forks entry `i`, which does not run.
+    pub(super) fn spawn(&mut self, i: usize) -> Result<()> {
+        let name = self.entries[i].name.clone();
+        let fail = |e: io::Error| worker_error(&name, WorkerError::Spawn(e.to_string()));
+        let handle = self
+            .handle
+            .clone()
+            .ok_or_else(|| worker_error(&name, WorkerError::NotStarted))?;
+        let channel = Channel::new().map_err(fail)?;
+        let entry = &mut self.entries[i];
+        // A pending backoff restart is superseded by this start.
+        entry.epoch += 1;
+        entry.restart_pending = false;
+        let job = Job {
+            name: name.clone(),
+            channel: channel.worker_end(),
+            looptime: entry.spec.looptime,
+            parent: crate::process::pid(),
+            level: self.level,
+            spawn: Spawn {
+                restarts: entry.starts,
+                previous: entry.last_exit.clone(),
+            },
+        };
+        let mut template = std::mem::replace(&mut entry.template, Box::new(Gone));
+        let entries = &mut self.entries;
+        let mut in_child = || {
+            // The other workers' channels are not this worker's business: unmap them.
+            for (j, e) in entries.iter_mut().enumerate() {
+                if let (true, Some(run)) = (j != i, e.run.take()) {
+                    run.source.leak_registration().forget_in_child();
+                }
+            }
+        };
+        let pid = self.procs.spawn(template.as_mut(), job, &mut in_child);
+        self.entries[i].template = template;
+        let pid = pid.map_err(fail)?;
+        let source = match handle.register(channel, Interest::READ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.procs.signal(pid, Signal::SIGKILL);
+                return Err(fail(e));
+            }
+        };
+        self.by_token.insert(source.token(), i);
+        let now = self.procs.now();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let entry = &mut self.entries[i];
+        entry.run = Some(Run {
+            pid,
+            source,
+            started: now,
+            generation,
+            stopping: false,
+            sigterm_sent: false,
+        });
+        entry.starts += 1;
+        entry.restart_when_gone = false;
+        let restarts = entry.starts - 1;
+        info!(self.logger, "worker started"; "worker" => &name, "pid" => pid.as_raw());
+        self.emit(WorkerStarted {
+            worker: name,
+            pid: pid.as_raw(),
+            restarts,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,588 @@
+//! The supervisor's state machine, driven by a fake process control: no fork, a clock the
+//! test moves, real channels (both ends in this process) and a real poller for readiness.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::bus::Event;
+use crate::reactor::{Reactor, Ready, Timers};
+use crate::worker::frame::{Down, Up};
+use crate::worker::{
+    GiveUp, Restart, Spec, WorkerContext, WorkerExited, WorkerFailed, WorkerMessage,
+    WorkerRestarting, WorkerStarted,
+};
+
+struct Idle;
+
+impl Worker for Idle {
+    fn tick(&mut self, _: &mut WorkerContext<'_, Self>) {}
+}
+
+#[derive(Default)]
+struct World {
+    now: Option<Instant>,
+    next_pid: i32,
+    /// Every process started: its pid and the worker's end of its channel.
+    spawned: Vec<(Pid, Channel)>,
+    signals: Vec<(Pid, Signal)>,
+    exits: HashMap<Pid, (Option<i32>, Option<i32>)>,
+    waited: Vec<Pid>,
+}
+
+struct Fake(Rc<RefCell<World>>);
+
+impl Processes for Fake {
+    fn spawn(&mut self, _: &mut dyn Template, job: Job, _: &mut dyn FnMut()) -> io::Result<Pid> {
+        let mut w = self.0.borrow_mut();
+        w.next_pid += 1;
+        let pid = Pid::from_raw(1000 + w.next_pid);
+        w.spawned.push((pid, job.channel));
+        Ok(pid)
+    }
+
+    fn signal(&mut self, pid: Pid, signal: Signal) {
+        self.0.borrow_mut().signals.push((pid, signal));
+    }
+
+    fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)> {
+        let mut w = self.0.borrow_mut();
+        w.waited.push(pid);
+        w.exits.remove(&pid)
+    }
+
+    fn now(&self) -> Instant {
+        self.0.borrow().now.expect("set by the harness")
+    }
+
+    fn random(&mut self) -> u64 {
+        0
+    }
+}
+
+use std::io;
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Harness {
+    sup: Workers,
+    world: Rc<RefCell<World>>,
+    reactor: Reactor<()>,
+    timers: Timers<Deadline>,
+    events: Vec<Box<dyn Event>>,
+    resolved: Vec<(u64, Result<Value>)>,
+    stop: Option<i32>,
+}
+
+impl Harness {
+    fn new(specs: &[(&str, Spec)]) -> Harness {
+        let world = Rc::new(RefCell::new(World {
+            now: Some(Instant::now()),
+            ..World::default()
+        }));
+        let mut sup = Workers::with_processes(Box::new(Fake(world.clone())));
+        for (name, spec) in specs {
+            sup.install(name, Idle, *spec).unwrap();
+        }
+        let reactor = Reactor::new().unwrap();
+        sup.attach(
+            reactor.handle(),
+            Logger::root(slog::Discard, slog::o!()),
+            Level::Info,
+            STOP_TIMEOUT,
+            ACK_TIMEOUT,
+        );
+        sup.start_all().unwrap();
+        let mut h = Harness {
+            sup,
+            world,
+            reactor,
+            timers: Timers::default(),
+            events: Vec::new(),
+            resolved: Vec::new(),
+            stop: None,
+        };
+        h.pump();
+        h
+    }
+
+    fn one(spec: Spec) -> Harness {
+        Harness::new(&[("w0", spec)])
+    }
+
+    fn pump(&mut self) {
+        let out = self.sup.take_outbox();
+        self.events.extend(out.events);
+        for (at, d) in out.deadlines {
+            self.timers.insert(at, None, d);
+        }
+        self.resolved.extend(out.resolved);
+        if out.stop.is_some() {
+            self.stop = out.stop;
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.world.borrow().now.unwrap()
+    }
+
+    /// Moves the clock on and fires what is due.
+    fn advance(&mut self, by: Duration) {
+        self.pump();
+        let now = self.now() + by;
+        self.world.borrow_mut().now = Some(now);
+        let mut due = Vec::new();
+        self.timers.expire(now, &mut due);
+        for (_, d) in due {
+            self.sup.deadline(d);
+            self.pump();
+        }
+    }
+
+    fn pid(&self, name: &str) -> Option<Pid> {
+        self.sup.info(name).unwrap().pid.map(Pid::from_raw)
+    }
+
+    fn state(&self, name: &str) -> State {
+        self.sup.info(name).unwrap().state
+    }
+
+    /// The worker's end of the channel of the running process of `name`.
+    fn worker_end(&self, name: &str) -> Channel {
+        let pid = self.pid(name).expect("running");
+        let w = self.world.borrow();
+        let (_, ch) = w.spawned.iter().find(|(p, _)| *p == pid).unwrap();
+        ch.same_end()
+    }
+
+    /// The process of `name` ends with this status, and SIGCHLD is handled.
+    fn exits(&mut self, name: &str, code: Option<i32>, signal: Option<i32>) {
+        let pid = self.pid(name).expect("running");
+        self.world.borrow_mut().exits.insert(pid, (code, signal));
+        self.sup.reap();
+        self.pump();
+    }
+
+    /// Delivers channel readiness until none is left.
+    fn drive(&mut self) {
+        let mut ready = Vec::new();
+        for _ in 0..1000 {
+            ready.clear();
+            self.reactor
+                .turn(Some(Duration::ZERO), &mut ready)
+                .unwrap();
+            if ready.is_empty() {
+                return;
+            }
+            for r in ready.drain(..) {
+                if let Ready::Io { token, .. } = r {
+                    assert!(self.sup.ready(token));
+                }
+            }
+            self.pump();
+        }
+        panic!("readiness never settled");
+    }
+
+    fn signals_to(&self, pid: Pid) -> Vec<Signal> {
+        let w = self.world.borrow();
+        w.signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
+    fn count<E: Event>(&self) -> usize {
+        self.events.iter().filter(|e| e.is::<E>()).count()
+    }
+
+    fn spawned(&self) -> usize {
+        self.world.borrow().spawned.len()
+    }
+}
+
+fn received(ch: &Channel) -> Vec<Down> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while ch.receive_frame(&mut buf).unwrap() {
+        out.push(Down::decode(&buf).unwrap());
+    }
+    out
+}
+
+fn spec() -> Spec {
+    Spec::every(Duration::from_millis(100))
+}
+
+#[test]
+fn a_restart_never_signals_the_new_process() {
+    let mut h = Harness::one(spec());
+    let old = h.pid("w0").unwrap();
+    let end = h.worker_end("w0");
+    h.sup.restart("w0").unwrap();
+    h.pump();
+    assert_eq!(received(&end), [Down::Stop]);
+    h.exits("w0", Some(0), None);
+    let new = h.pid("w0").expect("started again at once");
+    assert_ne!(new, old);
+    // Long past the old process's escalation deadlines.
+    for _ in 0..10 {
+        h.advance(STOP_TIMEOUT);
+    }
+    assert!(h.signals_to(new).is_empty(), "{:?}", h.signals_to(new));
+    assert_eq!(h.pid("w0"), Some(new));
+    assert_eq!(h.sup.info("w0").unwrap().restarts, 1);
+    assert_eq!(h.count::<WorkerFailed>(), 0);
+}
+
+#[test]
+fn a_restart_of_a_worker_that_may_not_be_restarted_does_not_stop_the_daemon() {
+    let once = spec()
+        .restart(Restart::Transient)
+        .max_restarts(0, Duration::from_secs(60))
+        .give_up(GiveUp::StopDaemon);
+    let mut h = Harness::one(once);
+    h.sup.restart("w0").unwrap();
+    h.exits("w0", Some(0), None);
+    let new = h.pid("w0").expect("restarted");
+    for _ in 0..4 {
+        h.advance(STOP_TIMEOUT);
+    }
+    assert_eq!(h.stop, None);
+    assert!(h.signals_to(new).is_empty());
+}
+
+#[test]
+fn stop_then_start_soon_after_leaves_the_new_process_alone() {
+    let mut h = Harness::one(spec());
+    h.sup.stop("w0").unwrap();
+    h.exits("w0", Some(0), None);
+    assert_eq!(h.state("w0"), State::Exited);
+    h.advance(Duration::from_secs(1));
+    h.sup.start("w0").unwrap();
+    let new = h.pid("w0").unwrap();
+    for _ in 0..4 {
+        h.advance(STOP_TIMEOUT);
+    }
+    assert!(h.signals_to(new).is_empty());
+}
+
+#[test]
+fn restart_then_stop_ends_stopped() {
+    let mut h = Harness::one(spec());
+    h.sup.restart("w0").unwrap();
+    h.sup.stop("w0").unwrap();
+    h.exits("w0", Some(0), None);
+    assert_eq!(h.pid("w0"), None);
+    h.advance(STOP_TIMEOUT * 3);
+    assert_eq!(h.pid("w0"), None);
+    assert_eq!(h.state("w0"), State::Exited);
+    assert_eq!(h.spawned(), 1);
+}
+
+#[test]
+fn a_stop_escalates_to_sigterm_then_sigkill_for_its_process_only() {
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    h.sup.stop("w0").unwrap();
+    h.pump();
+    h.advance(STOP_TIMEOUT / 2);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM]);
+    h.advance(STOP_TIMEOUT / 2);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGKILL]);
+    h.exits("w0", None, Some(9));
+    let exit = h.sup.last_exit("w0").unwrap();
+    assert!(exit.requested && !exit.crashed(), "{exit:?}");
+    assert_eq!(h.spawned(), 1, "an administrator's stop is never restarted");
+}
+
+#[test]
+fn worker_messages_are_their_own_type_whatever_their_name() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    for name in ["exited", "failed", "log", "ack", "started"] {
+        let payload = json!({"crashed": true, "forever": false});
+        end.send_frame(&Up::Message(name.into(), Some(payload)).encode())
+            .unwrap();
+    }
+    h.drive();
+    let names: Vec<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| e.downcast_ref::<WorkerMessage>())
+        .map(|m| m.command())
+        .collect();
+    assert_eq!(names, ["exited", "failed", "log", "ack", "started"]);
+    assert!(
+        h.events
+            .iter()
+            .filter(|e| e.is::<WorkerMessage>())
+            .all(|e| e.name().starts_with("daemon.worker.message.w0."))
+    );
+    assert_eq!(h.count::<WorkerExited>(), 0);
+    assert_eq!(h.stop, None);
+    assert_eq!(h.state("w0"), State::Spinup);
+}
+
+#[test]
+fn the_supervisors_own_commands_cannot_be_sent_as_user_commands() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    for reserved in ["stop", "pause", "resume", "loopstart"] {
+        let err = h.sup.send("w0", reserved, None).unwrap_err();
+        assert!(
+            matches!(&err, Error::Worker { kind: WorkerError::Reserved(c), .. } if c == reserved),
+            "{err}"
+        );
+    }
+    h.sup.send("w0", "changename", Some(json!(1))).unwrap();
+    assert_eq!(
+        received(&end),
+        [Down::Command("changename".into(), Some(json!(1)))]
+    );
+    assert!(matches!(
+        h.sup.send("nobody", "x", None),
+        Err(Error::Worker {
+            kind: WorkerError::Unknown,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_transient_worker_that_ends_cleanly_is_done_and_one_that_crashes_restarts() {
+    let mut h = Harness::one(spec().restart(Restart::Transient).give_up(GiveUp::StopDaemon));
+    h.exits("w0", Some(0), None);
+    assert_eq!(h.pid("w0"), None);
+    assert_eq!(h.state("w0"), State::Exited);
+    assert_eq!(h.stop, None);
+    assert_eq!(h.spawned(), 1);
+    h.sup.start("w0").unwrap();
+    h.exits("w0", Some(3), None);
+    assert!(h.pid("w0").is_some(), "an abnormal exit restarts it");
+    assert_eq!(h.spawned(), 3);
+}
+
+#[test]
+fn a_temporary_worker_is_never_restarted_and_never_stops_the_daemon() {
+    let mut h = Harness::one(spec().restart(Restart::Temporary).give_up(GiveUp::StopDaemon));
+    h.exits("w0", None, Some(6));
+    assert_eq!(h.pid("w0"), None);
+    assert_eq!((h.stop, h.spawned()), (None, 1));
+    assert_eq!(h.count::<WorkerRestarting>(), 0);
+}
+
+#[test]
+fn a_permanent_worker_restarts_after_a_clean_exit_too() {
+    let mut h = Harness::one(spec());
+    h.exits("w0", Some(0), None);
+    assert!(h.pid("w0").is_some());
+    assert_eq!(h.count::<WorkerStarted>(), 2);
+}
+
+#[test]
+fn past_the_intensity_limit_it_fails_or_stops_the_daemon_and_start_resets_the_count() {
+    let limited = spec().max_restarts(2, Duration::from_secs(60));
+    let mut h = Harness::one(limited);
+    for _ in 0..2 {
+        h.advance(Duration::from_secs(2));
+        h.exits("w0", Some(1), None);
+        assert!(h.pid("w0").is_some());
+    }
+    h.advance(Duration::from_secs(2));
+    h.exits("w0", Some(1), None);
+    assert_eq!(h.state("w0"), State::Failed);
+    assert_eq!(h.count::<WorkerFailed>(), 1);
+    assert_eq!(h.stop, None);
+    h.sup.start("w0").unwrap();
+    h.advance(Duration::from_secs(2));
+    h.exits("w0", Some(1), None);
+    assert!(h.pid("w0").is_some(), "the count started again from zero");
+
+    let mut h = Harness::one(limited.give_up(GiveUp::StopDaemon));
+    for _ in 0..3 {
+        h.advance(Duration::from_secs(2));
+        h.exits("w0", Some(1), None);
+    }
+    assert_eq!(h.stop, Some(1));
+}
+
+#[test]
+fn backoff_applies_to_crash_loops_only() {
+    let mut h = Harness::one(spec().max_restarts(100, Duration::from_secs(600)));
+    // Quick crashes: the first restarts at once, then 100 ms, 200 ms...
+    h.exits("w0", Some(1), None);
+    assert!(h.pid("w0").is_some());
+    h.exits("w0", Some(1), None);
+    assert_eq!(h.pid("w0"), None);
+    assert!(h.sup.is_restart_pending("w0"));
+    h.advance(Duration::from_millis(99));
+    assert_eq!(h.pid("w0"), None);
+    h.advance(Duration::from_millis(1));
+    assert!(h.pid("w0").is_some(), "restarted after its backoff");
+    // It ran stably: the next crash restarts at once.
+    h.advance(Duration::from_secs(2));
+    h.exits("w0", None, Some(9));
+    assert!(h.pid("w0").is_some(), "a crash after a stable run restarts at once");
+    let delays: Vec<Duration> = h
+        .events
+        .iter()
+        .filter_map(|e| e.downcast_ref::<WorkerRestarting>())
+        .map(|r| r.delay)
+        .collect();
+    assert_eq!(
+        delays,
+        [Duration::ZERO, Duration::from_millis(100), Duration::ZERO]
+    );
+}
+
+#[test]
+fn a_stop_beats_a_pending_restart() {
+    let mut h = Harness::one(spec());
+    h.exits("w0", Some(1), None);
+    h.exits("w0", Some(1), None);
+    assert!(h.sup.is_restart_pending("w0"));
+    h.sup.stop("w0").unwrap();
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.pid("w0"), None);
+    assert_eq!(h.spawned(), 2);
+    assert!(h.sup.stop("w0").is_err(), "nothing left to stop");
+}
+
+#[test]
+fn the_shutdown_cancels_restarts_and_never_restarts() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    h.exits("a", Some(1), None);
+    h.exits("a", Some(1), None);
+    h.sup.shutdown();
+    h.pump();
+    h.exits("b", Some(1), None);
+    h.advance(Duration::from_secs(60));
+    assert!(h.sup.all_gone());
+    assert_eq!(h.spawned(), 3);
+    assert!(h.sup.start("a").is_err());
+}
+
+#[test]
+fn a_pause_is_acknowledged_with_the_state() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let id = h.sup.toggle(Some("w0"), Toggle::Pause, true).unwrap();
+    assert_eq!(received(&end), [Down::Pause(id)]);
+    end.send_frame(&Up::Ack(id, State::Paused as u32).encode())
+        .unwrap();
+    h.drive();
+    assert!(matches!(&h.resolved[..], [(i, Ok(v))] if *i == id && *v == json!(2)));
+    // Resolved once: the deadline that comes later does nothing.
+    h.advance(ACK_TIMEOUT * 2);
+    assert_eq!(h.resolved.len(), 1);
+}
+
+#[test]
+fn a_pause_that_times_out_fails_and_is_cancelled() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let id = h.sup.toggle(Some("w0"), Toggle::Pause, true).unwrap();
+    h.advance(ACK_TIMEOUT);
+    let [(i, Err(e))] = &h.resolved[..] else {
+        panic!("{:?}", h.resolved)
+    };
+    assert_eq!(*i, id);
+    assert!(e.to_string().contains("cancelled"), "{e}");
+    assert_eq!(received(&end), [Down::Pause(id), Down::Resume(0)]);
+    // A late acknowledgement changes nothing.
+    end.send_frame(&Up::Ack(id, 2).encode()).unwrap();
+    h.drive();
+    assert_eq!(h.resolved.len(), 1);
+}
+
+#[test]
+fn an_ack_from_a_worker_that_was_not_asked_is_ignored() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    let id = h.sup.toggle(Some("a"), Toggle::Pause, true).unwrap();
+    h.worker_end("b")
+        .send_frame(&Up::Ack(id, 2).encode())
+        .unwrap();
+    h.drive();
+    assert!(h.resolved.is_empty());
+    h.worker_end("a")
+        .send_frame(&Up::Ack(id, 2).encode())
+        .unwrap();
+    h.drive();
+    assert_eq!(h.resolved.len(), 1);
+}
+
+#[test]
+fn a_worker_that_exits_fails_the_acks_it_owed() {
+    let mut h = Harness::one(spec());
+    let id = h.sup.toggle(None, Toggle::Resume, true).unwrap();
+    h.exits("w0", None, Some(9));
+    assert!(matches!(&h.resolved[..], [(i, Err(_))] if *i == id));
+}
+
+#[test]
+fn an_ack_behind_a_burst_of_5000_messages_is_not_stranded() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let id = h.sup.toggle(Some("w0"), Toggle::Pause, true).unwrap();
+    let mut sent = 0;
+    let frame = Up::Message("report".into(), Some(json!(1))).encode();
+    while sent < 5000 {
+        while sent < 5000 && end.send_frame(&frame).is_ok() {
+            sent += 1;
+        }
+        // The daemon reads one budget per turn, with no new write from the worker.
+        let mut ready = Vec::new();
+        h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
+        for r in ready {
+            if let Ready::Io { token, .. } = r {
+                h.sup.ready(token);
+            }
+        }
+        h.pump();
+    }
+    end.send_frame(&Up::Ack(id, 2).encode()).unwrap();
+    // From here the worker writes nothing: the daemon must still reach the ack.
+    h.drive();
+    assert_eq!(h.count::<WorkerMessage>(), 5000);
+    assert!(matches!(&h.resolved[..], [(i, Ok(_))] if *i == id), "{:?}", h.resolved);
+}
+
+#[test]
+fn garbage_in_a_channel_gets_the_worker_killed() {
+    for header in [false, true] {
+        let mut h = Harness::one(spec());
+        let pid = h.pid("w0").unwrap();
+        h.worker_end("w0").scribble(header);
+        h.drive();
+        assert_eq!(h.signals_to(pid), [Signal::SIGKILL], "header: {header}");
+        h.exits("w0", None, Some(9));
+        assert!(h.pid("w0").is_some(), "then handled as a crash: restarted");
+    }
+}
+
+#[test]
+fn reaping_waits_for_the_workers_only() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    let pids = [h.pid("a").unwrap(), h.pid("b").unwrap()];
+    h.sup.reap();
+    let waited = h.world.borrow().waited.clone();
+    assert!(waited.iter().all(|p| pids.contains(p)), "{waited:?}");
+}
+
+#[test]
+fn the_real_reaper_leaves_other_children_to_their_owner() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut sup = Workers::default();
+    sup.reap();
+    assert!(child.wait().unwrap().success(), "the child was left to be waited for");
+}

@@ -16,16 +16,14 @@
 use std::process::ExitCode;
 
 use daimon::rpc::{Method, RpcError, Type};
-use daimon::{Config, Daemon};
+use daimon::{Config, Daemon, DaemonHost};
 use serde_json::{Value, json};
 
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Conformance Daemon".into();
 
-    let mut daemon = Daemon::new(config);
-    daimon_listeners::install(&mut daemon).expect("standard listeners");
-    daemon
+    Daemon::new(config)
         .setup(|daemon| {
             for method in methods() {
                 daemon.rpc().register(method)?;
@@ -36,7 +34,7 @@ fn main() -> ExitCode {
 }
 
 /// Every method of the daemon.
-fn methods() -> Vec<Method> {
+fn methods() -> Vec<Method<DaemonHost>> {
     vec![
         Method::new("subtract", |params, _ctx| {
             let (a, b) = (params.i64("minuend")?, params.i64("subtrahend")?);

@@ -20,7 +20,7 @@ use daimon::bus::{Context, Event, Listener, PostAction};
 use daimon::rpc::{Method, Type};
 use daimon::slog::{error, info};
 use daimon::worker::{Worker, WorkerContext, WorkerHost};
-use daimon::{Config, Daemon, SetupError};
+use daimon::{Config, Daemon, DaemonHost, SetupError};
 
 /// Options of the copy daemon.
 #[derive(FromArgs)]
@@ -34,16 +34,14 @@ struct Args {
 }
 
 struct CopyWorker {
-    name: String,
     path: PathBuf,
     file: String,
     copy: String,
 }
 
 impl CopyWorker {
-    fn new(name: &str, path: PathBuf) -> CopyWorker {
+    fn new(path: PathBuf) -> CopyWorker {
         CopyWorker {
-            name: name.into(),
             path,
             file: "test.txt".into(),
             copy: "copy_test.txt".into(),
@@ -57,18 +55,14 @@ impl CopyWorker {
 }
 
 impl Worker for CopyWorker {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn spinup(&mut self, ctx: &mut WorkerContext<'_>) -> Result<(), SetupError> {
-        info!(ctx.logger(), "CopyWorker {} spinning up...", self.name);
+    fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
+        info!(ctx.logger(), "CopyWorker {} spinning up...", ctx.name());
         ctx.bus()
             .subscribe("daemon.worker.changename", ChangeNameListener)?;
         Ok(())
     }
 
-    fn tick(&mut self, ctx: &mut WorkerContext<'_>) {
+    fn tick(&mut self, ctx: &mut WorkerContext<'_, Self>) {
         let source = self.path.join(&self.file);
         if source.exists() {
             info!(ctx.logger(), "Copying file {} to {}", self.file, self.copy);
@@ -78,22 +72,23 @@ impl Worker for CopyWorker {
         }
     }
 
-    fn spindown(&mut self, ctx: &mut WorkerContext<'_>) {
-        info!(ctx.logger(), "CopyWorker {} spinning down.", self.name);
+    fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
+        info!(ctx.logger(), "CopyWorker {} spinning down.", ctx.name());
         let _ = fs::remove_file(self.path.join(&self.copy));
     }
 }
 
-/// The seed's ChangeNameListener: reaches the worker through its host.
+/// The seed's ChangeNameListener: reaches its worker, typed, through its host.
 struct ChangeNameListener;
 
-impl Listener for ChangeNameListener {
-    fn handle(&mut self, _event: &dyn Event, ctx: &mut Context<'_>) -> PostAction {
+impl Listener<WorkerHost<CopyWorker>> for ChangeNameListener {
+    fn handle(
+        &mut self,
+        _event: &dyn Event,
+        ctx: &mut Context<'_, WorkerHost<CopyWorker>>,
+    ) -> PostAction {
         info!(ctx.logger(), "Changing filename...");
-        if let Some(worker) = ctx
-            .host::<WorkerHost>()
-            .and_then(|host| host.worker::<CopyWorker>())
-        {
+        if let Some(worker) = ctx.host().worker() {
             worker.change_name();
         }
         PostAction::Continue
@@ -105,18 +100,16 @@ fn main() -> ExitCode {
     config.description = "Copy Daemon".into();
     config.sockethandler = "tcp://127.0.0.1:10042".parse().expect("a valid address");
 
-    let mut daemon = Daemon::new(config);
-    daimon_listeners::install(&mut daemon).expect("standard listeners");
-    daemon
+    Daemon::new(config)
         .setup(|daemon| {
             let args = daemon.args::<Args>().expect("parsed by init_with");
             let dir = daemon.launch_dir().join(&args.dir);
             let looptime = Duration::try_from_secs_f64(args.looptime)?;
             daemon
                 .workers()
-                .install(CopyWorker::new("handyman", dir), looptime, true)?;
-            let change = Method::new("handyman.changename", |_, ctx| {
-                ctx.workers()?.send("handyman", "changename", None)?;
+                .install("handyman", CopyWorker::new(dir), looptime)?;
+            let change = Method::<DaemonHost>::new("handyman.changename", |_, ctx| {
+                ctx.host().workers().send("handyman", "changename", None)?;
                 Ok(true.into())
             })
             .description("Change the output file name")

@@ -14,28 +14,27 @@ use std::process::ExitCode;
 
 use daimon::rpc::{Method, Type};
 use daimon::slog::info;
-use daimon::{Config, Daemon, PostAction};
+use daimon::reactor::Signal;
+use daimon::{Config, Daemon, DaemonHost, PostAction};
 
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Echo Daemon".into();
     config.sockethandler = "tcp://127.0.0.1:10042".parse().expect("a valid address");
 
-    let mut daemon = Daemon::new(config);
-    daimon_listeners::install(&mut daemon).expect("standard listeners");
-    daemon
+    Daemon::new(config)
         .setup(|daemon| {
-            let echo = Method::new("examples.echo", |params, _ctx| {
+            let echo = Method::<DaemonHost>::new("examples.echo", |params, _ctx| {
                 Ok(params.str("message")?.into())
             })
             .description("I'm here to reply your data")
             .param(Type::String, "message")
             .returns(Type::String);
             daemon.rpc().register(echo)?;
-            daemon.bus().on("daemon.posix.SIGHUP", |_, ctx| {
+            daemon.bus().on_signal(Signal::HUP, |_, ctx| {
                 info!(ctx.logger(), "SIGHUP received: nothing to reload");
                 PostAction::Continue
-            })?;
+            });
             Ok(())
         })
         .init()

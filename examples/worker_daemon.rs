@@ -5,19 +5,26 @@
 //! ```
 //!
 //! Each worker `w0`, `w1`... ticks every looptime; with `--dir`, it writes `<name>.up` on
-//! spinup and `<name>.down` on spindown. Commands: `crash` (aborts), `scribble` (writes an
-//! undecodable frame into its channel), `scribble-header` (overwrites the channel's header),
-//! `hang` (never returns; with `--hang-timeout` the watchdog kills and restarts it).
-//! With `--once`, the workers are not `forever`: a crash stops the daemon.
+//! spinup and `<name>.down` on spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
+//! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
+//! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
+//! seconds), `flood` (sends PAYLOAD messages up at once, default 5000), and `say` (sends up
+//! the message named PAYLOAD[0] with the payload PAYLOAD[1]). The daemon logs every message
+//! a worker sends up as `worker message`.
+//!
+//! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
+//! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use daimon::bus::{Event, PostAction, WorkerEvent};
-use daimon::worker::{Worker, WorkerContext};
-use daimon::{Config, Daemon, SetupError};
+use daimon::listeners::HangCheck;
+use daimon::slog::info;
+use daimon::worker::{GiveUp, Restart, Spec, Worker, WorkerCommand, WorkerContext, WorkerMessage};
+use daimon::{Config, Daemon, PostAction, SetupError};
+use serde_json::Value;
 
 /// Options of the worker daemon.
 #[derive(FromArgs)]
@@ -28,7 +35,7 @@ struct Args {
     /// seconds between two ticks (default 0.1)
     #[argh(option, default = "0.1")]
     looptime: f64,
-    /// workers are not forever: a crash stops the daemon
+    /// transient workers with no restart: a crash stops the daemon
     #[argh(switch)]
     once: bool,
     /// where workers leave NAME.up and NAME.down marks
@@ -37,94 +44,119 @@ struct Args {
     /// kill and restart a worker whose heartbeat stalls this many seconds
     #[argh(option)]
     hang_timeout: Option<f64>,
-    /// the watchdog's crash-counting window in seconds (default 60)
+    /// the crash-counting window in seconds (default 60)
     #[argh(option)]
     restart_window: Option<f64>,
+    /// seconds a worker must run for a crash not to be backed off (default 1)
+    #[argh(option)]
+    stable_after: Option<f64>,
+    /// seconds a stop waits before SIGTERM and SIGKILL (default 5)
+    #[argh(option, default = "5.0")]
+    shutdown_timeout: f64,
 }
 
 struct TestWorker {
-    name: String,
     dir: Option<PathBuf>,
     ticks: u64,
 }
 
 impl TestWorker {
-    fn mark(&self, suffix: &str) {
+    fn mark(&self, name: &str, suffix: &str) {
         if let Some(dir) = &self.dir {
-            let _ = std::fs::write(
-                dir.join(format!("{}.{suffix}", self.name)),
-                self.ticks.to_string(),
-            );
+            let _ = std::fs::write(dir.join(format!("{name}.{suffix}")), self.ticks.to_string());
         }
     }
 }
 
 impl Worker for TestWorker {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn spinup(&mut self, ctx: &mut WorkerContext<'_>) -> Result<(), SetupError> {
-        self.mark("up");
-        ctx.bus().on("daemon.worker.*", |event: &dyn Event, ctx| {
-            let what = event
-                .downcast_ref::<WorkerEvent>()
-                .map(|e| e.what().to_owned());
-            match what.as_deref() {
-                Some("crash") => std::process::abort(),
-                Some("hang") => loop {
-                    std::thread::park();
-                },
-                Some("scribble") => ctx
-                    .host::<daimon::worker::WorkerHost>()
-                    .map(|h| h.scribble_on_channel(false))
-                    .unwrap_or(()),
-                Some("scribble-header") => ctx
-                    .host::<daimon::worker::WorkerHost>()
-                    .map(|h| h.scribble_on_channel(true))
-                    .unwrap_or(()),
-                _ => {}
-            }
+    fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
+        self.mark(ctx.name(), "up");
+        ctx.bus().on_event(|command: &WorkerCommand, ctx| {
+            test_command(command, ctx.host());
             PostAction::Continue
-        })?;
+        });
         Ok(())
     }
 
-    fn tick(&mut self, _ctx: &mut WorkerContext<'_>) {
+    fn tick(&mut self, _ctx: &mut WorkerContext<'_, Self>) {
         self.ticks += 1;
     }
 
-    fn spindown(&mut self, _ctx: &mut WorkerContext<'_>) {
-        self.mark("down");
+    fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
+        self.mark(ctx.name(), "down");
+    }
+}
+
+/// The commands the tests send.
+fn test_command(command: &WorkerCommand, host: &mut daimon::worker::WorkerHost<TestWorker>) {
+    let payload = command.payload().cloned().unwrap_or(Value::Null);
+    match command.command() {
+        "crash" => std::process::abort(),
+        "hang" => loop {
+            std::thread::park();
+        },
+        "finish" => host.stop(),
+        "stall" => std::thread::sleep(Duration::from_secs_f64(payload.as_f64().unwrap_or(1.0))),
+        "flood" => {
+            let n = payload.as_u64().unwrap_or(5000);
+            let mut sent = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while sent < n && std::time::Instant::now() < deadline {
+                match host.send("flood", Some(Value::from(sent))) {
+                    Ok(()) => sent += 1,
+                    Err(_) => std::thread::sleep(Duration::from_micros(100)),
+                }
+            }
+        }
+        "say" => {
+            let name = payload[0].as_str().unwrap_or("said").to_owned();
+            let _ = host.send(&name, Some(payload[1].clone()));
+        }
+        _ => {}
     }
 }
 
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Worker Daemon".into();
-    config.shutdowntimeout = Duration::from_secs(5);
     Daemon::new(config)
         .setup(|daemon| {
             let args = daemon.args::<Args>().expect("parsed by init_with");
-            let mut watchdog = daimon_listeners::Watchdog::default();
-            if let Some(secs) = args.hang_timeout {
-                watchdog = watchdog.hang_timeout(Duration::try_from_secs_f64(secs)?);
-            }
-            if let Some(secs) = args.restart_window {
-                watchdog = watchdog.window(Duration::try_from_secs_f64(secs)?);
-            }
-            daimon_listeners::install_with(daemon, watchdog)?;
-            let args = daemon.args::<Args>().expect("parsed by init_with");
             let looptime = Duration::try_from_secs_f64(args.looptime)?;
             let dir = args.dir.as_ref().map(|d| daemon.launch_dir().join(d));
-            let (count, forever) = (args.workers, !args.once);
+            let mut spec = Spec::every(looptime);
+            if let Some(secs) = args.restart_window {
+                spec = spec.max_restarts(5, Duration::try_from_secs_f64(secs)?);
+            }
+            if let Some(secs) = args.stable_after {
+                spec = spec.stable_after(Duration::try_from_secs_f64(secs)?);
+            }
+            if args.once {
+                spec = spec
+                    .restart(Restart::Transient)
+                    .max_restarts(0, Duration::from_secs(60))
+                    .give_up(GiveUp::StopDaemon);
+            }
+            let hang = args.hang_timeout.map(Duration::try_from_secs_f64).transpose()?;
+            let count = args.workers;
+            let stop_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
+            daemon.config_mut().shutdowntimeout = stop_timeout;
+            if let Some(timeout) = hang {
+                HangCheck::new(timeout).subscribe(daemon.bus());
+            }
+            // Every message a worker sends up, logged.
+            daemon.bus().on_event(|m: &WorkerMessage, ctx| {
+                if m.command() != "flood" || m.payload() == Some(&Value::from(4999)) {
+                    info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());
+                }
+                PostAction::Continue
+            });
             for i in 0..count {
                 let worker = TestWorker {
-                    name: format!("w{i}"),
                     dir: dir.clone(),
                     ticks: 0,
                 };
-                daemon.workers().install(worker, looptime, forever)?;
+                daemon.workers().install(&format!("w{i}"), worker, spec)?;
             }
             Ok(())
         })

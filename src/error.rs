@@ -219,6 +219,10 @@ impl fmt::Display for Error {
             Error::DuplicateMethod(m) => write!(f, "method '{m}' is already registered"),
             Error::DuplicateWorker(w) if w.is_empty() => write!(f, "a worker needs a name"),
             Error::DuplicateWorker(w) => write!(f, "a worker named '{w}' is already installed"),
+            Error::Worker {
+                name,
+                kind: WorkerError::Unknown,
+            } => write!(f, "no worker named '{name}'"),
             Error::Worker { name, kind } => write!(f, "worker '{name}': {kind}"),
         }
     }

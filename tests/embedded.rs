@@ -43,8 +43,13 @@ impl Event for Greeted {
     }
 }
 
+/// One process has one set of signal handlers: daemons that catch signals (every daemon
+/// built with `Daemon::new` does) run one at a time here.
+static SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
+    let _signals = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::TestDir::new();
 
     let capture = Capture::default();
@@ -111,6 +116,7 @@ fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
 
 #[test]
 fn a_failing_setup_is_an_error_and_leaves_no_files() {
+    let _signals = SIGNALS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::TestDir::new();
     let daemon = Daemon::new(Config::default())
         .with_logger(slog::Logger::root(slog::Discard, o!()))

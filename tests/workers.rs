@@ -470,7 +470,7 @@ fn crashes_restart_with_backoff_then_fail_and_start_revives() {
         json!(FAILED)
     );
     wait_until("'worker failed' in the log", DEADLINE, || {
-        log_lines(&daemon, &["too many crashes", "worker: handyman"]) == 1
+        log_lines(&daemon, &["too many restarts", "worker: handyman"]) == 1
     });
     holds_throughout("a FAILED worker staying down", || {
         handyman(&mut client)["pid"].is_null()

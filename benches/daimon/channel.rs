@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use daimon::worker::{Channel, ChannelError, Message};
+use daimon::worker::{Channel, ChannelError, Down, Up};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork, pipe, read, write};
@@ -39,19 +39,20 @@ fn with_child<S, T>(state: S, child: impl FnOnce(S), parent: impl FnOnce(S) -> T
     }
 }
 
-fn receive_one(channel: &Channel, buf: &mut Vec<u8>) -> Message {
+/// Waits for the next frame into `buf`.
+fn receive_one(channel: &Channel, buf: &mut Vec<u8>) {
     loop {
-        if let Some(m) = channel.receive(buf).expect("a sane channel") {
-            return m;
+        if channel.receive_frame(buf).expect("a sane channel") {
+            return;
         }
         wait_readable(channel.incoming_fd());
         channel.clear_wakeup();
     }
 }
 
-fn send(channel: &Channel, message: &Message) {
+fn send(channel: &Channel, frame: &[u8]) {
     loop {
-        match channel.send(message) {
+        match channel.send_frame(frame) {
             Ok(()) => return,
             Err(ChannelError::Full(_)) => std::hint::spin_loop(),
             Err(e) => panic!("{e}"),
@@ -60,18 +61,19 @@ fn send(channel: &Channel, message: &Message) {
 }
 
 fn channel_rtt(n: usize) -> Vec<Duration> {
-    let message = Message::with("m", json!("0123456789abcdef"));
+    let payload = Some(json!("0123456789abcdef"));
+    let message = Down::Command("m".into(), payload.clone()).encode();
     with_child(
         Channel::new().expect("a channel"),
         |channel| {
-            let worker = channel.into_worker_end();
+            let worker = channel.worker_end();
             let mut buf = Vec::new();
             loop {
-                let m = receive_one(&worker, &mut buf);
-                if m.command == "quit" {
-                    return;
+                receive_one(&worker, &mut buf);
+                match Down::decode(&buf).expect("a frame") {
+                    Down::Command(c, p) => send(&worker, &Up::Message(c, p).encode()),
+                    _ => return,
                 }
-                send(&worker, &m);
             }
         },
         |channel| {
@@ -80,12 +82,13 @@ fn channel_rtt(n: usize) -> Vec<Duration> {
                 .map(|_| {
                     let t = Instant::now();
                     send(&channel, &message);
-                    let reply = receive_one(&channel, &mut buf);
-                    debug_assert_eq!(reply, message);
+                    receive_one(&channel, &mut buf);
+                    let reply = Up::decode(&buf).expect("a frame");
+                    debug_assert_eq!(reply, Up::Message("m".into(), payload.clone()));
                     t.elapsed()
                 })
                 .collect::<Vec<_>>();
-            send(&channel, &Message::new("quit"));
+            send(&channel, &Down::Stop.encode());
             samples[n / 10..].to_vec()
         },
     )
@@ -122,15 +125,16 @@ fn pipe_rtt(n: usize) -> Vec<Duration> {
 
 /// Messages per second, one way, of `count` messages with a payload of `size` bytes.
 fn channel_rate(count: usize, size: usize) -> f64 {
-    let message = Message::with("m", json!("x".repeat(size)));
+    let message = Down::Command("m".into(), Some(json!("x".repeat(size)))).encode();
     with_child(
         Channel::new().expect("a channel"),
         |channel| {
-            let worker = channel.into_worker_end();
+            let worker = channel.worker_end();
             let mut buf = Vec::new();
             let mut seen = 0;
             while seen < count {
-                while worker.receive(&mut buf).expect("a sane channel").is_some() {
+                while worker.receive_frame(&mut buf).expect("a sane channel") {
+                    Down::decode(&buf).expect("a frame");
                     seen += 1;
                 }
                 if seen < count {
@@ -138,7 +142,7 @@ fn channel_rate(count: usize, size: usize) -> f64 {
                     worker.clear_wakeup();
                 }
             }
-            send(&worker, &Message::new("done"));
+            send(&worker, &Up::Message("done".into(), None).encode());
         },
         |channel| {
             let t = Instant::now();
@@ -146,8 +150,8 @@ fn channel_rate(count: usize, size: usize) -> f64 {
                 send(&channel, &message);
             }
             let mut buf = Vec::new();
-            let done = receive_one(&channel, &mut buf);
-            assert_eq!(done.command, "done");
+            receive_one(&channel, &mut buf);
+            assert_eq!(Up::decode(&buf), Ok(Up::Message("done".into(), None)));
             count as f64 / t.elapsed().as_secs_f64()
         },
     )

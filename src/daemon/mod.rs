@@ -131,6 +131,13 @@ impl Daemon {
         self.signal.clone()
     }
 
+    /// The configuration to change in `setup()`: what the daemon reads after the setup
+    /// steps (the socket, its limits, the timeouts) takes the new values; the pid file and
+    /// the log are open by then.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// The configuration (with the command line's overrides once `init()` has read them).
     pub fn config(&self) -> &Config {
         &self.config

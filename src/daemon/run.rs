@@ -160,6 +160,9 @@ impl Daemon {
         if let Some(n) = self.config.niceness {
             process::set_niceness(n)?;
         }
+        // Signals are caught from the start, so none sent once the daemon is ready is lost.
+        let mut seen = None;
+        crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
         r.bus.emit(DaemonEvent::Start);
         r.bus.dispatch(&mut r.host);
         // The setup steps see the daemon as the user built it: give the bus and methods back
@@ -179,6 +182,7 @@ impl Daemon {
         std::mem::swap(&mut self.methods, &mut r.methods);
         std::mem::swap(&mut self.workers, &mut r.host.workers);
         outcome?;
+        crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
         let address = &self.config.sockethandler;
         let (listener, leftover) =
             Listener::bind(address, self.config.socketmode, self.console.hardstart)?;

@@ -90,9 +90,11 @@ impl Workers {
                     delay,
                 });
                 if delay.is_zero() {
-                    info!(self.logger, "worker restarts"; "worker" => &name);
-                    if let Err(e) = self.spawn(i) {
-                        error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+                    match self.spawn(i) {
+                        Ok(()) => info!(self.logger, "worker restarted"; "worker" => &name),
+                        Err(e) => {
+                            error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e)
+                        }
                     }
                 } else {
                     warn!(self.logger, "worker restarts after a backoff"; "worker" => &name, "delay_ms" => delay.as_millis() as u64);
@@ -187,9 +189,11 @@ impl Workers {
             return;
         }
         let name = entry.name.clone();
-        info!(self.logger, "worker restarts"; "worker" => &name);
-        if let Err(e) = self.spawn(i) {
-            error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e);
+        match self.spawn(i) {
+            Ok(()) => info!(self.logger, "worker restarted"; "worker" => &name),
+            Err(e) => {
+                error!(self.logger, "cannot restart the worker"; "worker" => &name, "error" => %e)
+            }
         }
     }
 

@@ -12,9 +12,9 @@
 
 use std::process::ExitCode;
 
+use daimon::reactor::Signal;
 use daimon::rpc::{Method, Type};
 use daimon::slog::info;
-use daimon::reactor::Signal;
 use daimon::{Config, Daemon, DaemonHost, PostAction};
 
 fn main() -> ExitCode {

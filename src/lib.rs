@@ -21,6 +21,15 @@ pub mod rpc;
 pub mod socket;
 pub mod worker;
 
+pub use argh;
+pub use bus::{Bus, Context, Event, Listener, PostAction};
+pub use client::Client;
+pub use config::{Config, Peers};
+pub use daemon::{Daemon, DaemonHost, LoopSignal};
+pub use error::{Error, Result, SetupError, WorkerError};
+pub use slog;
+pub use slog::Logger;
+
 #[cfg(test)]
 mod testing {
     use std::sync::Mutex;
@@ -42,12 +51,3 @@ mod testing {
         }
     }
 }
-
-pub use argh;
-pub use bus::{Bus, Context, Event, Listener, PostAction};
-pub use client::Client;
-pub use config::{Config, Peers};
-pub use daemon::{Daemon, DaemonHost, LoopSignal};
-pub use error::{Error, Result, SetupError, WorkerError};
-pub use slog;
-pub use slog::Logger;

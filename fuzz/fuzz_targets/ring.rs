@@ -7,26 +7,29 @@
 //! - `pop` on arbitrary positions and data never panics and never allocates past the
 //!   capacity; on success the frame fits the capacity and `tail` advanced by exactly its
 //!   size, never past `head`; on error `tail` did not move;
-//! - `decode` of any frame never panics, and a decoded message re-encodes to a frame that
-//!   decodes to the same message;
+//! - decoding any frame (either direction) never panics, and a decoded frame re-encodes to
+//!   a frame that decodes to the same value; no frame is both a `Down` and an `Up`;
 //! - pushing frames (sizes from the input) and popping them gives them back in order, and a
 //!   push that does not fit is refused and changes nothing.
 #![no_main]
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use daimon::worker::decode;
 use daimon::worker::ring::Ring;
+use daimon::worker::{Down, Up};
 use libfuzzer_sys::fuzz_target;
 
 fn check_decode(frame: &[u8]) {
-    if let Ok(message) = decode(frame) {
-        let again = rmp_serde::to_vec(&(&message.command, &message.payload)).unwrap();
+    if let Ok(up) = Up::decode(frame) {
         assert_eq!(
-            decode(&again).unwrap(),
-            message,
+            Up::decode(&up.encode()).unwrap(),
+            up,
             "re-encoded frame decodes differently"
         );
+        assert!(Down::decode(frame).is_err(), "a frame is one direction's only");
+    }
+    if let Ok(down) = Down::decode(frame) {
+        assert_eq!(Down::decode(&down.encode()).unwrap(), down);
     }
 }
 

@@ -36,7 +36,11 @@ mod tests {
 
     #[test]
     fn sigterm_and_sigint_stop_with_code_0_and_others_do_not() {
-        for (signal, stops) in [(Signal::TERM, true), (Signal::INT, true), (Signal::HUP, false)] {
+        for (signal, stops) in [
+            (Signal::TERM, true),
+            (Signal::INT, true),
+            (Signal::HUP, false),
+        ] {
             let mut bus = Bus::new();
             StopDaemon::subscribe(&mut bus);
             let mut host = TestHost::default();

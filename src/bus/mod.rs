@@ -329,14 +329,14 @@ impl<H: Host> Bus<H> {
     {
         let name = format!("{}{}", PosixEvent::PREFIX, signal.name());
         let filter = Filter::Names(vec![Pattern::Exact(name)]);
-        let listener = from_fn(move |event: &dyn Event, ctx: &mut Context<'_, H>| {
-            match event.downcast_ref::<PosixEvent>() {
-                Some(e) => f(e, ctx),
-                None => PostAction::Continue,
-            }
-        });
-        self.registry
-            .insert(filter, 0, Box::new(listener), false)
+        let listener =
+            from_fn(move |event: &dyn Event, ctx: &mut Context<'_, H>| {
+                match event.downcast_ref::<PosixEvent>() {
+                    Some(e) => f(e, ctx),
+                    None => PostAction::Continue,
+                }
+            });
+        self.registry.insert(filter, 0, Box::new(listener), false)
     }
 
     /// Removes a subscription.

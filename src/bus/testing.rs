@@ -65,7 +65,8 @@ impl Host for TestHost {
     }
 
     fn arm_timer(&mut self, after: Duration, period: Option<Duration>, name: String) -> TimerId {
-        self.timers.insert(crate::reactor::after(after), period, name)
+        self.timers
+            .insert(crate::reactor::after(after), period, name)
     }
 
     fn cancel_timer(&mut self, id: TimerId) -> bool {

@@ -347,7 +347,10 @@ fn typed_subscriptions_match_by_type_whatever_the_name() {
     run(&mut bus, Other("x"));
     run(&mut bus, Named("y"));
     assert_eq!(taken(&log), ["typed:x", "named:x", "named:x", "typed:y"]);
-    assert!(bus.may_receive::<Named>("zzz"), "a typed subscriber wants every Named");
+    assert!(
+        bus.may_receive::<Named>("zzz"),
+        "a typed subscriber wants every Named"
+    );
     assert!(!bus.may_receive::<Other>("zzz"));
 }
 
@@ -355,13 +358,20 @@ fn typed_subscriptions_match_by_type_whatever_the_name() {
 fn one_listener_on_several_patterns_gets_each_event_once() {
     let log = Log::default();
     let mut bus = Bus::<TestHost>::new();
-    bus.subscribe_all(&["a", "a*", "b"], 0, recorder(&log, "l", PostAction::Continue))
-        .unwrap();
+    bus.subscribe_all(
+        &["a", "a*", "b"],
+        0,
+        recorder(&log, "l", PostAction::Continue),
+    )
+    .unwrap();
     run(&mut bus, Named("a"));
     run(&mut bus, Named("b"));
     run(&mut bus, Named("c"));
     assert_eq!(taken(&log), ["l:a", "l:b"]);
-    assert!(bus.subscribe_all(&[], 0, recorder(&log, "none", PostAction::Continue)).is_err());
+    assert!(
+        bus.subscribe_all(&[], 0, recorder(&log, "none", PostAction::Continue))
+            .is_err()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use slog::{Logger, error, info, warn};
 
 use super::{Daemon, DaemonHost};
 use crate::bus::{Bus, DaemonEvent, Host};
-use crate::driver::{self, Due, Driven, LoopHost};
+use crate::driver::{self, Driven, Due, LoopHost};
 use crate::error::Result;
 use crate::log;
 use crate::pidfile::{PidFile, Previous};
@@ -42,7 +42,13 @@ impl Driven for Running {
                 bus: &mut self.bus,
                 host: &mut self.host,
             };
-            if server.ready(token, readable, writable, &mut engine, &mut self.socket_events) {
+            if server.ready(
+                token,
+                readable,
+                writable,
+                &mut engine,
+                &mut self.socket_events,
+            ) {
                 return;
             }
         }

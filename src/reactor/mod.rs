@@ -178,7 +178,8 @@ impl<T: Clone> Reactor<T> {
 
     /// Arms a periodic timer that fires every `every` (at a fixed rate) with `payload`.
     pub fn periodic(&mut self, every: Duration, payload: T) -> TimerId {
-        self.timers.insert(timer::after(every), Some(every), payload)
+        self.timers
+            .insert(timer::after(every), Some(every), payload)
     }
 
     /// Disarms a timer, returning its payload, or `None` if it is not armed.

@@ -186,7 +186,7 @@ pub(crate) fn bind<'s>(
 /// ```
 /// use daimon::rpc::{Method, Type};
 ///
-/// let echo = Method::new("examples.echo", |params, _ctx| {
+/// let echo = Method::<daimon::DaemonHost>::new("examples.echo", |params, _ctx| {
 ///     Ok(params.str("message")?.into())
 /// })
 /// .param(Type::String, "message")

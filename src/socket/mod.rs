@@ -8,6 +8,6 @@ mod listener;
 pub mod server;
 
 pub use address::Address;
-pub use event::SocketEvent;
 pub use connection::{Admission, Connection, Limits};
+pub use event::SocketEvent;
 pub use listener::{Leftover, Listener, Peer, Stream};

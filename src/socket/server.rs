@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use slog::{Logger, debug, warn};
 
+use super::SocketEvent;
 use super::connection::{Admission, Connection, Limits};
 use super::{Listener, Peer, Stream};
-use super::SocketEvent;
 use crate::config::{Config, Peers};
 use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token, TokenMap};
 use crate::rpc::{Engine, RpcError, Ticket};

@@ -13,10 +13,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use super::ring::{Corrupt, Full, Ring};
 use crossbeam_utils::CachePadded;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
-use super::ring::{Corrupt, Full, Ring};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
 const VERSION: u32 = 1;
@@ -305,10 +305,7 @@ impl Channel {
     ///
     /// [`ChannelError::Corrupt`] when the ring is not what this end's peer may write.
     pub fn receive_frame(&self, buffer: &mut Vec<u8>) -> Result<bool, ChannelError> {
-        self.incoming()
-            .0
-            .pop(buffer)
-            .map_err(ChannelError::Corrupt)
+        self.incoming().0.pop(buffer).map_err(ChannelError::Corrupt)
     }
 
     /// In a forked child, unmaps another worker's region and forgets its descriptors without

@@ -18,7 +18,7 @@ use super::frame::{Down, Up};
 use super::supervisor::Job;
 use super::{Channel, State, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerLoop};
 use crate::bus::{self, Bus, PostAction};
-use crate::driver::{self, Due, Driven};
+use crate::driver::{self, Driven, Due};
 use crate::reactor::{Interest, Reactor, Signal, Source, Token};
 
 /// Frames handled per turn at most, so a flood of commands cannot starve the ticks.
@@ -163,7 +163,11 @@ impl Drain for ChannelDrain {
         let _ = slog::KV::serialize(&record.kv(), record, &mut Text(&mut text));
         let _ = slog::KV::serialize(values, record, &mut Text(&mut text));
         let level = u8::try_from(record.level().as_usize()).unwrap_or(3);
-        if self.channel.send_frame(&Up::Log(level, text).encode()).is_err() {
+        if self
+            .channel
+            .send_frame(&Up::Log(level, text).encode())
+            .is_err()
+        {
             // Counted, never silent: the daemon reports lost lines.
             self.channel
                 .header()

@@ -98,7 +98,8 @@ impl Up {
     /// What is wrong with the frame.
     pub fn decode(frame: &[u8]) -> Result<Up, String> {
         let parts = parts(frame)?;
-        let number = |v: &Value, what: &str| v.as_u64().ok_or_else(|| format!("{what} is a number"));
+        let number =
+            |v: &Value, what: &str| v.as_u64().ok_or_else(|| format!("{what} is a number"));
         match parts.as_slice() {
             [t, level, Value::String(text)] if t.as_u64() == Some(LOG.into()) => {
                 let level = u8::try_from(number(level, "a level")?).map_err(|e| e.to_string())?;

@@ -56,8 +56,9 @@ pub(crate) fn register<H: Host>(
     };
     let pause = toggle("worker.pause", Toggle::Pause)
         .description("Pauses a worker (or all): the reply comes once it acknowledged, with its state; a pause not acknowledged in time is cancelled");
-    let resume = toggle("worker.resume", Toggle::Resume)
-        .description("Resumes a worker (or all): the reply comes once it acknowledged, with its state");
+    let resume = toggle("worker.resume", Toggle::Resume).description(
+        "Resumes a worker (or all): the reply comes once it acknowledged, with its state",
+    );
     let start = Method::new("worker.start", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
         workers(ctx.host()).start(params.str("name")?)?;
         Ok(json!(true))
@@ -65,17 +66,25 @@ pub(crate) fn register<H: Host>(
     .description("Starts a worker that is not running (also a FAILED or stopped one; its restart count starts again)")
     .returns(Type::Boolean)
     .param(Type::String, "name");
-    let stop = Method::new("worker.stop", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
-        workers(ctx.host()).stop(params.str("name")?)?;
-        Ok(json!(true))
-    })
-    .description("Stops a worker: stop on its channel, then SIGTERM, then SIGKILL; no restart until started")
+    let stop = Method::new(
+        "worker.stop",
+        move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
+            workers(ctx.host()).stop(params.str("name")?)?;
+            Ok(json!(true))
+        },
+    )
+    .description(
+        "Stops a worker: stop on its channel, then SIGTERM, then SIGKILL; no restart until started",
+    )
     .returns(Type::Boolean)
     .param(Type::String, "name");
-    let restart = Method::new("worker.restart", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
-        workers(ctx.host()).restart(params.str("name")?)?;
-        Ok(json!(true))
-    })
+    let restart = Method::new(
+        "worker.restart",
+        move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
+            workers(ctx.host()).restart(params.str("name")?)?;
+            Ok(json!(true))
+        },
+    )
     .description("Stops a worker and starts it again (a stop after it wins)")
     .returns(Type::Boolean)
     .param(Type::String, "name");

@@ -43,16 +43,16 @@ mod ring;
 mod spec;
 mod supervisor;
 
-#[cfg(any(fuzzing, feature = "internals"))]
-pub use channel::{Channel, ChannelError, Header, RING_CAPACITY};
 #[cfg(not(any(fuzzing, feature = "internals")))]
 pub(crate) use channel::Channel;
 #[cfg(any(fuzzing, feature = "internals"))]
-pub use frame::{Down, Up};
+pub use channel::{Channel, ChannelError, Header, RING_CAPACITY};
 pub use events::{
     RESERVED_COMMANDS, WorkerCommand, WorkerExited, WorkerFailed, WorkerLoop, WorkerMessage,
     WorkerRestarting, WorkerStarted,
 };
+#[cfg(any(fuzzing, feature = "internals"))]
+pub use frame::{Down, Up};
 pub use host::{WorkerContext, WorkerHost};
 pub use spec::{GiveUp, Restart, Spec};
 pub(crate) use supervisor::Deadline;

@@ -27,7 +27,7 @@ impl Restart {
 }
 
 /// What happens when the policy gives up on a worker (more restarts than
-/// [`Spec::max_restarts`] within [`Spec::window`]).
+/// [`Spec::max_restarts`] within its window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GiveUp {
     /// It is marked `FAILED` (and `daemon.worker.failed` emitted); the daemon goes on and
@@ -44,9 +44,9 @@ pub enum GiveUp {
 /// The policy: an ended worker is restarted according to its [`Restart`] type. One that ran
 /// at least [`Spec::stable_after`] restarts at once; one that crashes soon after its start
 /// again and again is restarted after a backoff that doubles from [`Spec::backoff`] up to
-/// [`Spec::max_backoff`], with up to a quarter of jitter (its first quick crash restarts at
+/// its cap, with up to a quarter of jitter (its first quick crash restarts at
 /// once). Every restart counts toward the intensity limit: more than
-/// [`Spec::max_restarts`] within [`Spec::window`] and the policy gives up ([`GiveUp`]).
+/// [`Spec::max_restarts`] within its window and the policy gives up ([`GiveUp`]).
 /// An exit that was asked for (an administrator's stop or restart, the daemon's shutdown)
 /// never counts, and an administrator's stop always beats the policy.
 ///

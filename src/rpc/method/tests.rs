@@ -132,10 +132,7 @@ fn introspection_and_multicall() {
         Value::Null,
     )
     .unwrap();
-    for n in [
-        "examples.echo",
-        "system.multicall",
-    ] {
+    for n in ["examples.echo", "system.multicall"] {
         assert!(names.as_array().unwrap().contains(&json!(n)), "{n}");
     }
     assert_eq!(

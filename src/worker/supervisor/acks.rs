@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 
 use super::{Deadline, Workers, worker_error};
 use crate::error::{Result, WorkerError};
-use crate::worker::frame::Down;
 use crate::worker::events::RESERVED_COMMANDS;
+use crate::worker::frame::Down;
 
 /// Pause or resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +53,15 @@ impl Workers {
     pub fn send(&mut self, name: &str, command: &str, payload: Option<Value>) -> Result<()> {
         let i = self.index(name)?;
         if RESERVED_COMMANDS.contains(&command) {
-            return Err(worker_error(name, WorkerError::Reserved(command.to_owned())));
+            return Err(worker_error(
+                name,
+                WorkerError::Reserved(command.to_owned()),
+            ));
         }
-        let run = self.entries[i].run.as_ref().ok_or_else(|| self.not_running(i))?;
+        let run = self.entries[i]
+            .run
+            .as_ref()
+            .ok_or_else(|| self.not_running(i))?;
         let frame = Down::Command(command.to_owned(), payload).encode();
         run.channel()
             .send_frame(&frame)
@@ -136,7 +142,9 @@ impl Workers {
     /// Records `worker`'s acknowledgement of `seq` with `state`; resolves the command when
     /// nobody else is awaited. An acknowledgement nobody asked this worker for is ignored.
     pub(super) fn acknowledged(&mut self, seq: u64, worker: &str, state: Value) {
-        let Some(from) = self.find(worker) else { return };
+        let Some(from) = self.find(worker) else {
+            return;
+        };
         let Some(a) = self.acks.iter().position(|a| a.id == seq) else {
             return;
         };
@@ -196,7 +204,10 @@ impl Workers {
                 let ack = self.acks.swap_remove(k);
                 let error = worker_error(
                     worker,
-                    WorkerError::NoAck(format!("it exited before acknowledging {}", ack.toggle.name())),
+                    WorkerError::NoAck(format!(
+                        "it exited before acknowledging {}",
+                        ack.toggle.name()
+                    )),
                 );
                 self.out.resolved.push((ack.id, Err(error)));
             } else {

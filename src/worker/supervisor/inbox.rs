@@ -42,7 +42,9 @@ impl Workers {
                 left = true;
                 break;
             }
-            let Some(run) = &self.entries[i].run else { break };
+            let Some(run) = &self.entries[i].run else {
+                break;
+            };
             let channel = run.channel();
             let frame = if !channel.header_ok() {
                 Err("the header's magic or version was overwritten".to_owned())

@@ -36,8 +36,8 @@ use crate::reactor::{Handle, Source, TokenMap};
 use acks::Ack;
 pub(crate) use acks::Toggle;
 pub use info::{Exit, WorkerInfo};
-pub(crate) use spawn::{Fork, Job, Processes, Template};
 pub use spawn::Spawn;
+pub(crate) use spawn::{Fork, Job, Processes, Template};
 
 /// A deadline the supervisor armed, with what it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,12 +186,21 @@ impl Workers {
     /// # Errors
     ///
     /// As [`Workers::install`].
-    pub fn install_with<W, F>(&mut self, name: &str, factory: F, spec: impl Into<Spec>) -> Result<()>
+    pub fn install_with<W, F>(
+        &mut self,
+        name: &str,
+        factory: F,
+        spec: impl Into<Spec>,
+    ) -> Result<()>
     where
         W: Worker,
         F: FnMut(&Spawn) -> W + 'static,
     {
-        self.add(name, Box::new(spawn::Factory(factory, std::marker::PhantomData)), spec.into())
+        self.add(
+            name,
+            Box::new(spawn::Factory(factory, std::marker::PhantomData)),
+            spec.into(),
+        )
     }
 
     fn add(&mut self, name: &str, template: Box<dyn Template>, spec: Spec) -> Result<()> {
@@ -342,7 +351,10 @@ impl Workers {
     /// Whether the outbox holds something.
     pub(crate) fn has_outbox(&self) -> bool {
         let o = &self.out;
-        !o.events.is_empty() || !o.deadlines.is_empty() || !o.resolved.is_empty() || o.stop.is_some()
+        !o.events.is_empty()
+            || !o.deadlines.is_empty()
+            || !o.resolved.is_empty()
+            || o.stop.is_some()
     }
 
     fn emit(&mut self, event: impl Event) {

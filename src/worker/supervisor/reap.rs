@@ -7,9 +7,7 @@ use slog::{error, info, warn};
 
 use super::{Deadline, Workers, worker_error};
 use crate::error::WorkerError;
-use crate::worker::{
-    Exit, GiveUp, Restart, State, WorkerExited, WorkerFailed, WorkerRestarting,
-};
+use crate::worker::{Exit, GiveUp, Restart, State, WorkerExited, WorkerFailed, WorkerRestarting};
 
 /// What the policy does with a process that ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,7 +72,13 @@ impl Workers {
             run.sigterm_sent = true;
             self.procs.signal(pid, Signal::SIGTERM);
         }
-        self.arm(now + half, Deadline::Escalate { worker: i, generation });
+        self.arm(
+            now + half,
+            Deadline::Escalate {
+                worker: i,
+                generation,
+            },
+        );
     }
 
     /// A stop's deadline: SIGTERM, then SIGKILL, to the process it was armed for only.
@@ -93,7 +99,13 @@ impl Workers {
             run.sigterm_sent = true;
             warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => &entry.name);
             self.procs.signal(pid, Signal::SIGTERM);
-            self.arm(now + half, Deadline::Escalate { worker: i, generation });
+            self.arm(
+                now + half,
+                Deadline::Escalate {
+                    worker: i,
+                    generation,
+                },
+            );
         } else {
             warn!(self.logger, "worker did not stop: SIGKILL"; "worker" => &entry.name);
             self.procs.signal(pid, Signal::SIGKILL);

@@ -175,9 +175,7 @@ impl Harness {
         let mut ready = Vec::new();
         for _ in 0..1000 {
             ready.clear();
-            self.reactor
-                .turn(Some(Duration::ZERO), &mut ready)
-                .unwrap();
+            self.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
             if ready.is_empty() {
                 return;
             }
@@ -359,7 +357,11 @@ fn the_supervisors_own_commands_cannot_be_sent_as_user_commands() {
 
 #[test]
 fn a_transient_worker_that_ends_cleanly_is_done_and_one_that_crashes_restarts() {
-    let mut h = Harness::one(spec().restart(Restart::Transient).give_up(GiveUp::StopDaemon));
+    let mut h = Harness::one(
+        spec()
+            .restart(Restart::Transient)
+            .give_up(GiveUp::StopDaemon),
+    );
     h.exits("w0", Some(0), None);
     assert_eq!(h.pid("w0"), None);
     assert_eq!(h.state("w0"), State::Exited);
@@ -373,7 +375,11 @@ fn a_transient_worker_that_ends_cleanly_is_done_and_one_that_crashes_restarts() 
 
 #[test]
 fn a_temporary_worker_is_never_restarted_and_never_stops_the_daemon() {
-    let mut h = Harness::one(spec().restart(Restart::Temporary).give_up(GiveUp::StopDaemon));
+    let mut h = Harness::one(
+        spec()
+            .restart(Restart::Temporary)
+            .give_up(GiveUp::StopDaemon),
+    );
     h.exits("w0", None, Some(6));
     assert_eq!(h.pid("w0"), None);
     assert_eq!((h.stop, h.spawned()), (None, 1));
@@ -431,7 +437,10 @@ fn backoff_applies_to_crash_loops_only() {
     // It ran stably: the next crash restarts at once.
     h.advance(Duration::from_secs(2));
     h.exits("w0", None, Some(9));
-    assert!(h.pid("w0").is_some(), "a crash after a stable run restarts at once");
+    assert!(
+        h.pid("w0").is_some(),
+        "a crash after a stable run restarts at once"
+    );
     let delays: Vec<Duration> = h
         .events
         .iter()
@@ -553,7 +562,11 @@ fn an_ack_behind_a_burst_of_5000_messages_is_not_stranded() {
     // From here the worker writes nothing: the daemon must still reach the ack.
     h.drive();
     assert_eq!(h.count::<WorkerMessage>(), 5000);
-    assert!(matches!(&h.resolved[..], [(i, Ok(_))] if *i == id), "{:?}", h.resolved);
+    assert!(
+        matches!(&h.resolved[..], [(i, Ok(_))] if *i == id),
+        "{:?}",
+        h.resolved
+    );
 }
 
 #[test]
@@ -584,5 +597,8 @@ fn the_real_reaper_leaves_other_children_to_their_owner() {
     std::thread::sleep(Duration::from_millis(50));
     let mut sup = Workers::default();
     sup.reap();
-    assert!(child.wait().unwrap().success(), "the child was left to be waited for");
+    assert!(
+        child.wait().unwrap().success(),
+        "the child was left to be waited for"
+    );
 }

@@ -44,9 +44,12 @@ struct Args {
     /// kill and restart a worker whose heartbeat stalls this many seconds
     #[argh(option)]
     hang_timeout: Option<f64>,
-    /// the crash-counting window in seconds (default 60)
-    #[argh(option)]
-    restart_window: Option<f64>,
+    /// the restart-counting window in seconds (default 60)
+    #[argh(option, default = "60.0")]
+    restart_window: f64,
+    /// restarts allowed within the window (default 5)
+    #[argh(option, default = "5")]
+    max_restarts: usize,
     /// seconds a worker must run for a crash not to be backed off (default 1)
     #[argh(option)]
     stable_after: Option<f64>,
@@ -124,10 +127,8 @@ fn main() -> ExitCode {
             let args = daemon.args::<Args>().expect("parsed by init_with");
             let looptime = Duration::try_from_secs_f64(args.looptime)?;
             let dir = args.dir.as_ref().map(|d| daemon.launch_dir().join(d));
-            let mut spec = Spec::every(looptime);
-            if let Some(secs) = args.restart_window {
-                spec = spec.max_restarts(5, Duration::try_from_secs_f64(secs)?);
-            }
+            let window = Duration::try_from_secs_f64(args.restart_window)?;
+            let mut spec = Spec::every(looptime).max_restarts(args.max_restarts, window);
             if let Some(secs) = args.stable_after {
                 spec = spec.stable_after(Duration::try_from_secs_f64(secs)?);
             }

@@ -35,7 +35,8 @@ pub use signature::{Params, Signature, Type};
 
 use serde_json::Value;
 
-/// Who a call comes from, as the connection layer knows it.
+/// Who a call comes from, as the connection layer knows it (an internal of the server,
+/// public for fuzzing).
 #[derive(Debug, Clone, Copy)]
 pub struct Meta<'a> {
     /// The peer: a unix peer's pid and uid, or a tcp address.

@@ -101,6 +101,7 @@ impl Connection {
         &self.peer
     }
 
+    #[cfg(any(fuzzing, feature = "internals"))]
     /// The protocol, once the first bytes chose it.
     pub fn protocol(&self) -> Option<Protocol> {
         self.protocol
@@ -409,6 +410,7 @@ impl Connection {
         self.closing
     }
 
+    #[cfg(any(test, fuzzing, feature = "internals"))]
     /// How many bytes of unanswered input are buffered (at most `max_request` plus a header
     /// block, or the connection is closing).
     pub fn pending_input(&self) -> usize {

@@ -5,9 +5,10 @@ mod connection;
 mod event;
 pub mod framing;
 mod listener;
-pub mod server;
+pub(crate) mod server;
 
 pub use address::Address;
+#[cfg(any(fuzzing, feature = "internals"))]
 pub use connection::{Admission, Connection, Limits};
 pub use event::SocketEvent;
 pub use listener::{Leftover, Listener, Peer, Stream};

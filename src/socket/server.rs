@@ -90,11 +90,6 @@ impl Server {
         })
     }
 
-    /// The number of connections being served (refused ones not counted).
-    pub fn connections(&self) -> usize {
-        self.admitted
-    }
-
     /// How long the reactor may wait before a connection deadline is due.
     pub fn next_timeout(&mut self) -> Option<Duration> {
         self.deadlines

@@ -8,23 +8,28 @@
 //! spinup and `<name>.down` on spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
 //! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
 //! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
-//! seconds), `flood` (sends PAYLOAD messages up at once, default 5000), and `say` (sends up
-//! the message named PAYLOAD[0] with the payload PAYLOAD[1]). The daemon logs every message
-//! a worker sends up as `worker message`.
+//! seconds, default 6), `flood` (sends PAYLOAD `tick-report` messages up at once, default
+//! 5000, then writes `NAME.flooded` in `--dir`), `say` (sends up the message named PAYLOAD[0]
+//! with the payload PAYLOAD[1]), and `fake-exited`, `send-log`, `send-ack` (send up messages
+//! named like the supervisor's own events). The daemon logs every message
+//! a worker sends up as `worker message`. With `--tick-file`, the daemon opens a file that
+//! every worker appends `NAME TICKS` to on each tick.
 //!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use daimon::listeners::HangCheck;
 use daimon::slog::info;
-use daimon::worker::{GiveUp, Restart, Spec, Worker, WorkerCommand, WorkerContext, WorkerMessage};
+use daimon::worker::{
+    GiveUp, Restart, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
+};
 use daimon::{Config, Daemon, PostAction, SetupError};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Options of the worker daemon.
 #[derive(FromArgs)]
@@ -53,6 +58,9 @@ struct Args {
     /// seconds a worker must run for a crash not to be backed off (default 1)
     #[argh(option)]
     stable_after: Option<f64>,
+    /// a file the daemon opens and each worker appends a line to on every tick
+    #[argh(option)]
+    tick_file: Option<PathBuf>,
     /// seconds a stop waits before SIGTERM and SIGKILL (default 5)
     #[argh(option, default = "5.0")]
     shutdown_timeout: f64,
@@ -61,6 +69,8 @@ struct Args {
 struct TestWorker {
     dir: Option<PathBuf>,
     ticks: u64,
+    /// Opened by the daemon before the fork: it stays open in the worker.
+    out: Option<std::fs::File>,
 }
 
 impl TestWorker {
@@ -74,15 +84,22 @@ impl TestWorker {
 impl Worker for TestWorker {
     fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
         self.mark(ctx.name(), "up");
-        ctx.bus().on_event(|command: &WorkerCommand, ctx| {
-            test_command(command, ctx.host());
+        let dir = self.dir.clone();
+        ctx.bus().on_event(move |command: &WorkerCommand, ctx| {
+            test_command(command, ctx.host(), dir.as_deref());
             PostAction::Continue
         });
         Ok(())
     }
 
-    fn tick(&mut self, _ctx: &mut WorkerContext<'_, Self>) {
+    fn tick(&mut self, ctx: &mut WorkerContext<'_, Self>) {
         self.ticks += 1;
+        if let Some(out) = &mut self.out {
+            use std::io::Write;
+            if let Err(e) = writeln!(out, "{} {}", ctx.name(), self.ticks) {
+                daimon::slog::error!(ctx.logger(), "cannot write the tick file"; "error" => %e);
+            }
+        }
     }
 
     fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
@@ -91,29 +108,44 @@ impl Worker for TestWorker {
 }
 
 /// The commands the tests send.
-fn test_command(command: &WorkerCommand, host: &mut daimon::worker::WorkerHost<TestWorker>) {
-    let payload = command.payload().cloned().unwrap_or(Value::Null);
+fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir: Option<&Path>) {
+    let payload = command.payload();
+    let send = |host: &WorkerHost<TestWorker>, name: &str, payload: Value| {
+        let _ = host.send(name, Some(payload));
+    };
     match command.command() {
         "crash" => std::process::abort(),
         "hang" => loop {
             std::thread::park();
         },
         "finish" => host.stop(),
-        "stall" => std::thread::sleep(Duration::from_secs_f64(payload.as_f64().unwrap_or(1.0))),
+        "fake-exited" => send(host, "exited", json!({"crashed": true, "forever": false})),
+        "send-log" => send(host, "log", json!({"hello": 1})),
+        "send-ack" => send(host, "ack", json!({"hello": 1})),
+        "say" => {
+            let p = payload.cloned().unwrap_or(Value::Null);
+            send(host, p[0].as_str().unwrap_or("said"), p[1].clone());
+        }
+        "stall" => {
+            let secs = payload.and_then(Value::as_f64).unwrap_or(6.0);
+            info!(host.logger(), "stalling"; "secs" => secs);
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            info!(host.logger(), "stall over");
+        }
         "flood" => {
-            let n = payload.as_u64().unwrap_or(5000);
+            let n = payload.and_then(Value::as_u64).unwrap_or(5000);
+            let give_up = Instant::now() + Duration::from_secs(5);
             let mut sent = 0;
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while sent < n && std::time::Instant::now() < deadline {
-                match host.send("flood", Some(Value::from(sent))) {
+            while sent < n && Instant::now() < give_up {
+                match host.send("tick-report", Some(json!({"n": sent}))) {
                     Ok(()) => sent += 1,
                     Err(_) => std::thread::sleep(Duration::from_micros(100)),
                 }
             }
-        }
-        "say" => {
-            let name = payload[0].as_str().unwrap_or("said").to_owned();
-            let _ = host.send(&name, Some(payload[1].clone()));
+            if let Some(dir) = dir {
+                let mark = dir.join(format!("{}.flooded", host.name()));
+                let _ = std::fs::write(mark, sent.to_string());
+            }
         }
         _ => {}
     }
@@ -141,21 +173,30 @@ fn main() -> ExitCode {
             let hang = args.hang_timeout.map(Duration::try_from_secs_f64).transpose()?;
             let count = args.workers;
             let stop_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
+            let tick_file = args.tick_file.clone();
             daemon.config_mut().shutdowntimeout = stop_timeout;
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
             }
             // Every message a worker sends up, logged.
             daemon.bus().on_event(|m: &WorkerMessage, ctx| {
-                if m.command() != "flood" || m.payload() == Some(&Value::from(4999)) {
-                    info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());
-                }
+                info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());
                 PostAction::Continue
             });
+            let out = match tick_file {
+                Some(path) => Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(daemon.launch_dir().join(path))?,
+                ),
+                None => None,
+            };
             for i in 0..count {
                 let worker = TestWorker {
                     dir: dir.clone(),
                     ticks: 0,
+                    out: out.as_ref().map(std::fs::File::try_clone).transpose()?,
                 };
                 daemon.workers().install(&format!("w{i}"), worker, spec)?;
             }

@@ -19,6 +19,7 @@ pub mod process;
 pub mod reactor;
 pub mod rpc;
 pub mod socket;
+mod sys;
 pub mod worker;
 
 pub use argh;

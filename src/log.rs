@@ -34,10 +34,30 @@ pub fn file(path: &Path, verbose: bool) -> Result<Logger> {
         .mode(0o640)
         .open(path)
         .map_err(|e| Error::path(path, "opening log file", e))?;
-    let decorator = slog_term::PlainSyncDecorator::new(file);
+    crate::sys::own(std::os::fd::AsRawFd::as_raw_fd(&file));
+    let decorator = slog_term::PlainSyncDecorator::new(LogFile(file));
     let drain = slog_term::FullFormat::new(decorator).build();
     let drain = LevelFilter::new(drain, level(verbose)).fuse();
     Ok(Logger::root(drain, o!()))
+}
+
+/// The log file, recorded as daimon's for its life (a forked worker closes it).
+struct LogFile(std::fs::File);
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        crate::sys::disown(std::os::fd::AsRawFd::as_raw_fd(&self.0));
+    }
 }
 
 /// A logger that drops everything.

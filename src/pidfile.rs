@@ -24,6 +24,12 @@ pub struct PidFile {
     file: File,
 }
 
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        crate::sys::disown(std::os::fd::AsRawFd::as_raw_fd(&self.file));
+    }
+}
+
 /// What [`PidFile::lock`] found in the file it took over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Previous {
@@ -71,6 +77,7 @@ impl PidFile {
                     None if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 => Previous::Fresh,
                     pid => Previous::Stale(pid),
                 };
+                crate::sys::own(std::os::fd::AsRawFd::as_raw_fd(&file));
                 return Ok((
                     PidFile {
                         path: path.to_owned(),
@@ -124,6 +131,7 @@ impl PidFile {
     ///
     /// [`Error::Path`] if the file cannot be removed (the lock is released all the same).
     pub fn remove(self) -> Result<()> {
+        // The lock goes with the file when `self` drops, after the path is removed.
         match fs::remove_file(&self.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

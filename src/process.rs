@@ -125,6 +125,7 @@ impl Readiness {
         if let Some(mut w) = self.write.take() {
             // The launcher may be gone (killed): nothing more to tell then.
             let _ = w.write_all(message.as_bytes());
+            crate::sys::disown(std::os::fd::AsRawFd::as_raw_fd(&w));
         }
     }
 }
@@ -175,6 +176,7 @@ pub fn daemonize(mask: u32) -> Result<Detached> {
                 Ok(ForkResult::Parent { .. }) => exit_now(0),
                 Ok(ForkResult::Child) => {}
             }
+            crate::sys::own(std::os::fd::AsRawFd::as_raw_fd(&write));
             let mut readiness = Readiness { write: Some(write) };
             if let Err(e) = detach_stdio(mask, devnull) {
                 readiness.failed(&e);

@@ -43,6 +43,48 @@ pub use timer::{LONGEST_DELAY, TimerId, Timers, after};
 
 use crate::error::Result;
 
+/// The poller, with the descriptors it opened recorded as daimon's for its life (a forked
+/// worker closes them).
+pub(crate) struct OwnedPoller {
+    fds: Vec<std::os::fd::RawFd>,
+    poller: Poller,
+}
+
+impl OwnedPoller {
+    fn new() -> io::Result<OwnedPoller> {
+        // The poller opens an epoll instance and a descriptor to notify it (polling does
+        // not show the latter): the difference of the open descriptors names them all. The
+        // daemon has one thread, so nothing else opens a descriptor meanwhile.
+        let before = crate::sys::open_fds();
+        let poller = Poller::new()?;
+        let fds: Vec<_> = crate::sys::open_fds()
+            .difference(&before)
+            .copied()
+            .filter(|&fd| crate::sys::is_anon_inode(fd))
+            .collect();
+        for &fd in &fds {
+            crate::sys::own(fd);
+        }
+        Ok(OwnedPoller { fds, poller })
+    }
+}
+
+impl std::ops::Deref for OwnedPoller {
+    type Target = Poller;
+
+    fn deref(&self) -> &Poller {
+        &self.poller
+    }
+}
+
+impl Drop for OwnedPoller {
+    fn drop(&mut self) {
+        for &fd in &self.fds {
+            crate::sys::disown(fd);
+        }
+    }
+}
+
 /// The key of the signal pipe; sources get keys from 1 up.
 const SIGNAL_KEY: usize = 0;
 
@@ -54,7 +96,7 @@ struct Shared {
 /// A cloneable handle to a [`Reactor`]: registers sources, stops or wakes it, from any thread.
 #[derive(Clone)]
 pub struct Handle {
-    poller: Arc<Poller>,
+    poller: Arc<OwnedPoller>,
     shared: Arc<Shared>,
 }
 
@@ -122,7 +164,7 @@ struct SignalSlot {
 }
 
 impl SignalSlot {
-    fn new(poller: &Arc<Poller>) -> io::Result<SignalSlot> {
+    fn new(poller: &Arc<OwnedPoller>) -> io::Result<SignalSlot> {
         let pipe = SignalPipe::new()?;
         // SAFETY: the fd belongs to `pipe`, which lives in the same struct and drops after
         // `_source`, so the borrowed fd outlives its registration.
@@ -144,7 +186,7 @@ impl<T: Clone> Reactor<T> {
     pub fn new() -> io::Result<Self> {
         Ok(Reactor {
             handle: Handle {
-                poller: Arc::new(Poller::new()?),
+                poller: Arc::new(OwnedPoller::new()?),
                 shared: Arc::new(Shared {
                     next_key: AtomicUsize::new(SIGNAL_KEY + 1),
                     stopped: AtomicBool::new(false),

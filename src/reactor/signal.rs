@@ -252,6 +252,8 @@ impl SignalPipe {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let write = OwnedFd::from(write);
+        crate::sys::own(read.as_raw_fd());
+        crate::sys::own(write.as_raw_fd());
         WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         Ok(SignalPipe {
             read,
@@ -313,6 +315,8 @@ impl SignalPipe {
 
 impl Drop for SignalPipe {
     fn drop(&mut self) {
+        crate::sys::disown(self.read.as_raw_fd());
+        crate::sys::disown(self._write.as_raw_fd());
         WRITE_FD.store(-1, Ordering::SeqCst);
         for wanted in &WANTED {
             wanted.store(false, Ordering::SeqCst);

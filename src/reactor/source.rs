@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
-use polling::{Event, PollMode, Poller};
+use polling::{Event, PollMode};
 
 /// Identifies a registered source in the readiness the reactor reports.
 ///
@@ -86,7 +86,7 @@ impl Interest {
 /// Dropping it deletes the registration first and closes the descriptor after, which is the
 /// contract `polling` asks of every caller of `Poller::add`.
 pub struct Source<T: AsFd> {
-    poller: Arc<Poller>,
+    poller: Arc<super::OwnedPoller>,
     token: Token,
     interest: Interest,
     /// # Invariant
@@ -98,7 +98,7 @@ pub struct Source<T: AsFd> {
 
 impl<T: AsFd> Source<T> {
     pub(crate) fn new(
-        poller: Arc<Poller>,
+        poller: Arc<super::OwnedPoller>,
         token: Token,
         inner: T,
         interest: Interest,
@@ -112,6 +112,7 @@ impl<T: AsFd> Source<T> {
                 PollMode::Level,
             )?
         };
+        crate::sys::own(inner.as_fd().as_raw_fd());
         Ok(Source {
             poller,
             token,
@@ -176,6 +177,7 @@ impl<T: AsFd> Drop for Source<T> {
     fn drop(&mut self) {
         // Deleting can only fail if the fd was not registered, which the invariant rules out.
         let _ = self.poller.delete(self.inner.as_fd());
+        crate::sys::disown(self.inner.as_fd().as_raw_fd());
     }
 }
 

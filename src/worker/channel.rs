@@ -8,7 +8,7 @@
 //! that gets the worker killed.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -159,9 +159,26 @@ impl std::error::Error for ChannelError {}
 /// The two eventfds of a channel.
 struct Events {
     /// Written by the daemon, read by the worker.
-    down: EventFd,
+    down: OwnedEvent,
     /// Written by the worker, read by the daemon.
-    up: EventFd,
+    up: OwnedEvent,
+}
+
+/// An eventfd recorded as daimon's (see `sys`) for its life.
+struct OwnedEvent(EventFd);
+
+impl std::ops::Deref for OwnedEvent {
+    type Target = EventFd;
+
+    fn deref(&self) -> &EventFd {
+        &self.0
+    }
+}
+
+impl Drop for OwnedEvent {
+    fn drop(&mut self) {
+        crate::sys::disown(self.0.as_fd().as_raw_fd());
+    }
 }
 
 /// A channel: the shared region and the two eventfds, as held by one end.
@@ -189,12 +206,16 @@ impl Channel {
     /// The operating system's error mapping memory or creating an eventfd.
     pub fn new() -> io::Result<Channel> {
         let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
+        let region = Arc::new(Region::new()?);
+        let down = EventFd::from_value_and_flags(0, flags)?;
+        crate::sys::own(down.as_fd().as_raw_fd());
+        let down = OwnedEvent(down);
+        let up = EventFd::from_value_and_flags(0, flags)?;
+        crate::sys::own(up.as_fd().as_raw_fd());
+        let up = OwnedEvent(up);
         Ok(Channel {
-            region: Arc::new(Region::new()?),
-            events: Arc::new(Events {
-                down: EventFd::from_value_and_flags(0, flags)?,
-                up: EventFd::from_value_and_flags(0, flags)?,
-            }),
+            region,
+            events: Arc::new(Events { down, up }),
             end: End::Daemon,
         })
     }

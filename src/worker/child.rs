@@ -3,10 +3,11 @@
 //! The child may run ordinary Rust, allocation included, only because the daemon is
 //! single-threaded when it forks (it checks before every fork and never starts a thread): no
 //! lock can be held by a thread that does not exist in the child. It resets the signal
-//! handlers first, cuts itself off from the daemon's descriptors, and runs the same driver
-//! loop as the daemon over a fresh reactor; it never returns into the daemon's code.
+//! handlers first, closes the daemon's own descriptors (and only those: what the worker
+//! value owns stays open), and runs the same driver loop as the daemon over a fresh
+//! reactor; it never returns into the daemon's code.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -54,8 +55,11 @@ pub(crate) fn serve<W: Worker>(worker: W, job: Job) -> i32 {
     if nix::unistd::getppid().as_raw() != job.parent {
         return exit::ORPHAN;
     }
+    // The daemon's own descriptors go (its poller, sockets, connections, pid file, log,
+    // the other workers' channels); this worker's channel and whatever the worker value
+    // owns stay.
     let [down, up] = job.channel.fds();
-    close_other_fds([down.as_raw_fd(), up.as_raw_fd()]);
+    crate::sys::close_owned_except(&[down.as_raw_fd(), up.as_raw_fd()]);
     let logger = Logger::root(
         ChannelDrain {
             channel: job.channel.same_end(),
@@ -102,37 +106,6 @@ pub(crate) fn serve<W: Worker>(worker: W, job: Job) -> i32 {
         buffer: Vec::new(),
     };
     process.run(job.looptime)
-}
-
-/// Closes every inherited descriptor but stdio and `keep`: the daemon's sockets, its
-/// connections, its pid file lock, its poller, other workers' eventfds.
-fn close_other_fds(mut keep: [RawFd; 2]) {
-    keep.sort_unstable();
-    let mut low: u32 = 3;
-    for fd in keep {
-        let fd = fd as u32;
-        if fd > low {
-            close_range(low, fd - 1);
-        }
-        low = low.max(fd + 1);
-    }
-    close_range(low, u32::MAX);
-}
-
-fn close_range(low: u32, high: u32) {
-    // SAFETY: close_range(2) only closes descriptors; the child never uses the closed ones
-    // (it never returns into the daemon's code that owns them).
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, low, high, 0) };
-    if rc != 0 {
-        // Kernels before 5.9: close one by one up to the descriptor limit.
-        let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map(|(soft, _)| soft.min(1 << 20) as u32)
-            .unwrap_or(4096);
-        for fd in low..=high.min(max) {
-            // SAFETY: as above, one descriptor at a time.
-            unsafe { libc::close(fd as i32) };
-        }
-    }
 }
 
 /// Sends the worker's log lines up the channel; the daemon logs them with the worker's name.

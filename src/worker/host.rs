@@ -29,6 +29,11 @@ impl<W> WorkerHost<W> {
         &self.name
     }
 
+    /// The worker's logger: its lines reach the daemon's log, tagged with the worker's name.
+    pub fn logger(&self) -> &Logger {
+        &self.logger
+    }
+
     /// The worker itself (the seed's `getWorker()->getInstance()`); `None` only while its
     /// own `spinup`, `tick` or `spindown` runs.
     pub fn worker(&mut self) -> Option<&mut W> {

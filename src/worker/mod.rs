@@ -107,9 +107,11 @@ impl State {
 /// The code a worker runs in its own process.
 ///
 /// The process is forked from the daemon: it starts with a copy of the installed value (or
-/// one built by a factory, see [`Workers::install_with`]), its own reactor and bus, and
-/// only its channel and stdio open. The daemon is single-threaded when it forks; the worker
-/// may start threads of its own.
+/// one built by a factory, see [`Workers::install_with`]), its own reactor and bus, its
+/// channel, stdio, and the descriptors the value owns; the daemon's own descriptors are
+/// closed. The daemon is single-threaded when it forks; the worker may start threads of its
+/// own. A restarted worker is a fresh copy of the installed value, not of the process that
+/// ended.
 pub trait Worker: Sized + 'static {
     /// Runs once when the worker process starts; subscribe the worker's listeners here (on
     /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands). An error ends the

@@ -161,10 +161,12 @@ impl Workers {
     /// restarted by its [`Spec`] (a bare `Duration` is a permanent worker with the default
     /// policy). Every process of it is a fresh copy of `worker` as it is now.
     ///
-    /// The value is copied into each worker process by `fork()`: descriptors it owns are
-    /// closed in the worker (the worker process keeps only its channel and stdio), so open
-    /// files and sockets in [`Worker::spinup`], or build the value in the worker process
-    /// with [`Workers::install_with`].
+    /// The value is copied into each worker process by `fork()`. Descriptors it owns (a
+    /// file, a socket opened in `setup()`) stay open and valid in the worker: the worker
+    /// closes only the daemon's own descriptors (its poller, control socket, connections,
+    /// pid file, log file, the other workers' channels). Like any forked copy, they are
+    /// shared with the daemon's: a socket both ends use needs its own protocol; open a
+    /// private one in [`Worker::spinup`] instead.
     ///
     /// # Errors
     ///

@@ -1,0 +1,96 @@
+//! The descriptors daimon owns, recorded process-wide, so that a forked worker closes exactly
+//! those (the daemon's poller, signal pipe, sockets, connections, pid file, log file, the
+//! other workers' channels) and nothing else: a descriptor the user's worker value owns
+//! stays open and valid in the worker, never closed behind its back and reused.
+//!
+//! A descriptor is recorded right after it is opened and forgotten right before it is
+//! closed, on the one thread of the daemon, so the record never names a descriptor number
+//! that was closed and reused for something else.
+
+use std::collections::BTreeSet;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use nix::libc;
+
+static OWNED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+fn owned() -> std::sync::MutexGuard<'static, BTreeSet<RawFd>> {
+    OWNED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records `fd` as daimon's.
+pub(crate) fn own(fd: RawFd) {
+    owned().insert(fd);
+}
+
+/// Forgets `fd`, about to be closed.
+pub(crate) fn disown(fd: RawFd) {
+    owned().remove(&fd);
+}
+
+/// The descriptors open in this process, by `/proc/self/fd` (empty where it is missing).
+pub(crate) fn open_fds() -> BTreeSet<RawFd> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `fd` is an anonymous inode (an epoll instance, an eventfd, a timerfd).
+pub(crate) fn is_anon_inode(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.to_string_lossy().starts_with("anon_inode:"))
+}
+
+/// In a forked worker: closes every descriptor daimon recorded but `keep`.
+pub(crate) fn close_owned_except(keep: &[RawFd]) {
+    let fds = std::mem::take(&mut *owned());
+    for fd in fds.into_iter().filter(|fd| !keep.contains(fd)) {
+        // SAFETY: the child closes its copies of the daemon's descriptors, which nothing in
+        // it uses again (it never returns into the daemon's code that owns them).
+        unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn is_owned(fd: RawFd) -> bool {
+    owned().contains(&fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use super::*;
+    use crate::reactor::{Interest, Reactor};
+
+    #[test]
+    fn daimons_descriptors_are_recorded_for_their_life_only() {
+        let reactor: Reactor = Reactor::new().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let raw = a.as_raw_fd();
+        assert!(!is_owned(raw), "a user's socket is not daimon's");
+        let source = reactor.register(a, Interest::READ).unwrap();
+        assert!(is_owned(raw), "registered: daimon's");
+        drop(source);
+        assert!(!is_owned(raw), "forgotten before it closes");
+        let channel = crate::worker::Channel::new().unwrap();
+        let fds: Vec<RawFd> = channel
+            .fds()
+            .iter()
+            .map(|f| f.as_fd().as_raw_fd())
+            .collect();
+        assert!(fds.iter().all(|&fd| is_owned(fd)));
+        let worker_end = channel.worker_end();
+        drop(channel);
+        assert!(
+            fds.iter().all(|&fd| is_owned(fd)),
+            "still open in the other end"
+        );
+        drop(worker_end);
+        assert!(fds.iter().all(|&fd| !is_owned(fd)));
+    }
+}

@@ -7,8 +7,23 @@ use slog::Logger;
 use super::LoopSignal;
 use crate::bus::Host;
 use crate::driver::{Due, LoopHost};
-use crate::reactor::{Reactor, TimerId};
-use crate::worker::{Deadline, Workers};
+use crate::reactor::{Reactor, TimerId, Token};
+use crate::worker::Workers;
+
+/// The daemon's own deadlines on its one timer queue, besides the listeners' timers.
+#[derive(Debug, Clone)]
+pub(crate) enum Deadline {
+    /// The supervisor's: an escalation, a restart after its backoff, an overdue ack.
+    Worker(crate::worker::Deadline),
+    /// A connection's: idle, slow or not reading.
+    Connection(Token),
+}
+
+impl From<Token> for Deadline {
+    fn from(token: Token) -> Deadline {
+        Deadline::Connection(token)
+    }
+}
 
 /// The daemon process's [`Host`]: its workers, its logger, its stop signal. Listeners get it
 /// from `ctx.host()`, typed: `ctx.host().workers().restart("w0")`.

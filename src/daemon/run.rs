@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use slog::{Logger, error, info, warn};
 
+use super::host::Deadline;
 use super::{Daemon, DaemonHost};
 use crate::bus::{Bus, DaemonEvent, Host};
 use crate::driver::{self, Driven, Due, LoopHost};
@@ -14,7 +15,6 @@ use crate::process::{self, Readiness};
 use crate::reactor::{Reactor, Token};
 use crate::rpc::{DaemonEngine, Methods, RpcError, Ticket};
 use crate::socket::{Leftover, Listener, SocketEvent, server::Server};
-use crate::worker::Deadline;
 
 /// What the daemon process owns while it runs.
 struct Running {
@@ -55,8 +55,15 @@ impl Driven for Running {
         self.host.workers.ready(token);
     }
 
-    fn deadline(&mut self, deadline: Deadline, _now: Instant) {
-        self.host.workers.deadline(deadline);
+    fn deadline(&mut self, deadline: Deadline, now: Instant) {
+        match deadline {
+            Deadline::Worker(d) => self.host.workers.deadline(d),
+            Deadline::Connection(token) => {
+                if let Some(server) = &mut self.server {
+                    server.deadline(token, now, &mut self.socket_events);
+                }
+            }
+        }
     }
 
     fn settle(&mut self) {
@@ -69,7 +76,7 @@ impl Driven for Running {
                 self.host
                     .reactor()
                     .timers()
-                    .insert(at, None, Due::Own(deadline));
+                    .insert(at, None, Due::Own(Deadline::Worker(deadline)));
             }
             if let Some(code) = out.stop {
                 self.host.stop(code);
@@ -93,17 +100,7 @@ impl Driven for Running {
     }
 
     fn max_wait(&mut self) -> Option<Duration> {
-        let server = self.server.as_mut().and_then(Server::next_timeout);
-        match (server, self.reap_every) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn after_turn(&mut self, now: Instant) {
-        if let Some(server) = &mut self.server {
-            server.expire(now, &mut self.socket_events);
-        }
+        self.reap_every
     }
 }
 
@@ -201,6 +198,7 @@ impl Daemon {
             listener,
             &self.config,
             r.host.logger.clone(),
+            Box::new(r.host.reactor.queue()),
         )?);
         let level = if self.console.verbose {
             slog::Level::Debug

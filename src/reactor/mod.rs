@@ -1,7 +1,7 @@
 //! The reactor: one thread, one poller, timers, and signals.
 //!
 //! [`Reactor`] owns the poller, the timers and the signal pipe and runs turns; a cloneable
-//! [`Handle`] registers sources and stops or wakes it. Sources are level-triggered, so a
+//! [`Handle`] registers sources and wakes it. Sources are level-triggered, so a
 //! consumer that does a bounded amount of work per readiness (as daimon's connections and
 //! rings do) is simply asked again on the next turn: draining is fair by construction.
 //!
@@ -28,10 +28,12 @@ mod signal;
 mod source;
 mod timer;
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use polling::{Events, Poller};
@@ -90,10 +92,9 @@ const SIGNAL_KEY: usize = 0;
 
 struct Shared {
     next_key: AtomicUsize,
-    stopped: AtomicBool,
 }
 
-/// A cloneable handle to a [`Reactor`]: registers sources, stops or wakes it, from any thread.
+/// A cloneable handle to a [`Reactor`]: registers sources and wakes it, from any thread.
 #[derive(Clone)]
 pub struct Handle {
     poller: Arc<OwnedPoller>,
@@ -111,21 +112,9 @@ impl Handle {
         Source::new(self.poller.clone(), Token(key), fd, interest)
     }
 
-    /// Asks the reactor to stop: the current or next [`Reactor::turn`] returns at once and
-    /// [`Reactor::is_stopped`] turns true.
-    pub fn stop(&self) {
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
     /// Wakes the reactor if it is waiting.
     pub fn wake(&self) {
         let _ = self.poller.notify();
-    }
-
-    /// Whether [`Handle::stop`] was called.
-    pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::SeqCst)
     }
 }
 
@@ -151,7 +140,9 @@ pub enum Ready<T> {
 pub struct Reactor<T = ()> {
     handle: Handle,
     events: Events,
-    timers: Timers<T>,
+    /// The one timer queue: shared with the parts of the daemon that arm their own
+    /// deadlines on it (see [`Reactor::queue`]).
+    timers: Rc<RefCell<Timers<T>>>,
     signals: Option<SignalSlot>,
     expired: Vec<(TimerId, T)>,
 }
@@ -189,11 +180,10 @@ impl<T: Clone> Reactor<T> {
                 poller: Arc::new(OwnedPoller::new()?),
                 shared: Arc::new(Shared {
                     next_key: AtomicUsize::new(SIGNAL_KEY + 1),
-                    stopped: AtomicBool::new(false),
                 }),
             },
             events: Events::new(),
-            timers: Timers::default(),
+            timers: Rc::default(),
             signals: None,
             expired: Vec::new(),
         })
@@ -215,23 +205,32 @@ impl<T: Clone> Reactor<T> {
 
     /// Arms a one-shot timer that fires `after` from now with `payload`.
     pub fn timer(&mut self, after: Duration, payload: T) -> TimerId {
-        self.timers.insert(timer::after(after), None, payload)
+        self.timers
+            .borrow_mut()
+            .insert(timer::after(after), None, payload)
     }
 
     /// Arms a periodic timer that fires every `every` (at a fixed rate) with `payload`.
     pub fn periodic(&mut self, every: Duration, payload: T) -> TimerId {
         self.timers
+            .borrow_mut()
             .insert(timer::after(every), Some(every), payload)
     }
 
     /// Disarms a timer, returning its payload, or `None` if it is not armed.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        self.timers.cancel(id)
+        self.timers.borrow_mut().cancel(id)
     }
 
     /// The timers, for callers that arm them at an absolute deadline.
-    pub(crate) fn timers(&mut self) -> &mut Timers<T> {
-        &mut self.timers
+    pub(crate) fn timers(&mut self) -> std::cell::RefMut<'_, Timers<T>> {
+        self.timers.borrow_mut()
+    }
+
+    /// The timer queue itself, for a part of the program that arms its own deadlines on it
+    /// between turns.
+    pub(crate) fn queue(&self) -> Rc<RefCell<Timers<T>>> {
+        self.timers.clone()
     }
 
     /// Starts catching a signal: it is reported as [`Ready::Signal`] instead of taking its
@@ -262,14 +261,10 @@ impl<T: Clone> Reactor<T> {
             .is_some_and(|s| s.pipe.is_caught(signal))
     }
 
-    /// Whether [`Handle::stop`] was called.
-    pub fn is_stopped(&self) -> bool {
-        self.handle.is_stopped()
-    }
-
     /// How long the next turn may wait: the time to the next timer, `None` if there is none.
     pub fn next_timeout(&mut self) -> Option<Duration> {
         self.timers
+            .borrow_mut()
             .next_deadline()
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
@@ -277,15 +272,10 @@ impl<T: Clone> Reactor<T> {
     /// Waits until something is ready (or `max_wait`, or the next timer), then appends what
     /// is ready to `out`: signals first, then timers, then sources.
     ///
-    /// Returns at once, with nothing, when the reactor is stopped.
-    ///
     /// # Errors
     ///
     /// The poller's error; an interrupted wait is not an error.
     pub fn turn(&mut self, max_wait: Option<Duration>, out: &mut Vec<Ready<T>>) -> io::Result<()> {
-        if self.is_stopped() {
-            return Ok(());
-        }
         let timeout = match (max_wait, self.next_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -301,7 +291,9 @@ impl<T: Clone> Reactor<T> {
                 s.pipe.drain(|sig| out.push(Ready::Signal(sig)));
             }
         }
-        self.timers.expire(Instant::now(), &mut self.expired);
+        self.timers
+            .borrow_mut()
+            .expire(Instant::now(), &mut self.expired);
         out.extend(self.expired.drain(..).map(|(id, p)| Ready::Timer(id, p)));
         for ev in self.events.iter().filter(|e| e.key != SIGNAL_KEY) {
             out.push(Ready::Io {
@@ -347,15 +339,12 @@ mod tests {
     fn wake_from_another_thread_ends_an_unbounded_wait() {
         let mut r: Reactor = Reactor::new().unwrap();
         let h = r.handle();
-        let t = std::thread::spawn(move || h.stop());
+        let t = std::thread::spawn(move || h.wake());
         let mut out = Vec::new();
         // No timers and no max wait: only the handle can end this turn.
         r.turn(None, &mut out).unwrap();
         t.join().unwrap();
         assert!(out.is_empty());
-        assert!(r.is_stopped());
-        // A stopped reactor returns at once.
-        r.turn(None, &mut out).unwrap();
     }
 
     #[test]

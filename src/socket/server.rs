@@ -3,8 +3,10 @@
 //! Everything is non-blocking and bounded per turn: at most [`ACCEPTS_PER_TURN`] accepts and
 //! [`READ_PER_TURN`] bytes per connection, so one busy client cannot starve the others.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use super::SocketEvent;
 use super::connection::{Admission, Connection, Limits};
 use super::{Listener, Peer, Stream};
 use crate::config::{Config, Peers};
+use crate::driver::Due;
 use crate::reactor::{Handle, Interest, Source, TimerId, Timers, Token, TokenMap};
 use crate::rpc::{Engine, RpcError, Ticket};
 use serde_json::Value;
@@ -49,22 +52,41 @@ pub struct Server {
     peers: Peers,
     owner: u32,
     secret: Option<Arc<str>>,
-    deadlines: Timers<Token>,
+    deadlines: Box<dyn Deadlines>,
     buffer: Vec<u8>,
     logger: Logger,
 }
 
+/// Where the server arms its connections' deadlines: the daemon's one timer queue, where a
+/// due deadline comes back to [`Server::deadline`].
+pub(crate) trait Deadlines {
+    fn arm(&mut self, at: Instant, token: Token) -> TimerId;
+    fn cancel(&mut self, id: TimerId);
+}
+
+impl<D: From<Token> + Clone> Deadlines for Rc<RefCell<Timers<Due<D>>>> {
+    fn arm(&mut self, at: Instant, token: Token) -> TimerId {
+        self.borrow_mut().insert(at, None, Due::Own(D::from(token)))
+    }
+
+    fn cancel(&mut self, id: TimerId) {
+        self.borrow_mut().cancel(id);
+    }
+}
+
 impl Server {
-    /// Starts serving `listener` in the reactor behind `handle`.
+    /// Starts serving `listener` in the reactor behind `handle`, arming its connections'
+    /// deadlines on `deadlines`.
     ///
     /// # Errors
     ///
     /// The poller's error registering the listener.
-    pub fn new(
+    pub(crate) fn new(
         handle: Handle,
         listener: Listener,
         config: &Config,
         logger: Logger,
+        deadlines: Box<dyn Deadlines>,
     ) -> io::Result<Server> {
         let listener = handle.register(listener, Interest::READ)?;
         Ok(Server {
@@ -84,17 +106,10 @@ impl Server {
             peers: config.socketpeers.clone(),
             owner: nix::unistd::getuid().as_raw(),
             secret: config.socketsecret.as_deref().map(Arc::from),
-            deadlines: Timers::default(),
+            deadlines,
             buffer: vec![0; config.socketbuffer],
             logger,
         })
-    }
-
-    /// How long the reactor may wait before a connection deadline is due.
-    pub fn next_timeout(&mut self) -> Option<Duration> {
-        self.deadlines
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Handles readiness for `token` if it is the server's; returns false if it is not.
@@ -305,7 +320,7 @@ impl Server {
         if let Some((old, _)) = client.deadline.take() {
             self.deadlines.cancel(old);
         }
-        let id = self.deadlines.insert(due, None, token);
+        let id = self.deadlines.arm(due, token);
         client.deadline = Some((id, due));
     }
 
@@ -334,32 +349,29 @@ impl Server {
         self.settle(token, events);
     }
 
-    /// Closes the connections whose deadline passed without progress.
-    pub fn expire(&mut self, now: Instant, events: &mut Vec<SocketEvent>) {
-        let mut due = Vec::new();
-        self.deadlines.expire(now, &mut due);
-        for (_, token) in due {
-            let Some(client) = self.clients.get_mut(&token) else {
-                continue;
-            };
-            client.deadline = None;
-            let client = &self.clients[&token];
-            match self.allowance(client) {
-                Some(allowance) if now >= client.progress + allowance => {
-                    let why = if !client.admitted {
-                        "refused connection sent nothing"
-                    } else if client.conn.has_partial_input() {
-                        "stalled in the middle of a request"
-                    } else if !client.conn.output().is_empty() {
-                        "does not read its replies"
-                    } else {
-                        "idle"
-                    };
-                    warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
-                    self.drop_client(token, events);
-                }
-                _ => self.schedule(token),
+    /// A connection's deadline is due: it is closed if it made no progress since, else its
+    /// deadline is armed again.
+    pub(crate) fn deadline(&mut self, token: Token, now: Instant, events: &mut Vec<SocketEvent>) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.deadline = None;
+        let client = &self.clients[&token];
+        match self.allowance(client) {
+            Some(allowance) if now >= client.progress + allowance => {
+                let why = if !client.admitted {
+                    "refused connection sent nothing"
+                } else if client.conn.has_partial_input() {
+                    "stalled in the middle of a request"
+                } else if !client.conn.output().is_empty() {
+                    "does not read its replies"
+                } else {
+                    "idle"
+                };
+                warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
+                self.drop_client(token, events);
             }
+            _ => self.schedule(token),
         }
     }
 

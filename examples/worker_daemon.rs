@@ -4,8 +4,9 @@
 //! cargo run --example worker_daemon -- -f --workers 50 --looptime 0.1 --dir /tmp/w
 //! ```
 //!
-//! Each worker `w0`, `w1`... ticks every looptime; with `--dir`, it writes `<name>.up` on
-//! spinup and `<name>.down` on spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
+//! Each worker `w0`, `w1`... is built by a factory in its own process and ticks every
+//! looptime; with `--dir`, it writes `<name>.up` on spinup (and `<name>.spawn`: how many
+//! starts before it, and how the last one ended) and `<name>.down` on spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
 //! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
 //! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
 //! seconds, default 6), `flood` (sends PAYLOAD `tick-report` messages up at once, default
@@ -26,7 +27,7 @@ use argh::FromArgs;
 use daimon::listeners::HangCheck;
 use daimon::slog::info;
 use daimon::worker::{
-    GiveUp, Restart, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
+    GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
 };
 use daimon::{Config, Daemon, PostAction, SetupError};
 use serde_json::{Value, json};
@@ -71,6 +72,9 @@ struct TestWorker {
     ticks: u64,
     /// Opened by the daemon before the fork: it stays open in the worker.
     out: Option<std::fs::File>,
+    /// What the factory learnt of this start: how many before it, and whether the last
+    /// process crashed.
+    spawn: String,
 }
 
 impl TestWorker {
@@ -84,6 +88,9 @@ impl TestWorker {
 impl Worker for TestWorker {
     fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
         self.mark(ctx.name(), "up");
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::write(dir.join(format!("{}.spawn", ctx.name())), &self.spawn);
+        }
         let dir = self.dir.clone();
         ctx.bus().on_event(move |command: &WorkerCommand, ctx| {
             test_command(command, ctx.host(), dir.as_deref());
@@ -193,12 +200,19 @@ fn main() -> ExitCode {
                 None => None,
             };
             for i in 0..count {
-                let worker = TestWorker {
+                let (dir, out) = (dir.clone(), out.as_ref().map(std::fs::File::try_clone).transpose()?);
+                // Built in each new worker process, told which start it is.
+                let factory = move |spawn: &Spawn| TestWorker {
                     dir: dir.clone(),
                     ticks: 0,
-                    out: out.as_ref().map(std::fs::File::try_clone).transpose()?,
+                    out: out.as_ref().and_then(|f| f.try_clone().ok()),
+                    spawn: format!(
+                        "{} {}",
+                        spawn.restarts,
+                        spawn.previous.as_ref().map_or("first", |e| if e.crashed() { "crashed" } else { "ended" })
+                    ),
                 };
-                daemon.workers().install(&format!("w{i}"), worker, spec)?;
+                daemon.workers().install_with(&format!("w{i}"), factory, spec)?;
             }
             Ok(())
         })

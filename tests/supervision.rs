@@ -105,7 +105,16 @@ fn sigterm_stops_fifty_workers_in_parallel() {
     std::fs::create_dir(&marks).unwrap();
     let mut daemon = start(&dir, &["--workers", "50", "--dir", &path_str(&marks)]);
     wait_until("fifty workers up", DEADLINE, || {
-        std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0) == 50
+        std::fs::read_dir(&marks)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "up"))
+                })
+                .count()
+            })
+            .unwrap_or(0)
+            == 50
     });
     let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
     assert_eq!(pids.len(), 50);
@@ -198,4 +207,31 @@ fn daimonctl_drives_the_workers() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no worker named 'nope'"));
+}
+
+#[test]
+fn a_factory_builds_each_process_of_a_worker_and_learns_of_the_last_one() {
+    let dir = TestDir::new();
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let _daemon = start(&dir, &["--dir", &path_str(&marks)]);
+    let spawn = marks.join("w0.spawn");
+    wait_until("the first process built", DEADLINE, || {
+        std::fs::read_to_string(&spawn).is_ok_and(|s| s == "0 first")
+    });
+    let pid = pid_of(&dir, "w0").unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_until(
+        "the second built, knowing the first crashed",
+        DEADLINE,
+        || std::fs::read_to_string(&spawn).is_ok_and(|s| s == "1 crashed"),
+    );
+    client(&dir)
+        .call("worker.restart", json!(["w0"]))
+        .expect("worker.restart");
+    wait_until(
+        "the third built, knowing the second ended",
+        DEADLINE,
+        || std::fs::read_to_string(&spawn).is_ok_and(|s| s == "2 ended"),
+    );
 }

@@ -52,6 +52,12 @@ impl Workers {
     /// the methods of the same name), or the channel refused it (full, too large).
     pub fn send(&mut self, name: &str, command: &str, payload: Option<Value>) -> Result<()> {
         let i = self.index(name)?;
+        if command.is_empty() {
+            return Err(worker_error(
+                name,
+                WorkerError::Invalid("a command needs a name".into()),
+            ));
+        }
         if RESERVED_COMMANDS.contains(&command) {
             return Err(worker_error(
                 name,
@@ -127,8 +133,7 @@ impl Workers {
             self.out.resolved.push((id, Ok(json!({}))));
             return Ok(id);
         }
-        let at = self.procs.now() + self.ack_timeout;
-        self.arm(at, Deadline::Ack(id));
+        self.arm(self.ack_timeout, Deadline::Ack(id));
         self.acks.push(Ack {
             id,
             toggle,

@@ -363,7 +363,13 @@ impl Workers {
         self.out.events.push(Box::new(event));
     }
 
-    fn arm(&mut self, at: Instant, deadline: Deadline) {
+    /// Arms `deadline` `after` from now (capped: a huge timeout or backoff never overflows
+    /// the clock).
+    fn arm(&mut self, after: Duration, deadline: Deadline) {
+        let now = self.procs.now();
+        let at = now
+            .checked_add(after.min(crate::reactor::LONGEST_DELAY))
+            .unwrap_or(now);
         self.out.deadlines.push((at, deadline));
     }
 

@@ -99,7 +99,7 @@ impl Workers {
                     let entry = &mut self.entries[i];
                     entry.restart_pending = true;
                     let epoch = entry.epoch;
-                    self.arm(now + delay, Deadline::Restart { worker: i, epoch });
+                    self.arm(delay, Deadline::Restart { worker: i, epoch });
                 }
             }
             Next::GiveUp => {

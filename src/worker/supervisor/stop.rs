@@ -57,7 +57,6 @@ impl Workers {
     /// Asks entry `i`'s process to stop, and arms its escalation. Asking twice does nothing
     /// more.
     fn ask_to_stop(&mut self, i: usize) {
-        let now = self.procs.now();
         let half = self.stop_timeout / 2;
         let Some(run) = self.entries[i].run.as_mut() else {
             return;
@@ -73,7 +72,7 @@ impl Workers {
             self.procs.signal(pid, Signal::SIGTERM);
         }
         self.arm(
-            now + half,
+            half,
             Deadline::Escalate {
                 worker: i,
                 generation,
@@ -83,7 +82,6 @@ impl Workers {
 
     /// A stop's deadline: SIGTERM, then SIGKILL, to the process it was armed for only.
     pub(super) fn escalate(&mut self, i: usize, generation: u64) {
-        let now = self.procs.now();
         let half = self.stop_timeout / 2;
         let Some(entry) = self.entries.get_mut(i) else {
             return;
@@ -100,7 +98,7 @@ impl Workers {
             warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => &entry.name);
             self.procs.signal(pid, Signal::SIGTERM);
             self.arm(
-                now + half,
+                half,
                 Deadline::Escalate {
                     worker: i,
                     generation,

@@ -346,6 +346,10 @@ fn the_supervisors_own_commands_cannot_be_sent_as_user_commands() {
         received(&end),
         [Down::Command("changename".into(), Some(json!(1)))]
     );
+    assert!(
+        h.sup.send("w0", "", None).is_err(),
+        "a command needs a name"
+    );
     assert!(matches!(
         h.sup.send("nobody", "x", None),
         Err(Error::Worker {
@@ -601,4 +605,101 @@ fn the_real_reaper_leaves_other_children_to_their_owner() {
         child.wait().unwrap().success(),
         "the child was left to be waited for"
     );
+}
+
+#[test]
+fn a_start_while_it_stops_starts_it_once_gone() {
+    let mut h = Harness::one(spec());
+    h.sup.stop("w0").unwrap();
+    h.sup.start("w0").unwrap();
+    assert_eq!(h.spawned(), 1, "not while the old process runs");
+    h.exits("w0", Some(0), None);
+    assert!(h.pid("w0").is_some());
+    assert_eq!(h.spawned(), 2);
+}
+
+#[test]
+fn a_stop_goes_straight_to_sigterm_when_the_channel_is_full() {
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    while h
+        .sup
+        .send("w0", "fill", Some(json!("x".repeat(1000))))
+        .is_ok()
+    {}
+    // Down to the last bytes: not even a `Stop` fits.
+    while h.worker_end("w0").header_ok() && h.sup.send("w0", "f", None).is_ok() {}
+    h.sup.stop("w0").unwrap();
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM]);
+    h.advance(STOP_TIMEOUT / 2);
+    assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGKILL]);
+}
+
+#[test]
+fn huge_delays_never_overflow_the_clock() {
+    let huge = spec()
+        .backoff(Duration::MAX, Duration::MAX)
+        .max_restarts(10, Duration::MAX);
+    let mut h = Harness::one(huge);
+    h.exits("w0", Some(1), None);
+    h.exits("w0", Some(1), None);
+    assert!(h.sup.is_restart_pending("w0"));
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.pid("w0"), None, "still waiting out its (capped) backoff");
+}
+
+#[test]
+fn pausing_every_worker_replies_with_each_state() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    let id = h.sup.toggle(None, Toggle::Pause, true).unwrap();
+    for name in ["a", "b"] {
+        h.worker_end(name)
+            .send_frame(&Up::Ack(id, 2).encode())
+            .unwrap();
+    }
+    h.drive();
+    assert!(
+        matches!(&h.resolved[..], [(i, Ok(v))] if *i == id && *v == json!({"a": 2, "b": 2})),
+        "{:?}",
+        h.resolved
+    );
+    // With none running, the reply is at once and empty.
+    h.sup.shutdown();
+    h.exits("a", Some(0), None);
+    h.exits("b", Some(0), None);
+    let id = h.sup.toggle(None, Toggle::Resume, true).unwrap();
+    h.pump();
+    assert!(matches!(&h.resolved[1], (i, Ok(v)) if *i == id && *v == json!({})));
+}
+
+#[test]
+fn installing_refuses_duplicates_empty_names_and_zero_looptimes() {
+    let mut h = Harness::one(spec());
+    assert!(matches!(
+        h.sup.install("w0", Idle, spec()),
+        Err(Error::DuplicateWorker(n)) if n == "w0"
+    ));
+    assert!(matches!(
+        h.sup.install("", Idle, spec()),
+        Err(Error::DuplicateWorker(_))
+    ));
+    assert!(matches!(
+        h.sup.install("z", Idle, Duration::ZERO),
+        Err(Error::Worker {
+            kind: WorkerError::Invalid(_),
+            ..
+        })
+    ));
+    assert_eq!(h.sup.names(), ["w0"]);
+}
+
+#[test]
+fn kill_signals_the_running_process_only() {
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    h.sup.kill("w0", crate::reactor::Signal::USR1).unwrap();
+    assert_eq!(h.signals_to(pid), [Signal::SIGUSR1]);
+    h.sup.stop("w0").unwrap();
+    h.exits("w0", Some(0), None);
+    assert!(h.sup.kill("w0", crate::reactor::Signal::USR1).is_err());
 }

@@ -16,7 +16,7 @@ use nix::libc;
 use slog::{Drain, Level, Logger, OwnedKVList, Record, error, o};
 
 use super::frame::{Down, Up};
-use super::supervisor::Job;
+use super::job::Job;
 use super::{Channel, State, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerLoop};
 use crate::bus::{self, Bus, PostAction};
 use crate::driver::{self, Driven, Due};

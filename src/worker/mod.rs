@@ -35,6 +35,7 @@ pub(crate) mod child;
 mod events;
 pub(crate) mod frame;
 mod host;
+mod job;
 pub(crate) mod methods;
 #[cfg(any(test, fuzzing, feature = "internals"))]
 pub mod ring;
@@ -54,9 +55,10 @@ pub use events::{
 #[cfg(any(fuzzing, feature = "internals"))]
 pub use frame::{Down, Up};
 pub use host::{WorkerContext, WorkerHost};
+pub use job::Spawn;
 pub use spec::{GiveUp, Restart, Spec};
 pub(crate) use supervisor::Deadline;
-pub use supervisor::{Exit, Spawn, WorkerInfo, Workers};
+pub use supervisor::{Exit, WorkerInfo, Workers};
 
 use crate::error::SetupError;
 

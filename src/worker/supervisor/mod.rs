@@ -28,7 +28,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use slog::{Level, Logger};
 
-use super::{Channel, Spec, State, Worker};
+use super::{Channel, Spawn, Spec, State, Worker};
 use crate::bus::Event;
 use crate::error::{Error, Result, WorkerError};
 use crate::reactor::{Handle, Source, TokenMap};
@@ -36,8 +36,7 @@ use crate::reactor::{Handle, Source, TokenMap};
 use acks::Ack;
 pub(crate) use acks::Toggle;
 pub use info::{Exit, WorkerInfo};
-pub use spawn::Spawn;
-pub(crate) use spawn::{Fork, Job, Processes, Template};
+pub(crate) use spawn::{Fork, Processes, Template};
 
 /// A deadline the supervisor armed, with what it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,36 +4,18 @@
 use std::io;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
-use slog::{Level, info};
+use slog::info;
 
 use super::{Run, Workers, worker_error};
 use crate::error::{Result, WorkerError};
 use crate::reactor::Interest;
-use crate::worker::{Channel, Exit, Worker, WorkerStarted, child};
-
-/// What a worker's factory learns of the process it builds the worker for.
-#[derive(Debug, Clone)]
-pub struct Spawn {
-    /// How many processes of this worker started before this one (0 for the first).
-    pub restarts: u32,
-    /// How the previous process ended, if there was one.
-    pub previous: Option<Exit>,
-}
-
-/// What the child needs to become the worker.
-pub(crate) struct Job {
-    pub(crate) name: String,
-    pub(crate) channel: Channel,
-    pub(crate) looptime: Duration,
-    pub(crate) parent: i32,
-    pub(crate) level: Level,
-    pub(crate) spawn: Spawn,
-}
+use crate::worker::job::{Job, Spawn};
+use crate::worker::{Channel, Worker, WorkerStarted, child};
 
 /// An installed worker, whatever its type: what each fork runs.
 pub(crate) trait Template: 'static {

@@ -14,6 +14,7 @@ use super::*;
 use crate::bus::Event;
 use crate::reactor::{Reactor, Ready, Timers};
 use crate::worker::frame::{Down, Up};
+use crate::worker::job::Job;
 use crate::worker::{
     GiveUp, Restart, Spec, WorkerContext, WorkerExited, WorkerFailed, WorkerMessage,
     WorkerRestarting, WorkerStarted,

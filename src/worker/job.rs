@@ -1,0 +1,26 @@
+//! What a forked worker process is given to become the worker.
+
+use std::time::Duration;
+
+use slog::Level;
+
+use super::{Channel, Exit};
+
+/// What a worker's factory learns of the process it builds the worker for.
+#[derive(Debug, Clone)]
+pub struct Spawn {
+    /// How many processes of this worker started before this one (0 for the first).
+    pub restarts: u32,
+    /// How the previous process ended, if there was one.
+    pub previous: Option<Exit>,
+}
+
+/// What the child needs to become the worker.
+pub(crate) struct Job {
+    pub(crate) name: String,
+    pub(crate) channel: Channel,
+    pub(crate) looptime: Duration,
+    pub(crate) parent: i32,
+    pub(crate) level: Level,
+    pub(crate) spawn: Spawn,
+}

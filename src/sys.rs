@@ -10,10 +10,19 @@
 use std::collections::BTreeSet;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::libc;
 
 static OWNED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+/// Whether descriptors are recorded: not in a worker, which never forks a worker of its own.
+static RECORDING: AtomicBool = AtomicBool::new(true);
+
+/// Whether this process records its descriptors (false in a worker).
+pub(crate) fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
 
 fn owned() -> std::sync::MutexGuard<'static, BTreeSet<RawFd>> {
     OWNED.lock().unwrap_or_else(|e| e.into_inner())
@@ -21,7 +30,9 @@ fn owned() -> std::sync::MutexGuard<'static, BTreeSet<RawFd>> {
 
 /// Records `fd` as daimon's.
 pub(crate) fn own(fd: RawFd) {
-    owned().insert(fd);
+    if recording() {
+        owned().insert(fd);
+    }
 }
 
 /// Forgets `fd`, about to be closed.
@@ -45,13 +56,40 @@ pub(crate) fn is_anon_inode(fd: RawFd) -> bool {
         .is_ok_and(|target| target.to_string_lossy().starts_with("anon_inode:"))
 }
 
-/// In a forked worker: closes every descriptor daimon recorded but `keep`.
+/// In a forked worker: closes every descriptor daimon recorded but `keep`, and records none
+/// from now on.
 pub(crate) fn close_owned_except(keep: &[RawFd]) {
+    RECORDING.store(false, Ordering::Relaxed);
     let fds = std::mem::take(&mut *owned());
+    // Runs of consecutive descriptors (most of them: channels come in pairs, connections in
+    // order) are closed with one call each.
+    let mut run: Option<(RawFd, RawFd)> = None;
     for fd in fds.into_iter().filter(|fd| !keep.contains(fd)) {
-        // SAFETY: the child closes its copies of the daemon's descriptors, which nothing in
-        // it uses again (it never returns into the daemon's code that owns them).
-        unsafe { libc::close(fd) };
+        run = match run {
+            Some((low, high)) if fd == high + 1 => Some((low, fd)),
+            Some((low, high)) => {
+                close_range(low, high);
+                Some((fd, fd))
+            }
+            None => Some((fd, fd)),
+        };
+    }
+    if let Some((low, high)) = run {
+        close_range(low, high);
+    }
+}
+
+/// Closes the descriptors `low..=high`.
+fn close_range(low: RawFd, high: RawFd) {
+    // SAFETY: the child closes its copies of the daemon's descriptors, which nothing in it
+    // uses again (it never returns into the daemon's code that owns them).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, low as u32, high as u32, 0) };
+    if rc != 0 {
+        // Kernels before 5.9: one by one.
+        for fd in low..=high {
+            // SAFETY: as above, one descriptor at a time.
+            unsafe { libc::close(fd) };
+        }
     }
 }
 

@@ -45,8 +45,9 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Runs `worker` in the forked child and returns its exit code.
-pub(crate) fn serve<W: Worker>(worker: W, job: Job) -> i32 {
+/// Becomes the worker `build` makes (once this process is cut off from the daemon's
+/// descriptors, so what it opens is the worker's own) and returns its exit code.
+pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job) -> i32 {
     // Its own process group: a terminal's Ctrl-C reaches the daemon, which stops workers.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     // A worker never outlives its daemon: killed when the daemon dies, and checked now in
@@ -71,6 +72,7 @@ pub(crate) fn serve<W: Worker>(worker: W, job: Job) -> i32 {
     let header = job.channel.header();
     header.pid.store(crate::process::pid(), Ordering::Relaxed);
     header.state.store(State::Spinup as u32, Ordering::Release);
+    let worker = build(&job.spawn);
     let reactor = match Reactor::new() {
         Ok(r) => r,
         Err(e) => {

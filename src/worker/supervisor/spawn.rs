@@ -29,7 +29,7 @@ pub(super) struct Value<W>(pub(super) Option<W>);
 impl<W: Worker> Template for Value<W> {
     fn run(&mut self, job: Job) -> i32 {
         match self.0.take() {
-            Some(worker) => child::serve(worker, job),
+            Some(worker) => child::serve(|_| worker, job),
             None => child::exit::SETUP,
         }
     }
@@ -40,8 +40,7 @@ pub(super) struct Factory<F, W>(pub(super) F, pub(super) PhantomData<fn() -> W>)
 
 impl<W: Worker, F: FnMut(&Spawn) -> W + 'static> Template for Factory<F, W> {
     fn run(&mut self, job: Job) -> i32 {
-        let worker = (self.0)(&job.spawn);
-        child::serve(worker, job)
+        child::serve(&mut self.0, job)
     }
 }
 

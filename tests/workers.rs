@@ -276,6 +276,8 @@ fn pause_is_acknowledged_stops_ticks_and_resume_restarts_them() {
 fn pause_in_a_batch_or_a_multicall_is_refused() {
     let dir = TestDir::new();
     let _daemon = start_copy(&dir, "0.05");
+    // LOOPING first, so that the status below can only be changed by the pause.
+    wait_new_pid(&mut connect(&dir), None);
     let mut stream = UnixStream::connect(dir.socket()).expect("connecting");
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))

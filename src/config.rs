@@ -14,7 +14,9 @@
 //! | `umask` | `"027"` | the file creation mask: an integer `0..=511` or a string of octal digits (`"027"`, `"0o027"`) |
 //! | `shutdowntimeout` | `10` | seconds a worker gets to stop before SIGKILL, `> 0` and `<= 3600` |
 //! | `maxrequestsize` | `1048576` | the largest request, in bytes, `64..=268435456`; checked before allocating |
-//! | `socketmaxoutput` | `4194304` | unsent reply bytes a client may let pile up before it is dropped, `1024..=1073741824` |
+//! | `socketmaxoutput` | `4194304` | the largest reply, and the unsent reply bytes past which a connection's next requests wait, `1024..=1073741824` |
+//! | `socketmaxbatch` | `100` | the most requests in a JSON-RPC batch, `1..=65536` |
+//! | `maxrequestvalues` | `65536` | the most values (scalars, arrays, objects, keys) in one request once parsed, `16..=16777216` |
 //! | `socketidletimeout` | `300` | seconds a connection with nothing in flight is kept, `0` (never closed) to `86400` |
 //! | `socketmode` | `"0600"` | the unix socket file's mode (octal string or integer) |
 //! | `socketpeers` | `"owner"` | who may connect to a unix socket: `"owner"` (root and the daemon's user), `"any"`, or a list of uids |
@@ -82,8 +84,13 @@ pub struct Config {
     pub shutdowntimeout: Duration,
     /// The largest request in bytes; default 1 MiB, `64..=256 MiB`.
     pub maxrequestsize: usize,
-    /// Unsent reply bytes a client may let pile up before it is dropped; default 4 MiB.
+    /// The largest reply, and the unsent reply bytes past which a connection's next requests
+    /// wait for the client to read; default 4 MiB.
     pub socketmaxoutput: usize,
+    /// The most requests in a JSON-RPC batch; default 100.
+    pub socketmaxbatch: usize,
+    /// The most values in one request once parsed; default 65,536.
+    pub maxrequestvalues: usize,
     /// How long a connection with nothing in flight is kept; default 300 s, zero = forever.
     pub socketidletimeout: Duration,
     /// The unix socket file's mode; default `0o600`.
@@ -154,6 +161,8 @@ impl Default for Config {
             shutdowntimeout: Duration::from_secs(10),
             maxrequestsize: 1024 * 1024,
             socketmaxoutput: 4 * 1024 * 1024,
+            socketmaxbatch: 100,
+            maxrequestvalues: 65536,
             socketidletimeout: Duration::from_secs(300),
             socketmode: 0o600,
             socketpeers: Peers::Owner,
@@ -212,6 +221,16 @@ const MAXREQUESTSIZE: Rule<usize> = Rule {
 const SOCKETMAXOUTPUT: Rule<usize> = Rule {
     range: 1024..=1024 * 1024 * 1024,
     expected: "an integer number of bytes in 1024..=1073741824",
+};
+
+const SOCKETMAXBATCH: Rule<usize> = Rule {
+    range: 1..=65536,
+    expected: "an integer number of requests in 1..=65536",
+};
+
+const MAXREQUESTVALUES: Rule<usize> = Rule {
+    range: 16..=16 * 1024 * 1024,
+    expected: "an integer number of values in 16..=16777216",
 };
 
 const IDLE_SECONDS: Rule<Duration> = Rule {
@@ -300,6 +319,8 @@ impl Config {
         "shutdowntimeout",
         "maxrequestsize",
         "socketmaxoutput",
+        "socketmaxbatch",
+        "maxrequestvalues",
         "socketidletimeout",
         "socketmode",
         "socketpeers",
@@ -377,6 +398,12 @@ impl Config {
             }
             "socketmaxoutput" => {
                 self.socketmaxoutput = SOCKETMAXOUTPUT.check(key, as_usize(value), value)?;
+            }
+            "socketmaxbatch" => {
+                self.socketmaxbatch = SOCKETMAXBATCH.check(key, as_usize(value), value)?;
+            }
+            "maxrequestvalues" => {
+                self.maxrequestvalues = MAXREQUESTVALUES.check(key, as_usize(value), value)?;
             }
             "socketidletimeout" => {
                 self.socketidletimeout = IDLE_SECONDS.check(key, as_duration(value), value)?;
@@ -492,6 +519,10 @@ impl Config {
         MAXREQUESTSIZE.check("maxrequestsize", Some(n), &n)?;
         let n = self.socketmaxoutput;
         SOCKETMAXOUTPUT.check("socketmaxoutput", Some(n), &n)?;
+        let n = self.socketmaxbatch;
+        SOCKETMAXBATCH.check("socketmaxbatch", Some(n), &n)?;
+        let n = self.maxrequestvalues;
+        MAXREQUESTVALUES.check("maxrequestvalues", Some(n), &n)?;
         let d = self.socketidletimeout;
         IDLE_SECONDS.check("socketidletimeout", Some(d), &secs(d))?;
         let mode = self.socketmode;
@@ -546,6 +577,8 @@ impl Config {
             "shutdowntimeout": secs(self.shutdowntimeout),
             "maxrequestsize": self.maxrequestsize,
             "socketmaxoutput": self.socketmaxoutput,
+            "socketmaxbatch": self.socketmaxbatch,
+            "maxrequestvalues": self.maxrequestvalues,
             "socketidletimeout": secs(self.socketidletimeout),
             "socketmode": format!("{:04o}", self.socketmode),
             "socketpeers": self.socketpeers.to_json(),

@@ -146,6 +146,8 @@ fuzz_target!(|input: Input| {
     let limits = Limits {
         max_request: 1 << 20,
         max_output: 1 << 20,
+        max_batch: 1 << 16,
+        max_values: 1 << 20,
     };
     let mut conn = Connection::new("fuzz".into(), limits, Admission::Open, None);
     let mut engine = Echo::default();

@@ -1,12 +1,17 @@
 //! JSON-RPC 2.0: requests, notifications and batches, exactly as the specification says.
 
+use std::io::Write;
+
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::{Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::Value;
 
 use super::{Engine, Meta, RpcError};
 
-/// A reply object for `id` carrying `outcome`.
-pub fn reply(id: Value, outcome: Result<Value, RpcError>) -> Value {
+/// A reply object for `id` carrying `outcome`, built as a value (what [`Reply`] writes).
+#[cfg(test)]
+fn reply(id: Value, outcome: Result<Value, RpcError>) -> Value {
     let mut object = Map::with_capacity(3);
     object.insert("jsonrpc".into(), Value::from("2.0"));
     match outcome {
@@ -27,39 +32,24 @@ pub fn reply(id: Value, outcome: Result<Value, RpcError>) -> Value {
     Value::Object(object)
 }
 
-/// The reply to a request or a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// One reply: the request's id and its outcome.
-    One(Value, Result<Value, RpcError>),
-    /// A batch's replies.
-    Batch(Vec<Value>),
-}
+/// One reply, serialized straight from the request's id and outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a>(pub &'a Value, pub &'a Result<Value, RpcError>);
 
-impl Reply {
-    /// The reply as a JSON value.
-    pub fn into_value(self) -> Value {
-        match self {
-            Reply::One(id, outcome) => reply(id, outcome),
-            Reply::Batch(replies) => Value::Array(replies),
-        }
-    }
-}
-
-impl Serialize for Reply {
+impl Serialize for Reply<'_> {
     /// Compact, with the members in the order of `reply`'s map (error or result, then id and
     /// jsonrpc, sorted), written without building the map (the hot path of every call).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Reply::Batch(replies) => replies.serialize(s),
-            Reply::One(id, Ok(result)) => {
+        let Reply(id, outcome) = *self;
+        match outcome {
+            Ok(result) => {
                 let mut m = s.serialize_map(Some(3))?;
                 m.serialize_entry("id", id)?;
                 m.serialize_entry("jsonrpc", "2.0")?;
                 m.serialize_entry("result", result)?;
                 m.end()
             }
-            Reply::One(id, Err(e)) => {
+            Err(e) => {
                 let mut m = s.serialize_map(Some(3))?;
                 m.serialize_entry("error", &ErrorObject(e))?;
                 m.serialize_entry("id", id)?;
@@ -85,34 +75,48 @@ impl Serialize for ErrorObject<'_> {
     }
 }
 
-/// Handles a JSON value received on the socket: a request or a batch. Returns the reply to
-/// send, or `None` when nothing is to be sent (notifications).
-pub fn handle(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Reply> {
-    match value {
-        Value::Array(batch) if batch.is_empty() => Some(Reply::One(
-            Value::Null,
-            Err(RpcError::invalid_request("an empty batch")),
-        )),
-        Value::Array(batch) => {
-            // A reply inside a batch cannot wait for a worker.
-            let meta = Meta {
-                deferrable: false,
-                ..*meta
-            };
-            let replies: Vec<Value> = batch
-                .into_iter()
-                .filter_map(|one| handle_one(one, engine, &meta))
-                .map(|(id, outcome)| reply(id, outcome))
-                .collect();
-            (!replies.is_empty()).then_some(Reply::Batch(replies))
-        }
-        one => handle_one(one, engine, meta).map(|(id, outcome)| Reply::One(id, outcome)),
-    }
+/// Writes one reply into `out`.
+pub fn write_reply(out: &mut impl Write, id: &Value, outcome: &Result<Value, RpcError>) {
+    // Serializing a JSON value cannot fail, and our writers do not either.
+    let written = serde_json::to_writer(out, &Reply(id, outcome));
+    debug_assert!(written.is_ok());
 }
 
-type Outcome = (Value, Result<Value, RpcError>);
+/// Runs the requests of a (non-empty) batch in order, writing the array of their replies into
+/// `out` as each comes, so no reply is held twice; returns whether anything was written (a
+/// batch of notifications has no reply).
+pub fn write_batch(
+    batch: Vec<Value>,
+    engine: &mut dyn Engine,
+    meta: &Meta<'_>,
+    out: &mut impl Write,
+) -> bool {
+    // A reply inside a batch cannot wait for a worker.
+    let meta = Meta {
+        deferrable: false,
+        ..*meta
+    };
+    let mut first = true;
+    for one in batch {
+        let Some((id, outcome)) = call(one, engine, &meta) else {
+            continue;
+        };
+        let _ = out.write_all(if first { b"[" } else { b"," });
+        first = false;
+        write_reply(out, &id, &outcome);
+    }
+    if !first {
+        let _ = out.write_all(b"]");
+    }
+    !first
+}
 
-fn handle_one(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Outcome> {
+/// A request's id and outcome.
+pub type Outcome = (Value, Result<Value, RpcError>);
+
+/// Runs one request (whatever the value is: a non-object is an invalid request); `None` for
+/// a notification, which has no reply.
+pub fn call(value: Value, engine: &mut dyn Engine, meta: &Meta<'_>) -> Option<Outcome> {
     let Value::Object(mut request) = value else {
         return Some((
             Value::Null,
@@ -198,7 +202,18 @@ mod tests {
             connections: 1,
             deferrable: true,
         };
-        let reply = handle(request, &mut engine, &meta).map(Reply::into_value);
+        let reply = match request {
+            Value::Array(batch) if batch.is_empty() => Some(reply(
+                Value::Null,
+                Err(RpcError::invalid_request("an empty batch")),
+            )),
+            Value::Array(batch) => {
+                let mut out = Vec::new();
+                write_batch(batch, &mut engine, &meta, &mut out)
+                    .then(|| serde_json::from_slice(&out).expect("a JSON batch reply"))
+            }
+            one => call(one, &mut engine, &meta).map(|(id, outcome)| reply(id, outcome)),
+        };
         (reply, engine.0)
     }
 
@@ -305,14 +320,13 @@ mod tests {
 
     #[test]
     fn replies_serialize_as_their_value_does() {
-        for reply in [
-            Reply::One(json!(1), Ok(json!({"a": [1, "x"]}))),
-            Reply::One(json!("i"), Err(RpcError::invalid_params("expected int"))),
-            Reply::One(Value::Null, Err(RpcError::new(-1, "no data"))),
-            Reply::Batch(vec![json!({"x": 1})]),
+        for (id, outcome) in [
+            (json!(1), Ok(json!({"a": [1, "x"]}))),
+            (json!("i"), Err(RpcError::invalid_params("expected int"))),
+            (Value::Null, Err(RpcError::new(-1, "no data"))),
         ] {
-            let direct = serde_json::to_string(&reply).unwrap();
-            let via_value = serde_json::to_string(&reply.into_value()).unwrap();
+            let direct = serde_json::to_string(&Reply(&id, &outcome)).unwrap();
+            let via_value = serde_json::to_string(&reply(id, outcome)).unwrap();
             assert_eq!(direct, via_value);
         }
     }

@@ -20,9 +20,13 @@
 //! The wire protocols are described in `PROTOCOL.md`.
 
 pub mod base64;
+#[cfg(any(fuzzing, feature = "internals"))]
+pub mod bounded;
+#[cfg(not(any(fuzzing, feature = "internals")))]
+pub(crate) mod bounded;
 mod error;
 mod event;
-pub mod jsonrpc;
+pub(crate) mod jsonrpc;
 mod method;
 pub mod msgpack;
 mod signature;

@@ -35,6 +35,10 @@ pub struct Scanner {
     pos: usize,
     /// Items still to read in each open array or map, outermost first.
     stack: Vec<u64>,
+    /// Values seen so far in the message being scanned.
+    counted: usize,
+    /// Values in the last whole message found.
+    last_items: usize,
 }
 
 impl Scanner {
@@ -48,6 +52,7 @@ impl Scanner {
             if self.stack.is_empty() {
                 let n = self.pos;
                 self.pos = 0;
+                self.last_items = std::mem::take(&mut self.counted);
                 return Scan::Complete(n);
             }
             let Some(&marker) = buf.get(self.pos) else {
@@ -82,6 +87,7 @@ impl Scanner {
                 return Scan::Incomplete;
             }
             self.pos = end as usize;
+            self.counted += 1;
             *self.stack.last_mut().expect("not empty") -= 1;
             if children > 0 {
                 if self.stack.len() >= MAX_DEPTH {
@@ -96,9 +102,16 @@ impl Scanner {
         }
     }
 
+    /// How many values (scalars, arrays, maps, map keys) the last whole message holds: what
+    /// decoding it would build.
+    pub fn items(&self) -> usize {
+        self.last_items
+    }
+
     /// Forgets a partial scan.
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.counted = 0;
         self.stack.clear();
     }
 }
@@ -391,8 +404,42 @@ fn params_to_json(params: Msg) -> Result<Value, &'static str> {
     }
 }
 
+/// What a whole message is, read from its first bytes only (to answer one that is refused
+/// before it is decoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peek {
+    /// `[0, msgid, …]`.
+    Request(u32),
+    /// `[2, …]`.
+    Notification,
+    /// Anything else.
+    Other,
+}
+
+/// Reads what `frame` is from its header.
+pub fn peek(frame: &[u8]) -> Peek {
+    match frame {
+        [0x94, 0x00, rest @ ..] => {
+            let msgid = match rest {
+                [n, ..] if *n < 0x80 => Some(u32::from(*n)),
+                [0xcc, n, ..] => Some(u32::from(*n)),
+                [0xcd, a, b, ..] => Some(u32::from(u16::from_be_bytes([*a, *b]))),
+                [0xce, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+                _ => None,
+            };
+            msgid.map_or(Peek::Other, Peek::Request)
+        }
+        [0x93, 0x02, ..] => Peek::Notification,
+        _ => Peek::Other,
+    }
+}
+
 /// Appends the response `[1, msgid, error, result]` to `out`.
-pub fn encode_response(out: &mut Vec<u8>, msgid: Option<u32>, outcome: &Result<Value, RpcError>) {
+pub fn encode_response(
+    out: &mut impl std::io::Write,
+    msgid: Option<u32>,
+    outcome: &Result<Value, RpcError>,
+) {
     let written = match outcome {
         Ok(result) => rmp_serde::encode::write(out, &(1u8, msgid, (), result)),
         Err(e) => {
@@ -405,7 +452,7 @@ pub fn encode_response(out: &mut Vec<u8>, msgid: Option<u32>, outcome: &Result<V
             rmp_serde::encode::write(out, &(1u8, msgid, (e.code, message), ()))
         }
     };
-    // Writing a JSON value into a Vec cannot fail.
+    // Writing a JSON value into a Vec (or a connection's capped output) cannot fail.
     debug_assert!(written.is_ok());
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The server feeds it what it reads and writes what it produces; tests and the fuzz targets
 //! drive it directly. Every limit of a connection is enforced here: the request size (before
-//! buffering past it), garbage, the admission refusal of a connection over the cap or from a
+//! buffering past it), its size once parsed (values, batch length), the size of a reply and of
+//! what waits unsent, garbage, the admission refusal of a connection over the cap or from a
 //! refused peer, and the shared secret.
 
 use std::sync::Arc;
@@ -10,17 +11,36 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
-use crate::rpc::jsonrpc::{self, Reply};
-use crate::rpc::msgpack::{self, Message, Refused, Scan};
+use crate::rpc::bounded::{self, Bounds, Parsed, Refusal};
+use crate::rpc::jsonrpc;
+use crate::rpc::msgpack::{self, Message, Peek, Refused, Scan};
 use crate::rpc::{Engine, Meta, RpcError, Ticket};
+
+mod output;
+
+use output::{Framing, Output};
 
 /// The limits of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The largest request, in bytes.
     pub max_request: usize,
-    /// Unsent reply bytes past which the client is dropped.
+    /// The largest reply, in bytes, and the unsent bytes past which the connection takes no
+    /// new request until they drain.
     pub max_output: usize,
+    /// The most requests in a batch.
+    pub max_batch: usize,
+    /// The most values in one request (or batch) once parsed.
+    pub max_values: usize,
+}
+
+impl Limits {
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            max_values: self.max_values,
+            max_batch: self.max_batch,
+        }
+    }
 }
 
 /// Whether a connection is served.
@@ -47,8 +67,7 @@ pub struct Connection {
     msgpack: msgpack::Scanner,
     /// The body length announced by Content-Length headers already read.
     body: Option<usize>,
-    output: Vec<u8>,
-    written: usize,
+    output: Output,
     closing: bool,
     /// A request whose reply comes later; nothing more is processed until it is written.
     pending: Option<Pending>,
@@ -88,8 +107,7 @@ impl Connection {
             json: JsonScanner::default(),
             msgpack: msgpack::Scanner::default(),
             body: None,
-            output: Vec::new(),
-            written: 0,
+            output: Output::new(limits.max_output),
             closing: false,
             pending: None,
             deferred: None,
@@ -115,14 +133,23 @@ impl Connection {
         }
         self.input.extend_from_slice(data);
         let mut start = 0;
-        while !self.closing && self.pending.is_none() && start < self.input.len() {
+        while !self.closing
+            && self.pending.is_none()
+            && !self.output.is_full()
+            && start < self.input.len()
+        {
             match self.next_frame(start, engine, connections) {
                 Some(consumed) => start += consumed,
                 None => break,
             }
         }
         self.input.drain(..start);
-        if !self.closing && self.input.len() > self.limits.max_request + framing::MAX_HEADERS {
+        // (With the output full, what is buffered is whole requests waiting their turn, at
+        // most one read's worth: the server reads nothing more until the output drains.)
+        if !self.closing
+            && !self.output.is_full()
+            && self.input.len() > self.limits.max_request + framing::MAX_HEADERS
+        {
             if self.pending.is_some() {
                 // Pipelined past the limit while a reply is pending: an error reply now would
                 // come before the pending one. Close instead.
@@ -168,10 +195,11 @@ impl Connection {
                         self.too_large();
                         return None;
                     }
-                    let parsed = serde_json::from_slice::<Value>(&self.input[start..start + n]);
-                    match parsed {
-                        Ok(value) => self.json_request(value, engine, meta_connections),
-                        Err(e) => self.fail(RpcError::parse_error(e.to_string())),
+                    match bounded::parse(&self.input[start..start + n], self.limits.bounds()) {
+                        Ok(parsed) => self.json_request(parsed, engine, meta_connections),
+                        Err(Refusal::Syntax(e)) => self.fail(RpcError::parse_error(e)),
+                        // The value is whole: refuse it and go on with the next.
+                        Err(bound) => self.refuse(start, n, &bound),
                     }
                     Some(n)
                 }
@@ -206,20 +234,28 @@ impl Connection {
                     }
                 };
                 let frame = self.input.get(start..start + body)?;
-                let parsed = serde_json::from_slice::<Value>(frame);
+                let parsed = bounded::parse(frame, self.limits.bounds());
                 self.body = None;
                 match parsed {
-                    Ok(value) => self.json_request(value, engine, meta_connections),
+                    Ok(parsed) => self.json_request(parsed, engine, meta_connections),
                     // The framing is intact: answer and go on.
-                    Err(e) => self.write_json(&Reply::One(
-                        Value::Null,
-                        Err(RpcError::parse_error(e.to_string())),
-                    )),
+                    Err(refusal) => self.refuse(start, body, &refusal),
                 }
-                self.after_request();
                 Some(body)
             }
             Protocol::MessagePack => match self.msgpack.scan(&self.input[start..], max) {
+                Scan::Complete(n) if self.msgpack.items() > self.limits.max_values => {
+                    let error = RpcError::invalid_request(
+                        Refusal::Values(self.limits.max_values).to_string(),
+                    );
+                    match msgpack::peek(&self.input[start..start + n]) {
+                        Peek::Request(msgid) => self.answer_msgpack(Some(msgid), &Err(error)),
+                        Peek::Notification => {}
+                        Peek::Other => self.answer_msgpack(None, &Err(error)),
+                    }
+                    self.after_request();
+                    Some(n)
+                }
                 Scan::Complete(n) => {
                     let decoded = msgpack::decode(&self.input[start..start + n]);
                     self.msgpack_message(decoded, engine, meta_connections);
@@ -244,7 +280,7 @@ impl Connection {
         engine: &'a mut dyn Engine,
         connections: usize,
         deferrable: bool,
-    ) -> (Meta<'a>, Gate<'a>, &'a mut Vec<u8>) {
+    ) -> (Meta<'a>, Gate<'a>, &'a mut Output) {
         let meta = Meta {
             peer: &self.peer,
             connections,
@@ -260,21 +296,100 @@ impl Connection {
         (meta, gate, &mut self.output)
     }
 
-    fn json_request(&mut self, value: Value, engine: &mut dyn Engine, connections: usize) {
-        let single = value.is_object();
-        let (meta, mut gate, _) = self.split(engine, connections, single);
-        let reply = jsonrpc::handle(value, &mut gate, &meta);
-        match (self.deferred.take(), reply) {
-            (Some(ticket), Some(Reply::One(id, _))) => {
-                self.pending = Some(Pending {
-                    ticket,
-                    to: ReplyTo::Json(id),
-                });
+    fn json_request(&mut self, parsed: Parsed, engine: &mut dyn Engine, connections: usize) {
+        let framing = self.json_framing();
+        match parsed {
+            Parsed::Batch(batch) if batch.is_empty() => {
+                self.answer_json(
+                    &Value::Null,
+                    &Err(RpcError::invalid_request("an empty batch")),
+                );
             }
-            (_, Some(reply)) => self.write_json(&reply),
-            (_, None) => {}
+            Parsed::Batch(batch) => {
+                let (meta, mut gate, output) = self.split(engine, connections, false);
+                let max = output.max();
+                let written = match gate.refusal() {
+                    // One error for the whole batch, not one per element.
+                    Some(error) => Err(error),
+                    None => output
+                        .reply(framing, |w| {
+                            jsonrpc::write_batch(batch, &mut gate, &meta, w)
+                        })
+                        .map_err(|_| reply_too_large(max)),
+                };
+                if let Err(error) = written {
+                    output.small(framing, |b| {
+                        jsonrpc::write_reply(b, &Value::Null, &Err(error))
+                    });
+                }
+            }
+            Parsed::One(value) => {
+                let single = value.is_object();
+                let (meta, mut gate, _) = self.split(engine, connections, single);
+                let reply = jsonrpc::call(value, &mut gate, &meta);
+                match (self.deferred.take(), reply) {
+                    (Some(ticket), Some((id, _))) => {
+                        self.pending = Some(Pending {
+                            ticket,
+                            to: ReplyTo::Json(id),
+                        });
+                    }
+                    (_, Some((id, outcome))) => self.answer_json(&id, &outcome),
+                    (_, None) => {}
+                }
+            }
         }
         self.after_request();
+    }
+
+    /// Answers a whole JSON value that passed a bound (or, in Content-Length framing, is not
+    /// JSON): with the request's id when it has a plain one.
+    /// A connection that may not call anything gets that error instead.
+    fn refuse(&mut self, start: usize, n: usize, why: &Refusal) {
+        let id = match why {
+            Refusal::Values(_) => bounded::id_of(&self.input[start..start + n]),
+            _ => Value::Null,
+        };
+        let error = refusal(&self.admission, &self.secret).unwrap_or_else(|| why.to_rpc());
+        self.answer_json(&id, &Err(error));
+        self.after_request();
+    }
+
+    fn json_framing(&self) -> Framing {
+        match self.protocol {
+            Some(Protocol::ContentLength) => Framing::ContentLength,
+            _ => Framing::Line,
+        }
+    }
+
+    /// Writes one JSON-RPC reply; one larger than the cap becomes an error with the same id.
+    fn answer_json(&mut self, id: &Value, outcome: &Result<Value, RpcError>) {
+        let framing = self.json_framing();
+        let max = self.output.max();
+        let fits = self.output.reply(framing, |w| {
+            jsonrpc::write_reply(w, id, outcome);
+            true
+        });
+        if fits.is_err() {
+            let error = Err(reply_too_large(max));
+            self.output
+                .small(framing, |b| jsonrpc::write_reply(b, id, &error));
+        }
+    }
+
+    /// Writes one MessagePack-RPC response; one larger than the cap becomes an error.
+    fn answer_msgpack(&mut self, msgid: Option<u32>, outcome: &Result<Value, RpcError>) {
+        let max = self.output.max();
+        let fits = self.output.reply(Framing::Bare, |w| {
+            msgpack::encode_response(w, msgid, outcome);
+            true
+        });
+        if fits.is_err() {
+            let error = Err(reply_too_large(max));
+            self.output.small(Framing::Bare, |b| {
+                msgpack::encode_response(b, msgid, &error)
+            });
+        }
     }
 
     /// Writes the reply a deferred call was waiting for, then goes on with the requests
@@ -292,10 +407,8 @@ impl Connection {
         }
         let pending = self.pending.take().expect("matched above");
         match pending.to {
-            ReplyTo::Json(id) => self.write_json(&Reply::One(id, outcome)),
-            ReplyTo::MessagePack(msgid) => {
-                msgpack::encode_response(&mut self.output, Some(msgid), &outcome)
-            }
+            ReplyTo::Json(id) => self.answer_json(&id, &outcome),
+            ReplyTo::MessagePack(msgid) => self.answer_msgpack(Some(msgid), &outcome),
         }
         self.receive(&[], engine, connections);
         true
@@ -313,7 +426,7 @@ impl Connection {
         connections: usize,
     ) {
         let deferrable = matches!(decoded, Ok(Message::Request { .. }));
-        let (meta, mut gate, output) = self.split(engine, connections, deferrable);
+        let (meta, mut gate, _) = self.split(engine, connections, deferrable);
         match decoded {
             Ok(Message::Request {
                 msgid,
@@ -321,14 +434,14 @@ impl Connection {
                 params,
             }) => {
                 let outcome = gate.call(&meta, &method, params);
-                match gate.deferred.take() {
+                match self.deferred.take() {
                     Some(ticket) => {
                         self.pending = Some(Pending {
                             ticket,
                             to: ReplyTo::MessagePack(msgid),
                         })
                     }
-                    None => msgpack::encode_response(output, Some(msgid), &outcome),
+                    None => self.answer_msgpack(Some(msgid), &outcome),
                 }
             }
             Ok(Message::Notification { method, params }) => {
@@ -336,7 +449,7 @@ impl Connection {
             }
             Ok(Message::Response) => {}
             Err(Refused::Invalid(msgid, why)) => {
-                msgpack::encode_response(output, Some(msgid), &Err(RpcError::invalid_request(why)));
+                self.answer_msgpack(Some(msgid), &Err(RpcError::invalid_request(why)));
             }
             Err(Refused::Parse(why)) => self.fail(RpcError::parse_error(why)),
         }
@@ -352,10 +465,8 @@ impl Connection {
     /// Answers `error` with id null in the connection's framing, then closes.
     fn fail(&mut self, error: RpcError) {
         match self.protocol {
-            Some(Protocol::MessagePack) => {
-                msgpack::encode_response(&mut self.output, None, &Err(error))
-            }
-            _ => self.write_json(&Reply::One(Value::Null, Err(error))),
+            Some(Protocol::MessagePack) => self.answer_msgpack(None, &Err(error)),
+            _ => self.answer_json(&Value::Null, &Err(error)),
         }
         self.closing = true;
     }
@@ -367,42 +478,32 @@ impl Connection {
         )));
     }
 
-    fn write_json(&mut self, reply: &Reply) {
-        match self.protocol {
-            Some(Protocol::ContentLength) => {
-                let body = serde_json::to_vec(reply).expect("a JSON value serializes");
-                self.output.extend_from_slice(
-                    format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
-                );
-                self.output.extend_from_slice(&body);
-            }
-            _ => {
-                serde_json::to_writer(&mut self.output, reply).expect("a JSON value serializes");
-                self.output.push(b'\n');
-            }
-        }
-    }
-
     /// The replies not yet written.
     pub fn output(&self) -> &[u8] {
-        &self.output[self.written..]
+        self.output.unsent()
     }
 
     /// Records that the first `n` bytes of [`Connection::output`] were written.
     pub fn consume_output(&mut self, n: usize) {
-        self.written += n;
-        if self.written >= self.output.len() {
-            self.output.clear();
-            self.written = 0;
-        } else if self.written > 64 * 1024 {
-            self.output.drain(..self.written);
-            self.written = 0;
-        }
+        self.output.consume(n);
     }
 
-    /// Whether the unsent output passed the limit: the client does not read its replies.
-    pub fn is_overloaded(&self) -> bool {
-        self.output().len() > self.limits.max_output
+    /// Whether the connection takes more bytes: not while it closes, nor while a whole
+    /// `max_output` of replies waits unsent (the client is slow to read; it gets the rest of
+    /// its answers once it catches up).
+    pub fn wants_input(&self) -> bool {
+        !self.closing && !self.output.is_full()
+    }
+
+    /// Answers the requests buffered while the output was full, now that it drained; returns
+    /// whether it consumed any input (false: nothing to do, or only part of a request).
+    pub fn resume(&mut self, engine: &mut dyn Engine, connections: usize) -> bool {
+        if !self.wants_input() || self.pending.is_some() || self.input.is_empty() {
+            return false;
+        }
+        let before = self.input.len();
+        self.receive(&[], engine, connections);
+        self.input.len() != before || self.closing
     }
 
     /// Whether the connection is done: close it once its output is written.
@@ -437,6 +538,23 @@ struct Gate<'a> {
     deferred: &'a mut Option<Ticket>,
 }
 
+impl Gate<'_> {
+    fn refusal(&self) -> Option<RpcError> {
+        refusal(self.admission, self.secret)
+    }
+}
+
+/// The error every call gets, if every call gets one: a refused connection's, or the
+/// secret's before it is presented.
+fn refusal(admission: &Admission, secret: &Option<Arc<str>>) -> Option<RpcError> {
+    if let Admission::Refused(error) = admission {
+        return Some(error.clone());
+    }
+    secret
+        .is_some()
+        .then(|| RpcError::server_error("authentication required"))
+}
+
 impl Engine for Gate<'_> {
     fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
         if let Admission::Refused(error) = self.admission {
@@ -467,6 +585,11 @@ impl Engine for Gate<'_> {
             Err(RpcError::server_error("authentication failed"))
         }
     }
+}
+
+/// The error that replaces a reply larger than `max` bytes.
+fn reply_too_large(max: usize) -> RpcError {
+    RpcError::server_error(format!("reply larger than socketmaxoutput ({max} bytes)"))
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing but the length.

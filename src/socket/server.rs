@@ -99,6 +99,8 @@ impl Server {
             limits: Limits {
                 max_request: config.maxrequestsize,
                 max_output: config.socketmaxoutput,
+                max_batch: config.socketmaxbatch,
+                max_values: config.maxrequestvalues,
             },
             chunk: config.socketbuffer,
             timeout: config.sockettimeout,
@@ -131,7 +133,7 @@ impl Server {
         if readable && !self.read(token, engine) {
             return self.drop_client(token, events);
         }
-        if (writable || readable) && !self.flush(token) {
+        if (writable || readable) && !self.flush_and_resume(token, engine) {
             return self.drop_client(token, events);
         }
         self.settle(token, events);
@@ -207,7 +209,7 @@ impl Server {
         let connections = self.admitted;
         let client = self.clients.get_mut(&token).expect("checked by the caller");
         let mut total = 0;
-        while total < READ_PER_TURN && !client.conn.is_closing() {
+        while total < READ_PER_TURN && client.conn.wants_input() {
             match client.source.get_mut().read(&mut self.buffer[..self.chunk]) {
                 Ok(0) => {
                     if client.conn.has_partial_input() {
@@ -256,25 +258,35 @@ impl Server {
         true
     }
 
-    /// After reading or writing: close a finished or overloaded connection, or set what it
-    /// waits for and when it times out.
+    /// Writes what it can, then lets the connection answer what it buffered while its output
+    /// was full, for as long as the socket takes the replies; false if the connection is dead.
+    fn flush_and_resume(&mut self, token: Token, engine: &mut dyn Engine) -> bool {
+        let connections = self.admitted;
+        loop {
+            if !self.flush(token) {
+                return false;
+            }
+            let client = self.clients.get_mut(&token).expect("checked by the caller");
+            if !client.conn.output().is_empty() || !client.conn.resume(engine, connections) {
+                return true;
+            }
+        }
+    }
+
+    /// After reading or writing: close a finished connection, or set what it waits for and
+    /// when it times out. A connection whose output is full is not read until it drains: a
+    /// client that stops reading is dropped by its deadline, one that reads slowly is served.
     fn settle(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
         let client = self.clients.get_mut(&token).expect("checked by the caller");
-        if client.conn.is_overloaded() {
-            warn!(self.logger, "client dropped: it does not read its replies";
-                "peer" => client.conn.peer(), "unsent" => client.conn.output().len());
-            self.drop_client(token, events);
-            return;
-        }
         let pending = !client.conn.output().is_empty();
         if client.conn.is_closing() && !pending {
             self.drop_client(token, events);
             return;
         }
-        let interest = match (client.conn.is_closing(), pending) {
-            (true, _) => Interest::WRITE,
-            (false, true) => Interest::BOTH,
-            (false, false) => Interest::READ,
+        let interest = match (client.conn.wants_input(), pending) {
+            (false, _) => Interest::WRITE,
+            (true, true) => Interest::BOTH,
+            (true, false) => Interest::READ,
         };
         if let Err(e) = client.source.set_interest(interest) {
             warn!(self.logger, "cannot poll a connection"; "error" => %e);
@@ -342,7 +354,7 @@ impl Server {
             return;
         };
         client.conn.complete(ticket, outcome, engine, connections);
-        if !self.flush(token) {
+        if !self.flush_and_resume(token, engine) {
             self.drop_client(token, events);
             return;
         }
@@ -361,10 +373,10 @@ impl Server {
             Some(allowance) if now >= client.progress + allowance => {
                 let why = if !client.admitted {
                     "refused connection sent nothing"
-                } else if client.conn.has_partial_input() {
-                    "stalled in the middle of a request"
                 } else if !client.conn.output().is_empty() {
                     "does not read its replies"
+                } else if client.conn.has_partial_input() {
+                    "stalled in the middle of a request"
                 } else {
                     "idle"
                 };

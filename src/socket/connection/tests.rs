@@ -21,6 +21,8 @@ impl Engine for Echo {
 const LIMITS: Limits = Limits {
     max_request: 1024,
     max_output: 4096,
+    max_batch: 100,
+    max_values: 10_000,
 };
 
 fn conn() -> Connection {
@@ -263,7 +265,7 @@ fn a_secret_must_be_presented_first() {
 }
 
 #[test]
-fn output_accounting_and_overload() {
+fn a_full_output_holds_the_next_requests_until_it_drains() {
     let mut c = conn();
     let mut engine = Echo::default();
     let big = format!(
@@ -273,14 +275,127 @@ fn output_accounting_and_overload() {
     for _ in 0..4 {
         c.receive(big.as_bytes(), &mut engine, 1);
     }
-    assert!(!c.is_overloaded());
+    assert!(c.wants_input());
     c.receive(big.as_bytes(), &mut engine, 1);
-    assert!(c.is_overloaded(), "{} unsent bytes", c.output().len());
+    assert!(!c.wants_input(), "{} unsent bytes", c.output().len());
+    assert_eq!(engine.calls, 5);
+    // Held, not answered, not refused.
+    c.receive(big.as_bytes(), &mut engine, 1);
+    assert_eq!(engine.calls, 5);
+    assert!(!c.resume(&mut engine, 1), "nothing resumes while full");
     let n = c.output().len();
     c.consume_output(n - 10);
     assert_eq!(c.output().len(), 10);
     c.consume_output(10);
-    assert!(c.output().is_empty() && !c.is_overloaded());
+    assert!(c.output().is_empty() && c.wants_input());
+    assert!(c.resume(&mut engine, 1));
+    assert_eq!(engine.calls, 6);
+    assert!(!c.output().is_empty() && !c.is_closing());
+    c.consume_output(c.output().len());
+    assert!(!c.resume(&mut engine, 1), "nothing left");
+}
+
+#[test]
+fn a_batch_past_socketmaxbatch_gets_one_error_and_no_call_runs() {
+    let limits = Limits {
+        max_batch: 3,
+        ..LIMITS
+    };
+    let mut c = Connection::new("t".into(), limits, Admission::Open, None);
+    let call = r#"{"jsonrpc":"2.0","method":"echo","params":[1],"id":1}"#;
+    let three = format!("[{call},{call},{call}]");
+    let four = format!("[{call},{call},{call},{call}]");
+    let mut engine = Echo::default();
+    c.receive(three.as_bytes(), &mut engine, 1);
+    c.receive(four.as_bytes(), &mut engine, 1);
+    assert_eq!(engine.calls, 3);
+    let out = String::from_utf8(c.output().to_vec()).unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0].as_array().map(Vec::len), Some(3), "{out}");
+    assert_eq!(lines[1]["error"]["code"], -32600, "{out}");
+    assert_eq!(lines[1]["id"], Value::Null, "{out}");
+    assert!(!c.is_closing());
+}
+
+#[test]
+fn a_batch_whose_replies_pass_the_cap_is_one_error_not_a_truncated_array() {
+    let call = format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":[\"{}\"],\"id\":1}}",
+        "y".repeat(200)
+    );
+    let batch = format!("[{}]\n", vec![call; 30].join(","));
+    let limits = Limits {
+        max_request: 64 * 1024,
+        ..LIMITS
+    };
+    let mut c2 = Connection::new("t".into(), limits, Admission::Open, None);
+    let replies = json_lines(&mut c2, &[batch.as_bytes()]);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["error"]["code"], -32000, "{}", replies[0]);
+    assert!(
+        replies[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("socketmaxoutput (4096 bytes)")
+    );
+    // A single reply too large keeps its id.
+    let one = format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":[\"{}\"],\"id\":7}}",
+        "z".repeat(5000)
+    );
+    let limits = Limits {
+        max_request: 64 * 1024,
+        ..LIMITS
+    };
+    let mut c = Connection::new("t".into(), limits, Admission::Open, None);
+    let replies = json_lines(&mut c, &[one.as_bytes()]);
+    assert_eq!(replies[0]["id"], 7);
+    assert_eq!(replies[0]["error"]["code"], -32000);
+}
+
+#[test]
+fn refused_and_unauthenticated_connections_answer_a_batch_once() {
+    let call = r#"{"jsonrpc":"2.0","method":"echo","params":[1],"id":1}"#;
+    let batch = format!("[{call},{call},{call}]\n");
+    let refusal = RpcError::server_error("too many connections");
+    let mut c = Connection::new("t".into(), LIMITS, Admission::Refused(refusal), None);
+    let replies = json_lines(&mut c, &[batch.as_bytes()]);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["error"]["message"], "too many connections");
+    assert!(c.is_closing());
+
+    let mut c = Connection::new("t".into(), LIMITS, Admission::Open, Some("s".into()));
+    let replies = json_lines(&mut c, &[batch.as_bytes()]);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(replies[0].is_object());
+    assert_eq!(replies[0]["error"]["message"], "authentication required");
+}
+
+#[test]
+fn a_request_of_too_many_values_is_refused_with_its_id() {
+    let limits = Limits {
+        max_values: 100,
+        ..LIMITS
+    };
+    let params = vec!["0"; 200].join(",");
+    let wide = format!(r#"{{"jsonrpc":"2.0","id":"w","method":"echo","params":[{params}]}}"#);
+    let mut c = Connection::new("t".into(), limits, Admission::Open, None);
+    let replies = json_lines(&mut c, &[wide.as_bytes()]);
+    assert_eq!(replies[0]["id"], "w");
+    assert_eq!(replies[0]["error"]["code"], -32600);
+    assert!(!c.is_closing());
+
+    // MessagePack: counted by the scanner, answered for the msgid.
+    let msg = rmp_serde::to_vec(&(0, 9, "echo", vec![0u8; 200])).unwrap();
+    let mut c = Connection::new("t".into(), limits, Admission::Open, None);
+    let mut engine = Echo::default();
+    c.receive(&msg, &mut engine, 1);
+    assert_eq!(engine.calls, 0);
+    let reply: (u8, u32, (i64, String), ()) = rmp_serde::from_slice(c.output()).unwrap();
+    assert_eq!((reply.1, reply.2.0), (9, -32600));
 }
 
 #[test]

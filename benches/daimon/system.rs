@@ -97,6 +97,62 @@ fn shutdown(scale: Scale, results: &mut Results) {
     results.add("shutdown_100w_p50_ms", ms(median(samples)), "ms");
 }
 
+/// The daemon's peak RSS (the kernel's high-water mark) after the worst single requests we
+/// know of, one after the other on one daemon, next to its peak before them: a 1 MiB batch of
+/// numbers, of `worker.list` (20 workers), of invalid elements; 1 MiB of wide params, in
+/// JSON and in MessagePack; a batch whose replies pass `socketmaxoutput`. Target: under
+/// 16 MiB.
+fn hostile(results: &mut Results) {
+    let (daemon, _) = Daemon::start(
+        "worker_daemon",
+        &["--workers", "20", "--looptime", "3600"],
+        None,
+    );
+    wait_looping(&daemon);
+    let floor = proc_kib(daemon.pid(), "status", "VmHWM:");
+    let batch = |element: &str, size: usize| {
+        let n = size / (element.len() + 1);
+        let mut line = format!("[{}]", vec![element; n].join(",")).into_bytes();
+        line.push(b'\n');
+        line
+    };
+    let wide = {
+        let mut line = br#"{"jsonrpc":"2.0","method":"worker.list","id":1,"params":["#.to_vec();
+        line.extend(vec!["0"; 500_000].join(",").into_bytes());
+        line.extend_from_slice(b"]}\n");
+        line
+    };
+    let mut nils = vec![0x94, 0x00, 0x01, 0xab];
+    nils.extend_from_slice(b"worker.list");
+    nils.push(0xdd);
+    nils.extend_from_slice(&1_000_000u32.to_be_bytes());
+    nils.extend(std::iter::repeat_n(0xc0, 1_000_000));
+    let mut attacks = vec![
+        batch("1", 1 << 20),
+        batch(r#"{"jsonrpc":"2.0","method":"worker.list","id":1}"#, 1 << 20),
+        batch("{}", 300_000),
+        wide,
+        batch(r#"{"jsonrpc":"2.0","method":"system.listMethods","id":1}"#, 5000),
+    ];
+    attacks.push(nils);
+    for attack in &attacks {
+        let mut stream = daemon.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a read timeout");
+        stream.write_all(attack).expect("sending an attack");
+        let mut reply = [0; 4096];
+        let _ = std::io::Read::read(&mut stream, &mut reply).expect("a reply");
+    }
+    results.vs(
+        "hostile_peak_rss_kib",
+        proc_kib(daemon.pid(), "status", "VmHWM:"),
+        "KiB",
+        floor,
+    );
+    daemon.stop();
+}
+
 /// Memory of an idle daemon and its workers, and its wakeups over a window.
 fn idle(scale: Scale, results: &mut Results) {
     let (echo, _) = Daemon::start("echo_daemon", &[], None);
@@ -197,6 +253,7 @@ fn thousand_connections(results: &mut Results) {
 
 pub fn run(scale: Scale, results: &mut Results) {
     ready(scale, results);
+    hostile(results);
     restart(scale, results);
     shutdown(scale, results);
     idle(scale, results);

@@ -40,6 +40,22 @@ fn assert_peak_bounded(daemon: &Foreground, what: &str) {
     );
 }
 
+/// After an attack: the daemon is within its bound, serves a good client that was connected
+/// before the attack and a new one, stops cleanly and leaves no pid file or socket behind.
+fn assert_survived(
+    mut daemon: Foreground,
+    dir: &TestDir,
+    mut before: Conn<UnixStream>,
+    what: &str,
+) {
+    assert_peak_bounded(&daemon, what);
+    before.echo("connected before the attack", 100);
+    assert_serves(dir);
+    daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(!dir.pidfile().exists(), "{what}: the pid file is left");
+    assert!(!dir.socket().exists(), "{what}: the socket file is left");
+}
+
 /// A JSON batch of `element` repeated until the line is about `size` bytes.
 fn batch_of(element: &str, size: usize) -> Vec<u8> {
     let n = size / (element.len() + 1);
@@ -66,13 +82,15 @@ fn assert_one_error(reply: &Value, code: i64) {
 fn megabyte_batch_of_non_requests_gets_one_error_and_little_memory() {
     let dir = TestDir::new();
     let daemon = start(&dir, json!({}));
+    let good = unix(&dir);
     let mut conn = unix(&dir);
     conn.send(&batch_of("1", 1024 * 1024 - 64));
     let reply = conn.json();
     assert_one_error(&reply, -32600);
     // The connection goes on: the framing was intact.
     conn.echo("after the batch", 2);
-    assert_peak_bounded(&daemon, "a 1 MiB batch of numbers");
+    drop(conn);
+    assert_survived(daemon, &dir, good, "a 1 MiB batch of numbers");
 }
 
 #[test]
@@ -100,6 +118,7 @@ fn refused_peer_gets_one_error_for_a_whole_batch() {
 fn batch_of_invalid_elements_gets_one_complete_error_and_the_connection_lives() {
     let dir = TestDir::new();
     let daemon = start(&dir, json!({}));
+    let good = unix(&dir);
     let mut conn = unix(&dir);
     // 100,000 elements that are not requests, in 300 KB.
     conn.send(&batch_of("{}", 300_000));
@@ -112,7 +131,8 @@ fn batch_of_invalid_elements_gets_one_complete_error_and_the_connection_lives() 
         + reply["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("batch"), "{reply}");
     conn.echo("after the batch", 3);
-    assert_peak_bounded(&daemon, "a batch of 100,000 invalid elements");
+    drop(conn);
+    assert_survived(daemon, &dir, good, "a batch of 100,000 invalid elements");
 }
 
 #[test]
@@ -150,11 +170,27 @@ fn megabyte_batch_of_cheap_calls_with_twenty_workers_stays_small() {
         .current_dir(dir.path());
     let mut daemon = Foreground::spawn_cmd(&dir, cmd);
     daemon.wait_ready_std(&dir);
+    let good = unix(&dir);
     let mut conn = unix(&dir);
     let call = r#"{"jsonrpc":"2.0","method":"worker.list","id":1}"#;
     conn.send(&batch_of(call, 1024 * 1024 - 64));
     assert_one_error(&conn.json(), -32600);
+    // A batch under the cap is served whole, each reply 20 workers long.
+    conn.send(&batch_of(call, 99 * (call.len() + 1)));
+    let reply = conn.json();
+    assert_eq!(reply.as_array().map(Vec::len), Some(99), "{reply:.300}");
+    drop(conn);
+    let mut good = good;
+    good.send(&request("worker.list", json!([]), 5));
+    let reply = good.json();
+    assert_eq!(
+        reply["result"].as_array().map(Vec::len),
+        Some(20),
+        "{reply:.300}"
+    );
     assert_peak_bounded(&daemon, "a 1 MiB batch of worker.list with 20 workers");
+    daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(!dir.socket().exists(), "the socket file is left");
 }
 
 #[test]

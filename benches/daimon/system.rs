@@ -129,10 +129,16 @@ fn hostile(results: &mut Results) {
     nils.extend(std::iter::repeat_n(0xc0, 1_000_000));
     let mut attacks = vec![
         batch("1", 1 << 20),
-        batch(r#"{"jsonrpc":"2.0","method":"worker.list","id":1}"#, 1 << 20),
+        batch(
+            r#"{"jsonrpc":"2.0","method":"worker.list","id":1}"#,
+            1 << 20,
+        ),
         batch("{}", 300_000),
         wide,
-        batch(r#"{"jsonrpc":"2.0","method":"system.listMethods","id":1}"#, 5000),
+        batch(
+            r#"{"jsonrpc":"2.0","method":"system.listMethods","id":1}"#,
+            5000,
+        ),
     ];
     attacks.push(nils);
     for attack in &attacks {

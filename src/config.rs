@@ -19,7 +19,9 @@
 //! | `socketmode` | `"0600"` | the unix socket file's mode (octal string or integer) |
 //! | `socketpeers` | `"owner"` | who may connect to a unix socket: `"owner"` (root and the daemon's user), `"any"`, or a list of uids |
 //! | `socketallowremote` | `false` | whether a tcp socket may listen on a non-loopback address |
-//! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call |
+//! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call; required for a tcp socket unless `socketallowunauthenticated`, always with `socketallowremote` |
+//! | `socketallowunauthenticated` | `false` | whether a loopback tcp socket without `socketsecret` is accepted: every local user may then call every method (the daemon warns at start) |
+//! | `socketauthtimeout` | `5` | seconds a tcp connection is given to present the secret, `> 0` and `<= 3600` |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
 //! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
@@ -34,6 +36,7 @@
 //! let config = Config::from_json(&json!({
 //!     "description": "Echo Daemon",
 //!     "sockethandler": "tcp://127.0.0.1:10042",
+//!     "socketsecret": "s3cret",
 //! }))?;
 //! assert_eq!(config.description, "Echo Daemon");
 //! assert_eq!(config.socketmaxconnections, 10);
@@ -92,8 +95,16 @@ pub struct Config {
     pub socketpeers: Peers,
     /// Whether a tcp socket may listen on a non-loopback address; default false.
     pub socketallowremote: bool,
-    /// A shared secret tcp clients must present with `system.auth`; default none.
+    /// A shared secret tcp clients must present with `system.auth`; default none. A tcp
+    /// socket needs one unless [`Config::socketallowunauthenticated`], and always with
+    /// [`Config::socketallowremote`].
     pub socketsecret: Option<String>,
+    /// Whether a loopback tcp socket without a secret is accepted, letting every local user
+    /// call every method; default false.
+    pub socketallowunauthenticated: bool,
+    /// How long a tcp connection is given to present the secret; default 5 s, more than 0
+    /// and at most 1 hour.
+    pub socketauthtimeout: Duration,
 }
 
 /// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
@@ -159,6 +170,8 @@ impl Default for Config {
             socketpeers: Peers::Owner,
             socketallowremote: false,
             socketsecret: None,
+            socketallowunauthenticated: false,
+            socketauthtimeout: Duration::from_secs(5),
         }
     }
 }
@@ -305,6 +318,8 @@ impl Config {
         "socketpeers",
         "socketallowremote",
         "socketsecret",
+        "socketallowunauthenticated",
+        "socketauthtimeout",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -390,6 +405,14 @@ impl Config {
                 self.socketallowremote = value
                     .as_bool()
                     .ok_or_else(|| refuse(key, "true or false", value))?;
+            }
+            "socketallowunauthenticated" => {
+                self.socketallowunauthenticated = value
+                    .as_bool()
+                    .ok_or_else(|| refuse(key, "true or false", value))?;
+            }
+            "socketauthtimeout" => {
+                self.socketauthtimeout = SECONDS.check(key, as_duration(value), value)?;
             }
             "socketsecret" => {
                 self.socketsecret = match value {
@@ -503,11 +526,43 @@ impl Config {
                 &"\"\"",
             ));
         }
+        let d = self.socketauthtimeout;
+        SECONDS.check("socketauthtimeout", Some(d), &secs(d))?;
         if !self.socketallowremote && !self.sockethandler.is_loopback() {
             return Err(Error::config(
                 "sockethandler",
                 format!(
                     "{} is not a loopback address; set socketallowremote to true to listen on it",
+                    self.sockethandler
+                ),
+            ));
+        }
+        self.validate_tcp_secret()
+    }
+
+    /// A tcp socket without a secret lets every local user (or, remote-capable, anyone)
+    /// call `daemon.shutdown`: it takes a secret, or an explicit opt-in on loopback.
+    fn validate_tcp_secret(&self) -> Result<()> {
+        if !matches!(self.sockethandler, Address::Tcp { .. }) || self.socketsecret.is_some() {
+            return Ok(());
+        }
+        if self.socketallowremote {
+            return Err(Error::config(
+                "socketsecret",
+                format!(
+                    "required with socketallowremote: {} would let any host that reaches it \
+                     call every method",
+                    self.sockethandler
+                ),
+            ));
+        }
+        if !self.socketallowunauthenticated {
+            return Err(Error::config(
+                "socketsecret",
+                format!(
+                    "required for the tcp socket {}: without it every local user may call \
+                     every method; set socketsecret, or socketallowunauthenticated to true to \
+                     accept that",
                     self.sockethandler
                 ),
             ));
@@ -551,6 +606,8 @@ impl Config {
             "socketpeers": self.socketpeers.to_json(),
             "socketallowremote": self.socketallowremote,
             "socketsecret": self.socketsecret,
+            "socketallowunauthenticated": self.socketallowunauthenticated,
+            "socketauthtimeout": secs(self.socketauthtimeout),
         })
     }
 }

@@ -2,6 +2,23 @@
 //!
 //! Everything is non-blocking and bounded per turn: at most [`ACCEPTS_PER_TURN`] accepts and
 //! [`READ_PER_TURN`] bytes per connection, so one busy client cannot starve the others.
+//!
+//! No client, nor a few, can lock the others out:
+//!
+//! - a request must arrive whole within `sockettimeout` of its first byte (bytes that
+//!   trickle in do not extend it), and a refused connection is closed `sockettimeout` after
+//!   it was accepted;
+//! - a tcp connection that has not presented the secret is closed `socketauthtimeout` after
+//!   it was accepted, and at the cap the oldest such connection makes room for a newcomer,
+//!   so idle strangers never keep out the administrator who has the secret;
+//! - before an accept is refused at the cap, connections whose peer already hung up are
+//!   dropped, so they stop counting;
+//! - out of descriptors (EMFILE, ENFILE), accepting pauses for [`ACCEPT_PAUSE`] instead of
+//!   spinning on the pending connection, with one log line per episode;
+//! - the error to a failed `system.auth` (or anything else that closes an unauthenticated
+//!   connection) is written [`AUTH_FAILURE_DELAY`] later, the connection keeping its slot
+//!   meanwhile: guesses are bounded by `socketmaxconnections` per delay, and the answer to
+//!   a guess cannot be had sooner by hanging up.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -10,7 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slog::{Logger, debug, warn};
+use slog::{Logger, debug, info, warn};
 
 use super::SocketEvent;
 use super::connection::{Admission, Connection, Limits};
@@ -25,6 +42,10 @@ use serde_json::Value;
 pub const ACCEPTS_PER_TURN: usize = 64;
 /// Reads per turn at most this many bytes from one connection.
 pub const READ_PER_TURN: usize = 64 * 1024;
+/// How long accepting pauses when the process or the system is out of descriptors.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long the reply that ends an unauthenticated connection (a wrong secret) is held.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 struct Client {
     source: Source<Stream>,
@@ -33,6 +54,12 @@ struct Client {
     admitted: bool,
     /// The last time bytes moved either way.
     progress: Instant,
+    /// When it was accepted.
+    accepted: Instant,
+    /// When the first byte of the request now partly buffered arrived.
+    request_started: Option<Instant>,
+    /// Its last reply held back until then (see [`AUTH_FAILURE_DELAY`]).
+    held_until: Option<Instant>,
     /// The armed deadline timer and when it fires.
     deadline: Option<(TimerId, Instant)>,
 }
@@ -49,6 +76,11 @@ pub struct Server {
     chunk: usize,
     timeout: Duration,
     idle_timeout: Duration,
+    auth_timeout: Duration,
+    /// While out of descriptors: the timer that resumes accepting.
+    accept_paused: Option<TimerId>,
+    /// Whether the current out-of-descriptors episode was logged.
+    starved: bool,
     peers: Peers,
     owner: u32,
     secret: Option<Arc<str>>,
@@ -89,6 +121,10 @@ impl Server {
         deadlines: Box<dyn Deadlines>,
     ) -> io::Result<Server> {
         let listener = handle.register(listener, Interest::READ)?;
+        if listener.get_ref().unix_path().is_none() && config.socketsecret.is_none() {
+            warn!(logger, "tcp control socket without socketsecret: every local user may call every method";
+                "socket" => %config.sockethandler);
+        }
         Ok(Server {
             handle,
             listener,
@@ -103,6 +139,9 @@ impl Server {
             chunk: config.socketbuffer,
             timeout: config.sockettimeout,
             idle_timeout: config.socketidletimeout,
+            auth_timeout: config.socketauthtimeout,
+            accept_paused: None,
+            starved: false,
             peers: config.socketpeers.clone(),
             owner: nix::unistd::getuid().as_raw(),
             secret: config.socketsecret.as_deref().map(Arc::from),
@@ -125,11 +164,17 @@ impl Server {
             self.accept(events);
             return true;
         }
-        if !self.clients.contains_key(&token) {
+        let Some(client) = self.clients.get(&token) else {
             return false;
+        };
+        if client.held_until.is_some() {
+            return true;
         }
         if readable && !self.read(token, engine) {
             return self.drop_client(token, events);
+        }
+        if self.hold_failure(token) {
+            return true;
         }
         if (writable || readable) && !self.flush(token) {
             return self.drop_client(token, events);
@@ -139,16 +184,51 @@ impl Server {
     }
 
     fn accept(&mut self, events: &mut Vec<SocketEvent>) {
+        if self.accept_paused.is_some() {
+            return;
+        }
+        // A sweep costs a syscall per connection: sweep again in this batch only while
+        // sweeping finds hang-ups.
+        let mut sweep = true;
         for _ in 0..ACCEPTS_PER_TURN {
-            let (stream, peer) = match self.listener.get_ref().accept() {
+            let accepted = self.listener.get_ref().accept();
+            if !matches!(accepted, Err(_)) && self.starved {
+                self.starved = false;
+                info!(self.logger, "accepting connections again");
+            }
+            let (stream, peer) = match accepted {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the backlog keeps the client; retry next turn.
-                    warn!(self.logger, "accept failed"; "error" => %e);
+                    // EMFILE and friends: the connection stays in the backlog, and the
+                    // listener stays readable. Stop polling it for a while instead of
+                    // spinning on it.
+                    self.pause_accepting(&e);
                     break;
                 }
             };
+            let allowed = peer
+                .uid
+                .is_none_or(|uid| self.peers.allows(uid, self.owner));
+            let full = if allowed {
+                self.admitted >= self.max_connections
+            } else {
+                self.refused >= self.max_connections
+            };
+            if full && sweep {
+                sweep = self.sweep_hangups(events) > 0;
+            }
+            if allowed && self.admitted >= self.max_connections {
+                self.evict_unauthenticated(&peer, events);
+            }
             let admission = self.admission(&peer);
             let admitted = admission == Admission::Open;
             if !admitted && self.refused >= self.max_connections {
@@ -173,17 +253,89 @@ impl Server {
             } else {
                 self.refused += 1;
             }
+            let now = Instant::now();
             self.clients.insert(
                 token,
                 Client {
                     source,
                     conn,
                     admitted,
-                    progress: Instant::now(),
+                    progress: now,
+                    accepted: now,
+                    request_started: None,
+                    held_until: None,
                     deadline: None,
                 },
             );
             self.schedule(token);
+        }
+    }
+
+    /// Stops polling the listener for [`ACCEPT_PAUSE`] after an accept error, logging the
+    /// first of an episode only.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if !self.starved {
+            self.starved = true;
+            warn!(self.logger, "cannot accept connections; pausing accepts until it can";
+                "error" => %e, "retry_ms" => ACCEPT_PAUSE.as_millis());
+        }
+        let token = self.listener.token();
+        if let Err(e) = self.listener.set_interest(Interest::NONE) {
+            warn!(self.logger, "cannot poll the listener"; "error" => %e);
+        }
+        let id = self.deadlines.arm(Instant::now() + ACCEPT_PAUSE, token);
+        self.accept_paused = Some(id);
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.accept_paused.take().is_none() {
+            return;
+        }
+        if let Err(e) = self.listener.set_interest(Interest::READ) {
+            warn!(self.logger, "cannot poll the listener"; "error" => %e);
+        }
+    }
+
+    /// Drops the connections whose peer hung up and that have nothing left to do (the read
+    /// of their end of file may not have come yet), so they stop counting against a cap.
+    fn sweep_hangups(&mut self, events: &mut Vec<SocketEvent>) -> usize {
+        let gone: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.held_until.is_none()
+                    && c.conn.waiting_for().is_none()
+                    && c.conn.output().is_empty()
+                    && hung_up(c.source.get_ref())
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for &token in &gone {
+            debug!(self.logger, "client hung up before its end of file was read";
+                "peer" => self.clients[&token].conn.peer());
+            self.drop_client(token, events);
+        }
+        gone.len()
+    }
+
+    /// At the cap, closes the oldest connection that has not presented the secret (and is
+    /// not serving a failure delay), so strangers cannot keep the administrator out.
+    fn evict_unauthenticated(&mut self, newcomer: &Peer, events: &mut Vec<SocketEvent>) {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.admitted
+                    && c.conn.needs_secret()
+                    && c.held_until.is_none()
+                    && !c.conn.is_closing()
+            })
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(&token, _)| token);
+        if let Some(token) = oldest {
+            warn!(self.logger, "unauthenticated client dropped to make room";
+                "peer" => self.clients[&token].conn.peer(), "for" => &newcomer.name);
+            self.drop_client(token, events);
         }
     }
 
@@ -218,8 +370,12 @@ impl Server {
                 }
                 Ok(n) => {
                     total += n;
-                    client.progress = Instant::now();
+                    let now = Instant::now();
+                    client.progress = now;
+                    let before = client.conn.pending_input();
                     client.conn.receive(&self.buffer[..n], engine, connections);
+                    let consumed = client.conn.pending_input() < before + n;
+                    track_request(client, consumed, now);
                     if n < self.chunk {
                         break;
                     }
@@ -284,23 +440,72 @@ impl Server {
         self.schedule(token);
     }
 
-    /// How long the connection may go without progress in its current state.
-    fn allowance(&self, client: &Client) -> Option<Duration> {
+    /// When the connection times out in its current state, if it does.
+    fn due(&self, client: &Client) -> Option<Instant> {
+        if let Some(until) = client.held_until {
+            return Some(until);
+        }
         if client.conn.waiting_for().is_some() {
             // Waiting for the daemon (a worker's acknowledgement, which times out itself).
             return None;
         }
-        let busy = !client.admitted
-            || client.conn.is_closing()
-            || client.conn.has_partial_input()
-            || !client.conn.output().is_empty();
-        if busy {
-            Some(self.timeout)
-        } else if self.idle_timeout.is_zero() {
-            None
+        let mut due = if !client.admitted {
+            Some(client.accepted + self.timeout)
         } else {
-            Some(self.idle_timeout)
+            let writing = client.conn.is_closing() || !client.conn.output().is_empty();
+            let write_due = writing.then(|| client.progress + self.timeout);
+            let request_due = client
+                .conn
+                .has_partial_input()
+                .then(|| client.request_started.unwrap_or(client.progress) + self.timeout);
+            match (write_due, request_due) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b).or_else(|| {
+                    (!self.idle_timeout.is_zero()).then(|| client.progress + self.idle_timeout)
+                }),
+            }
+        };
+        if client.admitted && client.conn.needs_secret() {
+            let auth = client.accepted + self.auth_timeout;
+            due = Some(due.map_or(auth, |d| d.min(auth)));
         }
+        due
+    }
+
+    /// Why a connection whose deadline passed at `now` is dropped.
+    fn why(&self, client: &Client, now: Instant) -> &'static str {
+        if !client.admitted {
+            "refused connection did not send its request in time"
+        } else if client.conn.needs_secret() && now >= client.accepted + self.auth_timeout {
+            "did not authenticate within socketauthtimeout"
+        } else if client.conn.has_partial_input() {
+            "request not complete within sockettimeout of its first byte"
+        } else if !client.conn.output().is_empty() {
+            "does not read its replies"
+        } else {
+            "idle"
+        }
+    }
+
+    /// After a read: holds the last reply of an unauthenticated connection that is closing
+    /// (a wrong secret) for [`AUTH_FAILURE_DELAY`]; true if it is held.
+    fn hold_failure(&mut self, token: Token) -> bool {
+        let client = self.clients.get_mut(&token).expect("checked by the caller");
+        let failed = client.admitted
+            && client.conn.needs_secret()
+            && client.conn.is_closing()
+            && !client.conn.output().is_empty();
+        if !failed {
+            return false;
+        }
+        client.held_until = Some(Instant::now() + AUTH_FAILURE_DELAY);
+        if let Err(e) = client.source.set_interest(Interest::NONE) {
+            warn!(self.logger, "cannot poll a connection"; "error" => %e);
+        }
+        debug!(self.logger, "unauthenticated client's last reply held back";
+            "peer" => client.conn.peer(), "delay_ms" => AUTH_FAILURE_DELAY.as_millis());
+        self.schedule(token);
+        true
     }
 
     /// Arms the connection's deadline if none is armed or the armed one is too late. A
@@ -309,10 +514,9 @@ impl Server {
         let Some(client) = self.clients.get(&token) else {
             return;
         };
-        let Some(allowance) = self.allowance(client) else {
+        let Some(due) = self.due(client) else {
             return;
         };
-        let due = client.progress + allowance;
         if client.deadline.is_some_and(|(_, at)| at <= due) {
             return;
         }
@@ -341,7 +545,9 @@ impl Server {
         else {
             return;
         };
+        let before = client.conn.pending_input();
         client.conn.complete(ticket, outcome, engine, connections);
+        track_request(client, client.conn.pending_input() < before, Instant::now());
         if !self.flush(token) {
             self.drop_client(token, events);
             return;
@@ -349,25 +555,30 @@ impl Server {
         self.settle(token, events);
     }
 
-    /// A connection's deadline is due: it is closed if it made no progress since, else its
-    /// deadline is armed again.
+    /// A deadline is due: the listener's accept pause ends; a connection's held reply is
+    /// released; a connection is closed if its time is up, else its deadline is armed again.
     pub(crate) fn deadline(&mut self, token: Token, now: Instant, events: &mut Vec<SocketEvent>) {
+        if token == self.listener.token() {
+            self.resume_accepting();
+            return;
+        }
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         client.deadline = None;
+        if client.held_until.is_some_and(|until| now >= until) {
+            client.held_until = None;
+            if !self.flush(token) {
+                self.drop_client(token, events);
+                return;
+            }
+            self.settle(token, events);
+            return;
+        }
         let client = &self.clients[&token];
-        match self.allowance(client) {
-            Some(allowance) if now >= client.progress + allowance => {
-                let why = if !client.admitted {
-                    "refused connection sent nothing"
-                } else if client.conn.has_partial_input() {
-                    "stalled in the middle of a request"
-                } else if !client.conn.output().is_empty() {
-                    "does not read its replies"
-                } else {
-                    "idle"
-                };
+        match self.due(client) {
+            Some(due) if now >= due => {
+                let why = self.why(client, now);
                 warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
                 self.drop_client(token, events);
             }
@@ -395,6 +606,9 @@ impl Server {
     /// Stops accepting, writes what it can of pending replies without waiting, closes every
     /// connection; returns the unix socket path to remove.
     pub fn close(mut self) -> Option<PathBuf> {
+        if let Some(id) = self.accept_paused.take() {
+            self.deadlines.cancel(id);
+        }
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for token in tokens {
             self.flush(token);
@@ -403,5 +617,31 @@ impl Server {
         drop(self.clients);
         drop(self.listener);
         path
+    }
+}
+
+/// After bytes were read or a deferred reply written: a request's clock starts with the
+/// first byte buffered after the last whole request, and stops when none is partly buffered.
+fn track_request(client: &mut Client, consumed: bool, now: Instant) {
+    if consumed || !client.conn.has_partial_input() {
+        client.request_started = None;
+    }
+    if client.conn.has_partial_input() {
+        client.request_started.get_or_insert(now);
+    }
+}
+
+/// Whether the peer of `stream` has closed its end and nothing it sent is left unread (a
+/// non-blocking peek that reads end of file), or the connection failed.
+fn hung_up(stream: &Stream) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match recv(stream.as_fd().as_raw_fd(), &mut byte, flags) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => false,
+        Err(_) => true,
     }
 }

@@ -395,6 +395,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     wait_until("the daemon to run out of descriptors", DEADLINE, || {
         daemon.stderr().contains("accept")
     });
+    // It has stopped accepting: a good client's connection waits in the backlog.
     let cpu_before = cpu_ticks(daemon.pid());
     let started = Instant::now();
     wait_until("two seconds to pass", Duration::from_secs(4), || {
@@ -422,6 +423,15 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
             && reply(&mut BufReader::new(&stream)).is_some_and(|r| echo_result(&r) == Some("back"))
     });
     assert!(daemon.try_status().is_none(), "the daemon ended");
+    let log = daemon.stderr();
+    assert_eq!(
+        log.matches("cannot accept connections").count(),
+        1,
+        "one line for the episode: {log}"
+    );
+    wait_until("the end of the episode to be logged", DEADLINE, || {
+        daemon.stderr().contains("accepting connections again")
+    });
 }
 
 /// Both limits of `RLIMIT_NOFILE` at `n`.

@@ -192,7 +192,9 @@ impl Server {
         let mut sweep = true;
         for _ in 0..ACCEPTS_PER_TURN {
             let accepted = self.listener.get_ref().accept();
-            if !matches!(accepted, Err(_)) && self.starved {
+            // The episode ends when the backlog is drained, not at the first accept that
+            // a freed descriptor lets through.
+            if matches!(accepted, Ok(None)) && self.starved {
                 self.starved = false;
                 info!(self.logger, "accepting connections again");
             }

@@ -438,3 +438,27 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
 fn libc_rlimit(n: u64) -> nix::sys::resource::rlim_t {
     n as nix::sys::resource::rlim_t
 }
+
+/// A flood of connections over the cap is answered, each, but logged in a few lines, not
+/// one per connection: an attacker cannot fill the disk through the log.
+#[test]
+fn a_flood_of_refused_connections_is_logged_in_a_few_lines() {
+    let dir = TestDir::new();
+    let daemon = start(&dir, json!({"socketmaxconnections": 1}));
+    let holder = UnixStream::connect(dir.socket()).expect("connecting");
+    (&holder)
+        .write_all(&request("examples.echo", json!(["holding"]), 1))
+        .unwrap();
+    reply(&mut BufReader::new(&holder)).expect("the holder is served");
+    for i in 0..300 {
+        let r = call_unix(&dir, "examples.echo", json!([i]));
+        assert_eq!(r["error"]["message"], "too many connections", "{r}");
+    }
+    let log = daemon.stderr();
+    let lines = log.matches("too many connections").count();
+    assert!(lines < 20, "{lines} log lines for 300 refusals");
+    assert!(
+        log.contains("suppressed"),
+        "the held-back lines are not counted: {log}"
+    );
+}

@@ -46,6 +46,37 @@ pub const READ_PER_TURN: usize = 64 * 1024;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long the reply that ends an unauthenticated connection (a wrong secret) is held.
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Lines about single connections (refused, evicted, timed out) are logged at most once
+/// per this long for each kind; the next line says how many were held back.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// The kinds of per-connection log lines a flood of connections could multiply.
+#[derive(Clone, Copy)]
+enum Noise {
+    Refused,
+    ClosedAtOnce,
+    Evicted,
+    TimedOut,
+}
+
+/// When a kind of line was last logged, and how many were held back since.
+#[derive(Default, Clone, Copy)]
+struct Quiet {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Quiet {
+    /// `Some(lines held back)` if a line may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now < t + LOG_EVERY) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
 
 struct Client {
     source: Source<Stream>,
@@ -81,6 +112,7 @@ pub struct Server {
     accept_paused: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
     starved: bool,
+    quiet: [Quiet; 4],
     peers: Peers,
     owner: u32,
     secret: Option<Arc<str>>,
@@ -142,6 +174,7 @@ impl Server {
             auth_timeout: config.socketauthtimeout,
             accept_paused: None,
             starved: false,
+            quiet: [Quiet::default(); 4],
             peers: config.socketpeers.clone(),
             owner: nix::unistd::getuid().as_raw(),
             secret: config.socketsecret.as_deref().map(Arc::from),
@@ -234,7 +267,10 @@ impl Server {
             let admission = self.admission(&peer);
             let admitted = admission == Admission::Open;
             if !admitted && self.refused >= self.max_connections {
-                warn!(self.logger, "connection closed at once: too many refused connections"; "peer" => &peer.name);
+                if let Some(suppressed) = self.quiet(Noise::ClosedAtOnce) {
+                    warn!(self.logger, "connection closed at once: too many refused connections";
+                        "peer" => &peer.name, "suppressed" => suppressed);
+                }
                 continue;
             }
             let source = match self.handle.register(stream, Interest::READ) {
@@ -335,25 +371,39 @@ impl Server {
             .min_by_key(|(_, c)| c.accepted)
             .map(|(&token, _)| token);
         if let Some(token) = oldest {
-            warn!(self.logger, "unauthenticated client dropped to make room";
-                "peer" => self.clients[&token].conn.peer(), "for" => &newcomer.name);
+            if let Some(suppressed) = self.quiet(Noise::Evicted) {
+                warn!(self.logger, "unauthenticated client dropped to make room";
+                    "peer" => self.clients[&token].conn.peer(), "for" => &newcomer.name,
+                    "suppressed" => suppressed);
+            }
             self.drop_client(token, events);
         }
     }
 
-    fn admission(&self, peer: &Peer) -> Admission {
+    fn admission(&mut self, peer: &Peer) -> Admission {
         if let Some(uid) = peer.uid {
             if !self.peers.allows(uid, self.owner) {
-                warn!(self.logger, "connection refused: permission denied"; "peer" => &peer.name);
+                if let Some(suppressed) = self.quiet(Noise::Refused) {
+                    warn!(self.logger, "connection refused: permission denied";
+                        "peer" => &peer.name, "suppressed" => suppressed);
+                }
                 return Admission::Refused(RpcError::server_error("permission denied"));
             }
         }
         if self.admitted >= self.max_connections {
-            warn!(self.logger, "connection refused: too many connections";
-                "peer" => &peer.name, "socketmaxconnections" => self.max_connections);
+            if let Some(suppressed) = self.quiet(Noise::Refused) {
+                warn!(self.logger, "connection refused: too many connections";
+                    "peer" => &peer.name, "socketmaxconnections" => self.max_connections,
+                    "suppressed" => suppressed);
+            }
             return Admission::Refused(RpcError::server_error("too many connections"));
         }
         Admission::Open
+    }
+
+    /// `Some(lines held back)` if a line of this kind may be logged now.
+    fn quiet(&mut self, noise: Noise) -> Option<u64> {
+        self.quiet[noise as usize].allow(Instant::now())
     }
 
     /// Reads what is there (bounded) and answers it; false if the connection is dead.
@@ -581,7 +631,11 @@ impl Server {
         match self.due(client) {
             Some(due) if now >= due => {
                 let why = self.why(client, now);
-                warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
+                let peer = client.conn.peer().to_owned();
+                if let Some(suppressed) = self.quiet(Noise::TimedOut) {
+                    warn!(self.logger, "client dropped after its timeout";
+                        "peer" => peer, "why" => why, "suppressed" => suppressed);
+                }
                 self.drop_client(token, events);
             }
             _ => self.schedule(token),

@@ -418,8 +418,10 @@ fn tcp_without_a_secret_needs_the_explicit_opt_in() {
     c.socketsecret = Some("s3cret".into());
     c.validate().unwrap();
     // A unix socket needs neither.
-    let mut u = Config::default();
-    u.socketallowremote = true;
+    let u = Config {
+        socketallowremote: true,
+        ..Config::default()
+    };
     u.validate().unwrap();
 }
 
@@ -430,8 +432,10 @@ fn socketauthtimeout_is_seconds() {
     assert_eq!(t, Duration::from_millis(250));
     assert!(refused("socketauthtimeout", json!(0)).contains("greater than 0"));
     assert!(refused("socketallowunauthenticated", json!(1)).contains("true or false"));
-    let mut c = Config::default();
-    c.socketauthtimeout = Duration::from_secs(3601);
+    let c = Config {
+        socketauthtimeout: Duration::from_secs(3601),
+        ..Config::default()
+    };
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("'socketauthtimeout'"), "{e}");
 }

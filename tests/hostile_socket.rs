@@ -462,3 +462,58 @@ fn a_flood_of_refused_connections_is_logged_in_a_few_lines() {
         "the held-back lines are not counted: {log}"
     );
 }
+
+/// Unix peers that `socketpeers` lets in but that are neither root nor the daemon's user
+/// cannot keep the owner out: at the cap, the oldest idle one makes room for an owner. An
+/// owner never evicts an owner.
+#[test]
+fn idle_guests_make_room_for_the_owner() {
+    let dir = TestDir::new();
+    let _daemon = start(
+        &dir,
+        json!({"socketmaxconnections": 2, "socketpeers": "any", "socketmode": "0666"}),
+    );
+    let hold = |stream: &UnixStream, what: &str| {
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        (&*stream)
+            .write_all(&request("examples.echo", json!([what]), 1))
+            .unwrap();
+        let r = reply(&mut BufReader::new(stream)).expect("a reply");
+        assert_eq!(echo_result(&r), Some(what), "{r}");
+    };
+    if !nix::unistd::getuid().is_root() {
+        // Only root can connect as another user here: check the other half of the rule.
+        let owners: Vec<_> = (0..2)
+            .map(|_| UnixStream::connect(dir.socket()).unwrap())
+            .collect();
+        for o in &owners {
+            hold(o, "owner");
+        }
+        let r = call_unix(&dir, "examples.echo", json!(["third"]));
+        assert_eq!(r["error"]["message"], "too many connections", "{r}");
+        return;
+    }
+    let socket = dir.socket();
+    let guests: Vec<UnixStream> = thread::spawn(move || {
+        // SAFETY: a raw syscall with integer arguments. Unlike the libc wrapper it changes
+        // the credentials of this thread only, which ends right after connecting.
+        let rc = unsafe { nix::libc::syscall(nix::libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresuid: {}", std::io::Error::last_os_error());
+        (0..2)
+            .map(|_| UnixStream::connect(&socket).expect("a guest connects"))
+            .collect()
+    })
+    .join()
+    .unwrap();
+    for g in &guests {
+        hold(g, "guest");
+    }
+    let r = call_unix(&dir, "examples.echo", json!(["owner"]));
+    assert_eq!(echo_result(&r), Some("owner"), "{r}");
+    // The oldest guest made room; the other stays.
+    assert!(
+        reply(&mut BufReader::new(&guests[0])).is_none(),
+        "the oldest guest is still open"
+    );
+    hold(&guests[1], "still here");
+}

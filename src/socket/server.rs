@@ -83,6 +83,9 @@ struct Client {
     conn: Connection,
     /// Counted against `socketmaxconnections` (refused connections are not).
     admitted: bool,
+    /// A unix peer that is neither root nor the daemon's user (let in by `socketpeers`):
+    /// while idle, it makes room for one that is.
+    guest: bool,
     /// The last time bytes moved either way.
     progress: Instant,
     /// When it was accepted.
@@ -261,8 +264,11 @@ impl Server {
             if full && sweep {
                 sweep = self.sweep_hangups(events) > 0;
             }
+            let owner = peer
+                .uid
+                .is_some_and(|uid| Peers::Owner.allows(uid, self.owner));
             if allowed && self.admitted >= self.max_connections {
-                self.evict_unauthenticated(&peer, events);
+                self.make_room(&peer, owner, events);
             }
             let admission = self.admission(&peer);
             let admitted = admission == Admission::Open;
@@ -298,6 +304,7 @@ impl Server {
                     source,
                     conn,
                     admitted,
+                    guest: peer.uid.is_some() && !owner,
                     progress: now,
                     accepted: now,
                     request_started: None,
@@ -357,22 +364,29 @@ impl Server {
     }
 
     /// At the cap, closes the oldest connection that has not presented the secret (and is
-    /// not serving a failure delay), so strangers cannot keep the administrator out.
-    fn evict_unauthenticated(&mut self, newcomer: &Peer, events: &mut Vec<SocketEvent>) {
-        let oldest = self
-            .clients
-            .iter()
-            .filter(|(_, c)| {
-                c.admitted
-                    && c.conn.needs_secret()
-                    && c.held_until.is_none()
-                    && !c.conn.is_closing()
-            })
-            .min_by_key(|(_, c)| c.accepted)
-            .map(|(&token, _)| token);
+    /// not serving a failure delay), so strangers cannot keep the administrator out; for a
+    /// newcomer that is root or the daemon's user, failing that, the oldest idle unix peer
+    /// that is neither (let in by `socketpeers`).
+    fn make_room(&mut self, newcomer: &Peer, owner: bool, events: &mut Vec<SocketEvent>) {
+        let oldest = |pick: &dyn Fn(&Client) -> bool| {
+            self.clients
+                .iter()
+                .filter(|(_, c)| c.admitted && c.held_until.is_none() && pick(c))
+                .min_by_key(|(_, c)| c.accepted)
+                .map(|(&token, _)| token)
+        };
+        let stranger = |c: &Client| c.conn.needs_secret() && !c.conn.is_closing();
+        let idle_guest = |c: &Client| {
+            c.guest
+                && !c.conn.is_closing()
+                && !c.conn.has_partial_input()
+                && c.conn.output().is_empty()
+                && c.conn.waiting_for().is_none()
+        };
+        let oldest = oldest(&stranger).or_else(|| if owner { oldest(&idle_guest) } else { None });
         if let Some(token) = oldest {
             if let Some(suppressed) = self.quiet(Noise::Evicted) {
-                warn!(self.logger, "unauthenticated client dropped to make room";
+                warn!(self.logger, "client dropped to make room";
                     "peer" => self.clients[&token].conn.peer(), "for" => &newcomer.name,
                     "suppressed" => suppressed);
             }

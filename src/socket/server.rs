@@ -31,6 +31,8 @@ use slog::{Logger, debug, info, warn};
 
 use super::SocketEvent;
 use super::connection::{Admission, Connection, Limits};
+use super::deadline::{Clock, Phase, Timeouts};
+use super::quiet::{Noise, Quiet};
 use super::{Listener, Peer, Stream};
 use crate::config::{Config, Peers};
 use crate::driver::Due;
@@ -50,34 +52,6 @@ pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// per this long for each kind; the next line says how many were held back.
 pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
-/// The kinds of per-connection log lines a flood of connections could multiply.
-#[derive(Clone, Copy)]
-enum Noise {
-    Refused,
-    ClosedAtOnce,
-    Evicted,
-    TimedOut,
-}
-
-/// When a kind of line was last logged, and how many were held back since.
-#[derive(Default, Clone, Copy)]
-struct Quiet {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Quiet {
-    /// `Some(lines held back)` if a line may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now < t + LOG_EVERY) {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-}
-
 struct Client {
     source: Source<Stream>,
     conn: Connection,
@@ -86,16 +60,24 @@ struct Client {
     /// A unix peer that is neither root nor the daemon's user (let in by `socketpeers`):
     /// while idle, it makes room for one that is.
     guest: bool,
-    /// The last time bytes moved either way.
-    progress: Instant,
-    /// When it was accepted.
-    accepted: Instant,
-    /// When the first byte of the request now partly buffered arrived.
-    request_started: Option<Instant>,
-    /// Its last reply held back until then (see [`AUTH_FAILURE_DELAY`]).
-    held_until: Option<Instant>,
+    /// What its deadline is computed from.
+    clock: Clock,
     /// The armed deadline timer and when it fires.
     deadline: Option<(TimerId, Instant)>,
+}
+
+impl Client {
+    fn phase(&self) -> Phase {
+        let unsent = !self.conn.output().is_empty();
+        Phase {
+            admitted: self.admitted,
+            waiting: self.conn.waiting_for().is_some(),
+            needs_secret: self.conn.needs_secret(),
+            partial: self.conn.has_partial_input(),
+            writing: self.conn.is_closing() || unsent,
+            unsent,
+        }
+    }
 }
 
 /// The listening socket and its connections.
@@ -108,9 +90,7 @@ pub struct Server {
     max_connections: usize,
     limits: Limits,
     chunk: usize,
-    timeout: Duration,
-    idle_timeout: Duration,
-    auth_timeout: Duration,
+    timeouts: Timeouts,
     /// While out of descriptors: the timer that resumes accepting.
     accept_paused: Option<TimerId>,
     /// Whether the current out-of-descriptors episode was logged.
@@ -172,9 +152,11 @@ impl Server {
                 max_output: config.socketmaxoutput,
             },
             chunk: config.socketbuffer,
-            timeout: config.sockettimeout,
-            idle_timeout: config.socketidletimeout,
-            auth_timeout: config.socketauthtimeout,
+            timeouts: Timeouts {
+                request: config.sockettimeout,
+                idle: config.socketidletimeout,
+                auth: config.socketauthtimeout,
+            },
             accept_paused: None,
             starved: false,
             quiet: [Quiet::default(); 4],
@@ -203,7 +185,7 @@ impl Server {
         let Some(client) = self.clients.get(&token) else {
             return false;
         };
-        if client.held_until.is_some() {
+        if client.clock.held_until.is_some() {
             return true;
         }
         if readable && !self.read(token, engine) {
@@ -305,10 +287,7 @@ impl Server {
                     conn,
                     admitted,
                     guest: peer.uid.is_some() && !owner,
-                    progress: now,
-                    accepted: now,
-                    request_started: None,
-                    held_until: None,
+                    clock: Clock::new(now),
                     deadline: None,
                 },
             );
@@ -348,7 +327,7 @@ impl Server {
             .clients
             .iter()
             .filter(|(_, c)| {
-                c.held_until.is_none()
+                c.clock.held_until.is_none()
                     && c.conn.waiting_for().is_none()
                     && c.conn.output().is_empty()
                     && hung_up(c.source.get_ref())
@@ -371,8 +350,8 @@ impl Server {
         let oldest = |pick: &dyn Fn(&Client) -> bool| {
             self.clients
                 .iter()
-                .filter(|(_, c)| c.admitted && c.held_until.is_none() && pick(c))
-                .min_by_key(|(_, c)| c.accepted)
+                .filter(|(_, c)| c.admitted && c.clock.held_until.is_none() && pick(c))
+                .min_by_key(|(_, c)| c.clock.accepted)
                 .map(|(&token, _)| token)
         };
         let stranger = |c: &Client| c.conn.needs_secret() && !c.conn.is_closing();
@@ -437,11 +416,12 @@ impl Server {
                 Ok(n) => {
                     total += n;
                     let now = Instant::now();
-                    client.progress = now;
+                    client.clock.progress = now;
                     let before = client.conn.pending_input();
                     client.conn.receive(&self.buffer[..n], engine, connections);
                     let consumed = client.conn.pending_input() < before + n;
-                    track_request(client, consumed, now);
+                    let partial = client.conn.has_partial_input();
+                    client.clock.track_request(consumed, partial, now);
                     if n < self.chunk {
                         break;
                     }
@@ -465,7 +445,7 @@ impl Server {
                 Ok(0) => return false,
                 Ok(n) => {
                     client.conn.consume_output(n);
-                    client.progress = Instant::now();
+                    client.clock.progress = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -508,49 +488,7 @@ impl Server {
 
     /// When the connection times out in its current state, if it does.
     fn due(&self, client: &Client) -> Option<Instant> {
-        if let Some(until) = client.held_until {
-            return Some(until);
-        }
-        if client.conn.waiting_for().is_some() {
-            // Waiting for the daemon (a worker's acknowledgement, which times out itself).
-            return None;
-        }
-        let mut due = if !client.admitted {
-            Some(client.accepted + self.timeout)
-        } else {
-            let writing = client.conn.is_closing() || !client.conn.output().is_empty();
-            let write_due = writing.then(|| client.progress + self.timeout);
-            let request_due = client
-                .conn
-                .has_partial_input()
-                .then(|| client.request_started.unwrap_or(client.progress) + self.timeout);
-            match (write_due, request_due) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b).or_else(|| {
-                    (!self.idle_timeout.is_zero()).then(|| client.progress + self.idle_timeout)
-                }),
-            }
-        };
-        if client.admitted && client.conn.needs_secret() {
-            let auth = client.accepted + self.auth_timeout;
-            due = Some(due.map_or(auth, |d| d.min(auth)));
-        }
-        due
-    }
-
-    /// Why a connection whose deadline passed at `now` is dropped.
-    fn why(&self, client: &Client, now: Instant) -> &'static str {
-        if !client.admitted {
-            "refused connection did not send its request in time"
-        } else if client.conn.needs_secret() && now >= client.accepted + self.auth_timeout {
-            "did not authenticate within socketauthtimeout"
-        } else if client.conn.has_partial_input() {
-            "request not complete within sockettimeout of its first byte"
-        } else if !client.conn.output().is_empty() {
-            "does not read its replies"
-        } else {
-            "idle"
-        }
+        self.timeouts.due(&client.clock, client.phase())
     }
 
     /// After a read: holds the last reply of an unauthenticated connection that is closing
@@ -564,7 +502,7 @@ impl Server {
         if !failed {
             return false;
         }
-        client.held_until = Some(Instant::now() + AUTH_FAILURE_DELAY);
+        client.clock.held_until = Some(Instant::now() + AUTH_FAILURE_DELAY);
         if let Err(e) = client.source.set_interest(Interest::NONE) {
             warn!(self.logger, "cannot poll a connection"; "error" => %e);
         }
@@ -613,7 +551,13 @@ impl Server {
         };
         let before = client.conn.pending_input();
         client.conn.complete(ticket, outcome, engine, connections);
-        track_request(client, client.conn.pending_input() < before, Instant::now());
+        let (consumed, partial) = (
+            client.conn.pending_input() < before,
+            client.conn.has_partial_input(),
+        );
+        client
+            .clock
+            .track_request(consumed, partial, Instant::now());
         if !self.flush(token) {
             self.drop_client(token, events);
             return;
@@ -632,8 +576,8 @@ impl Server {
             return;
         };
         client.deadline = None;
-        if client.held_until.is_some_and(|until| now >= until) {
-            client.held_until = None;
+        if client.clock.held_until.is_some_and(|until| now >= until) {
+            client.clock.held_until = None;
             if !self.flush(token) {
                 self.drop_client(token, events);
                 return;
@@ -644,7 +588,7 @@ impl Server {
         let client = &self.clients[&token];
         match self.due(client) {
             Some(due) if now >= due => {
-                let why = self.why(client, now);
+                let why = self.timeouts.why(&client.clock, client.phase(), now);
                 let peer = client.conn.peer().to_owned();
                 if let Some(suppressed) = self.quiet(Noise::TimedOut) {
                     warn!(self.logger, "client dropped after its timeout";
@@ -687,17 +631,6 @@ impl Server {
         drop(self.clients);
         drop(self.listener);
         path
-    }
-}
-
-/// After bytes were read or a deferred reply written: a request's clock starts with the
-/// first byte buffered after the last whole request, and stops when none is partly buffered.
-fn track_request(client: &mut Client, consumed: bool, now: Instant) {
-    if consumed || !client.conn.has_partial_input() {
-        client.request_started = None;
-    }
-    if client.conn.has_partial_input() {
-        client.request_started.get_or_insert(now);
     }
 }
 

@@ -6,7 +6,7 @@
 //! | `sockethandler` | `"unix://daemon.sock"` | control socket: `unix://PATH` or `tcp://HOST[:PORT]` (port 10042 when omitted, IPv6 in brackets) |
 //! | `pidfile` | `"daemon.pid"` | the pid file, locked while the daemon runs |
 //! | `socketbuffer` | `1024` | bytes read from a client at a time, `64..=16777216` |
-//! | `sockettimeout` | `2` | seconds an idle or slow client is given, `> 0` and `<= 3600` (integer or float) |
+//! | `sockettimeout` | `2` | seconds a request may take from its first byte to its last, a refused client to send its request, and a client not reading its replies to take some, `> 0` and `<= 3600` (integer or float) |
 //! | `socketmaxconnections` | `10` | clients served at once, `1..=65536` |
 //! | `niceness` | `null` | the absolute niceness to run at, `-20..=19`; `null` leaves it unchanged |
 //! | `description` | `"daimon daemon"` | the banner shown on the console |
@@ -68,7 +68,8 @@ pub struct Config {
     pub pidfile: PathBuf,
     /// How many bytes are read from a client at a time; default 1024, `64..=16 MiB`.
     pub socketbuffer: usize,
-    /// How long an idle or slow client is given; default 2 s, more than 0 and at most 1 hour.
+    /// How long a request may take from its first byte to its last (and a client that does
+    /// not read its replies, without progress); default 2 s, more than 0 and at most 1 hour.
     pub sockettimeout: Duration,
     /// How many clients are served at once; default 10, `1..=65536`.
     pub socketmaxconnections: usize,

@@ -10,7 +10,9 @@
 //!   it was accepted;
 //! - a tcp connection that has not presented the secret is closed `socketauthtimeout` after
 //!   it was accepted, and at the cap the oldest such connection makes room for a newcomer,
-//!   so idle strangers never keep out the administrator who has the secret;
+//!   so idle strangers never keep out the administrator who has the secret; likewise an
+//!   idle unix peer that `socketpeers` lets in but is neither root nor the daemon's user
+//!   makes room for one that is (authenticated and owner peers are never evicted);
 //! - before an accept is refused at the cap, connections whose peer already hung up are
 //!   dropped, so they stop counting;
 //! - out of descriptors (EMFILE, ENFILE), accepting pauses for [`ACCEPT_PAUSE`] instead of
@@ -18,7 +20,8 @@
 //! - the error to a failed `system.auth` (or anything else that closes an unauthenticated
 //!   connection) is written [`AUTH_FAILURE_DELAY`] later, the connection keeping its slot
 //!   meanwhile: guesses are bounded by `socketmaxconnections` per delay, and the answer to
-//!   a guess cannot be had sooner by hanging up.
+//!   a guess cannot be had sooner by hanging up;
+//! - lines about single connections are logged at most once a second per kind.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -62,6 +65,8 @@ struct Client {
     guest: bool,
     /// What its deadline is computed from.
     clock: Clock,
+    /// Its last reply was held back once already (it is held once).
+    delayed: bool,
     /// The armed deadline timer and when it fires.
     deadline: Option<(TimerId, Instant)>,
 }
@@ -288,6 +293,7 @@ impl Server {
                     admitted,
                     guest: peer.uid.is_some() && !owner,
                     clock: Clock::new(now),
+                    delayed: false,
                     deadline: None,
                 },
             );
@@ -496,6 +502,7 @@ impl Server {
     fn hold_failure(&mut self, token: Token) -> bool {
         let client = self.clients.get_mut(&token).expect("checked by the caller");
         let failed = client.admitted
+            && !client.delayed
             && client.conn.needs_secret()
             && client.conn.is_closing()
             && !client.conn.output().is_empty();
@@ -503,6 +510,7 @@ impl Server {
             return false;
         }
         client.clock.held_until = Some(Instant::now() + AUTH_FAILURE_DELAY);
+        client.delayed = true;
         if let Err(e) = client.source.set_interest(Interest::NONE) {
             warn!(self.logger, "cannot poll a connection"; "error" => %e);
         }
@@ -578,6 +586,7 @@ impl Server {
         client.deadline = None;
         if client.clock.held_until.is_some_and(|until| now >= until) {
             client.clock.held_until = None;
+            client.clock.progress = now;
             if !self.flush(token) {
                 self.drop_client(token, events);
                 return;

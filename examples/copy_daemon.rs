@@ -6,8 +6,8 @@
 //! ```text
 //! mkdir -p tmp && echo hello > tmp/test.txt
 //! cargo run --example copy_daemon -- -f --dir tmp --looptime 1
-//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 workers
-//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 call handyman.changename
+//! cargo run --bin daimonctl -- workers
+//! cargo run --bin daimonctl -- call handyman.changename
 //! ```
 
 use std::fs;
@@ -98,7 +98,6 @@ impl Listener<WorkerHost<CopyWorker>> for ChangeNameListener {
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Copy Daemon".into();
-    config.sockethandler = "tcp://127.0.0.1:10042".parse().expect("a valid address");
 
     Daemon::new(config)
         .setup(|daemon| {

@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    let address = args
-        .next()
-        .unwrap_or_else(|| "tcp://127.0.0.1:10042".into());
+    let address = args.next().unwrap_or_else(|| "unix://daemon.sock".into());
     let message = args.next().unwrap_or_else(|| "Hello, daimon".into());
     match run(&address, &message) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,18 @@
 //! The ancestor's EchoDaemon: `examples.echo(string message) -> string` on the control
-//! socket (`tcp://127.0.0.1:10042` unless `--socket` says otherwise), stopped by SIGTERM or
-//! SIGINT.
+//! socket (`unix://daemon.sock` in the working directory unless `--socket` says otherwise),
+//! stopped by SIGTERM or SIGINT.
 //!
 //! ```text
 //! cargo run --example echo_daemon -- -f -v
-//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 call examples.echo hello
+//! cargo run --bin daimonctl -- call examples.echo hello
+//! ```
+//!
+//! Over tcp, give it a secret (a tcp socket without one is refused):
+//!
+//! ```text
+//! echo '{"socketsecret": "s3cret"}' > echo.json
+//! cargo run --example echo_daemon -- -f --config echo.json --socket tcp://127.0.0.1:10042
+//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 --secret s3cret call examples.echo hello
 //! ```
 //!
 //! SIGHUP is caught and logged (the daemon has nothing to reload); every other signal keeps
@@ -20,7 +28,6 @@ use daimon::{Config, Daemon, DaemonHost, PostAction};
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Echo Daemon".into();
-    config.sockethandler = "tcp://127.0.0.1:10042".parse().expect("a valid address");
 
     Daemon::new(config)
         .setup(|daemon| {

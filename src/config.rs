@@ -6,7 +6,7 @@
 //! | `sockethandler` | `"unix://daemon.sock"` | control socket: `unix://PATH` or `tcp://HOST[:PORT]` (port 10042 when omitted, IPv6 in brackets) |
 //! | `pidfile` | `"daemon.pid"` | the pid file, locked while the daemon runs |
 //! | `socketbuffer` | `1024` | bytes read from a client at a time, `64..=16777216` |
-//! | `sockettimeout` | `2` | seconds an idle or slow client is given, `> 0` and `<= 3600` (integer or float) |
+//! | `sockettimeout` | `2` | seconds a request may take from its first byte to its last, a refused client to send its request, and a client not reading its replies to take some, `> 0` and `<= 3600` (integer or float) |
 //! | `socketmaxconnections` | `10` | clients served at once, `1..=65536` |
 //! | `niceness` | `null` | the absolute niceness to run at, `-20..=19`; `null` leaves it unchanged |
 //! | `description` | `"daimon daemon"` | the banner shown on the console |
@@ -21,7 +21,9 @@
 //! | `socketmode` | `"0600"` | the unix socket file's mode (octal string or integer) |
 //! | `socketpeers` | `"owner"` | who may connect to a unix socket: `"owner"` (root and the daemon's user), `"any"`, or a list of uids |
 //! | `socketallowremote` | `false` | whether a tcp socket may listen on a non-loopback address |
-//! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call |
+//! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call; required for a tcp socket unless `socketallowunauthenticated`, always with `socketallowremote` |
+//! | `socketallowunauthenticated` | `false` | whether a loopback tcp socket without `socketsecret` is accepted: every local user may then call every method (the daemon warns at start) |
+//! | `socketauthtimeout` | `5` | seconds a tcp connection is given to present the secret, `> 0` and `<= 3600` |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
 //! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
@@ -36,6 +38,7 @@
 //! let config = Config::from_json(&json!({
 //!     "description": "Echo Daemon",
 //!     "sockethandler": "tcp://127.0.0.1:10042",
+//!     "socketsecret": "s3cret",
 //! }))?;
 //! assert_eq!(config.description, "Echo Daemon");
 //! assert_eq!(config.socketmaxconnections, 10);
@@ -67,7 +70,8 @@ pub struct Config {
     pub pidfile: PathBuf,
     /// How many bytes are read from a client at a time; default 1024, `64..=16 MiB`.
     pub socketbuffer: usize,
-    /// How long an idle or slow client is given; default 2 s, more than 0 and at most 1 hour.
+    /// How long a request may take from its first byte to its last (and a client that does
+    /// not read its replies, without progress); default 2 s, more than 0 and at most 1 hour.
     pub sockettimeout: Duration,
     /// How many clients are served at once; default 10, `1..=65536`.
     pub socketmaxconnections: usize,
@@ -99,8 +103,16 @@ pub struct Config {
     pub socketpeers: Peers,
     /// Whether a tcp socket may listen on a non-loopback address; default false.
     pub socketallowremote: bool,
-    /// A shared secret tcp clients must present with `system.auth`; default none.
+    /// A shared secret tcp clients must present with `system.auth`; default none. A tcp
+    /// socket needs one unless [`Config::socketallowunauthenticated`], and always with
+    /// [`Config::socketallowremote`].
     pub socketsecret: Option<String>,
+    /// Whether a loopback tcp socket without a secret is accepted, letting every local user
+    /// call every method; default false.
+    pub socketallowunauthenticated: bool,
+    /// How long a tcp connection is given to present the secret; default 5 s, more than 0
+    /// and at most 1 hour.
+    pub socketauthtimeout: Duration,
 }
 
 /// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
@@ -168,6 +180,8 @@ impl Default for Config {
             socketpeers: Peers::Owner,
             socketallowremote: false,
             socketsecret: None,
+            socketallowunauthenticated: false,
+            socketauthtimeout: Duration::from_secs(5),
         }
     }
 }
@@ -326,6 +340,8 @@ impl Config {
         "socketpeers",
         "socketallowremote",
         "socketsecret",
+        "socketallowunauthenticated",
+        "socketauthtimeout",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -417,6 +433,14 @@ impl Config {
                 self.socketallowremote = value
                     .as_bool()
                     .ok_or_else(|| refuse(key, "true or false", value))?;
+            }
+            "socketallowunauthenticated" => {
+                self.socketallowunauthenticated = value
+                    .as_bool()
+                    .ok_or_else(|| refuse(key, "true or false", value))?;
+            }
+            "socketauthtimeout" => {
+                self.socketauthtimeout = SECONDS.check(key, as_duration(value), value)?;
             }
             "socketsecret" => {
                 self.socketsecret = match value {
@@ -534,11 +558,43 @@ impl Config {
                 &"\"\"",
             ));
         }
+        let d = self.socketauthtimeout;
+        SECONDS.check("socketauthtimeout", Some(d), &secs(d))?;
         if !self.socketallowremote && !self.sockethandler.is_loopback() {
             return Err(Error::config(
                 "sockethandler",
                 format!(
                     "{} is not a loopback address; set socketallowremote to true to listen on it",
+                    self.sockethandler
+                ),
+            ));
+        }
+        self.validate_tcp_secret()
+    }
+
+    /// A tcp socket without a secret lets every local user (or, remote-capable, anyone)
+    /// call `daemon.shutdown`: it takes a secret, or an explicit opt-in on loopback.
+    fn validate_tcp_secret(&self) -> Result<()> {
+        if !matches!(self.sockethandler, Address::Tcp { .. }) || self.socketsecret.is_some() {
+            return Ok(());
+        }
+        if self.socketallowremote {
+            return Err(Error::config(
+                "socketsecret",
+                format!(
+                    "required with socketallowremote: {} would let any host that reaches it \
+                     call every method",
+                    self.sockethandler
+                ),
+            ));
+        }
+        if !self.socketallowunauthenticated {
+            return Err(Error::config(
+                "socketsecret",
+                format!(
+                    "required for the tcp socket {}: without it every local user may call \
+                     every method; set socketsecret, or socketallowunauthenticated to true to \
+                     accept that",
                     self.sockethandler
                 ),
             ));
@@ -584,6 +640,8 @@ impl Config {
             "socketpeers": self.socketpeers.to_json(),
             "socketallowremote": self.socketallowremote,
             "socketsecret": self.socketsecret,
+            "socketallowunauthenticated": self.socketallowunauthenticated,
+            "socketauthtimeout": secs(self.socketauthtimeout),
         })
     }
 }

@@ -167,10 +167,14 @@ fn tcp_in_every_protocol() {
     let port = free_tcp_port();
     let socket = format!("tcp://127.0.0.1:{port}");
     let pidfile = common::path_str(&dir.pidfile());
+    let config =
+        common::path_str(&dir.write_config("tcp.json", &json!({"socketsecret": "s3cret"})));
     let mut daemon = Foreground::spawn(
         &dir,
         &[
             "-f",
+            "--config",
+            config.as_str(),
             "--pidfile",
             pidfile.as_str(),
             "--socket",
@@ -189,6 +193,7 @@ fn tcp_in_every_protocol() {
     let address: Address = socket.parse().unwrap();
     for protocol in PROTOCOLS {
         let mut client = Client::connect_with(&address, protocol, Duration::from_secs(5)).unwrap();
+        client.auth("s3cret").unwrap();
         assert_eq!(client.call("examples.echo", json!(["tcp"])).unwrap(), "tcp");
     }
 }

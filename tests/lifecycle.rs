@@ -82,8 +82,12 @@ fn tcp_socket_accepts_connections() {
     let dir = TestDir::new();
     let port = free_tcp_port();
     let pidfile = dir.pidfile();
+    // No secret: the configuration must accept unauthenticated local users explicitly.
+    let config = dir.write_config("tcp.json", &json!({"socketallowunauthenticated": true}));
     let args = [
         "-f".to_string(),
+        "--config".into(),
+        path_str(&config),
         "--pidfile".into(),
         path_str(&pidfile),
         "--socket".into(),

@@ -82,8 +82,14 @@ fn script() -> PathBuf {
 /// `dir`, and waits until the pid file is written and `ready` holds.
 fn start(dir: &TestDir, socket: &str, mut ready: impl FnMut() -> bool) -> Foreground {
     let pidfile = dir.join("c.pid");
+    // The script speaks to a tcp socket without a secret: accept that explicitly.
+    let config = dir.write_config(
+        "conformance.json",
+        &serde_json::json!({"socketallowunauthenticated": true}),
+    );
     let mut cmd = Command::new(conformance_example());
     cmd.args(["-f", "--socket", socket, "--pidfile", &path_str(&pidfile)])
+        .args(["--config", &path_str(&config)])
         .current_dir(dir.path())
         .stdin(Stdio::null());
     let mut daemon = Foreground::spawn_cmd(dir, cmd);

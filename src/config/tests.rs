@@ -212,8 +212,10 @@ fn from_json_as_in_the_ancestor() {
     let c = Config::from_json(&json!({
         "description": "Echo Daemon",
         "sockethandler": "tcp://127.0.0.1:10042",
+        "socketsecret": "s3cret",
     }))
     .unwrap();
+    c.validate().unwrap();
     assert_eq!(c.description, "Echo Daemon");
     assert!(c.sockethandler.is_loopback());
     assert_eq!(c.socketmaxconnections, 10);
@@ -233,6 +235,8 @@ fn to_json_round_trips() {
     c.logfile = Some("log/d.log".into());
     c.umask = 0o7;
     c.shutdowntimeout = Duration::new(3599, 999_999_999);
+    c.socketallowunauthenticated = true;
+    c.socketauthtimeout = Duration::from_millis(1500);
     let json = c.to_json();
     assert_eq!(json["umask"], json!("007"));
     assert_eq!(json["sockettimeout"], json!(1.100_000_001));
@@ -384,5 +388,54 @@ fn remote_tcp_needs_socketallowremote() {
         "{e}"
     );
     c.set("socketallowremote", &json!(true)).unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("'socketsecret'") && e.contains("socketallowremote"),
+        "{e}"
+    );
+    c.set("socketsecret", &json!("s3cret")).unwrap();
     c.validate().unwrap();
+}
+
+#[test]
+fn tcp_without_a_secret_needs_the_explicit_opt_in() {
+    let mut c = Config::default();
+    c.set("sockethandler", &json!("tcp://127.0.0.1:10042"))
+        .unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("'socketsecret'")
+            && e.contains("every local user")
+            && e.contains("socketallowunauthenticated"),
+        "{e}"
+    );
+    c.socketallowunauthenticated = true;
+    c.validate().unwrap();
+    // The opt-in is for loopback only: a remote-capable socket needs the secret anyway.
+    c.socketallowremote = true;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("required with socketallowremote"), "{e}");
+    c.socketsecret = Some("s3cret".into());
+    c.validate().unwrap();
+    // A unix socket needs neither.
+    let u = Config {
+        socketallowremote: true,
+        ..Config::default()
+    };
+    u.validate().unwrap();
+}
+
+#[test]
+fn socketauthtimeout_is_seconds() {
+    assert_eq!(Config::default().socketauthtimeout, Duration::from_secs(5));
+    let t = with("socketauthtimeout", json!(0.25)).socketauthtimeout;
+    assert_eq!(t, Duration::from_millis(250));
+    assert!(refused("socketauthtimeout", json!(0)).contains("greater than 0"));
+    assert!(refused("socketallowunauthenticated", json!(1)).contains("true or false"));
+    let c = Config {
+        socketauthtimeout: Duration::from_secs(3601),
+        ..Config::default()
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("'socketauthtimeout'"), "{e}");
 }

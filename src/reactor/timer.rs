@@ -1,10 +1,10 @@
 //! One-shot and periodic timers on a monotonic clock.
 //!
-//! A binary heap of deadlines with lazy deletion: cancelling removes the entry from the map
-//! and leaves its heap slot to be skipped when it reaches the top.
+//! An indexed binary heap: every entry knows its slot in the heap, so cancelling removes it
+//! at once and the storage is proportional to the armed timers, however many come and go
+//! behind a long-lived one at the top.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The longest delay a timer is armed for: later deadlines are capped to it, so a huge
@@ -32,11 +32,17 @@ struct Entry<T> {
     deadline: Instant,
     period: Option<Duration>,
     payload: T,
+    /// Its slot in [`Timers::heap`].
+    slot: usize,
 }
 
 /// A set of timers, each carrying a payload of type `T` that is handed back when it fires.
 pub struct Timers<T> {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// A min-heap of `(deadline, id)`: ties fire in the order they were armed.
+    heap: Vec<(Instant, u64)>,
+    /// # Invariant
+    ///
+    /// Exactly the ids in `heap`, each with `slot` its index there and `deadline` its key.
     entries: HashMap<u64, Entry<T>>,
     next_id: u64,
 }
@@ -44,9 +50,78 @@ pub struct Timers<T> {
 impl<T> Default for Timers<T> {
     fn default() -> Self {
         Timers {
-            heap: BinaryHeap::new(),
+            heap: Vec::new(),
             entries: HashMap::new(),
             next_id: 1,
+        }
+    }
+}
+
+impl<T> Timers<T> {
+    /// Puts `heap[i]` in its place, moving it up or down, and records the slots it moved.
+    fn fix(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.heap[parent] <= self.heap[i] {
+                break;
+            }
+            self.swap(i, parent);
+            i = parent;
+        }
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut least = i;
+            if l < self.heap.len() && self.heap[l] < self.heap[least] {
+                least = l;
+            }
+            if r < self.heap.len() && self.heap[r] < self.heap[least] {
+                least = r;
+            }
+            if least == i {
+                break;
+            }
+            self.swap(i, least);
+            i = least;
+        }
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        for i in [a, b] {
+            let id = self.heap[i].1;
+            self.entries
+                .get_mut(&id)
+                .expect("heap ids have entries")
+                .slot = i;
+        }
+    }
+
+    fn push(&mut self, deadline: Instant, id: u64) {
+        let slot = self.heap.len();
+        self.heap.push((deadline, id));
+        self.entries.get_mut(&id).expect("inserted first").slot = slot;
+        self.fix(slot);
+    }
+
+    /// Takes the heap slot `i` out (its entry stays); the heap stays a heap.
+    fn take_slot(&mut self, i: usize) {
+        let last = self.heap.len() - 1;
+        if i != last {
+            self.swap(i, last);
+        }
+        self.heap.pop();
+        if i < self.heap.len() {
+            self.fix(i);
+        }
+        self.shrink();
+    }
+
+    /// Gives back memory after a burst: the storage follows the armed timers.
+    fn shrink(&mut self) {
+        let live = self.heap.len();
+        if self.heap.capacity() > 64 && self.heap.capacity() > 4 * live {
+            self.heap.shrink_to(2 * live);
+            self.entries.shrink_to(2 * live);
         }
     }
 }
@@ -60,21 +135,24 @@ impl<T: Clone> Timers<T> {
         let id = self.next_id;
         self.next_id += 1;
         let period = period.map(|p| p.clamp(Duration::from_micros(1), LONGEST_DELAY));
-        self.heap.push(Reverse((deadline, id)));
         self.entries.insert(
             id,
             Entry {
                 deadline,
                 period,
                 payload,
+                slot: 0,
             },
         );
+        self.push(deadline, id);
         TimerId(id)
     }
 
     /// Disarms a timer and returns its payload, or `None` if it is not armed (a one-shot
     /// timer that already fired, or one cancelled before).
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
+        let slot = self.entries.get(&id.0)?.slot;
+        self.take_slot(slot);
         self.entries.remove(&id.0).map(|e| e.payload)
     }
 
@@ -93,17 +171,15 @@ impl<T: Clone> Timers<T> {
         self.entries.is_empty()
     }
 
-    /// The earliest deadline of an armed timer, dropping stale heap slots on the way.
+    #[cfg(test)]
+    /// How many entries the queue stores, live or stale.
+    fn storage(&self) -> usize {
+        self.heap.len().max(self.entries.len())
+    }
+
+    /// The earliest deadline of an armed timer.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((deadline, id))) = self.heap.peek() {
-            match self.entries.get(&id) {
-                Some(e) if e.deadline == deadline => return Some(deadline),
-                _ => {
-                    self.heap.pop();
-                }
-            }
-        }
-        None
+        self.heap.first().map(|&(deadline, _)| deadline)
     }
 
     /// Moves every timer due at `now` into `out`, each at most once per call.
@@ -111,12 +187,13 @@ impl<T: Clone> Timers<T> {
     /// A periodic timer is re-armed at a fixed rate from its previous deadline; periods missed
     /// while the caller was busy are skipped, not delivered in a burst.
     pub fn expire(&mut self, now: Instant, out: &mut Vec<(TimerId, T)>) {
-        while let Some(deadline) = self.next_deadline() {
+        // Timers re-armed during this call are due later than `now`, so each fires once.
+        while let Some(&(deadline, id)) = self.heap.first() {
             if deadline > now {
                 break;
             }
-            let Reverse((_, id)) = self.heap.pop().expect("peeked above");
-            let entry = self.entries.get_mut(&id).expect("checked by next_deadline");
+            self.take_slot(0);
+            let entry = self.entries.get(&id).expect("heap ids have entries");
             out.push((TimerId(id), entry.payload.clone()));
             match entry.period {
                 Some(period) => {
@@ -133,8 +210,8 @@ impl<T: Clone> Timers<T> {
                             next = fallback;
                         }
                     }
-                    entry.deadline = next;
-                    self.heap.push(Reverse((next, id)));
+                    self.entries.get_mut(&id).expect("present above").deadline = next;
+                    self.push(next, id);
                 }
                 None => {
                     self.entries.remove(&id);
@@ -208,6 +285,51 @@ mod tests {
         assert!(t.contains(id));
         assert_eq!(t.cancel(id), Some(()));
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn cancelled_timers_leave_no_storage_behind_a_long_lived_one() {
+        // One long-lived deadline at the top (an idle connection), and churn behind it: the
+        // connections that come and go cancel theirs. The storage must follow the live count.
+        let now = Instant::now();
+        let mut t = Timers::default();
+        let long = t.insert(now + ms(1), None, 0);
+        for i in 0..10_000 {
+            let id = t.insert(now + ms(1000 + i), None, 1);
+            assert_eq!(t.cancel(id), Some(1));
+            assert!(
+                t.storage() <= 8,
+                "{} entries stored for 1 live timer after {i} cancels",
+                t.storage()
+            );
+        }
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.next_deadline(), Some(now + ms(1)));
+        let mut out = Vec::new();
+        t.expire(now + ms(5), &mut out);
+        assert_eq!(out, vec![(long, 0)]);
+    }
+
+    #[test]
+    fn cancel_in_any_position_keeps_the_order() {
+        let now = Instant::now();
+        let mut t = Timers::default();
+        let ids: Vec<_> = (0..50u64)
+            .map(|i| t.insert(now + ms((i * 37) % 50), None, i))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 3 == 0 {
+                t.cancel(*id);
+            }
+        }
+        let mut out = Vec::new();
+        t.expire(now + ms(100), &mut out);
+        let got: Vec<u64> = out.iter().map(|(_, p)| *p).collect();
+        let mut want: Vec<u64> = (0..50u64).filter(|i| i % 3 != 0).collect();
+        want.sort_by_key(|i| ((i * 37) % 50, *i));
+        assert_eq!(got, want);
+        assert!(t.is_empty());
+        assert_eq!(t.storage(), 0);
     }
 
     #[test]

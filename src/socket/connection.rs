@@ -511,11 +511,16 @@ impl Connection {
         self.closing
     }
 
-    #[cfg(any(test, fuzzing, feature = "internals"))]
     /// How many bytes of unanswered input are buffered (at most `max_request` plus a header
     /// block, or the connection is closing).
     pub fn pending_input(&self) -> usize {
         self.input.len()
+    }
+
+    /// Whether the peer must still present the secret (a tcp peer that has not
+    /// authenticated yet).
+    pub fn needs_secret(&self) -> bool {
+        self.secret.is_some()
     }
 
     /// Whether part of a request is buffered.

@@ -2,9 +2,11 @@
 
 mod address;
 mod connection;
+mod deadline;
 mod event;
 pub mod framing;
 mod listener;
+mod quiet;
 pub(crate) mod server;
 
 pub use address::Address;

@@ -2,6 +2,26 @@
 //!
 //! Everything is non-blocking and bounded per turn: at most [`ACCEPTS_PER_TURN`] accepts and
 //! [`READ_PER_TURN`] bytes per connection, so one busy client cannot starve the others.
+//!
+//! No client, nor a few, can lock the others out:
+//!
+//! - a request must arrive whole within `sockettimeout` of its first byte (bytes that
+//!   trickle in do not extend it), and a refused connection is closed `sockettimeout` after
+//!   it was accepted;
+//! - a tcp connection that has not presented the secret is closed `socketauthtimeout` after
+//!   it was accepted, and at the cap the oldest such connection makes room for a newcomer,
+//!   so idle strangers never keep out the administrator who has the secret; likewise an
+//!   idle unix peer that `socketpeers` lets in but is neither root nor the daemon's user
+//!   makes room for one that is (authenticated and owner peers are never evicted);
+//! - before an accept is refused at the cap, connections whose peer already hung up are
+//!   dropped, so they stop counting;
+//! - out of descriptors (EMFILE, ENFILE), accepting pauses for [`ACCEPT_PAUSE`] instead of
+//!   spinning on the pending connection, with one log line per episode;
+//! - the error to a failed `system.auth` (or anything else that closes an unauthenticated
+//!   connection) is written [`AUTH_FAILURE_DELAY`] later, the connection keeping its slot
+//!   meanwhile: guesses are bounded by `socketmaxconnections` per delay, and the answer to
+//!   a guess cannot be had sooner by hanging up;
+//! - lines about single connections are logged at most once a second per kind.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -10,10 +30,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use slog::{Logger, debug, warn};
+use slog::{Logger, debug, info, warn};
 
 use super::SocketEvent;
 use super::connection::{Admission, Connection, Limits};
+use super::deadline::{Clock, Phase, Timeouts};
+use super::quiet::{Noise, Quiet};
 use super::{Listener, Peer, Stream};
 use crate::config::{Config, Peers};
 use crate::driver::Due;
@@ -25,16 +47,42 @@ use serde_json::Value;
 pub const ACCEPTS_PER_TURN: usize = 64;
 /// Reads per turn at most this many bytes from one connection.
 pub const READ_PER_TURN: usize = 64 * 1024;
+/// How long accepting pauses when the process or the system is out of descriptors.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How long the reply that ends an unauthenticated connection (a wrong secret) is held.
+pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Lines about single connections (refused, evicted, timed out) are logged at most once
+/// per this long for each kind; the next line says how many were held back.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 struct Client {
     source: Source<Stream>,
     conn: Connection,
     /// Counted against `socketmaxconnections` (refused connections are not).
     admitted: bool,
-    /// The last time bytes moved either way.
-    progress: Instant,
+    /// A unix peer that is neither root nor the daemon's user (let in by `socketpeers`):
+    /// while idle, it makes room for one that is.
+    guest: bool,
+    /// What its deadline is computed from.
+    clock: Clock,
+    /// Its last reply was held back once already (it is held once).
+    delayed: bool,
     /// The armed deadline timer and when it fires.
     deadline: Option<(TimerId, Instant)>,
+}
+
+impl Client {
+    fn phase(&self) -> Phase {
+        let unsent = !self.conn.output().is_empty();
+        Phase {
+            admitted: self.admitted,
+            waiting: self.conn.waiting_for().is_some(),
+            needs_secret: self.conn.needs_secret(),
+            partial: self.conn.has_partial_input(),
+            writing: self.conn.is_closing() || unsent,
+            unsent,
+        }
+    }
 }
 
 /// The listening socket and its connections.
@@ -47,8 +95,12 @@ pub struct Server {
     max_connections: usize,
     limits: Limits,
     chunk: usize,
-    timeout: Duration,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
+    /// While out of descriptors: the timer that resumes accepting.
+    accept_paused: Option<TimerId>,
+    /// Whether the current out-of-descriptors episode was logged.
+    starved: bool,
+    quiet: [Quiet; 4],
     peers: Peers,
     owner: u32,
     secret: Option<Arc<str>>,
@@ -89,6 +141,10 @@ impl Server {
         deadlines: Box<dyn Deadlines>,
     ) -> io::Result<Server> {
         let listener = handle.register(listener, Interest::READ)?;
+        if listener.get_ref().unix_path().is_none() && config.socketsecret.is_none() {
+            warn!(logger, "tcp control socket without socketsecret: every local user may call every method";
+                "socket" => %config.sockethandler);
+        }
         Ok(Server {
             handle,
             listener,
@@ -103,8 +159,14 @@ impl Server {
                 max_values: config.maxrequestvalues,
             },
             chunk: config.socketbuffer,
-            timeout: config.sockettimeout,
-            idle_timeout: config.socketidletimeout,
+            timeouts: Timeouts {
+                request: config.sockettimeout,
+                idle: config.socketidletimeout,
+                auth: config.socketauthtimeout,
+            },
+            accept_paused: None,
+            starved: false,
+            quiet: [Quiet::default(); 4],
             peers: config.socketpeers.clone(),
             owner: nix::unistd::getuid().as_raw(),
             secret: config.socketsecret.as_deref().map(Arc::from),
@@ -127,11 +189,17 @@ impl Server {
             self.accept(events);
             return true;
         }
-        if !self.clients.contains_key(&token) {
+        let Some(client) = self.clients.get(&token) else {
             return false;
+        };
+        if client.clock.held_until.is_some() {
+            return true;
         }
         if readable && !self.read(token, engine) {
             return self.drop_client(token, events);
+        }
+        if self.hold_failure(token) {
+            return true;
         }
         if (writable || readable) && !self.flush_and_resume(token, engine) {
             return self.drop_client(token, events);
@@ -141,20 +209,63 @@ impl Server {
     }
 
     fn accept(&mut self, events: &mut Vec<SocketEvent>) {
+        if self.accept_paused.is_some() {
+            return;
+        }
+        // A sweep costs a syscall per connection: sweep again in this batch only while
+        // sweeping finds hang-ups.
+        let mut sweep = true;
         for _ in 0..ACCEPTS_PER_TURN {
-            let (stream, peer) = match self.listener.get_ref().accept() {
+            let accepted = self.listener.get_ref().accept();
+            // The episode ends when the backlog is drained, not at the first accept that
+            // a freed descriptor lets through.
+            if matches!(accepted, Ok(None)) && self.starved {
+                self.starved = false;
+                info!(self.logger, "accepting connections again");
+            }
+            let (stream, peer) = match accepted {
                 Ok(Some(accepted)) => accepted,
                 Ok(None) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the backlog keeps the client; retry next turn.
-                    warn!(self.logger, "accept failed"; "error" => %e);
+                    // EMFILE and friends: the connection stays in the backlog, and the
+                    // listener stays readable. Stop polling it for a while instead of
+                    // spinning on it.
+                    self.pause_accepting(&e);
                     break;
                 }
             };
+            let allowed = peer
+                .uid
+                .is_none_or(|uid| self.peers.allows(uid, self.owner));
+            let full = if allowed {
+                self.admitted >= self.max_connections
+            } else {
+                self.refused >= self.max_connections
+            };
+            if full && sweep {
+                sweep = self.sweep_hangups(events) > 0;
+            }
+            let owner = peer
+                .uid
+                .is_some_and(|uid| Peers::Owner.allows(uid, self.owner));
+            if allowed && self.admitted >= self.max_connections {
+                self.make_room(&peer, owner, events);
+            }
             let admission = self.admission(&peer);
             let admitted = admission == Admission::Open;
             if !admitted && self.refused >= self.max_connections {
-                warn!(self.logger, "connection closed at once: too many refused connections"; "peer" => &peer.name);
+                if let Some(suppressed) = self.quiet(Noise::ClosedAtOnce) {
+                    warn!(self.logger, "connection closed at once: too many refused connections";
+                        "peer" => &peer.name, "suppressed" => suppressed);
+                }
                 continue;
             }
             let source = match self.handle.register(stream, Interest::READ) {
@@ -175,13 +286,16 @@ impl Server {
             } else {
                 self.refused += 1;
             }
+            let now = Instant::now();
             self.clients.insert(
                 token,
                 Client {
                     source,
                     conn,
                     admitted,
-                    progress: Instant::now(),
+                    guest: peer.uid.is_some() && !owner,
+                    clock: Clock::new(now),
+                    delayed: false,
                     deadline: None,
                 },
             );
@@ -189,19 +303,108 @@ impl Server {
         }
     }
 
-    fn admission(&self, peer: &Peer) -> Admission {
+    /// Stops polling the listener for [`ACCEPT_PAUSE`] after an accept error, logging the
+    /// first of an episode only.
+    fn pause_accepting(&mut self, e: &io::Error) {
+        if !self.starved {
+            self.starved = true;
+            warn!(self.logger, "cannot accept connections; pausing accepts until it can";
+                "error" => %e, "retry_ms" => ACCEPT_PAUSE.as_millis());
+        }
+        let token = self.listener.token();
+        if let Err(e) = self.listener.set_interest(Interest::NONE) {
+            warn!(self.logger, "cannot poll the listener"; "error" => %e);
+        }
+        let id = self.deadlines.arm(Instant::now() + ACCEPT_PAUSE, token);
+        self.accept_paused = Some(id);
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.accept_paused.take().is_none() {
+            return;
+        }
+        if let Err(e) = self.listener.set_interest(Interest::READ) {
+            warn!(self.logger, "cannot poll the listener"; "error" => %e);
+        }
+    }
+
+    /// Drops the connections whose peer hung up and that have nothing left to do (the read
+    /// of their end of file may not have come yet), so they stop counting against a cap.
+    fn sweep_hangups(&mut self, events: &mut Vec<SocketEvent>) -> usize {
+        let gone: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.clock.held_until.is_none()
+                    && c.conn.waiting_for().is_none()
+                    && c.conn.output().is_empty()
+                    && hung_up(c.source.get_ref())
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for &token in &gone {
+            debug!(self.logger, "client hung up before its end of file was read";
+                "peer" => self.clients[&token].conn.peer());
+            self.drop_client(token, events);
+        }
+        gone.len()
+    }
+
+    /// At the cap, closes the oldest connection that has not presented the secret (and is
+    /// not serving a failure delay), so strangers cannot keep the administrator out; for a
+    /// newcomer that is root or the daemon's user, failing that, the oldest idle unix peer
+    /// that is neither (let in by `socketpeers`).
+    fn make_room(&mut self, newcomer: &Peer, owner: bool, events: &mut Vec<SocketEvent>) {
+        let oldest = |pick: &dyn Fn(&Client) -> bool| {
+            self.clients
+                .iter()
+                .filter(|(_, c)| c.admitted && c.clock.held_until.is_none() && pick(c))
+                .min_by_key(|(_, c)| c.clock.accepted)
+                .map(|(&token, _)| token)
+        };
+        let stranger = |c: &Client| c.conn.needs_secret() && !c.conn.is_closing();
+        let idle_guest = |c: &Client| {
+            c.guest
+                && !c.conn.is_closing()
+                && !c.conn.has_partial_input()
+                && c.conn.output().is_empty()
+                && c.conn.waiting_for().is_none()
+        };
+        let oldest = oldest(&stranger).or_else(|| if owner { oldest(&idle_guest) } else { None });
+        if let Some(token) = oldest {
+            if let Some(suppressed) = self.quiet(Noise::Evicted) {
+                warn!(self.logger, "client dropped to make room";
+                    "peer" => self.clients[&token].conn.peer(), "for" => &newcomer.name,
+                    "suppressed" => suppressed);
+            }
+            self.drop_client(token, events);
+        }
+    }
+
+    fn admission(&mut self, peer: &Peer) -> Admission {
         if let Some(uid) = peer.uid {
             if !self.peers.allows(uid, self.owner) {
-                warn!(self.logger, "connection refused: permission denied"; "peer" => &peer.name);
+                if let Some(suppressed) = self.quiet(Noise::Refused) {
+                    warn!(self.logger, "connection refused: permission denied";
+                        "peer" => &peer.name, "suppressed" => suppressed);
+                }
                 return Admission::Refused(RpcError::server_error("permission denied"));
             }
         }
         if self.admitted >= self.max_connections {
-            warn!(self.logger, "connection refused: too many connections";
-                "peer" => &peer.name, "socketmaxconnections" => self.max_connections);
+            if let Some(suppressed) = self.quiet(Noise::Refused) {
+                warn!(self.logger, "connection refused: too many connections";
+                    "peer" => &peer.name, "socketmaxconnections" => self.max_connections,
+                    "suppressed" => suppressed);
+            }
             return Admission::Refused(RpcError::server_error("too many connections"));
         }
         Admission::Open
+    }
+
+    /// `Some(lines held back)` if a line of this kind may be logged now.
+    fn quiet(&mut self, noise: Noise) -> Option<u64> {
+        self.quiet[noise as usize].allow(Instant::now())
     }
 
     /// Reads what is there (bounded) and answers it; false if the connection is dead.
@@ -220,8 +423,13 @@ impl Server {
                 }
                 Ok(n) => {
                     total += n;
-                    client.progress = Instant::now();
+                    let now = Instant::now();
+                    client.clock.progress = now;
+                    let before = client.conn.pending_input();
                     client.conn.receive(&self.buffer[..n], engine, connections);
+                    let consumed = client.conn.pending_input() < before + n;
+                    let partial = client.conn.has_partial_input();
+                    client.clock.track_request(consumed, partial, now);
                     if n < self.chunk {
                         break;
                     }
@@ -245,7 +453,7 @@ impl Server {
                 Ok(0) => return false,
                 Ok(n) => {
                     client.conn.consume_output(n);
-                    client.progress = Instant::now();
+                    client.clock.progress = Instant::now();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -270,6 +478,8 @@ impl Server {
             if !client.conn.output().is_empty() || !client.conn.resume(engine, connections) {
                 return true;
             }
+            let partial = client.conn.has_partial_input();
+            client.clock.track_request(true, partial, Instant::now());
         }
     }
 
@@ -296,23 +506,32 @@ impl Server {
         self.schedule(token);
     }
 
-    /// How long the connection may go without progress in its current state.
-    fn allowance(&self, client: &Client) -> Option<Duration> {
-        if client.conn.waiting_for().is_some() {
-            // Waiting for the daemon (a worker's acknowledgement, which times out itself).
-            return None;
+    /// When the connection times out in its current state, if it does.
+    fn due(&self, client: &Client) -> Option<Instant> {
+        self.timeouts.due(&client.clock, client.phase())
+    }
+
+    /// After a read: holds the last reply of an unauthenticated connection that is closing
+    /// (a wrong secret) for [`AUTH_FAILURE_DELAY`]; true if it is held.
+    fn hold_failure(&mut self, token: Token) -> bool {
+        let client = self.clients.get_mut(&token).expect("checked by the caller");
+        let failed = client.admitted
+            && !client.delayed
+            && client.conn.needs_secret()
+            && client.conn.is_closing()
+            && !client.conn.output().is_empty();
+        if !failed {
+            return false;
         }
-        let busy = !client.admitted
-            || client.conn.is_closing()
-            || client.conn.has_partial_input()
-            || !client.conn.output().is_empty();
-        if busy {
-            Some(self.timeout)
-        } else if self.idle_timeout.is_zero() {
-            None
-        } else {
-            Some(self.idle_timeout)
+        client.clock.held_until = Some(Instant::now() + AUTH_FAILURE_DELAY);
+        client.delayed = true;
+        if let Err(e) = client.source.set_interest(Interest::NONE) {
+            warn!(self.logger, "cannot poll a connection"; "error" => %e);
         }
+        debug!(self.logger, "unauthenticated client's last reply held back";
+            "peer" => client.conn.peer(), "delay_ms" => AUTH_FAILURE_DELAY.as_millis());
+        self.schedule(token);
+        true
     }
 
     /// Arms the connection's deadline if none is armed or the armed one is too late. A
@@ -321,10 +540,9 @@ impl Server {
         let Some(client) = self.clients.get(&token) else {
             return;
         };
-        let Some(allowance) = self.allowance(client) else {
+        let Some(due) = self.due(client) else {
             return;
         };
-        let due = client.progress + allowance;
         if client.deadline.is_some_and(|(_, at)| at <= due) {
             return;
         }
@@ -353,7 +571,15 @@ impl Server {
         else {
             return;
         };
+        let before = client.conn.pending_input();
         client.conn.complete(ticket, outcome, engine, connections);
+        let (consumed, partial) = (
+            client.conn.pending_input() < before,
+            client.conn.has_partial_input(),
+        );
+        client
+            .clock
+            .track_request(consumed, partial, Instant::now());
         if !self.flush_and_resume(token, engine) {
             self.drop_client(token, events);
             return;
@@ -361,26 +587,36 @@ impl Server {
         self.settle(token, events);
     }
 
-    /// A connection's deadline is due: it is closed if it made no progress since, else its
-    /// deadline is armed again.
+    /// A deadline is due: the listener's accept pause ends; a connection's held reply is
+    /// released; a connection is closed if its time is up, else its deadline is armed again.
     pub(crate) fn deadline(&mut self, token: Token, now: Instant, events: &mut Vec<SocketEvent>) {
+        if token == self.listener.token() {
+            self.resume_accepting();
+            return;
+        }
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
         client.deadline = None;
+        if client.clock.held_until.is_some_and(|until| now >= until) {
+            client.clock.held_until = None;
+            client.clock.progress = now;
+            if !self.flush(token) {
+                self.drop_client(token, events);
+                return;
+            }
+            self.settle(token, events);
+            return;
+        }
         let client = &self.clients[&token];
-        match self.allowance(client) {
-            Some(allowance) if now >= client.progress + allowance => {
-                let why = if !client.admitted {
-                    "refused connection sent nothing"
-                } else if !client.conn.output().is_empty() {
-                    "does not read its replies"
-                } else if client.conn.has_partial_input() {
-                    "stalled in the middle of a request"
-                } else {
-                    "idle"
-                };
-                warn!(self.logger, "client dropped after its timeout"; "peer" => client.conn.peer(), "why" => why);
+        match self.due(client) {
+            Some(due) if now >= due => {
+                let why = self.timeouts.why(&client.clock, client.phase(), now);
+                let peer = client.conn.peer().to_owned();
+                if let Some(suppressed) = self.quiet(Noise::TimedOut) {
+                    warn!(self.logger, "client dropped after its timeout";
+                        "peer" => peer, "why" => why, "suppressed" => suppressed);
+                }
                 self.drop_client(token, events);
             }
             _ => self.schedule(token),
@@ -407,6 +643,9 @@ impl Server {
     /// Stops accepting, writes what it can of pending replies without waiting, closes every
     /// connection; returns the unix socket path to remove.
     pub fn close(mut self) -> Option<PathBuf> {
+        if let Some(id) = self.accept_paused.take() {
+            self.deadlines.cancel(id);
+        }
         let tokens: Vec<Token> = self.clients.keys().copied().collect();
         for token in tokens {
             self.flush(token);
@@ -415,5 +654,20 @@ impl Server {
         drop(self.clients);
         drop(self.listener);
         path
+    }
+}
+
+/// Whether the peer of `stream` has closed its end and nothing it sent is left unread (a
+/// non-blocking peek that reads end of file), or the connection failed.
+fn hung_up(stream: &Stream) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match recv(stream.as_fd().as_raw_fd(), &mut byte, flags) {
+        Ok(0) => true,
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => false,
+        Err(_) => true,
     }
 }

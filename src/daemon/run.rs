@@ -105,14 +105,14 @@ impl Driven for Running {
 }
 
 impl Daemon {
-    fn default_logger(&self) -> Result<Logger> {
+    fn default_logger(&self) -> Result<(Logger, Option<log::LogFile>)> {
         let verbose = self.console.verbose;
         if !self.console.daemon {
-            return Ok(log::terminal(verbose));
+            return Ok((log::terminal(verbose), None));
         }
         match &self.config.logfile {
-            Some(path) => log::file(path, verbose),
-            None => Ok(log::discard()),
+            Some(path) => log::reopenable(path, verbose).map(|(l, f)| (l, Some(f))),
+            None => Ok((log::discard(), None)),
         }
     }
 
@@ -123,8 +123,9 @@ impl Daemon {
         readiness: Option<&mut Readiness>,
     ) -> Result<i32> {
         pidfile.write_pid(process::pid())?;
+        let mut log_file = None;
         if !self.custom_logger {
-            self.logger = self.default_logger()?;
+            (self.logger, log_file) = self.default_logger()?;
         }
         let logger = self.logger.clone();
         if let Previous::Stale(pid) = previous {
@@ -144,6 +145,7 @@ impl Daemon {
                 signal: self.signal.clone(),
                 started: Instant::now(),
                 socket: self.config.sockethandler.to_string(),
+                log_file,
             },
             socket_events: Vec::new(),
             reap_every: None,

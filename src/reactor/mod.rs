@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use polling::{Events, Poller};
 
 use signal::SignalPipe;
-pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
+pub use signal::{NEVER_CAUGHT, NOT_BY_PREFIX, Signal, reset_after_fork};
 pub use source::{Interest, Source, Token, TokenHasher, TokenMap};
 pub use timer::{LONGEST_DELAY, TimerId, Timers, after};
 

@@ -3,17 +3,18 @@
 //! The dispositions of a process are global, so this module is too: one set of statics, one
 //! owner (the process's [`Reactor`](super::Reactor)) at a time.
 //!
-//! Each signal daimon may catch gets one signal-hook action, installed the first time the
-//! signal is wanted and kept for the life of the process. The action is async-signal-safe:
-//! when the signal is *wanted* it sets the signal's pending bit and writes one byte to the
-//! non-blocking self-pipe (signal-hook's registry saves and restores `errno` around it); when
-//! it is not (the last subscriber left, or a forked child reset it), it emulates the
-//! operating-system default, so a signal nobody listens to behaves as if daimon were absent.
+//! Signals behave as if daimon were absent unless someone listens. Before daimon first
+//! touches a signal it records the signal's disposition; while a subscriber wants the signal,
+//! daimon's handler is installed (async-signal-safe: it sets the signal's pending bit and
+//! writes one byte to the non-blocking self-pipe, saving and restoring `errno`); when nobody
+//! wants it any more, and in a forked worker, the recorded disposition is put back exactly
+//! (ignored stays ignored). A signal ignored before daimon touched it is never caught (see
+//! [`Signal::is_inherited_ignored`]), SIGCHLD excepted.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::libc;
@@ -199,32 +200,126 @@ const SLOTS: usize = 65;
 const FALSE: AtomicBool = AtomicBool::new(false);
 /// The write end of the self-pipe, or -1 when no reactor owns signals.
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-/// Whether a subscriber wants the signal; read by the action in the handler.
+/// Whether a subscriber wants the signal; read by the handler.
 static WANTED: [AtomicBool; SLOTS] = [FALSE; SLOTS];
 /// Set by the handler, taken by the reactor.
 static PENDING: [AtomicBool; SLOTS] = [FALSE; SLOTS];
-/// Whether the signal-hook action is installed (it stays for the life of the process).
-static HOOKED: Mutex<[bool; SLOTS]> = Mutex::new([false; SLOTS]);
+/// Whether daimon's handler is the signal's disposition now.
+static INSTALLED: [AtomicBool; SLOTS] = [FALSE; SLOTS];
+/// The disposition each signal had before daimon first touched it (read, never changed by
+/// daimon before it is recorded): what it gets back when nobody listens any more, and what
+/// a forked worker gets. Set once; read with an atomic load, so the child may read it.
+static ORIGINAL: [OnceLock<libc::sigaction>; SLOTS] = [const { OnceLock::new() }; SLOTS];
+/// Serializes installing and restoring dispositions.
+static CHANGING: Mutex<()> = Mutex::new(());
 /// Whether a reactor owns the pipe.
 static OWNED: AtomicBool = AtomicBool::new(false);
+
+/// Signals a prefix subscription (`daemon.posix.*`) never catches: SIGPIPE (a Rust program
+/// ignores it and gets `EPIPE`), the profiling timers, SIGSYS and SIGTRAP (debuggers and
+/// seccomp). A subscription naming one of them exactly still does.
+pub const NOT_BY_PREFIX: &[i32] = &[
+    libc::SIGPIPE,
+    libc::SIGPROF,
+    libc::SIGVTALRM,
+    libc::SIGSYS,
+    libc::SIGTRAP,
+];
 
 fn slot(signal: i32) -> Option<usize> {
     usize::try_from(signal).ok().filter(|&s| s > 0 && s < SLOTS)
 }
 
-fn action(signal: i32) {
-    let Some(i) = slot(signal) else { return };
-    if WANTED[i].load(Ordering::SeqCst) {
-        PENDING[i].store(true, Ordering::SeqCst);
-        let fd = WRITE_FD.load(Ordering::SeqCst);
-        if fd >= 0 {
-            // SAFETY: write(2) is async-signal-safe; the buffer is a live one-byte static. A full
-            // pipe (EAGAIN) is fine: a wake-up is already pending and the bit above is set.
-            unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
-        }
-    } else {
-        let _ = signal_hook::low_level::emulate_default_handler(signal);
+/// The disposition `signal` had before daimon first touched it, recorded on first use.
+fn original(i: usize) -> &'static libc::sigaction {
+    ORIGINAL[i].get_or_init(|| {
+        // SAFETY: a zeroed sigaction is a valid value (SIG_DFL, no flags, empty mask).
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: sigaction(2) with a null new action only reads the current disposition
+        // into `old`, a live local. `i` is below SLOTS, a valid signal number or one the
+        // call rejects (leaving `old` zeroed: SIG_DFL).
+        unsafe { libc::sigaction(i as libc::c_int, std::ptr::null(), &mut old) };
+        old
+    })
+}
+
+impl Signal {
+    /// Whether the signal was ignored (`SIG_IGN`) before daimon first touched it: inherited
+    /// so (`nohup` ignores SIGHUP, a shell's `&` SIGINT and SIGQUIT), or set so by the
+    /// program. Such a signal stays ignored, whoever subscribes to it, as a shell's `trap`
+    /// leaves it; SIGCHLD excepted, which a daemon needs to reap its workers. SIGPIPE is
+    /// always ignored in a Rust program (the runtime ignores it before `main`).
+    ///
+    /// The first call records the signal's disposition, if daimon had not already.
+    pub fn is_inherited_ignored(self) -> bool {
+        slot(self.number).is_some_and(|i| original(i).sa_sigaction == libc::SIG_IGN)
     }
+
+    /// Whether a subscription to a prefix such as `daemon.posix.*` catches this signal: one
+    /// daimon may catch, not in [`NOT_BY_PREFIX`], and not ignored at start.
+    pub fn is_caught_by_prefix(self) -> bool {
+        self.is_catchable() && !NOT_BY_PREFIX.contains(&self.number) && self.may_be_caught()
+    }
+
+    /// Whether a subscription naming this signal exactly catches it: one daimon may catch
+    /// and not ignored at start (SIGCHLD always).
+    pub fn is_caught_by_name(self) -> bool {
+        self.is_catchable() && self.may_be_caught()
+    }
+
+    fn may_be_caught(self) -> bool {
+        self.number == libc::SIGCHLD || !self.is_inherited_ignored()
+    }
+}
+
+extern "C" fn handler(signal: libc::c_int) {
+    let errno = nix::errno::Errno::last_raw();
+    if let Some(i) = slot(signal) {
+        if WANTED[i].load(Ordering::SeqCst) {
+            PENDING[i].store(true, Ordering::SeqCst);
+            let fd = WRITE_FD.load(Ordering::SeqCst);
+            if fd >= 0 {
+                // SAFETY: write(2) is async-signal-safe; the buffer is a live one-byte
+                // static. A full pipe (EAGAIN) is fine: a wake-up is already pending and the
+                // bit above is set.
+                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            }
+        }
+        // Not wanted: only in the instant between a release and the restore that follows
+        // it; the signal is dropped.
+    }
+    nix::errno::Errno::set_raw(errno);
+}
+
+/// Makes daimon's handler the disposition of signal slot `i`.
+fn install(i: usize) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid value, filled in below.
+    let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+    new.sa_sigaction = handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    new.sa_flags = libc::SA_RESTART;
+    // SAFETY: sigemptyset(3) initializes the live mask it is given.
+    unsafe { libc::sigemptyset(&mut new.sa_mask) };
+    // SAFETY: `new` is a valid sigaction whose handler is async-signal-safe (atomics,
+    // write(2), errno saved and restored); no old action is asked for.
+    if unsafe { libc::sigaction(i as libc::c_int, &new, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    INSTALLED[i].store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Puts back the disposition of signal slot `i` from before daimon touched it, if daimon's
+/// handler is installed. Async-signal-safe: an atomic load of a recorded value and
+/// sigaction(2).
+fn restore(i: usize) {
+    if !INSTALLED[i].load(Ordering::SeqCst) {
+        return;
+    }
+    if let Some(old) = ORIGINAL[i].get() {
+        // SAFETY: `old` is the disposition sigaction(2) itself reported for this signal.
+        unsafe { libc::sigaction(i as libc::c_int, old, std::ptr::null_mut()) };
+    }
+    INSTALLED[i].store(false, Ordering::SeqCst);
 }
 
 /// The process's signal self-pipe, owned by one reactor.
@@ -265,28 +360,33 @@ impl SignalPipe {
         &self.read
     }
 
-    /// Starts catching `signal` (installing its action the first time).
+    /// Starts catching `signal`: records its disposition the first time, then installs
+    /// daimon's handler.
     pub(crate) fn catch(&self, signal: Signal) -> Result<()> {
         if !signal.is_catchable() {
             return Err(Error::UncatchableSignal(signal.number));
         }
         let i = slot(signal.number).expect("standard signals fit");
-        let mut hooked = HOOKED.lock().unwrap_or_else(|p| p.into_inner());
+        let _changing = CHANGING.lock().unwrap_or_else(|p| p.into_inner());
+        original(i);
         WANTED[i].store(true, Ordering::SeqCst);
-        if !hooked[i] {
-            let number = signal.number;
-            // SAFETY: the action only touches atomics, calls write(2) and signal-hook's
-            // async-signal-safe `emulate_default_handler`; it allocates nothing and takes no lock.
-            unsafe { signal_hook::low_level::register(number, move || action(number)) }?;
-            hooked[i] = true;
+        if !INSTALLED[i].load(Ordering::SeqCst) {
+            if let Err(e) = install(i) {
+                WANTED[i].store(false, Ordering::SeqCst);
+                return Err(e.into());
+            }
         }
         Ok(())
     }
 
-    /// Stops catching `signal`: it gets its operating-system default behaviour back.
+    /// Stops catching `signal`: it gets back the disposition it had before daimon touched
+    /// it (the default action, or ignored if it was ignored).
     pub(crate) fn release(&self, signal: Signal) {
         if let Some(i) = slot(signal.number) {
+            let _changing = CHANGING.lock().unwrap_or_else(|p| p.into_inner());
+            restore(i);
             WANTED[i].store(false, Ordering::SeqCst);
+            PENDING[i].store(false, Ordering::SeqCst);
         }
     }
 
@@ -315,29 +415,35 @@ impl SignalPipe {
 
 impl Drop for SignalPipe {
     fn drop(&mut self) {
+        {
+            let _changing = CHANGING.lock().unwrap_or_else(|p| p.into_inner());
+            for i in 1..SLOTS {
+                restore(i);
+                WANTED[i].store(false, Ordering::SeqCst);
+            }
+        }
         crate::sys::disown(self.read.as_raw_fd());
         crate::sys::disown(self._write.as_raw_fd());
         WRITE_FD.store(-1, Ordering::SeqCst);
-        for wanted in &WANTED {
-            wanted.store(false, Ordering::SeqCst);
-        }
         OWNED.store(false, Ordering::SeqCst);
     }
 }
 
-/// Forgets the parent's signal wiring in a freshly forked child: every signal gets its default
-/// behaviour back and the parent's pipe is no longer written to.
+/// Forgets the parent's signal wiring in a freshly forked child: every signal daimon caught
+/// gets back the disposition the parent had before daimon touched it (default, or ignored
+/// as inherited), and the parent's pipe is no longer written to.
 ///
-/// Async-signal-safe (atomic stores only), so it may run right after `fork()`. The inherited
-/// pipe descriptors are closed when the child drops or forgets its copy of the reactor.
+/// Async-signal-safe (atomic loads and stores, sigaction(2); no lock, no allocation), so it
+/// may run right after `fork()`. The inherited pipe descriptors are closed when the child
+/// drops or forgets its copy of the reactor.
 pub fn reset_after_fork() {
+    for i in 1..SLOTS {
+        // Restore first: from here on the parent's handler cannot run in this process.
+        restore(i);
+        WANTED[i].store(false, Ordering::SeqCst);
+        PENDING[i].store(false, Ordering::SeqCst);
+    }
     WRITE_FD.store(-1, Ordering::SeqCst);
-    for wanted in &WANTED {
-        wanted.store(false, Ordering::SeqCst);
-    }
-    for pending in &PENDING {
-        pending.store(false, Ordering::SeqCst);
-    }
     OWNED.store(false, Ordering::SeqCst);
 }
 
@@ -387,5 +493,18 @@ mod tests {
         }
         assert!(catchable.contains(&"SIGTERM"));
         assert!(catchable.contains(&"SIGCHLD"));
+    }
+
+    /// Reads dispositions only (never changes one), so it may run beside other tests.
+    #[test]
+    fn prefixes_skip_the_noisy_signals_and_pipe_is_ignored_in_rust() {
+        for &n in NOT_BY_PREFIX {
+            let signal = Signal::from_number(n).unwrap();
+            assert!(!signal.is_caught_by_prefix(), "{signal}");
+        }
+        assert!(Signal::PIPE.is_inherited_ignored(), "the Rust runtime ignores SIGPIPE");
+        assert!(!Signal::PIPE.is_caught_by_name());
+        assert!(!Signal::KILL.is_caught_by_name() && !Signal::KILL.is_caught_by_prefix());
+        assert!(Signal::CHLD.is_caught_by_name(), "SIGCHLD whatever its disposition");
     }
 }

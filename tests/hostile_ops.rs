@@ -9,7 +9,6 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{DEADLINE, Detached, TestDir, accepts, alive, example_named, path_str, unix_addr, wait_until};
@@ -371,5 +370,18 @@ fn workers_get_back_the_dispositions_the_daemon_inherited() {
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(), Some(0));
     assert_cleaned_up(&dir);
-    let _ = Path::new("");
+}
+
+// ---------------------------------------------------------------------------------------
+// Other failures at start
+
+#[test]
+fn a_log_file_that_cannot_be_opened_fails_the_start_and_leaves_no_pid_file() {
+    let dir = TestDir::new();
+    let log = dir.join("missing-dir").join("d.log");
+    let config = dir.write_config("c.json", &json!({"logfile": path_str(&log)}));
+    let cmd = ops_cmd(&dir, &["-d", "--config", &path_str(&config)]);
+    let out = dir.run_cmd(cmd);
+    out.assert_code(1).assert_error_line().assert_stderr_has("missing-dir");
+    assert_cleaned_up(&dir);
 }

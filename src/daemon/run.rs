@@ -122,17 +122,27 @@ impl Daemon {
         previous: Previous,
         readiness: Option<&mut Readiness>,
     ) -> Result<i32> {
-        pidfile.write_pid(process::pid())?;
-        let mut log_file = None;
-        if !self.custom_logger {
-            (self.logger, log_file) = self.default_logger()?;
-        }
+        // A failure before the loop runs removes the pid file too.
+        let prelude = (|| -> Result<_> {
+            pidfile.write_pid(process::pid())?;
+            let mut log_file = None;
+            if !self.custom_logger {
+                (self.logger, log_file) = self.default_logger()?;
+            }
+            Ok((log_file, Reactor::new()?))
+        })();
+        let (log_file, reactor) = match prelude {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = pidfile.remove();
+                return Err(e);
+            }
+        };
         let logger = self.logger.clone();
         if let Previous::Stale(pid) = previous {
             warn!(logger, "took over a stale pid file"; "path" => %self.config.pidfile.display(),
                 "previous_pid" => pid);
         }
-        let reactor = Reactor::new()?;
         self.signal.attach(reactor.handle());
         let mut running = Running {
             bus: std::mem::take(&mut self.bus),

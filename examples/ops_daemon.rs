@@ -76,9 +76,11 @@ fn main() -> ExitCode {
             for i in 0..count {
                 let dir = dir.clone();
                 let spec = Spec::every(Duration::from_millis(100));
-                daemon
-                    .workers()
-                    .install_with(&format!("w{i}"), move |_: &_| Idle { dir: dir.clone() }, spec)?;
+                daemon.workers().install_with(
+                    &format!("w{i}"),
+                    move |_: &_| Idle { dir: dir.clone() },
+                    spec,
+                )?;
             }
             Ok(())
         })

@@ -63,7 +63,7 @@ pub fn file(path: &Path, verbose: bool) -> Result<Logger> {
     reopenable(path, verbose).map(|(logger, _)| logger)
 }
 
-/// Like [`file`], with the handle that reopens the file at its path.
+/// Like [`file()`], with the handle that reopens the file at its path.
 ///
 /// # Errors
 ///

@@ -11,7 +11,9 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-use common::{DEADLINE, Detached, TestDir, accepts, alive, example_named, path_str, unix_addr, wait_until};
+use common::{
+    DEADLINE, Detached, TestDir, accepts, alive, example_named, path_str, unix_addr, wait_until,
+};
 use daimon::Client;
 use nix::libc;
 use nix::sys::signal::{Signal, kill};
@@ -98,7 +100,10 @@ fn assert_serving_with_drops(dir: &TestDir) {
     assert_eq!(echo, "still here");
     let later = status(dir);
     let dropped = later["log_dropped"].as_u64();
-    assert!(dropped.is_some_and(|n| n >= 1), "status: {later} (first {first})");
+    assert!(
+        dropped.is_some_and(|n| n >= 1),
+        "status: {later} (first {first})"
+    );
 }
 
 /// The bit of `sig` in a /proc/PID/status signal mask line (`SigIgn`, `SigCgt`).
@@ -200,7 +205,10 @@ fn sigusr1_reopens_the_log_file_after_a_rename() {
     });
     assert_eq!(status(&dir)["pid"], daemon.pid());
     let old = fs::read_to_string(dir.join("d.log.1")).unwrap();
-    assert!(!old.contains("reopened"), "the old file got the new lines: {old}");
+    assert!(
+        !old.contains("reopened"),
+        "the old file got the new lines: {old}"
+    );
     daemon.signal(Signal::SIGTERM);
     daemon.wait_gone();
     assert!(fs::read_to_string(&log).unwrap().contains("stopped"));
@@ -217,7 +225,9 @@ fn a_pid_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
     fs::write(&victim, "precious\n").unwrap();
     std::os::unix::fs::symlink(&victim, dir.pidfile()).unwrap();
     let out = dir.run_cmd(ops_cmd(&dir, &["-f"]));
-    out.assert_code(1).assert_error_line().assert_stderr_has("symlink");
+    out.assert_code(1)
+        .assert_error_line()
+        .assert_stderr_has("symlink");
     assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
     assert!(!dir.socket().exists());
     // A dangling one: its target is not created.
@@ -253,7 +263,11 @@ fn hardstart_does_not_steal_a_live_daemons_socket() {
     out.assert_code(1)
         .assert_error_line()
         .assert_stderr_has(&path_str(&dir.socket()));
-    assert_eq!(status(&dir)["pid"], first.pid(), "the first daemon lost its socket");
+    assert_eq!(
+        status(&dir)["pid"],
+        first.pid(),
+        "the first daemon lost its socket"
+    );
     assert!(!dir.join("second.pid").exists());
     first.signal(Signal::SIGTERM);
     assert_eq!(first.wait_exit(), Some(0));
@@ -270,7 +284,10 @@ fn a_start_that_fails_after_binding_removes_the_socket_file() {
     // SAFETY: setrlimit(2) is async-signal-safe; the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| {
-            let limit = libc::rlimit { rlim_cur: 48, rlim_max: 48 };
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -309,21 +326,45 @@ fn a_wildcard_listener_skips_inherited_ignored_and_noisy_signals_and_its_removal
     let dir = TestDir::new();
     let mut daemon = start_ignoring(&dir, &["-f", "--wildcard"], &[libc::SIGHUP]);
     let pid = daemon.pid();
-    assert!(ignored(pid, libc::SIGHUP) && !caught(pid, libc::SIGHUP), "SIGHUP stays ignored");
-    assert!(ignored(pid, libc::SIGPIPE), "SIGPIPE stays ignored, as in any Rust program");
-    for sig in [libc::SIGPIPE, libc::SIGPROF, libc::SIGVTALRM, libc::SIGSYS, libc::SIGTRAP] {
-        assert!(!caught(pid, sig), "a prefix subscription caught signal {sig}");
+    assert!(
+        ignored(pid, libc::SIGHUP) && !caught(pid, libc::SIGHUP),
+        "SIGHUP stays ignored"
+    );
+    assert!(
+        ignored(pid, libc::SIGPIPE),
+        "SIGPIPE stays ignored, as in any Rust program"
+    );
+    for sig in [
+        libc::SIGPIPE,
+        libc::SIGPROF,
+        libc::SIGVTALRM,
+        libc::SIGSYS,
+        libc::SIGTRAP,
+    ] {
+        assert!(
+            !caught(pid, sig),
+            "a prefix subscription caught signal {sig}"
+        );
     }
     assert!(caught(pid, libc::SIGUSR2) && caught(pid, libc::SIGWINCH));
     daemon.signal(Signal::SIGHUP);
-    assert_eq!(status(&dir)["pid"], pid, "SIGHUP ignored, the daemon serves");
+    assert_eq!(
+        status(&dir)["pid"],
+        pid,
+        "SIGHUP ignored, the daemon serves"
+    );
     // The wildcard listener removes itself on SIGUSR2: the signals it alone wanted get the
     // disposition they had before, default or ignored.
     daemon.signal(Signal::SIGUSR2);
-    wait_until("SIGWINCH to be released", DEADLINE, || !caught(pid, libc::SIGWINCH));
+    wait_until("SIGWINCH to be released", DEADLINE, || {
+        !caught(pid, libc::SIGWINCH)
+    });
     assert!(!ignored(pid, libc::SIGWINCH) && !caught(pid, libc::SIGUSR2));
     assert!(ignored(pid, libc::SIGHUP) && ignored(pid, libc::SIGPIPE));
-    assert!(caught(pid, libc::SIGTERM), "the standard listener still wants SIGTERM");
+    assert!(
+        caught(pid, libc::SIGTERM),
+        "the standard listener still wants SIGTERM"
+    );
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(), Some(0));
     assert_cleaned_up(&dir);
@@ -338,7 +379,11 @@ fn the_standard_listeners_leave_an_inherited_ignored_sigint_ignored() {
     assert!(ignored(pid, libc::SIGUSR1) && !caught(pid, libc::SIGUSR1));
     daemon.signal(Signal::SIGINT);
     daemon.signal(Signal::SIGUSR1);
-    assert_eq!(status(&dir)["pid"], pid, "SIGINT and SIGUSR1 ignored, the daemon serves");
+    assert_eq!(
+        status(&dir)["pid"],
+        pid,
+        "SIGINT and SIGUSR1 ignored, the daemon serves"
+    );
     daemon.signal(Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(), Some(0));
     assert_cleaned_up(&dir);
@@ -349,21 +394,41 @@ fn workers_get_back_the_dispositions_the_daemon_inherited() {
     let dir = TestDir::new();
     let mut daemon = start_ignoring(
         &dir,
-        &["-f", "--wildcard", "--workers", "1", "--dir", &path_str(dir.path())],
+        &[
+            "-f",
+            "--wildcard",
+            "--workers",
+            "1",
+            "--dir",
+            &path_str(dir.path()),
+        ],
         &[libc::SIGHUP],
     );
     let pid_file = dir.join("w0.pid");
     wait_until("the worker's pid", DEADLINE, || {
         fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
     });
-    let worker: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let worker: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_ne!(worker, daemon.pid());
-    assert!(caught(daemon.pid(), libc::SIGUSR2), "the daemon catches SIGUSR2");
+    assert!(
+        caught(daemon.pid(), libc::SIGUSR2),
+        "the daemon catches SIGUSR2"
+    );
     // SIGPIPE ignored as in any Rust program, SIGHUP ignored as inherited; what the daemon
     // catches (SIGINT, SIGCHLD, SIGUSR1, SIGUSR2 ...) is not caught in the worker.
     assert!(ignored(worker, libc::SIGPIPE), "SIGPIPE in the worker");
     assert!(ignored(worker, libc::SIGHUP), "SIGHUP in the worker");
-    for sig in [libc::SIGINT, libc::SIGCHLD, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGCHLD,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+    ] {
         assert!(!caught(worker, sig), "the worker catches signal {sig}");
         assert!(!ignored(worker, sig), "the worker ignores signal {sig}");
     }
@@ -382,6 +447,8 @@ fn a_log_file_that_cannot_be_opened_fails_the_start_and_leaves_no_pid_file() {
     let config = dir.write_config("c.json", &json!({"logfile": path_str(&log)}));
     let cmd = ops_cmd(&dir, &["-d", "--config", &path_str(&config)]);
     let out = dir.run_cmd(cmd);
-    out.assert_code(1).assert_error_line().assert_stderr_has("missing-dir");
+    out.assert_code(1)
+        .assert_error_line()
+        .assert_stderr_has("missing-dir");
     assert_cleaned_up(&dir);
 }

@@ -157,7 +157,15 @@ fn released_signal_gets_back_an_ignored_disposition() {
         reactor.release_signal(winch);
         let restored = disposition(libc::SIGWINCH) == libc::SIG_IGN;
         // SAFETY: _exit is always safe to call.
-        unsafe { libc::_exit(if !ok { 7 } else if !restored { 8 } else { 0 }) };
+        unsafe {
+            libc::_exit(if !ok {
+                7
+            } else if !restored {
+                8
+            } else {
+                0
+            })
+        };
     });
     assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
 }
@@ -167,19 +175,39 @@ fn released_signal_gets_back_an_ignored_disposition() {
 fn child_gets_back_the_dispositions_from_before_daimon(reactor: &mut Reactor) {
     reactor.catch_signal(signal("SIGPIPE")).unwrap();
     reactor.catch_signal(signal("SIGQUIT")).unwrap();
-    assert_ne!(disposition(libc::SIGPIPE), libc::SIG_IGN, "caught in the parent");
+    assert_ne!(
+        disposition(libc::SIGPIPE),
+        libc::SIG_IGN,
+        "caught in the parent"
+    );
     let status = in_child(|| {
         reset_after_fork();
         let pipe = disposition(libc::SIGPIPE) == libc::SIG_IGN;
         let quit = disposition(libc::SIGQUIT) == libc::SIG_DFL;
         // SAFETY: _exit is always safe to call.
-        unsafe { libc::_exit(if !pipe { 9 } else if !quit { 10 } else { 0 }) };
+        unsafe {
+            libc::_exit(if !pipe {
+                9
+            } else if !quit {
+                10
+            } else {
+                0
+            })
+        };
     });
     assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
     reactor.release_signal(signal("SIGPIPE"));
     reactor.release_signal(signal("SIGQUIT"));
-    assert_eq!(disposition(libc::SIGPIPE), libc::SIG_IGN, "released in the parent");
-    assert_eq!(disposition(libc::SIGQUIT), libc::SIG_DFL, "released in the parent");
+    assert_eq!(
+        disposition(libc::SIGPIPE),
+        libc::SIG_IGN,
+        "released in the parent"
+    );
+    assert_eq!(
+        disposition(libc::SIGQUIT),
+        libc::SIG_DFL,
+        "released in the parent"
+    );
 }
 
 /// A check that runs against the parent's reactor.

@@ -322,7 +322,9 @@ impl<H: Host> Bus<H> {
     }
 
     /// Subscribes a closure to one signal: the process catches it from now on (instead of
-    /// its default action) and the closure gets it as a [`PosixEvent`].
+    /// its default action) and the closure gets it as a [`PosixEvent`]; unless the signal
+    /// was ignored before daimon touched it ([`Signal::is_inherited_ignored`]: SIGHUP under
+    /// `nohup`, SIGPIPE in any Rust program), which stays ignored.
     pub fn on_signal<F>(&mut self, signal: Signal, mut f: F) -> SubscriptionId
     where
         F: FnMut(&PosixEvent, &mut Context<'_, H>) -> PostAction + 'static,

@@ -71,7 +71,7 @@ impl Daemon {
         daemon
     }
 
-    /// A daemon with no listener at all: signals keep their default action (SIGTERM kills it
+    /// A daemon with no listener at all: signals keep their disposition (SIGTERM kills it
     /// without cleanup) and exited workers are neither reaped nor restarted until you
     /// subscribe your own (the [`listeners`](crate::listeners) are public to pick from).
     pub fn bare(config: Config) -> Daemon {

@@ -1,4 +1,4 @@
-//! POSIX signals delivered through signal-hook to a self-pipe the reactor polls.
+//! POSIX signals delivered by an async-signal-safe handler to a self-pipe the reactor polls.
 //!
 //! The dispositions of a process are global, so this module is too: one set of statics, one
 //! owner (the process's [`Reactor`](super::Reactor)) at a time.
@@ -14,8 +14,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use nix::libc;
 
@@ -417,9 +417,9 @@ impl Drop for SignalPipe {
     fn drop(&mut self) {
         {
             let _changing = CHANGING.lock().unwrap_or_else(|p| p.into_inner());
-            for i in 1..SLOTS {
+            for (i, wanted) in WANTED.iter().enumerate().skip(1) {
                 restore(i);
-                WANTED[i].store(false, Ordering::SeqCst);
+                wanted.store(false, Ordering::SeqCst);
             }
         }
         crate::sys::disown(self.read.as_raw_fd());
@@ -502,9 +502,15 @@ mod tests {
             let signal = Signal::from_number(n).unwrap();
             assert!(!signal.is_caught_by_prefix(), "{signal}");
         }
-        assert!(Signal::PIPE.is_inherited_ignored(), "the Rust runtime ignores SIGPIPE");
+        assert!(
+            Signal::PIPE.is_inherited_ignored(),
+            "the Rust runtime ignores SIGPIPE"
+        );
         assert!(!Signal::PIPE.is_caught_by_name());
         assert!(!Signal::KILL.is_caught_by_name() && !Signal::KILL.is_caught_by_prefix());
-        assert!(Signal::CHLD.is_caught_by_name(), "SIGCHLD whatever its disposition");
+        assert!(
+            Signal::CHLD.is_caught_by_name(),
+            "SIGCHLD whatever its disposition"
+        );
     }
 }

@@ -60,6 +60,14 @@ impl PidFile {
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| open_error(path, e))?;
+            // A fifo, a device or a directory is never truncated, written or removed.
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Error::path(
+                    path,
+                    "opening pid file",
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                ));
+            }
             if let Err(e) = try_lock(&file) {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     return Err(Error::AlreadyRunning {
@@ -230,6 +238,13 @@ mod tests {
         assert!(err.to_string().contains("symlink"), "{err}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
         assert!(PidFile::holder(&path).is_none());
+    }
+
+    #[test]
+    fn a_device_is_refused_and_kept() {
+        let err = PidFile::lock(Path::new("/dev/null")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(Path::new("/dev/null").exists());
     }
 
     #[test]

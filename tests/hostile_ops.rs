@@ -9,6 +9,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::{
@@ -450,5 +451,48 @@ fn a_log_file_that_cannot_be_opened_fails_the_start_and_leaves_no_pid_file() {
     out.assert_code(1)
         .assert_error_line()
         .assert_stderr_has("missing-dir");
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn a_pid_file_path_that_is_not_a_regular_file_is_refused_and_kept() {
+    let dir = TestDir::new();
+    let fifo = dir.join("fifo.pid");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut cmd = Command::new(ops());
+    cmd.args(["-f", "--pidfile", &path_str(&fifo), "--socket", &unix_addr(&dir.socket())])
+        .current_dir(dir.path())
+        .stdin(Stdio::null());
+    let out = dir.run_cmd(cmd);
+    out.assert_code(1).assert_error_line().assert_stderr_has("not a regular file");
+    assert!(fifo.exists(), "the fifo was removed");
+    assert!(!dir.socket().exists());
+}
+
+#[test]
+fn a_daemon_started_with_stdio_closed_gets_dev_null_not_its_own_files() {
+    let dir = TestDir::new();
+    let mut cmd = ops_cmd(&dir, &["-f", "-v"]);
+    // SAFETY: close(2) is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::close(1);
+            libc::close(2);
+            Ok(())
+        });
+    }
+    let mut daemon = Proc(cmd.spawn().unwrap());
+    daemon.wait_ready(&dir);
+    assert_eq!(status(&dir)["pid"], daemon.pid());
+    for fd in [1, 2] {
+        let target = fs::read_link(format!("/proc/{}/fd/{fd}", daemon.pid()));
+        assert_eq!(
+            target.ok().as_deref(),
+            Some(Path::new("/dev/null")),
+            "fd {fd} of the daemon"
+        );
+    }
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
     assert_cleaned_up(&dir);
 }

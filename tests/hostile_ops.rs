@@ -460,11 +460,19 @@ fn a_pid_file_path_that_is_not_a_regular_file_is_refused_and_kept() {
     let fifo = dir.join("fifo.pid");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let mut cmd = Command::new(ops());
-    cmd.args(["-f", "--pidfile", &path_str(&fifo), "--socket", &unix_addr(&dir.socket())])
-        .current_dir(dir.path())
-        .stdin(Stdio::null());
+    cmd.args([
+        "-f",
+        "--pidfile",
+        &path_str(&fifo),
+        "--socket",
+        &unix_addr(&dir.socket()),
+    ])
+    .current_dir(dir.path())
+    .stdin(Stdio::null());
     let out = dir.run_cmd(cmd);
-    out.assert_code(1).assert_error_line().assert_stderr_has("not a regular file");
+    out.assert_code(1)
+        .assert_error_line()
+        .assert_stderr_has("not a regular file");
     assert!(fifo.exists(), "the fifo was removed");
     assert!(!dir.socket().exists());
 }

@@ -210,6 +210,25 @@ fn child_gets_back_the_dispositions_from_before_daimon(reactor: &mut Reactor) {
     );
 }
 
+/// A signal that reaches a forked child before it reset the parent's wiring (the instant
+/// after fork) takes the disposition from before daimon, rather than being swallowed by the
+/// parent's handler.
+fn child_before_its_reset_gets_the_original_disposition(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGUSR1")).unwrap();
+    let status = in_child(|| {
+        let _ = raise(NixSignal::SIGUSR1);
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(11) };
+    });
+    assert!(
+        matches!(status, WaitStatus::Signaled(_, NixSignal::SIGUSR1, _)),
+        "{status:?}"
+    );
+    // The parent still catches it.
+    raise(NixSignal::SIGUSR1).unwrap();
+    assert_eq!(turn(reactor, None), vec![Ready::Signal(signal("SIGUSR1"))]);
+}
+
 /// A check that runs against the parent's reactor.
 type Check = fn(&mut Reactor);
 
@@ -222,7 +241,7 @@ fn main() {
     // SAFETY: alarm(2) only arms a timer; SIGALRM's default action ends the process.
     unsafe { libc::alarm(30) };
     let mut reactor: Reactor = Reactor::new().unwrap();
-    let checks: [(&str, Check); 5] = [
+    let checks: [(&str, Check); 6] = [
         (
             "pending_signal_is_reported_by_the_next_turn",
             pending_signal_is_reported_by_the_next_turn,
@@ -242,6 +261,10 @@ fn main() {
         (
             "child_gets_back_the_dispositions_from_before_daimon",
             child_gets_back_the_dispositions_from_before_daimon,
+        ),
+        (
+            "child_before_its_reset_gets_the_original_disposition",
+            child_before_its_reset_gets_the_original_disposition,
         ),
     ];
     for (name, check) in checks {

@@ -214,6 +214,8 @@ static ORIGINAL: [OnceLock<libc::sigaction>; SLOTS] = [const { OnceLock::new() }
 static CHANGING: Mutex<()> = Mutex::new(());
 /// Whether a reactor owns the pipe.
 static OWNED: AtomicBool = AtomicBool::new(false);
+/// The pid of the process whose reactor owns the pipe (a forked child is not it).
+static OWNER: AtomicI32 = AtomicI32::new(0);
 
 /// Signals a prefix subscription (`daemon.posix.*`) never catches: SIGPIPE (a Rust program
 /// ignores it and gets `EPIPE`), the profiling timers, SIGSYS and SIGTRAP (debuggers and
@@ -275,7 +277,16 @@ impl Signal {
 extern "C" fn handler(signal: libc::c_int) {
     let errno = nix::errno::Errno::last_raw();
     if let Some(i) = slot(signal) {
-        if WANTED[i].load(Ordering::SeqCst) {
+        // SAFETY: getpid(2) is async-signal-safe.
+        if OWNER.load(Ordering::SeqCst) != unsafe { libc::getpid() } {
+            // A forked child that has not reset the parent's wiring yet: the signal is its
+            // own, not the parent's. Put back the disposition from before daimon and raise it
+            // again: it is delivered with that disposition once this handler returns (the
+            // signal is blocked while its handler runs).
+            restore(i);
+            // SAFETY: raise(3) is async-signal-safe.
+            unsafe { libc::raise(signal) };
+        } else if WANTED[i].load(Ordering::SeqCst) {
             PENDING[i].store(true, Ordering::SeqCst);
             let fd = WRITE_FD.load(Ordering::SeqCst);
             if fd >= 0 {
@@ -349,6 +360,7 @@ impl SignalPipe {
         let write = OwnedFd::from(write);
         crate::sys::own(read.as_raw_fd());
         crate::sys::own(write.as_raw_fd());
+        OWNER.store(crate::process::pid(), Ordering::SeqCst);
         WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         Ok(SignalPipe {
             read,

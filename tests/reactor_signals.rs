@@ -229,6 +229,52 @@ fn child_before_its_reset_gets_the_original_disposition(reactor: &mut Reactor) {
     assert_eq!(turn(reactor, None), vec![Ready::Signal(signal("SIGUSR1"))]);
 }
 
+/// The whole disposition of `sig` now.
+fn sigaction_of(sig: i32) -> libc::sigaction {
+    // SAFETY: a zeroed sigaction is valid; sigaction(2) with no new action only reads.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, `old` is a live local.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    old
+}
+
+/// A caught signal's handler is signal-hook's (a `SA_SIGINFO` handler); released, the signal
+/// has its disposition from before daimon; caught again (signal-hook installs its handler
+/// only once), the same handler is back and the signal is delivered again.
+fn a_released_signal_is_caught_again_through_signal_hook(reactor: &mut Reactor) {
+    let urg = signal("SIGURG");
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "before daimon");
+    reactor.catch_signal(urg).unwrap();
+    let hook = sigaction_of(libc::SIGURG);
+    assert!(
+        hook.sa_sigaction != libc::SIG_DFL && hook.sa_flags & libc::SA_SIGINFO != 0,
+        "signal-hook's handler"
+    );
+    raise(NixSignal::SIGURG).unwrap();
+    assert_eq!(turn(reactor, None), vec![Ready::Signal(urg)]);
+    reactor.release_signal(urg);
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "released");
+    raise(NixSignal::SIGURG).unwrap();
+    assert!(
+        turn(reactor, Some(Duration::from_millis(10))).is_empty(),
+        "released: not reported"
+    );
+    reactor.catch_signal(urg).unwrap();
+    assert_eq!(
+        disposition(libc::SIGURG),
+        hook.sa_sigaction,
+        "signal-hook's handler back"
+    );
+    raise(NixSignal::SIGURG).unwrap();
+    assert_eq!(
+        turn(reactor, None),
+        vec![Ready::Signal(urg)],
+        "caught again"
+    );
+    reactor.release_signal(urg);
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "released again");
+}
+
 /// A check that runs against the parent's reactor.
 type Check = fn(&mut Reactor);
 
@@ -241,7 +287,7 @@ fn main() {
     // SAFETY: alarm(2) only arms a timer; SIGALRM's default action ends the process.
     unsafe { libc::alarm(30) };
     let mut reactor: Reactor = Reactor::new().unwrap();
-    let checks: [(&str, Check); 6] = [
+    let checks: [(&str, Check); 7] = [
         (
             "pending_signal_is_reported_by_the_next_turn",
             pending_signal_is_reported_by_the_next_turn,
@@ -265,6 +311,10 @@ fn main() {
         (
             "child_before_its_reset_gets_the_original_disposition",
             child_before_its_reset_gets_the_original_disposition,
+        ),
+        (
+            "a_released_signal_is_caught_again_through_signal_hook",
+            a_released_signal_is_caught_again_through_signal_hook,
         ),
     ];
     for (name, check) in checks {

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use polling::{Events, Poller};
 
+pub(crate) use signal::BlockedSignals;
 use signal::SignalPipe;
 pub use signal::{NEVER_CAUGHT, NOT_BY_PREFIX, Signal, reset_after_fork};
 pub use source::{Interest, Source, Token, TokenHasher, TokenMap};

@@ -15,8 +15,8 @@
 //! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 --secret s3cret call examples.echo hello
 //! ```
 //!
-//! SIGHUP is caught and logged (the daemon has nothing to reload); every other signal keeps
-//! its default action.
+//! SIGHUP is caught and logged (the daemon has nothing to reload), SIGUSR1 reopens the log
+//! file (a standard listener); every other signal keeps its disposition.
 
 use std::process::ExitCode;
 

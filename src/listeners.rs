@@ -1,5 +1,5 @@
-//! The standard listeners: [`StopDaemon`] and [`ReapChild`], which [`Daemon::new`] installs,
-//! and [`HangCheck`].
+//! The standard listeners: [`StopDaemon`], [`ReapChild`] and [`ReopenLog`], which
+//! [`Daemon::new`] installs, and [`HangCheck`].
 //!
 //! Their source lives in the `daimon-listeners` crate (`listeners/`), written against
 //! daimon's public API only; daimon compiles the same files here, so that a daemon has them
@@ -11,16 +11,20 @@
 mod hang;
 #[path = "../listeners/src/reap.rs"]
 mod reap;
+#[path = "../listeners/src/reopen.rs"]
+mod reopen;
 #[path = "../listeners/src/stop.rs"]
 mod stop;
 
 pub use hang::HangCheck;
 pub use reap::ReapChild;
+pub use reopen::ReopenLog;
 pub use stop::StopDaemon;
 
-/// Installs the standard set on `daemon`: [`StopDaemon`] on SIGTERM and SIGINT and
-/// [`ReapChild`] on SIGCHLD.
+/// Installs the standard set on `daemon`: [`StopDaemon`] on SIGTERM and SIGINT,
+/// [`ReapChild`] on SIGCHLD and [`ReopenLog`] on SIGUSR1.
 pub(crate) fn install(daemon: &mut crate::Daemon) {
     StopDaemon::subscribe(daemon.bus());
     ReapChild::subscribe(daemon.bus());
+    ReopenLog::subscribe(daemon.bus());
 }

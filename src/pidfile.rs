@@ -56,9 +56,18 @@ impl PidFile {
                 .create(true)
                 .truncate(false)
                 .mode(0o644)
-                .custom_flags(libc::O_CLOEXEC)
+                // Never through a symlink: a daemon must not truncate whatever it points at.
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|e| Error::path(path, "opening pid file", e))?;
+                .map_err(|e| open_error(path, e))?;
+            // A fifo, a device or a directory is never truncated, written or removed.
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Error::path(
+                    path,
+                    "opening pid file",
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                ));
+            }
             if let Err(e) = try_lock(&file) {
                 if e.kind() == io::ErrorKind::WouldBlock {
                     return Err(Error::AlreadyRunning {
@@ -68,7 +77,7 @@ impl PidFile {
                 }
                 return Err(Error::path(path, "locking pid file", e));
             }
-            let same = match (file.metadata(), fs::metadata(path)) {
+            let same = match (file.metadata(), fs::symlink_metadata(path)) {
                 (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                 _ => false,
             };
@@ -140,6 +149,22 @@ impl PidFile {
     }
 }
 
+fn open_error(path: &Path, e: io::Error) -> Error {
+    let symlink = e.raw_os_error() == Some(libc::ELOOP)
+        && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if symlink {
+        return Error::path(
+            path,
+            "opening pid file",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path is a symlink, refused: give the real path",
+            ),
+        );
+    }
+    Error::path(path, "opening pid file", e)
+}
+
 fn try_lock(file: &File) -> io::Result<()> {
     loop {
         // SAFETY: flock(2) on a descriptor `file` owns for the duration of the call.
@@ -201,6 +226,25 @@ mod tests {
         assert_eq!(previous, Previous::Stale(Some(99999)));
         pf.write_pid(7).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "7\n");
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_its_target_untouched() {
+        let path = temp("symlink");
+        let target = path.with_file_name("target");
+        fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let err = PidFile::lock(&path).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        assert!(PidFile::holder(&path).is_none());
+    }
+
+    #[test]
+    fn a_device_is_refused_and_kept() {
+        let err = PidFile::lock(Path::new("/dev/null")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(Path::new("/dev/null").exists());
     }
 
     #[test]

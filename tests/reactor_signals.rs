@@ -131,6 +131,150 @@ fn child_resets_the_parents_signals(reactor: &mut Reactor) {
     assert_eq!(turn(reactor, None), vec![Ready::Signal(signal("SIGUSR1"))]);
 }
 
+/// The disposition of `sig` now: `SIG_DFL`, `SIG_IGN` or a handler's address.
+fn disposition(sig: i32) -> libc::sighandler_t {
+    // SAFETY: a zeroed sigaction is valid; sigaction(2) with no new action only reads.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, `old` is a live local.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    old.sa_sigaction
+}
+
+/// A signal ignored before daimon touched it is ignored again once released, not given
+/// the default action.
+fn released_signal_gets_back_an_ignored_disposition() {
+    let status = in_child(|| {
+        reset_after_fork();
+        // SAFETY: signal(2) in this single-threaded child.
+        unsafe { libc::signal(libc::SIGWINCH, libc::SIG_IGN) };
+        let winch = signal("SIGWINCH");
+        let mut reactor: Reactor = Reactor::new().unwrap();
+        reactor.catch_signal(winch).unwrap();
+        let ok = winch.is_inherited_ignored()
+            && disposition(libc::SIGWINCH) != libc::SIG_IGN
+            && raise(NixSignal::SIGWINCH).is_ok()
+            && turn(&mut reactor, Some(Duration::from_secs(5))) == vec![Ready::Signal(winch)];
+        reactor.release_signal(winch);
+        let restored = disposition(libc::SIGWINCH) == libc::SIG_IGN;
+        // SAFETY: _exit is always safe to call.
+        unsafe {
+            libc::_exit(if !ok {
+                7
+            } else if !restored {
+                8
+            } else {
+                0
+            })
+        };
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+}
+
+/// A forked child gets back what the parent had before daimon touched each signal:
+/// SIGPIPE ignored as the Rust runtime left it, SIGQUIT the default.
+fn child_gets_back_the_dispositions_from_before_daimon(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGPIPE")).unwrap();
+    reactor.catch_signal(signal("SIGQUIT")).unwrap();
+    assert_ne!(
+        disposition(libc::SIGPIPE),
+        libc::SIG_IGN,
+        "caught in the parent"
+    );
+    let status = in_child(|| {
+        reset_after_fork();
+        let pipe = disposition(libc::SIGPIPE) == libc::SIG_IGN;
+        let quit = disposition(libc::SIGQUIT) == libc::SIG_DFL;
+        // SAFETY: _exit is always safe to call.
+        unsafe {
+            libc::_exit(if !pipe {
+                9
+            } else if !quit {
+                10
+            } else {
+                0
+            })
+        };
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    reactor.release_signal(signal("SIGPIPE"));
+    reactor.release_signal(signal("SIGQUIT"));
+    assert_eq!(
+        disposition(libc::SIGPIPE),
+        libc::SIG_IGN,
+        "released in the parent"
+    );
+    assert_eq!(
+        disposition(libc::SIGQUIT),
+        libc::SIG_DFL,
+        "released in the parent"
+    );
+}
+
+/// A signal that reaches a forked child before it reset the parent's wiring (the instant
+/// after fork) takes the disposition from before daimon, rather than being swallowed by the
+/// parent's handler.
+fn child_before_its_reset_gets_the_original_disposition(reactor: &mut Reactor) {
+    reactor.catch_signal(signal("SIGUSR1")).unwrap();
+    let status = in_child(|| {
+        let _ = raise(NixSignal::SIGUSR1);
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(11) };
+    });
+    assert!(
+        matches!(status, WaitStatus::Signaled(_, NixSignal::SIGUSR1, _)),
+        "{status:?}"
+    );
+    // The parent still catches it.
+    raise(NixSignal::SIGUSR1).unwrap();
+    assert_eq!(turn(reactor, None), vec![Ready::Signal(signal("SIGUSR1"))]);
+}
+
+/// The whole disposition of `sig` now.
+fn sigaction_of(sig: i32) -> libc::sigaction {
+    // SAFETY: a zeroed sigaction is valid; sigaction(2) with no new action only reads.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, `old` is a live local.
+    unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    old
+}
+
+/// A caught signal's handler is signal-hook's (a `SA_SIGINFO` handler); released, the signal
+/// has its disposition from before daimon; caught again (signal-hook installs its handler
+/// only once), the same handler is back and the signal is delivered again.
+fn a_released_signal_is_caught_again_through_signal_hook(reactor: &mut Reactor) {
+    let urg = signal("SIGURG");
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "before daimon");
+    reactor.catch_signal(urg).unwrap();
+    let hook = sigaction_of(libc::SIGURG);
+    assert!(
+        hook.sa_sigaction != libc::SIG_DFL && hook.sa_flags & libc::SA_SIGINFO != 0,
+        "signal-hook's handler"
+    );
+    raise(NixSignal::SIGURG).unwrap();
+    assert_eq!(turn(reactor, None), vec![Ready::Signal(urg)]);
+    reactor.release_signal(urg);
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "released");
+    raise(NixSignal::SIGURG).unwrap();
+    assert!(
+        turn(reactor, Some(Duration::from_millis(10))).is_empty(),
+        "released: not reported"
+    );
+    reactor.catch_signal(urg).unwrap();
+    assert_eq!(
+        disposition(libc::SIGURG),
+        hook.sa_sigaction,
+        "signal-hook's handler back"
+    );
+    raise(NixSignal::SIGURG).unwrap();
+    assert_eq!(
+        turn(reactor, None),
+        vec![Ready::Signal(urg)],
+        "caught again"
+    );
+    reactor.release_signal(urg);
+    assert_eq!(disposition(libc::SIGURG), libc::SIG_DFL, "released again");
+}
+
 /// A check that runs against the parent's reactor.
 type Check = fn(&mut Reactor);
 
@@ -143,7 +287,7 @@ fn main() {
     // SAFETY: alarm(2) only arms a timer; SIGALRM's default action ends the process.
     unsafe { libc::alarm(30) };
     let mut reactor: Reactor = Reactor::new().unwrap();
-    let checks: [(&str, Check); 4] = [
+    let checks: [(&str, Check); 7] = [
         (
             "pending_signal_is_reported_by_the_next_turn",
             pending_signal_is_reported_by_the_next_turn,
@@ -160,6 +304,18 @@ fn main() {
             "child_resets_the_parents_signals",
             child_resets_the_parents_signals,
         ),
+        (
+            "child_gets_back_the_dispositions_from_before_daimon",
+            child_gets_back_the_dispositions_from_before_daimon,
+        ),
+        (
+            "child_before_its_reset_gets_the_original_disposition",
+            child_before_its_reset_gets_the_original_disposition,
+        ),
+        (
+            "a_released_signal_is_caught_again_through_signal_hook",
+            a_released_signal_is_caught_again_through_signal_hook,
+        ),
     ];
     for (name, check) in checks {
         check(&mut reactor);
@@ -168,6 +324,8 @@ fn main() {
     drop(reactor);
     released_signal_gets_its_default_action_back();
     println!("test released_signal_gets_its_default_action_back ... ok");
+    released_signal_gets_back_an_ignored_disposition();
+    println!("test released_signal_gets_back_an_ignored_disposition ... ok");
     // A second reactor may own the signals once the first is gone.
     let mut again: Reactor = Reactor::new().unwrap();
     again.catch_signal(signal("SIGUSR2")).unwrap();

@@ -1,6 +1,6 @@
 //! Signals to a real daemon, the `echo_daemon` example: SIGTERM and SIGINT stop it cleanly,
-//! the SIGHUP it subscribes to leaves it running, the SIGUSR1 it does not keeps its default
-//! action.
+//! the SIGHUP it subscribes to leaves it running, the SIGUSR2 it does not keeps its default
+//! action (SIGUSR1 reopens the log: tests/hostile_ops.rs).
 //!
 //! Every test has its own temp dir and kills what it started, so they run in parallel.
 
@@ -83,15 +83,15 @@ fn sighup_is_handled_and_the_daemon_keeps_running() {
 }
 
 #[test]
-fn sigusr1_is_not_subscribed_and_keeps_its_default_action() {
+fn sigusr2_is_not_subscribed_and_keeps_its_default_action() {
     let dir = TestDir::new();
     let mut daemon = Foreground::start(&dir, &[]);
-    daemon.signal(Signal::SIGUSR1);
+    daemon.signal(Signal::SIGUSR2);
     let status = daemon.wait_exit();
     assert_eq!(
         status.signal(),
-        Some(Signal::SIGUSR1 as i32),
-        "SIGUSR1 did not kill the daemon with its default action: {status}; stderr: {}",
+        Some(Signal::SIGUSR2 as i32),
+        "SIGUSR2 did not kill the daemon with its default action: {status}; stderr: {}",
         daemon.stderr()
     );
 }

@@ -322,7 +322,9 @@ impl<H: Host> Bus<H> {
     }
 
     /// Subscribes a closure to one signal: the process catches it from now on (instead of
-    /// its default action) and the closure gets it as a [`PosixEvent`].
+    /// its default action) and the closure gets it as a [`PosixEvent`]; unless the signal
+    /// was ignored before daimon touched it ([`Signal::is_inherited_ignored`]: SIGHUP under
+    /// `nohup`, SIGPIPE in any Rust program), which stays ignored.
     pub fn on_signal<F>(&mut self, signal: Signal, mut f: F) -> SubscriptionId
     where
         F: FnMut(&PosixEvent, &mut Context<'_, H>) -> PostAction + 'static,
@@ -389,6 +391,16 @@ impl<H: Host> Bus<H> {
         self.live_patterns().any(|p| {
             p.text().starts_with(scope)
                 && (p.matches_name(name) || alias.is_some_and(|a| p.matches_name(a)))
+        })
+    }
+
+    /// Whether some exact name subscription within `scope` names this event or its alias.
+    pub(crate) fn is_named(&self, name: &str, alias: Option<&str>, scope: &str) -> bool {
+        self.live_patterns().any(|p| match p {
+            Pattern::Exact(text) => {
+                text.starts_with(scope) && (text == name || alias.is_some_and(|a| text == a))
+            }
+            Pattern::Prefix(_) => false,
         })
     }
 
@@ -485,7 +497,10 @@ impl<H: Host> Bus<H> {
 }
 
 /// Makes `reactor` catch exactly the signals some listener of `bus` subscribes to by name
-/// (by name, number or a `daemon.posix.` prefix); the others keep their default action.
+/// (by name, number or a `daemon.posix.` prefix); the others keep (or get back) the
+/// disposition they had before daimon touched them. A signal ignored before then is not
+/// caught (SIGCHLD excepted), and a prefix never catches those of
+/// [`NOT_BY_PREFIX`](crate::reactor::NOT_BY_PREFIX).
 /// Does nothing when the subscriptions did not change since `seen`.
 pub(crate) fn catch_subscribed_signals<H: Host, T: Clone>(
     reactor: &mut Reactor<T>,
@@ -497,7 +512,14 @@ pub(crate) fn catch_subscribed_signals<H: Host, T: Clone>(
     }
     for signal in Signal::catchable() {
         let event = PosixEvent::new(signal);
-        let wanted = bus.is_subscribed(event.name(), event.alias(), PosixEvent::PREFIX);
+        let (name, alias) = (event.name(), event.alias());
+        // A signal ignored before daimon touched it stays ignored; a prefix does not catch
+        // the noisy ones (see `Signal::is_caught_by_prefix`).
+        let wanted = if bus.is_named(name, alias, PosixEvent::PREFIX) {
+            signal.is_caught_by_name()
+        } else {
+            signal.is_caught_by_prefix() && bus.is_subscribed(name, alias, PosixEvent::PREFIX)
+        };
         if wanted && !reactor.is_caught(signal) {
             reactor.catch_signal(signal)?;
         } else if !wanted && reactor.is_caught(signal) {

@@ -34,6 +34,8 @@ pub struct DaemonHost {
     pub(super) signal: LoopSignal,
     pub(super) started: Instant,
     pub(super) socket: String,
+    /// The log file of the default detached logger, to reopen.
+    pub(super) log_file: Option<crate::log::LogFile>,
 }
 
 impl DaemonHost {
@@ -50,6 +52,21 @@ impl DaemonHost {
     /// The control socket's address.
     pub fn socket(&self) -> &str {
         &self.socket
+    }
+
+    /// Reopens the log file at its path (after logrotate moved it): `Ok(true)` when done,
+    /// `Ok(false)` when the daemon logs to no file of its own (in the foreground, with a
+    /// custom logger, without `logfile`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Path`](crate::Error::Path) when the path cannot be opened; the daemon goes
+    /// on logging to the old file.
+    pub fn reopen_log(&mut self) -> crate::Result<bool> {
+        match &self.log_file {
+            Some(file) => file.reopen().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// How long the daemon has been ready.

@@ -32,11 +32,13 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
                     "connections": connections,
                     "calls": calls,
                     "workers": host.workers().summary(),
+                    "log_dropped": crate::log::dropped(),
                 }))
             },
         )
         .description(
-            "The daemon's pid, version, uptime, socket, connections, calls served and workers",
+            "The daemon's pid, version, uptime, socket, connections, calls served, workers and \
+             log lines dropped",
         )
         .returns(Type::Struct),
     )?;

@@ -6,6 +6,7 @@ mod run;
 mod signal;
 
 use std::any::Any;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -62,14 +63,15 @@ pub struct Daemon {
 impl Daemon {
     /// A daemon with this configuration and the standard listeners: SIGTERM and SIGINT stop
     /// it cleanly ([`StopDaemon`](crate::listeners::StopDaemon)), SIGCHLD reaps its workers
-    /// and applies their restart policy ([`ReapChild`](crate::listeners::ReapChild)).
+    /// and applies their restart policy ([`ReapChild`](crate::listeners::ReapChild)), SIGUSR1
+    /// reopens the log file ([`ReopenLog`](crate::listeners::ReopenLog)).
     pub fn new(config: Config) -> Daemon {
         let mut daemon = Daemon::bare(config);
         crate::listeners::install(&mut daemon);
         daemon
     }
 
-    /// A daemon with no listener at all: signals keep their default action (SIGTERM kills it
+    /// A daemon with no listener at all: signals keep their disposition (SIGTERM kills it
     /// without cleanup) and exited workers are neither reaped nor restarted until you
     /// subscribe your own (the [`listeners`](crate::listeners) are public to pick from).
     pub fn bare(config: Config) -> Daemon {
@@ -184,7 +186,8 @@ impl Daemon {
         match self.start::<A>(&program, &args) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e}");
+                // Not eprintln!: a closed or full stderr must not turn the error into a panic.
+                let _ = writeln!(std::io::stderr(), "error: {e}");
                 ExitCode::FAILURE
             }
         }
@@ -199,7 +202,7 @@ impl Daemon {
     pub fn start<A: FromArgs + 'static>(self, program: &str, args: &[String]) -> Result<ExitCode> {
         match console::parse::<A>(program, &self.config.description, args)? {
             Parsed::Help(text) => {
-                print!("{text}");
+                let _ = write!(std::io::stdout(), "{text}");
                 Ok(ExitCode::SUCCESS)
             }
             Parsed::Run(console, user) => {
@@ -237,7 +240,8 @@ impl Daemon {
                 Detached::Launcher(launcher) => {
                     drop(pidfile);
                     let pid = launcher.wait()?;
-                    println!("{} started with pid {pid}", self.config.description);
+                    let description = &self.config.description;
+                    let _ = writeln!(std::io::stdout(), "{description} started with pid {pid}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 Detached::Daemon(r) => readiness = Some(r),

@@ -105,14 +105,14 @@ impl Driven for Running {
 }
 
 impl Daemon {
-    fn default_logger(&self) -> Result<Logger> {
+    fn default_logger(&self) -> Result<(Logger, Option<log::LogFile>)> {
         let verbose = self.console.verbose;
         if !self.console.daemon {
-            return Ok(log::terminal(verbose));
+            return Ok((log::terminal(verbose), None));
         }
         match &self.config.logfile {
-            Some(path) => log::file(path, verbose),
-            None => Ok(log::discard()),
+            Some(path) => log::reopenable(path, verbose).map(|(l, f)| (l, Some(f))),
+            None => Ok((log::discard(), None)),
         }
     }
 
@@ -122,16 +122,27 @@ impl Daemon {
         previous: Previous,
         readiness: Option<&mut Readiness>,
     ) -> Result<i32> {
-        pidfile.write_pid(process::pid())?;
-        if !self.custom_logger {
-            self.logger = self.default_logger()?;
-        }
+        // A failure before the loop runs removes the pid file too.
+        let prelude = (|| -> Result<_> {
+            pidfile.write_pid(process::pid())?;
+            let mut log_file = None;
+            if !self.custom_logger {
+                (self.logger, log_file) = self.default_logger()?;
+            }
+            Ok((log_file, Reactor::new()?))
+        })();
+        let (log_file, reactor) = match prelude {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = pidfile.remove();
+                return Err(e);
+            }
+        };
         let logger = self.logger.clone();
         if let Previous::Stale(pid) = previous {
             warn!(logger, "took over a stale pid file"; "path" => %self.config.pidfile.display(),
                 "previous_pid" => pid);
         }
-        let reactor = Reactor::new()?;
         self.signal.attach(reactor.handle());
         let mut running = Running {
             bus: std::mem::take(&mut self.bus),
@@ -144,6 +155,7 @@ impl Daemon {
                 signal: self.signal.clone(),
                 started: Instant::now(),
                 socket: self.config.sockethandler.to_string(),
+                log_file,
             },
             socket_events: Vec::new(),
             reap_every: None,
@@ -240,10 +252,12 @@ impl Daemon {
         }
         r.bus.emit(DaemonEvent::Stopping);
         drain_bus(r);
+        // The listener removes its socket file as it closes (a guard, so every failure path
+        // after the bind removes it too).
         if let Some(path) = r.server.take().and_then(Server::close) {
-            if let Err(e) = std::fs::remove_file(&path) {
-                warn!(r.host.logger, "cannot remove the socket file";
-                    "path" => %path.display(), "error" => %e);
+            if path.exists() {
+                warn!(r.host.logger, "the socket file is still there after closing";
+                    "path" => %path.display());
             }
         }
         r.host.workers.shutdown();

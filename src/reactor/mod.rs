@@ -38,8 +38,9 @@ use std::time::{Duration, Instant};
 
 use polling::{Events, Poller};
 
+pub(crate) use signal::BlockedSignals;
 use signal::SignalPipe;
-pub use signal::{NEVER_CAUGHT, Signal, reset_after_fork};
+pub use signal::{NEVER_CAUGHT, NOT_BY_PREFIX, Signal, reset_after_fork};
 pub use source::{Interest, Source, Token, TokenHasher, TokenMap};
 pub use timer::{LONGEST_DELAY, TimerId, Timers, after};
 
@@ -240,7 +241,10 @@ impl<T: Clone> Reactor<T> {
     }
 
     /// Starts catching a signal: it is reported as [`Ready::Signal`] instead of taking its
-    /// default action. The first call makes this reactor the owner of the process's signals.
+    /// disposition (whatever it was, even ignored: this is the low-level call; the bus's
+    /// subscriptions leave a signal ignored at start alone, see
+    /// [`Signal::is_inherited_ignored`]). The first call makes this reactor the owner of the
+    /// process's signals.
     ///
     /// # Errors
     ///
@@ -253,7 +257,8 @@ impl<T: Clone> Reactor<T> {
         self.signals.as_ref().expect("set above").pipe.catch(signal)
     }
 
-    /// Stops catching a signal: it takes its operating-system default action again.
+    /// Stops catching a signal: it gets back exactly the disposition it had before daimon
+    /// first touched it (the default action, or ignored if it was ignored).
     pub fn release_signal(&mut self, signal: Signal) {
         if let Some(s) = &self.signals {
             s.pipe.release(signal);

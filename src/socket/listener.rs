@@ -24,32 +24,39 @@ pub enum Leftover {
 /// A bound, listening, non-blocking control socket.
 #[derive(Debug)]
 pub enum Listener {
-    /// A unix socket and the path of its file.
-    Unix(UnixListener, PathBuf),
+    /// A unix socket and its file (removed when the listener drops).
+    Unix(UnixListener, SocketFile),
     /// A tcp socket.
     Tcp(TcpListener),
 }
 
 impl Listener {
-    /// Binds `address`. A unix socket file is created with mode `mode` (0600 by default). A
-    /// socket file left at the path is removed when nobody answers on it, or always when
-    /// `force` (`-s`); one a live process answers on is refused.
+    /// Binds `address`. A unix socket file is created with mode `mode` (0600 by default),
+    /// and removed again when the listener drops (on every path: a start that fails later,
+    /// a clean stop), unless something else replaced it meanwhile. A socket file left at the
+    /// path is removed only when connecting to it is refused (nobody serves it); one a live
+    /// process answers on, or one whose liveness cannot be told (a full backlog, no
+    /// permission), is refused. `force` (`-s`) changes none of this: a live daemon's socket
+    /// is never taken.
     ///
     /// # Errors
     ///
     /// [`Error::SocketInUse`] when a live process serves the unix path; [`Error::Path`] when
     /// the path exists and is not a socket, or the bind fails; the bind's error for tcp.
     pub fn bind(address: &Address, mode: u32, force: bool) -> Result<(Listener, Leftover)> {
+        let _ = force;
         match address {
             Address::Unix(path) => {
-                let leftover = clear_unix_path(path, address, force)?;
+                let leftover = clear_unix_path(path, address)?;
                 // Binding creates the file with the process umask: narrow it for the call.
                 let old = umask(Mode::from_bits_truncate(!mode & 0o777));
                 let bound = UnixListener::bind(path);
                 umask(old);
                 let listener = bound.map_err(|e| Error::path(path, "binding socket", e))?;
+                // From here on, the file goes with the listener whatever fails next.
+                let file = SocketFile::bound(path);
                 listener.set_nonblocking(true)?;
-                Ok((Listener::Unix(listener, path.clone()), leftover))
+                Ok((Listener::Unix(listener, file), leftover))
             }
             Address::Tcp { host, port } => {
                 let addrs: Vec<_> = (host.as_str(), *port)
@@ -101,7 +108,7 @@ impl Listener {
     /// The unix socket's path, if it is one.
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
-            Listener::Unix(_, p) => Some(p),
+            Listener::Unix(_, f) => Some(f.path()),
             Listener::Tcp(_) => None,
         }
     }
@@ -116,7 +123,45 @@ impl AsFd for Listener {
     }
 }
 
-fn clear_unix_path(path: &Path, address: &Address, force: bool) -> Result<Leftover> {
+/// The file of a bound unix socket: removed on drop if the path still names the socket
+/// this process bound (not one another daemon bound there since).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// The device and inode of the file bound, `None` when it could not be read.
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn bound(path: &Path) -> SocketFile {
+        SocketFile {
+            path: path.to_owned(),
+            id: file_id(path),
+        }
+    }
+
+    /// The socket file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn clear_unix_path(path: &Path, address: &Address) -> Result<Leftover> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Leftover::None),
@@ -132,8 +177,16 @@ fn clear_unix_path(path: &Path, address: &Address, force: bool) -> Result<Leftov
             ),
         ));
     }
-    if !force && UnixStream::connect(path).is_ok() {
-        return Err(Error::SocketInUse(address.to_string()));
+    match UnixStream::connect(path) {
+        // Nobody listens: a stale file.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Ok(_) => return Err(Error::SocketInUse(address.to_string())),
+        // A full backlog (EAGAIN) is a live daemon too; no permission tells nothing.
+        Err(e) => {
+            return Err(Error::SocketInUse(format!(
+                "{address} (probably: connecting fails with {e})"
+            )));
+        }
     }
     std::fs::remove_file(path).map_err(|e| Error::path(path, "removing stale socket", e))?;
     Ok(Leftover::RemovedStale)
@@ -248,9 +301,33 @@ mod tests {
             "non-blocking when nothing is pending"
         );
         drop(l);
-        // The file is left behind, and nobody answers: a stale socket, removed on bind.
+        assert!(!d.join("s.sock").exists(), "removed with the listener");
+        // A file left behind by a process that died, and nobody answers: a stale socket,
+        // removed on bind.
+        drop(UnixListener::bind(d.join("s.sock")).unwrap());
         let (_l, leftover) = Listener::bind(&addr, 0o600, false).unwrap();
         assert_eq!(leftover, Leftover::RemovedStale);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn force_never_takes_a_live_socket_and_the_file_goes_with_the_listener() {
+        let d = dir("force");
+        let path = d.join("s.sock");
+        let addr = Address::Unix(path.clone());
+        let (live, _) = Listener::bind(&addr, 0o600, false).unwrap();
+        let err = Listener::bind(&addr, 0o600, true).unwrap_err();
+        assert!(matches!(err, Error::SocketInUse(_)), "{err}");
+        assert!(err.to_string().contains("s.sock"), "{err}");
+        drop(live);
+        assert!(!path.exists(), "the socket file goes with the listener");
+        // A file another process bound at the path since is not ours to remove.
+        let (ours, _) = Listener::bind(&addr, 0o600, false).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let theirs = UnixListener::bind(&path).unwrap();
+        drop(ours);
+        assert!(path.exists(), "someone else's socket file was removed");
+        drop(theirs);
         let _ = std::fs::remove_dir_all(&d);
     }
 

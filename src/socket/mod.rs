@@ -13,4 +13,4 @@ pub use address::Address;
 #[cfg(any(fuzzing, feature = "internals"))]
 pub use connection::{Admission, Connection, Limits};
 pub use event::SocketEvent;
-pub use listener::{Leftover, Listener, Peer, Stream};
+pub use listener::{Leftover, Listener, Peer, SocketFile, Stream};

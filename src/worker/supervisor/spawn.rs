@@ -76,6 +76,10 @@ impl Processes for Fork {
         in_child: &mut dyn FnMut(),
     ) -> io::Result<Pid> {
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
+        // Every signal blocked across the fork; the mask comes back when `blocked` drops (in
+        // the parent when this returns). A signal reaching the child before it reset the
+        // daemon's wiring waits, then takes the disposition from before daimon.
+        let blocked = crate::reactor::BlockedSignals::new()?;
         // SAFETY: the daemon is single-threaded (checked above), so the child's copy of the
         // address space has no lock held by a thread that does not exist there: it may run
         // ordinary Rust (allocation included). The child never returns into the daemon's
@@ -83,6 +87,9 @@ impl Processes for Fork {
         match unsafe { fork() }? {
             ForkResult::Child => {
                 crate::reactor::reset_after_fork();
+                // The daemon's mask back (pthread_sigmask, async-signal-safe): what arrived
+                // since the fork is delivered now, with the dispositions just put back.
+                drop(blocked);
                 let code = catch_unwind(AssertUnwindSafe(|| {
                     in_child();
                     template.run(job)

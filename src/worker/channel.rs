@@ -19,7 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The bytes of each ring.
 pub const RING_CAPACITY: usize = 64 * 1024;
@@ -40,6 +40,8 @@ pub struct Header {
     pub ticks: AtomicU64,
     /// Log lines the worker could not send because its ring was full.
     pub lost_logs: AtomicU64,
+    /// Frames from the daemon the worker could not decode, and dropped.
+    pub dropped: AtomicU64,
 }
 
 #[repr(C)]
@@ -312,6 +314,23 @@ impl Channel {
         } else {
             let _ = self.outgoing().0.push(&[0xc1, 0xc1, 0xc1]);
         }
+        let _ = self.outgoing().1.write(1);
+    }
+
+    /// Breaks the outgoing ring's positions (head far past tail), for tests of the other
+    /// end's defences.
+    #[cfg(test)]
+    pub(crate) fn corrupt_ring(&self) {
+        let layout = self.region.layout();
+        let positions = match self.end {
+            End::Daemon => &layout.down,
+            End::Worker => &layout.up,
+        };
+        let tail = positions.tail.load(Ordering::Relaxed);
+        positions.head.store(
+            tail.wrapping_add(3 * RING_CAPACITY as u64),
+            Ordering::Release,
+        );
         let _ = self.outgoing().1.write(1);
     }
 

@@ -201,17 +201,18 @@ fn parts(frame: &[u8]) -> Result<Vec<Value>, String> {
 /// of a channel (and the control socket) would refuse. Walks without recursing, so a value
 /// of any depth is measured safely.
 pub fn too_deep(value: &Value) -> bool {
-    // Each array or object with its depth: the outermost one is at depth 1.
+    // Each array or object with its depth: the outermost one is at depth 1. An empty one
+    // nests nothing, as the MessagePack scanner counts.
     let mut stack = vec![(value, 1usize)];
     while let Some((v, depth)) = stack.pop() {
         match v {
-            Value::Array(a) => {
+            Value::Array(a) if !a.is_empty() => {
                 if depth > MAX_DEPTH {
                     return true;
                 }
                 stack.extend(a.iter().map(|c| (c, depth + 1)));
             }
-            Value::Object(o) => {
+            Value::Object(o) if !o.is_empty() => {
                 if depth > MAX_DEPTH {
                     return true;
                 }
@@ -312,6 +313,14 @@ mod tests {
         assert!(too_deep(&nested(MAX_DEPTH + 1)));
         assert!(too_deep(&json!({"a": nested(MAX_DEPTH)})));
         assert!(!too_deep(&json!({"a": nested(MAX_DEPTH - 1)})));
+        // An empty array or object nests nothing (as the scanner counts).
+        let mut empty_inside = json!([]);
+        for _ in 0..MAX_DEPTH {
+            empty_inside = json!([empty_inside]);
+        }
+        assert!(!too_deep(&empty_inside));
+        let up = Up::Message("c".into(), Some(empty_inside));
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
         // Measured without recursion, whatever the depth.
         assert!(too_deep(&nested(500)));
         let down = Down::Command("c".into(), Some(ok.clone()));

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::Instant;
 
 use serde_json::Value;
 use slog::{Level, crit, debug, error, info, trace, warn};
@@ -51,6 +52,58 @@ impl Drop for Charge {
     fn drop(&mut self) {
         self.backlog
             .set(self.backlog.get().saturating_sub(self.bytes));
+    }
+}
+
+/// The bytes of log text per second the daemon writes for one worker process, on average;
+/// past it (and a burst of [`LOG_BURST`]), its lines are suppressed and counted, so a
+/// worker that logs in a loop cannot fill the daemon's disk.
+pub(crate) const LOG_BYTES_PER_SEC: usize = 256 * 1024;
+
+/// The bytes of log text a worker may write at once, before its rate applies.
+pub(crate) const LOG_BURST: usize = 1024 * 1024;
+
+/// A log line costs its text and this much (the line's own fields).
+const LOG_LINE_COST: usize = 64;
+
+/// A token bucket over one worker process's log lines.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: usize,
+    at: Instant,
+    /// Suppressed since the last line that passed (told then).
+    pub(super) suppressed: u64,
+    /// Suppressed in all, for `worker.list`.
+    pub(super) suppressed_total: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            tokens: LOG_BURST,
+            at: now,
+            suppressed: 0,
+            suppressed_total: 0,
+        }
+    }
+
+    /// Whether a line of `len` bytes may be written now.
+    fn take(&mut self, len: usize, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        let refill = (elapsed.as_secs_f64() * LOG_BYTES_PER_SEC as f64) as usize;
+        if refill > 0 {
+            self.tokens = self.tokens.saturating_add(refill).min(LOG_BURST);
+            self.at = now;
+        }
+        let cost = len + LOG_LINE_COST;
+        if cost <= self.tokens {
+            self.tokens -= cost;
+            true
+        } else {
+            self.suppressed += 1;
+            self.suppressed_total += 1;
+            false
+        }
     }
 }
 
@@ -156,7 +209,21 @@ impl Workers {
     fn arrived(&mut self, i: usize, up: Up) {
         let name = &self.entries[i].name;
         match up {
-            Up::Log(level, text) => log(&self.logger, name, level, &text),
+            Up::Log(level, text) => {
+                let now = self.procs.now();
+                let entry = &mut self.entries[i];
+                let (name, Some(run)) = (&entry.name, entry.run.as_mut()) else {
+                    return;
+                };
+                if run.logs.take(text.len(), now) {
+                    if run.logs.suppressed > 0 {
+                        warn!(self.logger, "worker logged past its rate limit: log lines suppressed";
+                            "worker" => name, "suppressed" => run.logs.suppressed);
+                        run.logs.suppressed = 0;
+                    }
+                    log(&self.logger, name, level, &text);
+                }
+            }
             Up::Ack(seq, state) => {
                 let name = name.clone();
                 self.acknowledged(seq, &name, Value::from(state));

@@ -73,6 +73,8 @@ struct Run {
     sigterm_sent: bool,
     /// Frames from it that could not be decoded, dropped.
     dropped: u64,
+    /// What it may still log, and how many lines were suppressed past it.
+    logs: inbox::LogBudget,
 }
 
 impl Run {
@@ -295,6 +297,9 @@ impl Workers {
             heartbeat: header.map(|h| h.heartbeat.load(Ordering::Relaxed)),
             dropped: e.run.as_ref().map_or(0, |r| {
                 r.dropped + r.channel().header().dropped.load(Ordering::Relaxed)
+            }),
+            lost_logs: e.run.as_ref().map_or(0, |r| {
+                r.logs.suppressed_total + r.channel().header().lost_logs.load(Ordering::Relaxed)
             }),
         }
     }

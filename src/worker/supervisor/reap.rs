@@ -56,6 +56,7 @@ impl Workers {
         let entry = &mut self.entries[i];
         let Some(run) = entry.run.take() else { return };
         let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);
+        let suppressed = run.logs.suppressed;
         let exit = Exit {
             name: entry.name.clone(),
             pid: run.pid.as_raw(),
@@ -79,6 +80,9 @@ impl Workers {
         }
         if lost > 0 {
             warn!(self.logger, "the worker's ring was full: log lines lost"; "worker" => &name, "lost" => lost);
+        }
+        if suppressed > 0 {
+            warn!(self.logger, "worker logged past its rate limit: log lines suppressed"; "worker" => &name, "suppressed" => suppressed);
         }
         if dropped > 0 {
             warn!(self.logger, "frames that could not be decoded were dropped"; "worker" => &name, "dropped" => dropped);

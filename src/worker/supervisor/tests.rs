@@ -923,3 +923,55 @@ fn kill_signals_the_running_process_only() {
     h.exits("w0", Some(0), None);
     assert!(h.sup.kill("w0", crate::reactor::Signal::USR1).is_err());
 }
+
+#[test]
+fn a_worker_that_logs_in_a_loop_is_rate_limited_and_its_lost_lines_counted() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let line = Up::Log(3, "x".repeat(8 * 1024)).encode();
+    let mut sent = 0u64;
+    // Twice the burst, at one instant of the fake clock.
+    while sent * 8 * 1024 < 2 * inbox::LOG_BURST as u64 {
+        while end.send_frame(&line).is_ok() {
+            sent += 1;
+        }
+        turn(&mut h);
+    }
+    h.drive();
+    let lost = h.sup.info("w0").unwrap().lost_logs;
+    let passed = sent - lost;
+    assert!(
+        lost > 0 && passed * 8 * 1024 <= inbox::LOG_BURST as u64,
+        "{passed} of {sent} lines of 8 KiB passed, {lost} suppressed"
+    );
+    // Time refills the budget: lines pass again.
+    h.advance(Duration::from_secs(1));
+    end.send_frame(&line).unwrap();
+    h.drive();
+    assert_eq!(h.sup.info("w0").unwrap().lost_logs, lost);
+}
+
+#[test]
+fn the_real_group_reaper_reaps_that_group_only() {
+    use std::os::unix::process::CommandExt;
+    let mut mine = std::process::Command::new("true").spawn().unwrap();
+    let grouped = std::process::Command::new("true")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = Pid::from_raw(grouped.id() as i32);
+    let mut procs = Fork;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !procs.reap_group(pgid) {
+        assert!(Instant::now() < deadline, "the group never emptied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pgid}")).exists(),
+        "reaped, not left a zombie"
+    );
+    assert!(
+        mine.wait().unwrap().success(),
+        "a child of another group was left to its owner"
+    );
+}

@@ -955,7 +955,7 @@ fn a_worker_that_logs_in_a_loop_is_rate_limited_and_its_lost_lines_counted() {
 fn the_real_group_reaper_reaps_that_group_only() {
     use std::os::unix::process::CommandExt;
     let mut mine = std::process::Command::new("true").spawn().unwrap();
-    let grouped = std::process::Command::new("true")
+    let mut grouped = std::process::Command::new("true")
         .process_group(0)
         .spawn()
         .unwrap();
@@ -969,6 +969,10 @@ fn the_real_group_reaper_reaps_that_group_only() {
     assert!(
         !std::path::Path::new(&format!("/proc/{pgid}")).exists(),
         "reaped, not left a zombie"
+    );
+    assert!(
+        grouped.wait().is_err(),
+        "the group's child was reaped by the group reaper"
     );
     assert!(
         mine.wait().unwrap().success(),

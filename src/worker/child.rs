@@ -248,7 +248,7 @@ impl<W: Worker> Process<W> {
 
     fn commands(&mut self) {
         // Cleared once, before reading: a frame written after this wakes us again.
-        self.host.channel.clear_wakeup();
+        let _ = self.host.channel.clear_wakeup();
         for _ in 0..FRAMES_PER_TURN {
             let frame = match self.host.channel.receive_frame(&mut self.buffer) {
                 Ok(false) => return,

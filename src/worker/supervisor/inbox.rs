@@ -135,7 +135,8 @@ impl Workers {
     }
 
     /// Reads frames of entry `i`, at least one and at most `budget` bytes of them (and, with
-    /// `bounded`, none while the backlog is above its high-water mark). A worker whose ring or
+    /// `bounded`, none while the backlog is above its high-water mark; without, the worker
+    /// was reaped: its last frames are read). A worker whose ring or
     /// header is corrupt is killed (it is then handled as crashed); a frame that is not one
     /// it may send (too deep, garbage) is logged, dropped and counted.
     pub(super) fn drain(&mut self, i: usize, budget: usize, bounded: bool) -> Drained {
@@ -143,7 +144,11 @@ impl Workers {
         let mut outcome = Drained::Empty;
         if let Some(run) = &self.entries[i].run {
             // Cleared once, before reading: a frame written after this wakes us again.
-            run.channel().clear_wakeup();
+            if !run.channel().clear_wakeup() {
+                self.kill_corrupt(i, "its wake-up sockets were shut down".into(), bounded);
+                self.buffer = buffer;
+                return Drained::Empty;
+            }
         }
         let mut read = 0usize;
         loop {
@@ -156,7 +161,8 @@ impl Workers {
             };
             let channel = run.channel();
             if !channel.header_ok() {
-                self.kill_corrupt(i, "the header's magic or version was overwritten".into());
+                let why = "the header's magic or version was overwritten".into();
+                self.kill_corrupt(i, why, bounded);
                 break;
             }
             match channel.receive_frame(&mut buffer) {
@@ -169,7 +175,7 @@ impl Workers {
                     }
                 }
                 Err(e) => {
-                    self.kill_corrupt(i, e.to_string());
+                    self.kill_corrupt(i, e.to_string(), bounded);
                     break;
                 }
             }
@@ -183,14 +189,20 @@ impl Workers {
         outcome
     }
 
-    fn kill_corrupt(&mut self, i: usize, why: String) {
+    /// Kills the worker of a corrupt channel (`alive`: it has not been reaped; once it
+    /// has, its pid may be another process's, and only the corruption is logged).
+    fn kill_corrupt(&mut self, i: usize, why: String, alive: bool) {
         let Some(run) = &self.entries[i].run else {
             return;
         };
         let pid = run.pid;
-        error!(self.logger, "worker killed: its channel is corrupt";
-            "worker" => &self.entries[i].name, "error" => why);
-        self.procs.signal(pid, nix::sys::signal::Signal::SIGKILL);
+        let name = &self.entries[i].name;
+        if alive {
+            error!(self.logger, "worker killed: its channel is corrupt"; "worker" => name, "error" => why);
+            self.procs.signal(pid, nix::sys::signal::Signal::SIGKILL);
+        } else {
+            error!(self.logger, "the channel of a worker that ended is corrupt"; "worker" => name, "error" => why);
+        }
     }
 
     /// A frame the daemon cannot decode: dropped and counted, never a crash; logged once per

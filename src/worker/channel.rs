@@ -216,7 +216,7 @@ impl Drop for OwnedSocket {
 /// A channel: the shared region and the wake-up sockets, as held by one end.
 ///
 /// Both ends may live in one process (the supervisor's unit tests, the benchmarks): the
-/// region and the eventfds are shared, and released with the last end.
+/// region and the wake-up sockets are shared, and released with the last end.
 pub struct Channel {
     region: Arc<Region>,
     events: Arc<Events>,

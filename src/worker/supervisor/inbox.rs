@@ -192,14 +192,19 @@ impl Workers {
     /// Kills the worker of a corrupt channel (`alive`: it has not been reaped; once it
     /// has, its pid may be another process's, and only the corruption is logged).
     fn kill_corrupt(&mut self, i: usize, why: String, alive: bool) {
-        let Some(run) = &self.entries[i].run else {
+        let entry = &mut self.entries[i];
+        let (name, Some(run)) = (&entry.name, entry.run.as_mut()) else {
             return;
         };
-        let pid = run.pid;
-        let name = &self.entries[i].name;
         if alive {
+            if run.killed {
+                // Once: until it is reaped, its channel may wake the daemon again.
+                return;
+            }
+            run.killed = true;
             error!(self.logger, "worker killed: its channel is corrupt"; "worker" => name, "error" => why);
-            self.procs.signal(pid, nix::sys::signal::Signal::SIGKILL);
+            self.procs
+                .signal(run.pid, nix::sys::signal::Signal::SIGKILL);
         } else {
             error!(self.logger, "the channel of a worker that ended is corrupt"; "worker" => name, "error" => why);
         }

@@ -73,6 +73,8 @@ struct Run {
     sigterm_sent: bool,
     /// Frames from it that could not be decoded, dropped.
     dropped: u64,
+    /// Killed for a corrupt channel (once).
+    killed: bool,
     /// What it may still log, and how many lines were suppressed past it.
     logs: inbox::LogBudget,
 }

@@ -274,6 +274,7 @@ impl Workers {
             stopping: false,
             sigterm_sent: false,
             dropped: 0,
+            killed: false,
             logs: super::inbox::LogBudget::new(now),
         });
         entry.starts += 1;

@@ -979,3 +979,20 @@ fn the_real_group_reaper_reaps_that_group_only() {
         "a child of another group was left to its owner"
     );
 }
+
+#[test]
+fn a_worker_that_shuts_its_wake_up_sockets_down_is_killed_once() {
+    use std::os::fd::AsRawFd;
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    let end = h.worker_end("w0");
+    let fd = end.incoming_fd().as_raw_fd();
+    nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both).unwrap();
+    // Readable for ever now (end of file): every turn sees it until the worker is reaped.
+    for _ in 0..5 {
+        turn(&mut h);
+    }
+    assert_eq!(h.signals_to(pid), [Signal::SIGKILL]);
+    h.exits("w0", None, Some(9));
+    assert!(h.pid("w0").is_some(), "handled as a crash: restarted");
+}

@@ -10,7 +10,10 @@
 //! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
 //! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
 //! seconds, default 6), `flood` (sends PAYLOAD `tick-report` messages up at once, default
-//! 5000, then writes `NAME.flooded` in `--dir`), `say` (sends up the message named PAYLOAD[0]
+//! 5000, then writes `NAME.flooded` in `--dir`; PAYLOAD `[count, width]` adds an array of
+//! `width` zeros to each), `spawn-sleep` (spawns `sleep 300` as the worker's own child and
+//! writes its pid to `NAME.sleep`), `send-deep` (sends up a payload of PAYLOAD nested arrays
+//! and writes the outcome to `NAME.sent-deep`), `received` (sends its payload back up), `say` (sends up the message named PAYLOAD[0]
 //! with the payload PAYLOAD[1]), and `fake-exited`, `send-log`, `send-ack` (send up messages
 //! named like the supervisor's own events). The daemon logs every message
 //! a worker sends up as `worker message`. With `--tick-file`, the daemon opens a file that
@@ -140,11 +143,21 @@ fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir:
             info!(host.logger(), "stall over");
         }
         "flood" => {
-            let n = payload.and_then(Value::as_u64).unwrap_or(5000);
-            let give_up = Instant::now() + Duration::from_secs(5);
+            // PAYLOAD is a count, or [count, width]: each message then carries an array of
+            // `width` zeros (one byte each on the wire, far more as a decoded value).
+            let (n, width) = match payload {
+                Some(Value::Array(p)) => (p[0].as_u64(), p.get(1).and_then(Value::as_u64)),
+                p => (p.and_then(Value::as_u64), None),
+            };
+            let n = n.unwrap_or(5000);
+            let give_up = Instant::now() + Duration::from_secs(8);
             let mut sent = 0;
             while sent < n && Instant::now() < give_up {
-                match host.send("tick-report", Some(json!({"n": sent}))) {
+                let report = match width {
+                    Some(w) => json!({"n": sent, "zeros": vec![0; w as usize]}),
+                    None => json!({"n": sent}),
+                };
+                match host.send("tick-report", Some(report)) {
                     Ok(()) => sent += 1,
                     Err(_) => std::thread::sleep(Duration::from_micros(100)),
                 }
@@ -153,6 +166,37 @@ fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir:
                 let mark = dir.join(format!("{}.flooded", host.name()));
                 let _ = std::fs::write(mark, sent.to_string());
             }
+        }
+        "spawn-sleep" => {
+            // A child of the worker's own, which the worker never waits for.
+            match std::process::Command::new("sleep").arg("300").spawn() {
+                Ok(child) => {
+                    if let Some(dir) = dir {
+                        let mark = dir.join(format!("{}.sleep", host.name()));
+                        let _ = std::fs::write(mark, child.id().to_string());
+                    }
+                }
+                Err(e) => daimon::slog::error!(host.logger(), "cannot spawn sleep"; "error" => %e),
+            }
+        }
+        "send-deep" => {
+            // Sends up a payload of PAYLOAD nested arrays; NAME.sent-deep tells the outcome.
+            let depth = payload.and_then(Value::as_u64).unwrap_or(70);
+            let mut deep = json!(1);
+            for _ in 0..depth {
+                deep = json!([deep]);
+            }
+            let outcome = match host.send("deep", Some(deep)) {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("error: {e}"),
+            };
+            if let Some(dir) = dir {
+                let _ = std::fs::write(dir.join(format!("{}.sent-deep", host.name())), outcome);
+            }
+        }
+        "received" => {
+            // Says it received the command: `received` goes back up with the same payload.
+            send(host, "received", payload.cloned().unwrap_or(Value::Null));
         }
         _ => {}
     }

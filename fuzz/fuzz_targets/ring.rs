@@ -9,6 +9,9 @@
 //!   size, never past `head`; on error `tail` did not move;
 //! - decoding any frame (either direction) never panics, and a decoded frame re-encodes to
 //!   a frame that decodes to the same value; no frame is both a `Down` and an `Up`;
+//! - a decoded payload never nests deeper than the one limit (`rpc::MAX_DEPTH`), and a
+//!   payload nested as deep as the input's first byte says decodes after encoding exactly
+//!   when the sender's check (`too_deep`) lets it go;
 //! - pushing frames (sizes from the input) and popping them gives them back in order, and a
 //!   push that does not fit is refused and changes nothing.
 #![no_main]
@@ -16,11 +19,33 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use daimon::worker::ring::Ring;
-use daimon::worker::{Down, Up};
+use daimon::worker::{Down, Up, too_deep};
 use libfuzzer_sys::fuzz_target;
+
+fn payload_of_up(up: &Up) -> Option<&serde_json::Value> {
+    match up {
+        Up::Message(_, p) => p.as_ref(),
+        _ => None,
+    }
+}
+
+/// What the sender checks is what the receiver decodes: a payload nested `depth` deep.
+fn check_depth(depth: usize) {
+    let mut v = serde_json::json!(0);
+    for _ in 0..depth {
+        v = serde_json::json!([v]);
+    }
+    let refused = too_deep(&v);
+    assert_eq!(refused, depth > daimon::rpc::MAX_DEPTH);
+    let frame = Up::Message("m".into(), Some(v)).encode();
+    assert_eq!(Up::decode(&frame).is_ok(), !refused, "depth {depth}");
+}
 
 fn check_decode(frame: &[u8]) {
     if let Ok(up) = Up::decode(frame) {
+        if let Some(p) = payload_of_up(&up) {
+            assert!(!too_deep(p), "decoded a payload deeper than the limit");
+        }
         assert_eq!(
             Up::decode(&up.encode()).unwrap(),
             up,
@@ -29,6 +54,9 @@ fn check_decode(frame: &[u8]) {
         assert!(Down::decode(frame).is_err(), "a frame is one direction's only");
     }
     if let Ok(down) = Down::decode(frame) {
+        if let Down::Command(_, Some(p)) = &down {
+            assert!(!too_deep(p), "decoded a payload deeper than the limit");
+        }
         assert_eq!(Down::decode(&down.encode()).unwrap(), down);
     }
 }
@@ -36,6 +64,10 @@ fn check_decode(frame: &[u8]) {
 fuzz_target!(|input: &[u8]| {
     if input.len() < 17 {
         return;
+    }
+    // Deep values are slow to build: one input in eight checks a depth (60..=200).
+    if input[1] % 8 == 0 {
+        check_depth(usize::from(input[0]) % 141 + 60);
     }
     let capacity = 16 + input[0] as usize;
     let head = AtomicU64::new(u64::from_le_bytes(input[1..9].try_into().unwrap()));

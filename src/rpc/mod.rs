@@ -37,6 +37,12 @@ pub(crate) use method::DaemonEngine;
 pub use method::{CallContext, Method, Methods};
 pub use signature::{Params, Signature, Type};
 
+/// How deeply arrays and maps (objects) may nest in one value: the one limit of the control
+/// socket (a whole JSON or MessagePack message) and of the workers' channels (each payload),
+/// so that whatever the socket accepts a worker can receive, and what a worker may send the
+/// daemon can decode. `send` refuses a deeper payload before writing anything.
+pub const MAX_DEPTH: usize = 128;
+
 use serde_json::Value;
 
 /// Who a call comes from, as the connection layer knows it (an internal of the server,

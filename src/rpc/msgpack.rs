@@ -12,8 +12,8 @@ use serde_json::{Map, Number, Value};
 
 use super::{RpcError, base64};
 
-/// How deeply arrays and maps may nest.
-pub const MAX_DEPTH: usize = 64;
+/// How deeply arrays and maps may nest: the crate's one limit, [`super::MAX_DEPTH`].
+pub const MAX_DEPTH: usize = super::MAX_DEPTH;
 
 /// What [`Scanner::scan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,9 @@ impl Scanner {
             self.counted += 1;
             *self.stack.last_mut().expect("not empty") -= 1;
             if children > 0 {
-                if self.stack.len() >= MAX_DEPTH {
+                // The stack holds the top level's entry too: this is container number
+                // `stack.len()`, and `MAX_DEPTH` of them may nest.
+                if self.stack.len() > MAX_DEPTH {
                     self.reset();
                     return Scan::Invalid("nested too deeply");
                 }
@@ -513,6 +515,10 @@ mod tests {
         );
         let deep = vec![0x91u8; MAX_DEPTH + 1];
         assert_eq!(scan_all(&deep, 1 << 20), Scan::Invalid("nested too deeply"));
+        // Exactly the limit is fine (as for JSON).
+        let mut ok = vec![0x91u8; MAX_DEPTH];
+        ok.push(0xc0);
+        assert_eq!(scan_all(&ok, 1 << 20), Scan::Complete(ok.len()));
     }
 
     #[test]

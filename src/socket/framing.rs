@@ -61,8 +61,9 @@ pub enum JsonScan {
     Invalid,
 }
 
-/// How deeply JSON arrays and objects may nest (serde_json stops at 128 too).
-pub const MAX_JSON_DEPTH: usize = 128;
+/// How deeply JSON arrays and objects may nest: the crate's one limit,
+/// [`crate::rpc::MAX_DEPTH`], shared with MessagePack and the workers' channels.
+pub const MAX_JSON_DEPTH: usize = crate::rpc::MAX_DEPTH;
 
 /// Finds where each JSON value of a stream ends, without parsing it and resuming where it
 /// stopped when more bytes arrive (so a large request costs one pass). It tracks strings and

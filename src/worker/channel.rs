@@ -1,5 +1,5 @@
 //! The channel between the daemon and one worker: an anonymous shared region (a header and
-//! two rings) and an eventfd per direction to wake the reader.
+//! two rings) and a socket pair whose bytes wake the reader.
 //!
 //! The region is mapped `MAP_SHARED | MAP_ANONYMOUS` before the fork: nothing is named in
 //! `/dev/shm` or SysV, so nothing can outlive the two processes. The daemon trusts nothing it
@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use super::ring::{Corrupt, Full, Ring};
 use crossbeam_utils::CachePadded;
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::sys::socket::{MsgFlags, recv, send};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The bytes of each ring.
 pub const RING_CAPACITY: usize = 64 * 1024;
@@ -40,6 +40,8 @@ pub struct Header {
     pub ticks: AtomicU64,
     /// Log lines the worker could not send because its ring was full.
     pub lost_logs: AtomicU64,
+    /// Frames from the daemon the worker could not decode, and dropped.
+    pub dropped: AtomicU64,
 }
 
 #[repr(C)]
@@ -156,35 +158,65 @@ impl std::fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
-/// The two eventfds of a channel.
+/// The wake-ups of a channel: one Unix socket pair. A byte sent on one socket makes the
+/// other readable.
+///
+/// Both processes hold both sockets (each wakes itself by sending on the other end), so
+/// they share the sockets' open file descriptions: a worker can change their flags
+/// (`O_NONBLOCK`) or fill their buffers. Every send and receive here therefore passes
+/// `MSG_DONTWAIT` (non-blocking whatever the flags; `MSG_NOSIGNAL` too, no SIGPIPE should a
+/// worker shut a socket down), and a wake-up that does not fit is dropped: the receiver has
+/// unread bytes then, and is readable anyway. (Eventfds, used before, can only be read and
+/// written with the description's own flags: a worker that cleared `O_NONBLOCK` could block
+/// the daemon in a `read` or a `write`.)
 struct Events {
-    /// Written by the daemon, read by the worker.
-    down: OwnedEvent,
-    /// Written by the worker, read by the daemon.
-    up: OwnedEvent,
+    /// The daemon's: readable when the worker (or the daemon itself) woke it.
+    daemon: OwnedSocket,
+    /// The worker's: readable when the daemon (or the worker itself) woke it.
+    worker: OwnedSocket,
 }
 
-/// An eventfd recorded as daimon's (see `sys`) for its life.
-struct OwnedEvent(EventFd);
+/// A socket recorded as daimon's (see `sys`) for its life.
+struct OwnedSocket(std::os::unix::net::UnixStream);
 
-impl std::ops::Deref for OwnedEvent {
-    type Target = EventFd;
+impl OwnedSocket {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 
-    fn deref(&self) -> &EventFd {
-        &self.0
+    /// Sends one wake-up byte (to the other end of the pair); never blocks, never signals.
+    fn wake_peer(&self) {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let _ = send(self.0.as_raw_fd(), &[1], flags);
+    }
+
+    /// Takes the wake-ups waiting on this end; never blocks. Bounded: a peer that keeps
+    /// sending leaves this end readable, to be cleared again next turn. False when the
+    /// pair was shut down (end of file: readable for ever, so a worker that does this
+    /// would keep the daemon's loop busy).
+    fn clear(&self) -> bool {
+        let mut buf = [0u8; 256];
+        for _ in 0..16 {
+            match recv(self.0.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return false,
+                Ok(n) if n == buf.len() => {}
+                _ => return true,
+            }
+        }
+        true
     }
 }
 
-impl Drop for OwnedEvent {
+impl Drop for OwnedSocket {
     fn drop(&mut self) {
-        crate::sys::disown(self.0.as_fd().as_raw_fd());
+        crate::sys::disown(self.0.as_raw_fd());
     }
 }
 
-/// A channel: the shared region and the two eventfds, as held by one end.
+/// A channel: the shared region and the wake-up sockets, as held by one end.
 ///
 /// Both ends may live in one process (the supervisor's unit tests, the benchmarks): the
-/// region and the eventfds are shared, and released with the last end.
+/// region and the wake-up sockets are shared, and released with the last end.
 pub struct Channel {
     region: Arc<Region>,
     events: Arc<Events>,
@@ -198,24 +230,26 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Channel {
-    /// Maps a region and creates the eventfds, for the daemon; the forked worker switches
-    /// its copy with [`Channel::into_worker_end`].
+    /// Maps a region and creates the wake-up sockets, for the daemon; the forked worker
+    /// switches its copy with [`Channel::into_worker_end`].
     ///
     /// # Errors
     ///
-    /// The operating system's error mapping memory or creating an eventfd.
+    /// The operating system's error mapping memory or creating the sockets.
     pub fn new() -> io::Result<Channel> {
-        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
         let region = Arc::new(Region::new()?);
-        let down = EventFd::from_value_and_flags(0, flags)?;
-        crate::sys::own(down.as_fd().as_raw_fd());
-        let down = OwnedEvent(down);
-        let up = EventFd::from_value_and_flags(0, flags)?;
-        crate::sys::own(up.as_fd().as_raw_fd());
-        let up = OwnedEvent(up);
+        // Close-on-exec, as std makes every socket.
+        let (daemon, worker) = std::os::unix::net::UnixStream::pair()?;
+        for socket in [&daemon, &worker] {
+            socket.set_nonblocking(true)?;
+            crate::sys::own(socket.as_raw_fd());
+        }
         Ok(Channel {
             region,
-            events: Arc::new(Events { down, up }),
+            events: Arc::new(Events {
+                daemon: OwnedSocket(daemon),
+                worker: OwnedSocket(worker),
+            }),
             end: End::Daemon,
         })
     }
@@ -257,28 +291,38 @@ impl Channel {
         Ring::new(&positions.head, &positions.tail, self.region.data(index))
     }
 
-    fn outgoing(&self) -> (Ring<'_>, &EventFd) {
+    /// The outgoing ring, and this end's own socket (sending on it wakes the other end).
+    fn outgoing(&self) -> (Ring<'_>, &OwnedSocket) {
         match self.end {
-            End::Daemon => (self.ring(0), &self.events.down),
-            End::Worker => (self.ring(1), &self.events.up),
+            End::Daemon => (self.ring(0), &self.events.daemon),
+            End::Worker => (self.ring(1), &self.events.worker),
         }
     }
 
-    fn incoming(&self) -> (Ring<'_>, &EventFd) {
+    /// The incoming ring, and the other end's socket (sending on it wakes this end).
+    fn incoming(&self) -> (Ring<'_>, &OwnedSocket) {
         match self.end {
-            End::Daemon => (self.ring(1), &self.events.up),
-            End::Worker => (self.ring(0), &self.events.down),
+            End::Daemon => (self.ring(1), &self.events.worker),
+            End::Worker => (self.ring(0), &self.events.daemon),
         }
     }
 
-    /// The eventfd that becomes readable when a message arrives at this end.
+    /// This end's own socket: readable when a message arrives (or this end woke itself).
+    fn own(&self) -> &OwnedSocket {
+        match self.end {
+            End::Daemon => &self.events.daemon,
+            End::Worker => &self.events.worker,
+        }
+    }
+
+    /// The descriptor that becomes readable when a message arrives at this end.
     pub fn incoming_fd(&self) -> BorrowedFd<'_> {
-        self.incoming().1.as_fd()
+        self.own().fd()
     }
 
-    /// The eventfds, for a forked child that keeps only these descriptors.
+    /// The wake-up sockets, for a forked child that keeps only these descriptors.
     pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.events.down.as_fd(), self.events.up.as_fd()]
+        [self.events.daemon.fd(), self.events.worker.fd()]
     }
 
     /// Sends one encoded frame and wakes the other end.
@@ -293,14 +337,14 @@ impl Channel {
             return Err(ChannelError::TooLarge(frame.len()));
         }
         ring.push(frame).map_err(ChannelError::Full)?;
-        // A full eventfd counter (2^64 - 2 wake-ups unread) would mean the reader is gone.
-        let _ = event.write(1);
+        // Dropped if the other end's buffer is full: it has wake-ups unread then.
+        event.wake_peer();
         Ok(())
     }
 
     /// Wakes this end's own reader again (to finish draining on a later turn).
     pub fn wake_self(&self) {
-        let _ = self.incoming().1.write(1);
+        self.incoming().1.wake_peer();
     }
 
     /// Writes garbage toward the other end, for tests of its defences: a frame that is not
@@ -312,12 +356,32 @@ impl Channel {
         } else {
             let _ = self.outgoing().0.push(&[0xc1, 0xc1, 0xc1]);
         }
-        let _ = self.outgoing().1.write(1);
+        self.outgoing().1.wake_peer();
+    }
+
+    /// Breaks the outgoing ring's positions (head far past tail), for tests of the other
+    /// end's defences.
+    #[cfg(test)]
+    pub(crate) fn corrupt_ring(&self) {
+        let layout = self.region.layout();
+        let positions = match self.end {
+            End::Daemon => &layout.down,
+            End::Worker => &layout.up,
+        };
+        let tail = positions.tail.load(Ordering::Relaxed);
+        positions.head.store(
+            tail.wrapping_add(3 * RING_CAPACITY as u64),
+            Ordering::Release,
+        );
+        self.outgoing().1.wake_peer();
     }
 
     /// Clears the wake-up, before draining with [`Channel::receive`].
-    pub fn clear_wakeup(&self) {
-        let _ = self.incoming().1.read();
+    ///
+    /// Returns false when the wake-up sockets were shut down (only a hostile or broken
+    /// worker does that): the channel can no longer wake this end.
+    pub fn clear_wakeup(&self) -> bool {
+        self.own().clear()
     }
 
     /// Takes the next frame into `buffer`; false when there is none.
@@ -366,8 +430,41 @@ mod tests {
         worker.send_frame(b"up").unwrap();
         assert!(daemon.receive_frame(&mut buf).unwrap());
         assert_eq!(buf, b"up");
-        // Wake-ups: the worker's eventfd counted the two sends down.
-        assert_eq!(daemon.events.down.read().unwrap(), 2);
+        // Wake-ups: the two sends down reached the worker's socket, the one up the daemon's.
+        let mut bytes = [0u8; 8];
+        let worker_fd = worker.incoming_fd().as_raw_fd();
+        assert_eq!(recv(worker_fd, &mut bytes, MsgFlags::MSG_DONTWAIT), Ok(2));
+        daemon.clear_wakeup();
+        let daemon_fd = daemon.incoming_fd().as_raw_fd();
+        assert!(recv(daemon_fd, &mut bytes, MsgFlags::MSG_DONTWAIT).is_err());
+    }
+
+    #[test]
+    fn wake_ups_never_block_even_when_a_worker_clears_o_nonblock() {
+        let daemon = Channel::new().unwrap();
+        let worker = daemon.worker_end();
+        // What a hostile worker can do to the descriptions it shares with the daemon.
+        for fd in daemon.fds() {
+            let empty = nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty());
+            nix::fcntl::fcntl(fd, empty).unwrap();
+        }
+        // Nothing to read: clearing returns at once.
+        daemon.clear_wakeup();
+        // The worker never clears its wake-ups: its buffer fills, and the daemon's further
+        // wake-ups are dropped, not blocked on.
+        let mut buf = Vec::new();
+        for _ in 0..200_000 {
+            daemon.send_frame(b"").unwrap();
+            assert!(worker.receive_frame(&mut buf).unwrap());
+        }
+        daemon.wake_self();
+        assert!(daemon.clear_wakeup());
+        assert!(worker.clear_wakeup());
+        // A worker that shuts the pair down is told apart (its end of file would keep the
+        // daemon's socket readable for ever).
+        let fd = worker.incoming_fd();
+        nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
+        assert!(!daemon.clear_wakeup());
     }
 
     #[test]

@@ -48,8 +48,6 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Becomes the worker `build` makes (once this process is cut off from the daemon's
 /// descriptors, so what it opens is the worker's own) and returns its exit code.
 pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job) -> i32 {
-    // Its own process group: a terminal's Ctrl-C reaches the daemon, which stops workers.
-    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
     // A worker never outlives its daemon: killed when the daemon dies, and checked now in
     // case it died before the call.
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
@@ -137,6 +135,8 @@ impl Drain for ChannelDrain {
         let mut text = record.msg().to_string();
         let _ = slog::KV::serialize(&record.kv(), record, &mut Text(&mut text));
         let _ = slog::KV::serialize(values, record, &mut Text(&mut text));
+        // A line longer than the daemon takes is cut here, not lost.
+        super::frame::truncate(&mut text, super::frame::MAX_LOG_TEXT);
         let level = u8::try_from(record.level().as_usize()).unwrap_or(3);
         if self
             .channel
@@ -248,18 +248,25 @@ impl<W: Worker> Process<W> {
 
     fn commands(&mut self) {
         // Cleared once, before reading: a frame written after this wakes us again.
-        self.host.channel.clear_wakeup();
+        let _ = self.host.channel.clear_wakeup();
         for _ in 0..FRAMES_PER_TURN {
             let frame = match self.host.channel.receive_frame(&mut self.buffer) {
                 Ok(false) => return,
                 Ok(true) => Down::decode(&self.buffer),
-                Err(e) => Err(e.to_string()),
+                Err(e) => {
+                    error!(self.host.logger, "the daemon's channel is corrupt"; "error" => %e);
+                    self.exit = Some(exit::CORRUPT);
+                    return;
+                }
             };
             let (state, seq) = match frame {
                 Err(e) => {
-                    error!(self.host.logger, "the daemon's channel is corrupt"; "error" => e);
-                    self.exit = Some(exit::CORRUPT);
-                    return;
+                    // A frame this end cannot decode is dropped and counted, never a crash.
+                    let dropped = &self.host.channel.header().dropped;
+                    if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        error!(self.host.logger, "dropped a frame from the daemon: it cannot be decoded"; "error" => e);
+                    }
+                    continue;
                 }
                 Ok(Down::Stop) => {
                     self.host.stop = true;

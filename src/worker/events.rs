@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Exit;
+use super::supervisor::Charge;
 use crate::bus::Event;
 
 /// `daemon.worker.started`: the supervisor forked a worker.
@@ -96,11 +97,34 @@ impl Event for WorkerFailed {
 
 /// A message a worker sent up with `ctx.send(command, payload)`, named
 /// `daemon.worker.message.<worker>.<command>` on the daemon's bus.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// While it waits on the bus, the memory it holds counts against the supervisor's backlog:
+/// above a high-water mark, the daemon reads no worker's ring until the bus has caught up.
+/// (A clone a listener keeps does not count.)
+#[derive(Debug)]
 pub struct WorkerMessage {
     name: String,
     worker_len: usize,
     payload: Option<Value>,
+    charge: Option<Charge>,
+}
+
+impl Clone for WorkerMessage {
+    fn clone(&self) -> Self {
+        WorkerMessage {
+            name: self.name.clone(),
+            worker_len: self.worker_len,
+            payload: self.payload.clone(),
+            charge: None,
+        }
+    }
+}
+
+impl PartialEq for WorkerMessage {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.worker_len, &self.payload)
+            == (&other.name, other.worker_len, &other.payload)
+    }
 }
 
 impl WorkerMessage {
@@ -113,7 +137,14 @@ impl WorkerMessage {
             name: format!("{}{worker}.{command}", Self::PREFIX),
             worker_len: worker.len(),
             payload,
+            charge: None,
         }
+    }
+
+    /// The message, its memory counted in the supervisor's backlog until it is dropped.
+    pub(crate) fn charged(mut self, charge: Charge) -> WorkerMessage {
+        self.charge = Some(charge);
+        self
     }
 
     /// The pattern of every message from `worker`.

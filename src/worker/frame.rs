@@ -9,9 +9,18 @@
 //! (bounded depth and sizes) before it is decoded, and anything but one well-formed frame is
 //! an error that gets the worker killed.
 
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::rpc::MAX_DEPTH;
 use crate::rpc::msgpack::{self, Scan};
+
+/// Why a payload was refused before it was sent.
+pub const TOO_DEEP: &str =
+    "the payload nests arrays or objects deeper than 128, which the other end cannot decode";
+
+/// The longest log line's text that crosses a channel; a longer one is cut there.
+pub const MAX_LOG_TEXT: usize = 16 * 1024;
 
 /// From the daemon to a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,16 +54,35 @@ const LOG: u8 = 16;
 const ACK: u8 = 17;
 const MESSAGE: u8 = 18;
 
+const _: () = assert!(MAX_DEPTH == 128, "TOO_DEEP names the limit");
+
+/// A frame's parts, written back to back: the tag, then each field, every one a MessagePack
+/// value of its own (no enclosing array), so a payload may nest exactly as deep as
+/// [`MAX_DEPTH`] allows anywhere else.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(tag: u8) -> Writer {
+        Writer(Vec::new()).part(&tag)
+    }
+
+    fn part(mut self, value: &impl Serialize) -> Writer {
+        rmp_serde::encode::write(&mut self.0, value)
+            .expect("numbers, strings and JSON values encode");
+        self
+    }
+}
+
 impl Down {
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let encoded = match self {
-            Down::Stop => rmp_serde::to_vec(&(STOP,)),
-            Down::Pause(seq) => rmp_serde::to_vec(&(PAUSE, seq)),
-            Down::Resume(seq) => rmp_serde::to_vec(&(RESUME, seq)),
-            Down::Command(c, p) => rmp_serde::to_vec(&(COMMAND, c, p)),
-        };
-        encoded.expect("numbers, strings and JSON values encode")
+        match self {
+            Down::Stop => Writer::new(STOP),
+            Down::Pause(seq) => Writer::new(PAUSE).part(seq),
+            Down::Resume(seq) => Writer::new(RESUME).part(seq),
+            Down::Command(c, p) => Writer::new(COMMAND).part(c).part(p),
+        }
+        .0
     }
 
     /// Decodes a frame the daemon wrote.
@@ -63,17 +91,22 @@ impl Down {
     ///
     /// What is wrong with the frame.
     pub fn decode(frame: &[u8]) -> Result<Down, String> {
-        let parts = parts(frame)?;
-        match parts.as_slice() {
-            [Value::Number(t)] if t.as_u64() == Some(STOP.into()) => Ok(Down::Stop),
-            [Value::Number(t), Value::Number(seq)] if t.as_u64() == Some(PAUSE.into()) => {
+        let mut parts = parts(frame)?;
+        let tag = parts.first().and_then(Value::as_u64);
+        match (tag.and_then(|t| u8::try_from(t).ok()), parts.as_slice()) {
+            (Some(STOP), [_]) => Ok(Down::Stop),
+            (Some(PAUSE), [_, Value::Number(seq)]) => {
                 Ok(Down::Pause(seq.as_u64().ok_or("a seq is a number")?))
             }
-            [Value::Number(t), Value::Number(seq)] if t.as_u64() == Some(RESUME.into()) => {
+            (Some(RESUME), [_, Value::Number(seq)]) => {
                 Ok(Down::Resume(seq.as_u64().ok_or("a seq is a number")?))
             }
-            [Value::Number(t), Value::String(c), p] if t.as_u64() == Some(COMMAND.into()) => {
-                Ok(Down::Command(c.clone(), payload(p)))
+            (Some(COMMAND), [_, Value::String(_), _]) => {
+                let p = parts.pop().expect("three parts");
+                let Some(Value::String(c)) = parts.pop() else {
+                    unreachable!("matched above")
+                };
+                Ok(Down::Command(c, payload(p)))
             }
             _ => Err("not a frame the daemon sends".into()),
         }
@@ -83,12 +116,12 @@ impl Down {
 impl Up {
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let encoded = match self {
-            Up::Log(level, text) => rmp_serde::to_vec(&(LOG, level, text)),
-            Up::Ack(seq, state) => rmp_serde::to_vec(&(ACK, seq, state)),
-            Up::Message(c, p) => rmp_serde::to_vec(&(MESSAGE, c, p)),
-        };
-        encoded.expect("numbers, strings and JSON values encode")
+        match self {
+            Up::Log(level, text) => Writer::new(LOG).part(level).part(text),
+            Up::Ack(seq, state) => Writer::new(ACK).part(seq).part(state),
+            Up::Message(c, p) => Writer::new(MESSAGE).part(c).part(p),
+        }
+        .0
     }
 
     /// Decodes a frame a worker wrote.
@@ -97,44 +130,124 @@ impl Up {
     ///
     /// What is wrong with the frame.
     pub fn decode(frame: &[u8]) -> Result<Up, String> {
-        let parts = parts(frame)?;
+        let mut parts = parts(frame)?;
         let number =
             |v: &Value, what: &str| v.as_u64().ok_or_else(|| format!("{what} is a number"));
-        match parts.as_slice() {
-            [t, level, Value::String(text)] if t.as_u64() == Some(LOG.into()) => {
+        let tag = parts.first().and_then(Value::as_u64);
+        match (tag.and_then(|t| u8::try_from(t).ok()), parts.as_slice()) {
+            (Some(LOG), [_, level, Value::String(_)]) => {
                 let level = u8::try_from(number(level, "a level")?).map_err(|e| e.to_string())?;
-                Ok(Up::Log(level, text.clone()))
+                let Some(Value::String(mut text)) = parts.pop() else {
+                    unreachable!("matched above")
+                };
+                truncate(&mut text, MAX_LOG_TEXT);
+                Ok(Up::Log(level, text))
             }
-            [t, seq, state] if t.as_u64() == Some(ACK.into()) => {
+            (Some(ACK), [_, seq, state]) => {
                 let state = u32::try_from(number(state, "a state")?).map_err(|e| e.to_string())?;
                 Ok(Up::Ack(number(seq, "a seq")?, state))
             }
-            [t, Value::String(c), p] if t.as_u64() == Some(MESSAGE.into()) => {
-                Ok(Up::Message(c.clone(), payload(p)))
+            (Some(MESSAGE), [_, Value::String(_), _]) => {
+                let p = parts.pop().expect("three parts");
+                let Some(Value::String(c)) = parts.pop() else {
+                    unreachable!("matched above")
+                };
+                Ok(Up::Message(c, payload(p)))
             }
             _ => Err("not a frame a worker sends".into()),
         }
     }
 }
 
-fn payload(p: &Value) -> Option<Value> {
-    (!p.is_null()).then(|| p.clone())
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+pub(crate) fn truncate(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
-/// The frame as an array, measured with the scanner first.
+fn payload(p: Value) -> Option<Value> {
+    (!p.is_null()).then_some(p)
+}
+
+/// The most parts a frame has.
+const MAX_PARTS: usize = 3;
+
+/// The frame's parts, each measured with the scanner (bounded depth and sizes) first.
 fn parts(frame: &[u8]) -> Result<Vec<Value>, String> {
-    match msgpack::Scanner::default().scan(frame, frame.len()) {
-        Scan::Complete(n) if n == frame.len() => {}
-        other => {
-            return Err(format!(
-                "a frame that is not one MessagePack value: {other:?}"
-            ));
+    let mut parts = Vec::new();
+    let mut rest = frame;
+    while !rest.is_empty() {
+        if parts.len() == MAX_PARTS {
+            return Err("a frame with more parts than any frame has".into());
+        }
+        let n = match msgpack::Scanner::default().scan(rest, rest.len()) {
+            Scan::Complete(n) => n,
+            other => {
+                return Err(format!("a frame that is not MessagePack values: {other:?}"));
+            }
+        };
+        parts.push(msgpack::decode_value(&rest[..n])?);
+        rest = &rest[n..];
+    }
+    Ok(parts)
+}
+
+/// Whether `value` nests arrays and objects deeper than [`MAX_DEPTH`], which the other end
+/// of a channel (and the control socket) would refuse. Walks without recursing, so a value
+/// of any depth is measured safely.
+pub fn too_deep(value: &Value) -> bool {
+    // Each array or object with its depth: the outermost one is at depth 1. An empty one
+    // nests nothing, as the MessagePack scanner counts.
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        match v {
+            Value::Array(a) if !a.is_empty() => {
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            Value::Object(o) if !o.is_empty() => {
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+                stack.extend(o.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
         }
     }
-    match msgpack::decode_value(frame)? {
-        Value::Array(parts) => Ok(parts),
-        _ => Err("a frame is an array".into()),
+    false
+}
+
+/// About how many bytes of memory a decoded payload holds (its nodes, strings and keys): what
+/// a message costs while it waits on the daemon's bus.
+pub fn footprint(value: &Value) -> usize {
+    const NODE: usize = std::mem::size_of::<Value>();
+    const ENTRY: usize = std::mem::size_of::<String>() + NODE + 16;
+    let mut total = NODE;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => total += s.capacity(),
+            Value::Array(a) => {
+                total += a.capacity() * NODE;
+                stack.extend(a.iter());
+            }
+            Value::Object(o) => {
+                for (k, v) in o {
+                    total += ENTRY + k.capacity();
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
     }
+    total
 }
 
 #[cfg(test)]
@@ -179,8 +292,62 @@ mod tests {
             assert!(Up::decode(frame).is_err(), "{frame:x?}");
         }
         assert_eq!(
-            Up::decode(b"\x93\x12\xa1x\xc0").unwrap(),
+            Up::decode(b"\x12\xa1x\xc0").unwrap(),
             Up::Message("x".into(), None)
         );
+        assert!(Up::decode(b"\x12\xa1x\xc0\xc0").is_err(), "a part too many");
+    }
+
+    fn nested(depth: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = json!([v]);
+        }
+        v
+    }
+
+    #[test]
+    fn a_payload_as_deep_as_the_limit_crosses_and_a_deeper_one_is_measured_too_deep() {
+        let ok = nested(MAX_DEPTH);
+        assert!(!too_deep(&ok));
+        assert!(too_deep(&nested(MAX_DEPTH + 1)));
+        assert!(too_deep(&json!({"a": nested(MAX_DEPTH)})));
+        assert!(!too_deep(&json!({"a": nested(MAX_DEPTH - 1)})));
+        // An empty array or object nests nothing (as the scanner counts).
+        let mut empty_inside = json!([]);
+        for _ in 0..MAX_DEPTH {
+            empty_inside = json!([empty_inside]);
+        }
+        assert!(!too_deep(&empty_inside));
+        let up = Up::Message("c".into(), Some(empty_inside));
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        // Measured without recursion, whatever the depth.
+        assert!(too_deep(&nested(500)));
+        let down = Down::Command("c".into(), Some(ok.clone()));
+        assert_eq!(Down::decode(&down.encode()).unwrap(), down);
+        let up = Up::Message("c".into(), Some(ok));
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        // What is too deep for the sender's check is too deep for the receiver's scanner.
+        let deep = Up::Message("c".into(), Some(nested(MAX_DEPTH + 1)));
+        assert!(Up::decode(&deep.encode()).is_err());
+    }
+
+    #[test]
+    fn long_log_lines_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(MAX_LOG_TEXT);
+        let Up::Log(_, got) = Up::decode(&Up::Log(3, text).encode()).unwrap() else {
+            panic!("a log line")
+        };
+        assert!(got.len() <= MAX_LOG_TEXT && got.len() >= MAX_LOG_TEXT - 1);
+        assert!(got.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn footprints_grow_with_the_decoded_value_not_the_frame() {
+        let zeros = json!(vec![0; 1000]);
+        let frame = Up::Message("c".into(), Some(zeros.clone())).encode();
+        assert!(frame.len() < 1100);
+        assert!(footprint(&zeros) >= 1000 * std::mem::size_of::<Value>());
+        assert!(footprint(&json!({"key": "x".repeat(500)})) > 500);
     }
 }

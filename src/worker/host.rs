@@ -6,7 +6,7 @@ use serde_json::Value;
 use slog::Logger;
 
 use super::Channel;
-use super::frame::Up;
+use super::frame::{self, Up};
 use crate::bus::{Bus, Host};
 use crate::driver::{Due, LoopHost};
 use crate::error::{Error, Result};
@@ -44,15 +44,28 @@ impl<W> WorkerHost<W> {
     /// [`WorkerMessage`](super::WorkerMessage) named
     /// `daemon.worker.message.<name>.<command>`.
     ///
+    /// The channel never blocks: a full ring (the daemon reads a bounded amount per turn,
+    /// and nothing while its bus is backed up) is an error now, and the message can be sent
+    /// again later.
+    ///
     /// # Errors
     ///
-    /// [`Error::Worker`] when the ring is full or the message too large.
+    /// [`Error::Worker`] with [`WorkerError::Channel`](crate::WorkerError::Channel) when the
+    /// ring is full, the message is too large for a frame, or its payload nests deeper than
+    /// [`MAX_DEPTH`](crate::rpc::MAX_DEPTH), which the daemon would not decode. Nothing is
+    /// sent then.
     pub fn send(&self, command: &str, payload: Option<Value>) -> Result<()> {
-        let frame = Up::Message(command.to_owned(), payload).encode();
-        self.channel.send_frame(&frame).map_err(|e| Error::Worker {
+        let refused = |why: String| Error::Worker {
             name: self.name.clone(),
-            kind: crate::error::WorkerError::Channel(e.to_string()),
-        })
+            kind: crate::error::WorkerError::Channel(why),
+        };
+        if payload.as_ref().is_some_and(frame::too_deep) {
+            return Err(refused(frame::TOO_DEEP.into()));
+        }
+        let frame = Up::Message(command.to_owned(), payload).encode();
+        self.channel
+            .send_frame(&frame)
+            .map_err(|e| refused(e.to_string()))
     }
 
     /// Asks the worker to stop after this turn (spindown, then exit 0).
@@ -126,7 +139,7 @@ impl<W: 'static> WorkerContext<'_, W> {
     ///
     /// # Errors
     ///
-    /// [`Error::Worker`] when the ring is full or the message too large.
+    /// As [`WorkerHost::send`].
     pub fn send(&self, command: &str, payload: Option<Value>) -> Result<()> {
         self.host.send(command, payload)
     }

@@ -53,7 +53,7 @@ pub use events::{
     WorkerRestarting, WorkerStarted,
 };
 #[cfg(any(fuzzing, feature = "internals"))]
-pub use frame::{Down, Up};
+pub use frame::{Down, Up, too_deep};
 pub use host::{WorkerContext, WorkerHost};
 pub use job::Spawn;
 pub use spec::{GiveUp, Restart, Spec};

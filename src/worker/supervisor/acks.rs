@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use super::{Deadline, Workers, worker_error};
 use crate::error::{Result, WorkerError};
 use crate::worker::events::RESERVED_COMMANDS;
-use crate::worker::frame::Down;
+use crate::worker::frame::{self, Down};
 
 /// Pause or resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +49,9 @@ impl Workers {
     ///
     /// [`Error::Worker`](crate::Error::Worker) if there is no such worker, it is not
     /// running, the command is one of the supervisor's own (`stop`, `pause`, `resume`: use
-    /// the methods of the same name), or the channel refused it (full, too large).
+    /// the methods of the same name), or the channel refused it: full, too large for a frame,
+    /// or a payload nested deeper than [`MAX_DEPTH`](crate::rpc::MAX_DEPTH) (nothing is sent
+    /// then).
     pub fn send(&mut self, name: &str, command: &str, payload: Option<Value>) -> Result<()> {
         let i = self.index(name)?;
         if command.is_empty() {
@@ -68,6 +70,12 @@ impl Workers {
             .run
             .as_ref()
             .ok_or_else(|| self.not_running(i))?;
+        if payload.as_ref().is_some_and(frame::too_deep) {
+            return Err(worker_error(
+                name,
+                WorkerError::Channel(frame::TOO_DEEP.into()),
+            ));
+        }
         let frame = Down::Command(command.to_owned(), payload).encode();
         run.channel()
             .send_frame(&frame)

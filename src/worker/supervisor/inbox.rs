@@ -1,15 +1,120 @@
 //! What workers send up: log lines, acknowledgements, and the user's messages.
 
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
 use serde_json::Value;
 use slog::{Level, crit, debug, error, info, trace, warn};
 
 use super::Workers;
 use crate::reactor::Token;
-use crate::worker::frame::Up;
-use crate::worker::{WorkerMessage, channel::ChannelError};
+use crate::worker::WorkerMessage;
+use crate::worker::frame::{self, Up};
 
-/// Frames read from one worker per turn at most, so a chatty worker cannot starve the rest.
-pub(crate) const FRAMES_PER_TURN: usize = 1024;
+/// Bytes of frames read from one worker per turn at most (a quarter of its ring, or one
+/// frame if it is larger), so a chatty worker cannot starve the rest, and what one turn
+/// decodes is bounded in bytes, whatever the frames' sizes.
+pub(crate) const BYTES_PER_TURN: usize = crate::worker::channel::RING_CAPACITY / 4;
+
+/// The memory that workers' messages may hold while they wait on the daemon's bus (their
+/// decoded payloads, estimated): above it, no worker's ring is read until the bus has
+/// dispatched them. The rings then fill, and a worker's `send` gets a full ring.
+pub(crate) const BACKLOG_HIGH_WATER: usize = 2 * 1024 * 1024;
+
+/// The bytes of memory that undispatched worker messages hold, shared with each message's
+/// [`Charge`], which gives its share back when the bus drops the message.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Backlog(Rc<Cell<usize>>);
+
+impl Backlog {
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.get()
+    }
+
+    fn charge(&self, bytes: usize) -> Charge {
+        self.0.set(self.0.get().saturating_add(bytes));
+        Charge {
+            backlog: self.0.clone(),
+            bytes,
+        }
+    }
+}
+
+/// A message's share of the [`Backlog`], given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    backlog: Rc<Cell<usize>>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.backlog
+            .set(self.backlog.get().saturating_sub(self.bytes));
+    }
+}
+
+/// The bytes of log text per second the daemon writes for one worker process, on average;
+/// past it (and a burst of [`LOG_BURST`]), its lines are suppressed and counted, so a
+/// worker that logs in a loop cannot fill the daemon's disk.
+pub(crate) const LOG_BYTES_PER_SEC: usize = 256 * 1024;
+
+/// The bytes of log text a worker may write at once, before its rate applies.
+pub(crate) const LOG_BURST: usize = 1024 * 1024;
+
+/// A log line costs its text and this much (the line's own fields).
+const LOG_LINE_COST: usize = 64;
+
+/// A token bucket over one worker process's log lines.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: usize,
+    at: Instant,
+    /// Suppressed since the last line that passed (told then).
+    pub(super) suppressed: u64,
+    /// Suppressed in all, for `worker.list`.
+    pub(super) suppressed_total: u64,
+}
+
+impl LogBudget {
+    pub(crate) fn new(now: Instant) -> LogBudget {
+        LogBudget {
+            tokens: LOG_BURST,
+            at: now,
+            suppressed: 0,
+            suppressed_total: 0,
+        }
+    }
+
+    /// Whether a line of `len` bytes may be written now.
+    fn take(&mut self, len: usize, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        let refill = (elapsed.as_secs_f64() * LOG_BYTES_PER_SEC as f64) as usize;
+        if refill > 0 {
+            self.tokens = self.tokens.saturating_add(refill).min(LOG_BURST);
+            self.at = now;
+        }
+        let cost = len + LOG_LINE_COST;
+        if cost <= self.tokens {
+            self.tokens -= cost;
+            true
+        } else {
+            self.suppressed += 1;
+            self.suppressed_total += 1;
+            false
+        }
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drained {
+    /// The ring is empty (or the worker is gone).
+    Empty,
+    /// The turn's budget ran out, or the backlog is full: frames wait.
+    Left,
+}
 
 impl Workers {
     /// Handles readiness of a worker's channel. Returns false for a token that is not a
@@ -18,9 +123,10 @@ impl Workers {
         let Some(&i) = self.by_token.get(&token) else {
             return false;
         };
-        if self.drain(i, FRAMES_PER_TURN) {
-            // The budget ran out with frames left: come back on the next turn, even if the
-            // worker writes nothing more.
+        if self.drain(i, BYTES_PER_TURN, true) == Drained::Left {
+            // The budget ran out, or the bus is full, with frames left: come back on the
+            // next turn, even if the worker writes nothing more. (While the backlog is full,
+            // events wait on the bus, so the daemon's loop does not block meanwhile.)
             if let Some(run) = &self.entries[i].run {
                 run.channel().wake_self();
             }
@@ -28,59 +134,125 @@ impl Workers {
         true
     }
 
-    /// Reads at most `budget` frames from entry `i`; true if it stopped with frames left. A
-    /// worker whose channel is corrupt is killed (it is then handled as crashed).
-    pub(super) fn drain(&mut self, i: usize, budget: usize) -> bool {
+    /// Reads frames of entry `i`, at least one and at most `budget` bytes of them (and, with
+    /// `bounded`, none while the backlog is above its high-water mark; without, the worker
+    /// was reaped: its last frames are read). A worker whose ring or
+    /// header is corrupt is killed (it is then handled as crashed); a frame that is not one
+    /// it may send (too deep, garbage) is logged, dropped and counted.
+    pub(super) fn drain(&mut self, i: usize, budget: usize, bounded: bool) -> Drained {
         let mut buffer = std::mem::take(&mut self.buffer);
-        let mut left = false;
+        let mut outcome = Drained::Empty;
         if let Some(run) = &self.entries[i].run {
             // Cleared once, before reading: a frame written after this wakes us again.
-            run.channel().clear_wakeup();
+            if !run.channel().clear_wakeup() {
+                self.kill_corrupt(i, "its wake-up sockets were shut down".into(), bounded);
+                self.buffer = buffer;
+                return Drained::Empty;
+            }
         }
-        for n in 0.. {
-            if n == budget {
-                left = true;
+        let mut read = 0usize;
+        loop {
+            if read >= budget || (bounded && self.backlog.bytes() >= BACKLOG_HIGH_WATER) {
+                outcome = Drained::Left;
                 break;
             }
             let Some(run) = &self.entries[i].run else {
                 break;
             };
             let channel = run.channel();
-            let frame = if !channel.header_ok() {
-                Err("the header's magic or version was overwritten".to_owned())
-            } else {
-                match channel.receive_frame(&mut buffer) {
-                    Ok(false) => break,
-                    Ok(true) => Up::decode(&buffer),
-                    Err(ChannelError::Corrupt(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
+            if !channel.header_ok() {
+                let why = "the header's magic or version was overwritten".into();
+                self.kill_corrupt(i, why, bounded);
+                break;
+            }
+            match channel.receive_frame(&mut buffer) {
+                Ok(false) => break,
+                Ok(true) => {
+                    read += buffer.len().max(1);
+                    match Up::decode(&buffer) {
+                        Ok(up) => self.arrived(i, up),
+                        Err(why) => self.undecodable(i, &why),
+                    }
                 }
-            };
-            match frame {
-                Ok(up) => self.arrived(i, up),
-                Err(why) => {
-                    let pid = run.pid;
-                    error!(self.logger, "worker killed: its channel is corrupt";
-                        "worker" => &self.entries[i].name, "error" => why);
-                    self.procs.signal(pid, nix::sys::signal::Signal::SIGKILL);
+                Err(e) => {
+                    self.kill_corrupt(i, e.to_string(), bounded);
                     break;
                 }
             }
         }
+        buffer.clear();
+        if buffer.capacity() > BYTES_PER_TURN {
+            // One large frame does not keep its buffer for the daemon's life.
+            buffer.shrink_to(BYTES_PER_TURN);
+        }
         self.buffer = buffer;
-        left
+        outcome
+    }
+
+    /// Kills the worker of a corrupt channel (`alive`: it has not been reaped; once it
+    /// has, its pid may be another process's, and only the corruption is logged).
+    fn kill_corrupt(&mut self, i: usize, why: String, alive: bool) {
+        let entry = &mut self.entries[i];
+        let (name, Some(run)) = (&entry.name, entry.run.as_mut()) else {
+            return;
+        };
+        if alive {
+            if run.killed {
+                // Once: until it is reaped, its channel may wake the daemon again.
+                return;
+            }
+            run.killed = true;
+            error!(self.logger, "worker killed: its channel is corrupt"; "worker" => name, "error" => why);
+            self.procs
+                .signal(run.pid, nix::sys::signal::Signal::SIGKILL);
+        } else {
+            error!(self.logger, "the channel of a worker that ended is corrupt"; "worker" => name, "error" => why);
+        }
+    }
+
+    /// A frame the daemon cannot decode: dropped and counted, never a crash; logged once per
+    /// process (the count shows in `worker.list` and when the process ends).
+    fn undecodable(&mut self, i: usize, why: &str) {
+        let Some(run) = self.entries[i].run.as_mut() else {
+            return;
+        };
+        run.dropped += 1;
+        if run.dropped == 1 {
+            warn!(self.logger, "dropped a frame the worker sent: it cannot be decoded";
+                "worker" => &self.entries[i].name, "error" => why);
+        }
     }
 
     fn arrived(&mut self, i: usize, up: Up) {
         let name = &self.entries[i].name;
         match up {
-            Up::Log(level, text) => log(&self.logger, name, level, &text),
+            Up::Log(level, text) => {
+                let now = self.procs.now();
+                let entry = &mut self.entries[i];
+                let (name, Some(run)) = (&entry.name, entry.run.as_mut()) else {
+                    return;
+                };
+                if run.logs.take(text.len(), now) {
+                    if run.logs.suppressed > 0 {
+                        warn!(self.logger, "worker logged past its rate limit: log lines suppressed";
+                            "worker" => name, "suppressed" => run.logs.suppressed);
+                        run.logs.suppressed = 0;
+                    }
+                    log(&self.logger, name, level, &text);
+                }
+            }
             Up::Ack(seq, state) => {
                 let name = name.clone();
                 self.acknowledged(seq, &name, Value::from(state));
             }
             Up::Message(command, payload) => {
-                let message = WorkerMessage::new(name, &command, payload);
+                let cost = std::mem::size_of::<WorkerMessage>()
+                    + WorkerMessage::PREFIX.len()
+                    + name.len()
+                    + command.len()
+                    + payload.as_ref().map_or(0, frame::footprint);
+                let charge = self.backlog.charge(cost);
+                let message = WorkerMessage::new(name, &command, payload).charged(charge);
                 self.emit(message);
             }
         }

@@ -67,6 +67,12 @@ pub struct WorkerInfo {
     pub uptime: Option<Duration>,
     /// Its heartbeat (loop turns), while running.
     pub heartbeat: Option<u64>,
+    /// Frames between the daemon and its current process that the receiving end could not
+    /// decode and dropped (either way).
+    pub dropped: u64,
+    /// Log lines of its current process that were lost: its ring was full, or it logged
+    /// past its rate limit and the daemon suppressed them.
+    pub lost_logs: u64,
 }
 
 impl WorkerInfo {
@@ -78,6 +84,7 @@ impl WorkerInfo {
             "restart": self.restart.name(), "forever": self.restart == Restart::Permanent,
             "restarts": self.restarts,
             "uptime": self.uptime.map(|u| u.as_secs_f64()), "heartbeat": self.heartbeat,
+            "dropped": self.dropped, "lost_logs": self.lost_logs,
         })
     }
 }

@@ -35,6 +35,8 @@ use crate::reactor::{Handle, Source, TokenMap};
 
 use acks::Ack;
 pub(crate) use acks::Toggle;
+use inbox::Backlog;
+pub(crate) use inbox::Charge;
 pub use info::{Exit, WorkerInfo};
 pub(crate) use spawn::{Fork, Processes, Template};
 
@@ -69,6 +71,12 @@ struct Run {
     /// A stop was asked for (by an administrator, a restart, the shutdown).
     stopping: bool,
     sigterm_sent: bool,
+    /// Frames from it that could not be decoded, dropped.
+    dropped: u64,
+    /// Killed for a corrupt channel (once).
+    killed: bool,
+    /// What it may still log, and how many lines were suppressed past it.
+    logs: inbox::LogBudget,
 }
 
 impl Run {
@@ -127,6 +135,11 @@ pub struct Workers {
     /// The entry of each running worker's channel token.
     by_token: TokenMap<usize>,
     buffer: Vec<u8>,
+    /// The memory held by this supervisor's worker messages still waiting on the bus.
+    backlog: Backlog,
+    /// The process groups of workers that are gone but may have left processes behind:
+    /// reaped until empty.
+    groups: Vec<Pid>,
     out: Outbox,
 }
 
@@ -152,6 +165,8 @@ impl Workers {
             next_generation: 1,
             by_token: TokenMap::default(),
             buffer: Vec::new(),
+            backlog: Backlog::default(),
+            groups: Vec::new(),
             out: Outbox::default(),
         }
     }
@@ -282,6 +297,12 @@ impl Workers {
             restarts: e.starts.saturating_sub(1),
             uptime: e.run.as_ref().map(|r| r.started.elapsed()),
             heartbeat: header.map(|h| h.heartbeat.load(Ordering::Relaxed)),
+            dropped: e.run.as_ref().map_or(0, |r| {
+                r.dropped + r.channel().header().dropped.load(Ordering::Relaxed)
+            }),
+            lost_logs: e.run.as_ref().map_or(0, |r| {
+                r.logs.suppressed_total + r.channel().header().lost_logs.load(Ordering::Relaxed)
+            }),
         }
     }
 

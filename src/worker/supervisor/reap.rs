@@ -35,13 +35,20 @@ impl Workers {
                 self.gone(i, code, signal);
             }
         }
+        self.reap_groups();
+    }
+
+    /// Reaps the orphans of gone workers, forgetting each group once it is empty.
+    fn reap_groups(&mut self) {
+        let procs = &mut self.procs;
+        self.groups.retain(|&pgid| !procs.reap_group(pgid));
     }
 
     fn gone(&mut self, i: usize, code: Option<i32>, signal: Option<i32>) {
         // What the worker sent just before it exited (its last log lines, an ack) is still
         // in the ring: read it all before the channel goes.
         if let Some(token) = self.entries[i].run.as_ref().map(|r| r.source.token()) {
-            while self.drain(i, usize::MAX) {}
+            while self.drain(i, usize::MAX, false) == super::inbox::Drained::Left {}
             self.by_token.remove(&token);
         }
         let now = self.procs.now();
@@ -49,6 +56,7 @@ impl Workers {
         let entry = &mut self.entries[i];
         let Some(run) = entry.run.take() else { return };
         let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);
+        let suppressed = run.logs.suppressed;
         let exit = Exit {
             name: entry.name.clone(),
             pid: run.pid.as_raw(),
@@ -58,6 +66,7 @@ impl Workers {
             requested: run.stopping || entry.admin_stopped || shutting_down,
             ran_for: now.saturating_duration_since(run.started),
         };
+        let dropped = run.dropped + run.channel().header().dropped.load(Ordering::Relaxed);
         drop(run);
         entry.last_exit = Some(exit.clone());
         if entry.outside != State::Failed {
@@ -72,6 +81,21 @@ impl Workers {
         if lost > 0 {
             warn!(self.logger, "the worker's ring was full: log lines lost"; "worker" => &name, "lost" => lost);
         }
+        if suppressed > 0 {
+            warn!(self.logger, "worker logged past its rate limit: log lines suppressed"; "worker" => &name, "suppressed" => suppressed);
+        }
+        if dropped > 0 {
+            warn!(self.logger, "frames that could not be decoded were dropped"; "worker" => &name, "dropped" => dropped);
+        }
+        // Whatever the worker started goes with it (its process group; the worker leads
+        // it), and is reaped here as it ends.
+        let pgid = nix::unistd::Pid::from_raw(exit.pid);
+        self.procs
+            .signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        if !self.groups.contains(&pgid) {
+            self.groups.push(pgid);
+        }
+        self.reap_groups();
         self.fail_acks_of(&name);
         let next = self.decide(i, &exit);
         self.emit(WorkerExited { exit });

@@ -6,9 +6,10 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use nix::sys::signal::{Signal, kill};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::{ForkResult, Pid, fork, setpgid};
 use slog::info;
 
 use super::{Run, Workers, worker_error};
@@ -57,8 +58,18 @@ pub(crate) trait Processes {
     ) -> io::Result<Pid>;
     /// Sends `signal` to `pid` (a process this supervisor started).
     fn signal(&mut self, pid: Pid, signal: Signal);
+    /// Sends `signal` to the process group `pgid`: a worker and whatever it started (every
+    /// worker leads a group of its own).
+    fn signal_group(&mut self, pgid: Pid, signal: Signal);
     /// Reaps `pid` if it ended: its exit code or the signal that killed it.
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)>;
+    /// Reaps what ended of the process group `pgid` (a gone worker's orphans, which the
+    /// daemon adopted as a subreaper), never any other child; true once no process is left
+    /// in the group.
+    fn reap_group(&mut self, pgid: Pid) -> bool;
+    /// Makes the daemon the reaper of its workers' orphans (`PR_SET_CHILD_SUBREAPER`), so a
+    /// process a worker started is reaped here, not by init, once the worker is gone.
+    fn adopt_orphans(&mut self);
     /// The time now.
     fn now(&self) -> Instant;
     /// A random number, for jitter.
@@ -86,6 +97,12 @@ impl Processes for Fork {
         // code: whatever happens, it ends in `_exit`.
         match unsafe { fork() }? {
             ForkResult::Child => {
+                // Its own process group, at once (the parent sets it too, so whichever runs
+                // first, it holds before the parent signals the group): the worker and what
+                // it starts are signalled and reaped together, and a terminal's Ctrl-C
+                // reaches the daemon only, which stops its workers. setpgid is
+                // async-signal-safe.
+                let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 crate::reactor::reset_after_fork();
                 // The daemon's mask back (pthread_sigmask, async-signal-safe): what arrived
                 // since the fork is delivered now, with the dispositions just put back.
@@ -97,12 +114,41 @@ impl Processes for Fork {
                 .unwrap_or(child::exit::PANIC);
                 child::exit_now(code)
             }
-            ForkResult::Parent { child } => Ok(child),
+            ForkResult::Parent { child } => {
+                // The same as the child does; fails harmlessly if the child did it already
+                // and went on (EACCES after an exec, ESRCH once it is a zombie).
+                let _ = setpgid(child, child);
+                Ok(child)
+            }
         }
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {
         let _ = kill(pid, signal);
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        // The group only, never the pid alone: once the worker is reaped, its pid may be
+        // another process's, but no new process takes a pid that is still a group's id.
+        let _ = killpg(pgid, signal);
+    }
+
+    fn reap_group(&mut self, pgid: Pid) -> bool {
+        // Only children in this group: a child the user's code spawned is left to its owner.
+        loop {
+            match waitpid(Pid::from_raw(-pgid.as_raw()), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => return false,
+                Ok(_) => {}
+                Err(Errno::EINTR) => {}
+                // None of ours left in it: done once no process at all is (a member that is
+                // not our child yet, its parent still exiting, becomes ours soon).
+                Err(_) => return killpg(pgid, None::<Signal>) == Err(Errno::ESRCH),
+            }
+        }
+    }
+
+    fn adopt_orphans(&mut self) {
+        let _ = nix::sys::prctl::set_child_subreaper(true);
     }
 
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)> {
@@ -143,6 +189,9 @@ impl Template for Gone {
 impl Workers {
     /// Starts every installed worker (at the daemon's start).
     pub(crate) fn start_all(&mut self) -> Result<()> {
+        if !self.entries.is_empty() {
+            self.procs.adopt_orphans();
+        }
         for i in 0..self.entries.len() {
             self.spawn(i)?;
         }
@@ -231,6 +280,9 @@ impl Workers {
             generation,
             stopping: false,
             sigterm_sent: false,
+            dropped: 0,
+            killed: false,
+            logs: super::inbox::LogBudget::new(now),
         });
         entry.starts += 1;
         entry.restart_when_gone = false;

@@ -1,5 +1,6 @@
 //! Stopping workers: `Stop` on the channel, then SIGTERM, then SIGKILL, all in parallel;
-//! every escalation belongs to the process it was armed for.
+//! every escalation belongs to the process it was armed for, and reaches its whole process
+//! group (the worker and what it started).
 
 use nix::sys::signal::Signal;
 use slog::warn;
@@ -69,7 +70,7 @@ impl Workers {
         if run.channel().send_frame(&Down::Stop.encode()).is_err() {
             // The channel is full or broken: go straight to SIGTERM.
             run.sigterm_sent = true;
-            self.procs.signal(pid, Signal::SIGTERM);
+            self.procs.signal_group(pid, Signal::SIGTERM);
         }
         self.arm(
             half,
@@ -96,7 +97,7 @@ impl Workers {
         if !run.sigterm_sent {
             run.sigterm_sent = true;
             warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => &entry.name);
-            self.procs.signal(pid, Signal::SIGTERM);
+            self.procs.signal_group(pid, Signal::SIGTERM);
             self.arm(
                 half,
                 Deadline::Escalate {
@@ -106,6 +107,8 @@ impl Workers {
             );
         } else {
             warn!(self.logger, "worker did not stop: SIGKILL"; "worker" => &entry.name);
+            self.procs.signal_group(pid, Signal::SIGKILL);
+            // And the process itself, should it have left its group.
             self.procs.signal(pid, Signal::SIGKILL);
         }
     }
@@ -120,17 +123,22 @@ impl Workers {
         }
     }
 
-    /// Whether no worker process runs.
+    /// Whether no worker process runs, and nothing a gone worker started is left unreaped.
     pub(crate) fn all_gone(&self) -> bool {
-        self.entries.iter().all(|e| e.run.is_none())
+        self.entries.iter().all(|e| e.run.is_none()) && self.groups.is_empty()
     }
 
-    /// SIGKILLs every worker still running (the last resort of a shutdown).
+    /// SIGKILLs every worker still running, with its process group, and what is left of gone
+    /// workers' groups (the last resort of a shutdown).
     pub(crate) fn kill_all(&mut self) {
         for e in &self.entries {
             if let Some(run) = &e.run {
+                self.procs.signal_group(run.pid, Signal::SIGKILL);
                 self.procs.signal(run.pid, Signal::SIGKILL);
             }
+        }
+        for &pgid in &self.groups {
+            self.procs.signal_group(pgid, Signal::SIGKILL);
         }
     }
 }

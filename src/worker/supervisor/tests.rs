@@ -32,9 +32,15 @@ struct World {
     next_pid: i32,
     /// Every process started: its pid and the worker's end of its channel.
     spawned: Vec<(Pid, Channel)>,
-    signals: Vec<(Pid, Signal)>,
+    /// Every signal sent: to a process, or (`true`) to the process group it leads.
+    signals: Vec<(Pid, Signal, bool)>,
     exits: HashMap<Pid, (Option<i32>, Option<i32>)>,
     waited: Vec<Pid>,
+    /// Process groups that still hold processes, as `reap_group` finds them.
+    lingering: Vec<Pid>,
+    /// The groups `reap_group` was asked about.
+    group_reaps: Vec<Pid>,
+    subreaper: bool,
 }
 
 struct Fake(Rc<RefCell<World>>);
@@ -49,13 +55,27 @@ impl Processes for Fake {
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {
-        self.0.borrow_mut().signals.push((pid, signal));
+        self.0.borrow_mut().signals.push((pid, signal, false));
+    }
+
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+        self.0.borrow_mut().signals.push((pgid, signal, true));
     }
 
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)> {
         let mut w = self.0.borrow_mut();
         w.waited.push(pid);
         w.exits.remove(&pid)
+    }
+
+    fn reap_group(&mut self, pgid: Pid) -> bool {
+        let mut w = self.0.borrow_mut();
+        w.group_reaps.push(pgid);
+        !w.lingering.contains(&pgid)
+    }
+
+    fn adopt_orphans(&mut self) {
+        self.0.borrow_mut().subreaper = true;
     }
 
     fn now(&self) -> Instant {
@@ -190,12 +210,29 @@ impl Harness {
         panic!("readiness never settled");
     }
 
+    /// The signals sent to `pid` or to its group (one sent both ways at once counts once).
     fn signals_to(&self, pid: Pid) -> Vec<Signal> {
+        let w = self.world.borrow();
+        let mut out: Vec<(Signal, bool)> = Vec::new();
+        for &(p, s, group) in &w.signals {
+            if p != pid {
+                continue;
+            }
+            if out.last().is_some_and(|&(last, g)| last == s && g != group) {
+                continue;
+            }
+            out.push((s, group));
+        }
+        out.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// The signals sent to the process group `pgid`.
+    fn group_signals_to(&self, pgid: Pid) -> Vec<Signal> {
         let w = self.world.borrow();
         w.signals
             .iter()
-            .filter(|(p, _)| *p == pid)
-            .map(|(_, s)| *s)
+            .filter(|&&(p, _, group)| p == pgid && group)
+            .map(|&(_, s, _)| s)
             .collect()
     }
 
@@ -297,6 +334,11 @@ fn a_stop_escalates_to_sigterm_then_sigkill_for_its_process_only() {
     assert_eq!(h.signals_to(pid), [Signal::SIGTERM]);
     h.advance(STOP_TIMEOUT / 2);
     assert_eq!(h.signals_to(pid), [Signal::SIGTERM, Signal::SIGKILL]);
+    assert_eq!(
+        h.group_signals_to(pid),
+        [Signal::SIGTERM, Signal::SIGKILL],
+        "the escalation reaches what the worker started"
+    );
     h.exits("w0", None, Some(9));
     let exit = h.sup.last_exit("w0").unwrap();
     assert!(exit.requested && !exit.crashed(), "{exit:?}");
@@ -575,16 +617,193 @@ fn an_ack_behind_a_burst_of_5000_messages_is_not_stranded() {
 }
 
 #[test]
-fn garbage_in_a_channel_gets_the_worker_killed() {
+fn a_corrupt_ring_or_header_gets_the_worker_killed() {
     for header in [false, true] {
         let mut h = Harness::one(spec());
         let pid = h.pid("w0").unwrap();
-        h.worker_end("w0").scribble(header);
+        let end = h.worker_end("w0");
+        if header {
+            end.scribble(true);
+        } else {
+            end.corrupt_ring();
+        }
         h.drive();
         assert_eq!(h.signals_to(pid), [Signal::SIGKILL], "header: {header}");
         h.exits("w0", None, Some(9));
         assert!(h.pid("w0").is_some(), "then handled as a crash: restarted");
     }
+}
+
+#[test]
+fn a_frame_that_cannot_be_decoded_is_dropped_and_counted_never_a_crash() {
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    let end = h.worker_end("w0");
+    end.scribble(false);
+    let too_deep = Up::Message("deep".into(), Some(nested(crate::rpc::MAX_DEPTH + 1)));
+    end.send_frame(&too_deep.encode()).unwrap();
+    end.send_frame(&Up::Message("fine".into(), None).encode())
+        .unwrap();
+    h.drive();
+    assert!(h.signals_to(pid).is_empty(), "{:?}", h.signals_to(pid));
+    assert_eq!(h.sup.info("w0").unwrap().dropped, 2);
+    assert_eq!(h.count::<WorkerMessage>(), 1, "what follows still arrives");
+    assert_eq!(h.pid("w0"), Some(pid));
+}
+
+fn nested(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!([v]);
+    }
+    v
+}
+
+#[test]
+fn send_refuses_a_payload_deeper_than_the_one_limit_before_writing_it() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let limit = crate::rpc::MAX_DEPTH;
+    let err = h
+        .sup
+        .send("w0", "deep", Some(nested(limit + 1)))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Worker { kind: WorkerError::Channel(m), .. } if m.contains("deeper")),
+        "{err}"
+    );
+    assert!(received(&end).is_empty(), "nothing was written");
+    // As deep as the socket can deliver, and more: it crosses.
+    h.sup.send("w0", "deep", Some(nested(limit))).unwrap();
+    assert_eq!(
+        received(&end),
+        [Down::Command("deep".into(), Some(nested(limit)))]
+    );
+}
+
+/// A worker end's messages, each with a payload of `width` zeros (about 32 bytes each as a
+/// decoded value), sent until the ring is full; how many.
+fn fill(end: &Channel, width: usize) -> usize {
+    let frame = Up::Message("report".into(), Some(json!(vec![0; width]))).encode();
+    let mut sent = 0;
+    while end.send_frame(&frame).is_ok() {
+        sent += 1;
+    }
+    sent
+}
+
+/// One turn of the daemon's loop: readiness handed to the supervisor once.
+fn turn(h: &mut Harness) {
+    let mut ready = Vec::new();
+    h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
+    for r in ready {
+        if let Ready::Io { token, .. } = r {
+            h.sup.ready(token);
+        }
+    }
+    h.pump();
+}
+
+#[test]
+fn a_turn_reads_a_bounded_number_of_bytes_from_a_worker_not_of_frames() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    // Small frames: far more than a frame budget would bound in bytes.
+    let sent = fill(&end, 10);
+    assert!(sent > 1024, "{sent}");
+    turn(&mut h);
+    let first = h.count::<WorkerMessage>();
+    let frame_len = Up::Message("report".into(), Some(json!(vec![0; 10])))
+        .encode()
+        .len();
+    assert!(
+        first > 0 && first * frame_len <= inbox::BYTES_PER_TURN + frame_len,
+        "one turn read {first} frames of {frame_len} bytes"
+    );
+    // The rest comes on the next turns, with no new write from the worker.
+    for _ in 0..100 {
+        turn(&mut h);
+    }
+    assert_eq!(h.count::<WorkerMessage>(), sent);
+}
+
+#[test]
+fn rings_are_not_read_while_worker_messages_wait_on_the_bus_and_an_ack_still_arrives() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    let ends = [h.worker_end("a"), h.worker_end("b")];
+    let id = h.sup.toggle(Some("a"), Toggle::Pause, true).unwrap();
+    // 1,000 zeros: 1 KB on the wire, about 32 KB as a value.
+    let mut sent = 0;
+    for _ in 0..200 {
+        for end in &ends {
+            sent += fill(end, 1000);
+        }
+        turn(&mut h);
+    }
+    // The harness keeps every event it took: none was dispatched.
+    let queued = h.count::<WorkerMessage>();
+    let backlog = h.sup.backlog.bytes();
+    assert!(
+        backlog < inbox::BACKLOG_HIGH_WATER + 64 * 1024,
+        "{queued} messages hold {backlog} bytes, past the high-water mark"
+    );
+    assert!(queued < sent, "the rings were read on: {queued} of {sent}");
+    assert!(
+        ends.iter().all(|e| fill(e, 1000) == 0),
+        "the rings are full: the workers' sends fail"
+    );
+    // The ack, behind the burst, if it fits in what is left.
+    let mut acked = ends[0].send_frame(&Up::Ack(id, 2).encode()).is_ok();
+    turn(&mut h);
+    assert!(h.resolved.is_empty(), "the ack waits behind the burst");
+    // The bus dispatches (drops) them: reading goes on, and the ack behind arrives.
+    for _ in 0..2000 {
+        h.events.clear();
+        turn(&mut h);
+        if !acked && ends[0].send_frame(&Up::Ack(id, 2).encode()).is_ok() {
+            acked = true;
+        }
+        if acked && !h.resolved.is_empty() {
+            break;
+        }
+    }
+    assert!(acked, "the worker's ring never drained");
+    assert!(
+        matches!(&h.resolved[..], [(i, Ok(_))] if *i == id),
+        "{:?}",
+        h.resolved
+    );
+    h.events.clear();
+    assert_eq!(
+        h.sup.backlog.bytes(),
+        0,
+        "every message gave its share back"
+    );
+}
+
+#[test]
+fn a_gone_workers_process_group_is_killed_and_reaped_until_empty() {
+    let mut h = Harness::one(spec().restart(Restart::Temporary));
+    assert!(
+        h.world.borrow().subreaper,
+        "the daemon adopts its workers' orphans"
+    );
+    let pid = h.pid("w0").unwrap();
+    h.world.borrow_mut().lingering.push(pid);
+    h.exits("w0", None, Some(9));
+    assert_eq!(h.group_signals_to(pid), [Signal::SIGKILL]);
+    assert!(!h.sup.all_gone(), "its orphans are not reaped yet");
+    h.sup.reap();
+    assert!(!h.sup.all_gone());
+    h.world.borrow_mut().lingering.clear();
+    h.sup.reap();
+    assert!(h.sup.all_gone());
+    let reaps = h.world.borrow().group_reaps.clone();
+    assert!(reaps.iter().all(|&g| g == pid), "{reaps:?}");
+    // Once empty, the group is not waited for again.
+    let before = h.world.borrow().group_reaps.len();
+    h.sup.reap();
+    assert_eq!(h.world.borrow().group_reaps.len(), before);
 }
 
 #[test]
@@ -703,4 +922,77 @@ fn kill_signals_the_running_process_only() {
     h.sup.stop("w0").unwrap();
     h.exits("w0", Some(0), None);
     assert!(h.sup.kill("w0", crate::reactor::Signal::USR1).is_err());
+}
+
+#[test]
+fn a_worker_that_logs_in_a_loop_is_rate_limited_and_its_lost_lines_counted() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    let line = Up::Log(3, "x".repeat(8 * 1024)).encode();
+    let mut sent = 0u64;
+    // Twice the burst, at one instant of the fake clock.
+    while sent * 8 * 1024 < 2 * inbox::LOG_BURST as u64 {
+        while end.send_frame(&line).is_ok() {
+            sent += 1;
+        }
+        turn(&mut h);
+    }
+    h.drive();
+    let lost = h.sup.info("w0").unwrap().lost_logs;
+    let passed = sent - lost;
+    assert!(
+        lost > 0 && passed * 8 * 1024 <= inbox::LOG_BURST as u64,
+        "{passed} of {sent} lines of 8 KiB passed, {lost} suppressed"
+    );
+    // Time refills the budget: lines pass again.
+    h.advance(Duration::from_secs(1));
+    end.send_frame(&line).unwrap();
+    h.drive();
+    assert_eq!(h.sup.info("w0").unwrap().lost_logs, lost);
+}
+
+#[test]
+fn the_real_group_reaper_reaps_that_group_only() {
+    use std::os::unix::process::CommandExt;
+    let mut mine = std::process::Command::new("true").spawn().unwrap();
+    let mut grouped = std::process::Command::new("true")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = Pid::from_raw(grouped.id() as i32);
+    let mut procs = Fork;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !procs.reap_group(pgid) {
+        assert!(Instant::now() < deadline, "the group never emptied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pgid}")).exists(),
+        "reaped, not left a zombie"
+    );
+    assert!(
+        grouped.wait().is_err(),
+        "the group's child was reaped by the group reaper"
+    );
+    assert!(
+        mine.wait().unwrap().success(),
+        "a child of another group was left to its owner"
+    );
+}
+
+#[test]
+fn a_worker_that_shuts_its_wake_up_sockets_down_is_killed_once() {
+    use std::os::fd::AsRawFd;
+    let mut h = Harness::one(spec());
+    let pid = h.pid("w0").unwrap();
+    let end = h.worker_end("w0");
+    let fd = end.incoming_fd().as_raw_fd();
+    nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both).unwrap();
+    // Readable for ever now (end of file): every turn sees it until the worker is reaped.
+    for _ in 0..5 {
+        turn(&mut h);
+    }
+    assert_eq!(h.signals_to(pid), [Signal::SIGKILL]);
+    h.exits("w0", None, Some(9));
+    assert!(h.pid("w0").is_some(), "handled as a crash: restarted");
 }

@@ -83,7 +83,10 @@ struct TestWorker {
 impl TestWorker {
     fn mark(&self, name: &str, suffix: &str) {
         if let Some(dir) = &self.dir {
-            let _ = std::fs::write(dir.join(format!("{name}.{suffix}")), self.ticks.to_string());
+            write_mark(
+                &dir.join(format!("{name}.{suffix}")),
+                &self.ticks.to_string(),
+            );
         }
     }
 }
@@ -92,7 +95,7 @@ impl Worker for TestWorker {
     fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
         self.mark(ctx.name(), "up");
         if let Some(dir) = &self.dir {
-            let _ = std::fs::write(dir.join(format!("{}.spawn", ctx.name())), &self.spawn);
+            write_mark(&dir.join(format!("{}.spawn", ctx.name())), &self.spawn);
         }
         let dir = self.dir.clone();
         ctx.bus().on_event(move |command: &WorkerCommand, ctx| {
@@ -164,7 +167,7 @@ fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir:
             }
             if let Some(dir) = dir {
                 let mark = dir.join(format!("{}.flooded", host.name()));
-                let _ = std::fs::write(mark, sent.to_string());
+                write_mark(&mark, &sent.to_string());
             }
         }
         "spawn-sleep" => {
@@ -173,7 +176,7 @@ fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir:
                 Ok(child) => {
                     if let Some(dir) = dir {
                         let mark = dir.join(format!("{}.sleep", host.name()));
-                        let _ = std::fs::write(mark, child.id().to_string());
+                        write_mark(&mark, &child.id().to_string());
                     }
                 }
                 Err(e) => daimon::slog::error!(host.logger(), "cannot spawn sleep"; "error" => %e),
@@ -191,7 +194,7 @@ fn test_command(command: &WorkerCommand, host: &mut WorkerHost<TestWorker>, dir:
                 Err(e) => format!("error: {e}"),
             };
             if let Some(dir) = dir {
-                let _ = std::fs::write(dir.join(format!("{}.sent-deep", host.name())), outcome);
+                write_mark(&dir.join(format!("{}.sent-deep", host.name())), &outcome);
             }
         }
         "received" => {
@@ -261,4 +264,13 @@ fn main() -> ExitCode {
             Ok(())
         })
         .init_with::<Args>()
+}
+
+/// Leaves a mark for the tests: written whole under another name, then renamed, so a test
+/// that sees the file sees its content.
+fn write_mark(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, content).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::conn::start_tcp;
 use common::{DEADLINE, Foreground, TestDir, free_tcp_port, path_str, wait_until};
 use serde_json::{Value, json};
 
@@ -58,31 +59,6 @@ fn echo_result(reply: &Value) -> Option<&str> {
 fn start(dir: &TestDir, config: Value) -> Foreground {
     let file = path_str(&dir.write_config("config.json", &config));
     Foreground::start(dir, &["--config", &file])
-}
-
-/// Starts a daemon on a loopback tcp port with `config`, waiting until it accepts.
-fn start_tcp(dir: &TestDir, config: Value) -> (Foreground, u16) {
-    let file = dir.write_config("config.json", &config);
-    let port = free_tcp_port();
-    let args = [
-        "-f".to_string(),
-        "--config".into(),
-        path_str(&file),
-        "--pidfile".into(),
-        path_str(&dir.pidfile()),
-        "--socket".into(),
-        format!("tcp://127.0.0.1:{port}"),
-    ];
-    let mut daemon = Foreground::spawn(dir, &args);
-    let want = format!("{}\n", daemon.pid());
-    wait_until("the daemon to be ready on tcp", DEADLINE, || {
-        if let Some(status) = daemon.try_status() {
-            panic!("the daemon exited ({status}); stderr: {}", daemon.stderr());
-        }
-        std::fs::read_to_string(dir.pidfile()).is_ok_and(|s| s == want)
-            && TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    (daemon, port)
 }
 
 fn tcp(port: u16) -> BufReader<TcpStream> {

@@ -97,14 +97,7 @@ impl Output {
             self.buf.truncate(mark);
             return Ok(());
         }
-        match framing {
-            Framing::Line => self.buf.push(b'\n'),
-            Framing::ContentLength => {
-                let header = format!("Content-Length: {}\r\n\r\n", self.buf.len() - mark);
-                self.buf.splice(mark..mark, header.into_bytes());
-            }
-            Framing::Bare => {}
-        }
+        self.frame(mark, framing);
         Ok(())
     }
 
@@ -113,6 +106,11 @@ impl Output {
     pub(super) fn small(&mut self, framing: Framing, write: impl FnOnce(&mut Vec<u8>)) {
         let mark = self.buf.len();
         write(&mut self.buf);
+        self.frame(mark, framing);
+    }
+
+    /// Frames the reply written since `mark`.
+    fn frame(&mut self, mark: usize, framing: Framing) {
         match framing {
             Framing::Line => self.buf.push(b'\n'),
             Framing::ContentLength => {

@@ -108,7 +108,10 @@ pub enum WorkerError {
     /// The command name is the supervisor's own (`stop`, `pause`, `resume`...): use the
     /// matching `worker.*` method.
     Reserved(String),
-    /// The worker's channel refused the message (full, too large, too deep).
+    /// The worker's ring is full now: nothing was sent; send again later (the other end
+    /// reads a bounded amount per turn, and the daemon nothing while its bus is backed up).
+    Full,
+    /// The worker's channel refused the message for good (too large, too deep).
     Channel(String),
     /// It did not acknowledge in time, or exited before it did.
     NoAck(String),
@@ -130,6 +133,7 @@ impl fmt::Display for WorkerError {
                 f,
                 "'{c}' is the supervisor's own command: call worker.{c} instead"
             ),
+            WorkerError::Full => write!(f, "its channel is full: send again later"),
             WorkerError::Channel(e) => write!(f, "its channel refused the message: {e}"),
             WorkerError::NoAck(e) => write!(f, "{e}"),
             WorkerError::Spawn(e) => write!(f, "cannot start it: {e}"),

@@ -141,6 +141,15 @@ pub enum ChannelError {
     TooLarge(usize),
 }
 
+impl From<ChannelError> for crate::error::WorkerError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Full(_) => crate::error::WorkerError::Full,
+            other => crate::error::WorkerError::Channel(other.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for ChannelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -485,5 +494,13 @@ mod tests {
             }
         }
         assert_eq!(sent, RING_CAPACITY / 1004);
+        // What a sender is told: a full ring is worth retrying, an oversized frame never.
+        use crate::error::WorkerError;
+        let full = daemon.send_frame(&chunk).unwrap_err();
+        assert_eq!(WorkerError::from(full), WorkerError::Full);
+        let never = daemon.send_frame(&big).unwrap_err();
+        assert!(
+            matches!(WorkerError::from(never), WorkerError::Channel(m) if m.contains("does not fit"))
+        );
     }
 }

@@ -50,22 +50,25 @@ impl<W> WorkerHost<W> {
     ///
     /// # Errors
     ///
-    /// [`Error::Worker`] with [`WorkerError::Channel`](crate::WorkerError::Channel) when the
-    /// ring is full, the message is too large for a frame, or its payload nests deeper than
+    /// [`Error::Worker`] with [`WorkerError::Full`](crate::WorkerError::Full) when the ring
+    /// is full now (send again later), [`WorkerError::Channel`](crate::WorkerError::Channel)
+    /// when the message is too large for a frame or its payload nests deeper than
     /// [`MAX_DEPTH`](crate::rpc::MAX_DEPTH), which the daemon would not decode. Nothing is
     /// sent then.
     pub fn send(&self, command: &str, payload: Option<Value>) -> Result<()> {
-        let refused = |why: String| Error::Worker {
+        let refused = |kind: crate::error::WorkerError| Error::Worker {
             name: self.name.clone(),
-            kind: crate::error::WorkerError::Channel(why),
+            kind,
         };
         if payload.as_ref().is_some_and(frame::too_deep) {
-            return Err(refused(frame::TOO_DEEP.into()));
+            return Err(refused(crate::error::WorkerError::Channel(
+                frame::TOO_DEEP.into(),
+            )));
         }
         let frame = Up::Message(command.to_owned(), payload).encode();
         self.channel
             .send_frame(&frame)
-            .map_err(|e| refused(e.to_string()))
+            .map_err(|e| refused(e.into()))
     }
 
     /// Asks the worker to stop after this turn (spindown, then exit 0).

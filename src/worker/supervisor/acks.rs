@@ -79,7 +79,7 @@ impl Workers {
         let frame = Down::Command(command.to_owned(), payload).encode();
         run.channel()
             .send_frame(&frame)
-            .map_err(|e| worker_error(name, WorkerError::Channel(e.to_string())))
+            .map_err(|e| worker_error(name, e.into()))
     }
 
     /// Pauses a worker (no ticks until resumed), without waiting for it.
@@ -128,7 +128,7 @@ impl Workers {
                 Ok(()) => sent.push(i),
                 Err(e) if name.is_some() => {
                     let name = self.entries[i].name.clone();
-                    return Err(worker_error(&name, WorkerError::Channel(e.to_string())));
+                    return Err(worker_error(&name, e.into()));
                 }
                 // One full channel among many: that worker is reported as not acknowledging.
                 Err(_) => sent.push(i),

@@ -16,8 +16,10 @@ use crate::rpc::jsonrpc;
 use crate::rpc::msgpack::{self, Message, Peek, Refused, Scan};
 use crate::rpc::{Engine, Meta, RpcError, Ticket};
 
+mod gate;
 mod output;
 
+use gate::{Gate, refusal};
 use output::{Framing, Output};
 
 /// The limits of a connection.
@@ -534,72 +536,9 @@ impl Connection {
     }
 }
 
-/// Applies the connection's admission and secret to every call before the engine sees it.
-struct Gate<'a> {
-    engine: &'a mut dyn Engine,
-    admission: &'a Admission,
-    secret: &'a mut Option<Arc<str>>,
-    close: &'a mut bool,
-    deferred: &'a mut Option<Ticket>,
-}
-
-impl Gate<'_> {
-    fn refusal(&self) -> Option<RpcError> {
-        refusal(self.admission, self.secret)
-    }
-}
-
-/// The error every call gets, if every call gets one: a refused connection's, or the
-/// secret's before it is presented.
-fn refusal(admission: &Admission, secret: &Option<Arc<str>>) -> Option<RpcError> {
-    if let Admission::Refused(error) = admission {
-        return Some(error.clone());
-    }
-    secret
-        .is_some()
-        .then(|| RpcError::server_error("authentication required"))
-}
-
-impl Engine for Gate<'_> {
-    fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
-        if let Admission::Refused(error) = self.admission {
-            return Err(error.clone());
-        }
-        let Some(secret) = self.secret.as_deref() else {
-            let outcome = self.engine.call(meta, method, params);
-            if let Err(e) = &outcome {
-                if let (Some(ticket), true) = (e.as_deferred(), meta.deferrable) {
-                    *self.deferred = Some(ticket);
-                }
-            }
-            return outcome;
-        };
-        if method != "system.auth" {
-            return Err(RpcError::server_error("authentication required"));
-        }
-        let given = match &params {
-            Value::Array(a) if a.len() == 1 => a[0].as_str(),
-            Value::Object(o) if o.len() == 1 => o.get("secret").and_then(Value::as_str),
-            _ => None,
-        };
-        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), secret.as_bytes())) {
-            *self.secret = None;
-            Ok(Value::Bool(true))
-        } else {
-            *self.close = true;
-            Err(RpcError::server_error("authentication failed"))
-        }
-    }
-}
-
 /// The error that replaces a reply larger than `max` bytes.
 fn reply_too_large(max: usize) -> RpcError {
     RpcError::server_error(format!("reply larger than socketmaxoutput ({max} bytes)"))
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing but the length.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! Log lines about single connections, kept few under a flood: each kind is logged at most
-//! once per [`LOG_EVERY`](super::server::LOG_EVERY), and the next line says how many were
+//! once per [`LOG_EVERY`], and the next line says how many were
 //! held back. An attacker opening thousands of connections cannot fill the disk through
 //! the log.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::server::LOG_EVERY;
+/// Lines about single connections (refused, evicted, timed out) are logged at most once
+/// per this long for each kind; the next line says how many were held back.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// The kinds of per-connection log lines a flood of connections could multiply.
 #[derive(Clone, Copy)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::Exit;
-use super::supervisor::Charge;
+use super::backlog::Charge;
 use crate::bus::Event;
 
 /// `daemon.worker.started`: the supervisor forked a worker.

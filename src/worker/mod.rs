@@ -30,6 +30,7 @@
 //! again): to carry state from one process to the next, install a factory with
 //! [`Workers::install_with`].
 
+mod backlog;
 mod channel;
 pub(crate) mod child;
 mod events;

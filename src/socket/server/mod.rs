@@ -51,9 +51,6 @@ pub const READ_PER_TURN: usize = 64 * 1024;
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long the reply that ends an unauthenticated connection (a wrong secret) is held.
 pub const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
-/// Lines about single connections (refused, evicted, timed out) are logged at most once
-/// per this long for each kind; the next line says how many were held back.
-pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 struct Client {
     source: Source<Stream>,

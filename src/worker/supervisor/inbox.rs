@@ -1,7 +1,5 @@
 //! What workers send up: log lines, acknowledgements, and the user's messages.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -10,50 +8,13 @@ use slog::{Level, crit, debug, error, info, trace, warn};
 use super::Workers;
 use crate::reactor::Token;
 use crate::worker::WorkerMessage;
+use crate::worker::backlog::BACKLOG_HIGH_WATER;
 use crate::worker::frame::{self, Up};
 
 /// Bytes of frames read from one worker per turn at most (a quarter of its ring, or one
 /// frame if it is larger), so a chatty worker cannot starve the rest, and what one turn
 /// decodes is bounded in bytes, whatever the frames' sizes.
 pub(crate) const BYTES_PER_TURN: usize = crate::worker::channel::RING_CAPACITY / 4;
-
-/// The memory that workers' messages may hold while they wait on the daemon's bus (their
-/// decoded payloads, estimated): above it, no worker's ring is read until the bus has
-/// dispatched them. The rings then fill, and a worker's `send` gets a full ring.
-pub(crate) const BACKLOG_HIGH_WATER: usize = 2 * 1024 * 1024;
-
-/// The bytes of memory that undispatched worker messages hold, shared with each message's
-/// [`Charge`], which gives its share back when the bus drops the message.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Backlog(Rc<Cell<usize>>);
-
-impl Backlog {
-    pub(crate) fn bytes(&self) -> usize {
-        self.0.get()
-    }
-
-    fn charge(&self, bytes: usize) -> Charge {
-        self.0.set(self.0.get().saturating_add(bytes));
-        Charge {
-            backlog: self.0.clone(),
-            bytes,
-        }
-    }
-}
-
-/// A message's share of the [`Backlog`], given back when it is dropped.
-#[derive(Debug)]
-pub(crate) struct Charge {
-    backlog: Rc<Cell<usize>>,
-    bytes: usize,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.backlog
-            .set(self.backlog.get().saturating_sub(self.bytes));
-    }
-}
 
 /// The bytes of log text per second the daemon writes for one worker process, on average;
 /// past it (and a burst of [`LOG_BURST`]), its lines are suppressed and counted, so a

@@ -33,10 +33,9 @@ use crate::bus::Event;
 use crate::error::{Error, Result, WorkerError};
 use crate::reactor::{Handle, Source, TokenMap};
 
+use crate::worker::backlog::Backlog;
 use acks::Ack;
 pub(crate) use acks::Toggle;
-use inbox::Backlog;
-pub(crate) use inbox::Charge;
 pub use info::{Exit, WorkerInfo};
 pub(crate) use spawn::{Fork, Processes, Template};
 

@@ -34,178 +34,10 @@ use signal_hook::SigId;
 
 use crate::error::{Error, Result};
 
-/// Signals daimon never catches: faults (handling them hides the crash) and job control
-/// (catching them breaks the terminal), plus the two that cannot be caught at all.
-pub const NEVER_CAUGHT: &[i32] = &[
-    libc::SIGKILL,
-    libc::SIGSTOP,
-    libc::SIGSEGV,
-    libc::SIGBUS,
-    libc::SIGFPE,
-    libc::SIGILL,
-    libc::SIGTSTP,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-];
+mod name;
 
-/// Canonical names of the standard signals (never the aliases SIGIOT, SIGCLD, SIGPOLL).
-const NAMES: &[(i32, &str)] = &[
-    (libc::SIGHUP, "SIGHUP"),
-    (libc::SIGINT, "SIGINT"),
-    (libc::SIGQUIT, "SIGQUIT"),
-    (libc::SIGILL, "SIGILL"),
-    (libc::SIGTRAP, "SIGTRAP"),
-    (libc::SIGABRT, "SIGABRT"),
-    (libc::SIGBUS, "SIGBUS"),
-    (libc::SIGFPE, "SIGFPE"),
-    (libc::SIGKILL, "SIGKILL"),
-    (libc::SIGUSR1, "SIGUSR1"),
-    (libc::SIGSEGV, "SIGSEGV"),
-    (libc::SIGUSR2, "SIGUSR2"),
-    (libc::SIGPIPE, "SIGPIPE"),
-    (libc::SIGALRM, "SIGALRM"),
-    (libc::SIGTERM, "SIGTERM"),
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    (libc::SIGSTKFLT, "SIGSTKFLT"),
-    (libc::SIGCHLD, "SIGCHLD"),
-    (libc::SIGCONT, "SIGCONT"),
-    (libc::SIGSTOP, "SIGSTOP"),
-    (libc::SIGTSTP, "SIGTSTP"),
-    (libc::SIGTTIN, "SIGTTIN"),
-    (libc::SIGTTOU, "SIGTTOU"),
-    (libc::SIGURG, "SIGURG"),
-    (libc::SIGXCPU, "SIGXCPU"),
-    (libc::SIGXFSZ, "SIGXFSZ"),
-    (libc::SIGVTALRM, "SIGVTALRM"),
-    (libc::SIGPROF, "SIGPROF"),
-    (libc::SIGWINCH, "SIGWINCH"),
-    (libc::SIGIO, "SIGIO"),
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    (libc::SIGPWR, "SIGPWR"),
-    (libc::SIGSYS, "SIGSYS"),
-];
-
-/// A POSIX signal: its number and canonical name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Signal {
-    number: i32,
-    name: &'static str,
-}
-
-impl Signal {
-    /// `SIGHUP`.
-    pub const HUP: Signal = Signal {
-        number: libc::SIGHUP,
-        name: "SIGHUP",
-    };
-    /// `SIGINT`.
-    pub const INT: Signal = Signal {
-        number: libc::SIGINT,
-        name: "SIGINT",
-    };
-    /// `SIGQUIT`.
-    pub const QUIT: Signal = Signal {
-        number: libc::SIGQUIT,
-        name: "SIGQUIT",
-    };
-    /// `SIGKILL`.
-    pub const KILL: Signal = Signal {
-        number: libc::SIGKILL,
-        name: "SIGKILL",
-    };
-    /// `SIGUSR1`.
-    pub const USR1: Signal = Signal {
-        number: libc::SIGUSR1,
-        name: "SIGUSR1",
-    };
-    /// `SIGUSR2`.
-    pub const USR2: Signal = Signal {
-        number: libc::SIGUSR2,
-        name: "SIGUSR2",
-    };
-    /// `SIGPIPE`.
-    pub const PIPE: Signal = Signal {
-        number: libc::SIGPIPE,
-        name: "SIGPIPE",
-    };
-    /// `SIGALRM`.
-    pub const ALRM: Signal = Signal {
-        number: libc::SIGALRM,
-        name: "SIGALRM",
-    };
-    /// `SIGTERM`.
-    pub const TERM: Signal = Signal {
-        number: libc::SIGTERM,
-        name: "SIGTERM",
-    };
-    /// `SIGCHLD`.
-    pub const CHLD: Signal = Signal {
-        number: libc::SIGCHLD,
-        name: "SIGCHLD",
-    };
-    /// `SIGCONT`.
-    pub const CONT: Signal = Signal {
-        number: libc::SIGCONT,
-        name: "SIGCONT",
-    };
-    /// `SIGWINCH`.
-    pub const WINCH: Signal = Signal {
-        number: libc::SIGWINCH,
-        name: "SIGWINCH",
-    };
-
-    /// The signal with this number, if it is a standard signal.
-    pub fn from_number(number: i32) -> Option<Signal> {
-        NAMES
-            .iter()
-            .find(|(n, _)| *n == number)
-            .map(|&(number, name)| Signal { number, name })
-    }
-
-    /// The signal with this name (`SIGTERM` or `TERM`; aliases such as `SIGCLD` are accepted).
-    pub fn from_name(name: &str) -> Option<Signal> {
-        let bare = name.strip_prefix("SIG").unwrap_or(name);
-        let canonical = match bare {
-            "IOT" => "ABRT",
-            "CLD" => "CHLD",
-            "POLL" => "IO",
-            other => other,
-        };
-        NAMES
-            .iter()
-            .find(|(_, n)| &n[3..] == canonical)
-            .map(|&(number, name)| Signal { number, name })
-    }
-
-    /// Every standard signal daimon can catch.
-    pub fn catchable() -> impl Iterator<Item = Signal> {
-        NAMES
-            .iter()
-            .filter(|(n, _)| !NEVER_CAUGHT.contains(n))
-            .map(|&(number, name)| Signal { number, name })
-    }
-
-    /// The signal number.
-    pub fn number(self) -> i32 {
-        self.number
-    }
-
-    /// The canonical name, e.g. `SIGCHLD`.
-    pub fn name(self) -> &'static str {
-        self.name
-    }
-
-    /// Whether daimon may catch this signal.
-    pub fn is_catchable(self) -> bool {
-        !NEVER_CAUGHT.contains(&self.number)
-    }
-}
-
-impl std::fmt::Display for Signal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
+use name::NAMES;
+pub use name::{NEVER_CAUGHT, Signal};
 
 const SLOTS: usize = 65;
 
@@ -277,13 +109,13 @@ impl Signal {
     ///
     /// The first call records the signal's disposition, if daimon had not already.
     pub fn is_inherited_ignored(self) -> bool {
-        slot(self.number).is_some_and(|i| original(i).sa_sigaction == libc::SIG_IGN)
+        slot(self.number()).is_some_and(|i| original(i).sa_sigaction == libc::SIG_IGN)
     }
 
     /// Whether a subscription to a prefix such as `daemon.posix.*` catches this signal: one
     /// daimon may catch, not in [`NOT_BY_PREFIX`], and not ignored at start.
     pub fn is_caught_by_prefix(self) -> bool {
-        self.is_catchable() && !NOT_BY_PREFIX.contains(&self.number) && self.may_be_caught()
+        self.is_catchable() && !NOT_BY_PREFIX.contains(&self.number()) && self.may_be_caught()
     }
 
     /// Whether a subscription naming this signal exactly catches it: one daimon may catch
@@ -293,7 +125,7 @@ impl Signal {
     }
 
     fn may_be_caught(self) -> bool {
-        self.number == libc::SIGCHLD || !self.is_inherited_ignored()
+        self.number() == libc::SIGCHLD || !self.is_inherited_ignored()
     }
 }
 
@@ -408,15 +240,15 @@ impl SignalPipe {
     /// signal-hook action and makes signal-hook's handler the disposition.
     pub(crate) fn catch(&self, signal: Signal) -> Result<()> {
         if !signal.is_catchable() {
-            return Err(Error::UncatchableSignal(signal.number));
+            return Err(Error::UncatchableSignal(signal.number()));
         }
-        let i = slot(signal.number).expect("standard signals fit");
+        let i = slot(signal.number()).expect("standard signals fit");
         let mut actions = ACTIONS.lock().unwrap_or_else(|p| p.into_inner());
         // Recorded before signal-hook touches it.
         original(i);
         WANTED[i].store(true, Ordering::SeqCst);
         if actions[i].is_none() {
-            let number = signal.number;
+            let number = signal.number();
             // SAFETY: the action only does async-signal-safe work (atomics, getpid, write,
             // sigaction, raise); it allocates nothing, takes no lock and cannot panic.
             match unsafe { signal_hook::low_level::register(number, move || action(number)) } {
@@ -447,7 +279,7 @@ impl SignalPipe {
     /// Stops catching `signal`: it gets back the disposition it had before daimon touched
     /// it (the default action, or ignored if it was ignored).
     pub(crate) fn release(&self, signal: Signal) {
-        if let Some(i) = slot(signal.number) {
+        if let Some(i) = slot(signal.number()) {
             let mut actions = ACTIONS.lock().unwrap_or_else(|p| p.into_inner());
             release_slot(&mut actions, i);
         }
@@ -455,7 +287,7 @@ impl SignalPipe {
 
     /// Whether `signal` is currently caught.
     pub(crate) fn is_caught(&self, signal: Signal) -> bool {
-        slot(signal.number).is_some_and(|i| WANTED[i].load(Ordering::SeqCst))
+        slot(signal.number()).is_some_and(|i| WANTED[i].load(Ordering::SeqCst))
     }
 
     /// Drains the pipe, then hands out each pending signal once (several deliveries of the
@@ -467,10 +299,10 @@ impl SignalPipe {
                 break;
             }
         }
-        for &(number, name) in NAMES {
+        for &(number, _) in NAMES {
             let i = slot(number).expect("standard signals fit");
             if PENDING[i].swap(false, Ordering::SeqCst) && WANTED[i].load(Ordering::SeqCst) {
-                f(Signal { number, name });
+                f(Signal::from_number(number).expect("a standard signal"));
             }
         }
     }

@@ -135,9 +135,27 @@ impl Owned {
             .create(true)
             .append(true)
             .mode(0o640)
-            .custom_flags(nix::libc::O_CLOEXEC)
+            // Non-blocking for the open only: a FIFO without a reader fails at once (ENXIO)
+            // instead of hanging the daemon in open(2).
+            .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| Error::path(path, "opening log file", e))?;
+        let kind = file
+            .metadata()
+            .map_err(|e| Error::path(path, "opening log file", e))?
+            .file_type();
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() || kind.is_socket() {
+                let e = std::io::Error::other("a FIFO or socket, not a file");
+                return Err(Error::path(path, "opening log file", e));
+            }
+        }
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(|e| Error::path(path, "opening log file", e.into()))?;
+        let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(blocking))
+            .map_err(|e| Error::path(path, "opening log file", e.into()))?;
         crate::sys::own(std::os::fd::AsRawFd::as_raw_fd(&file));
         Ok(Owned(file))
     }

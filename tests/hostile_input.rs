@@ -316,3 +316,41 @@ fn start_in(dir: &TestDir, name: &str, config: Value) -> Foreground {
     daemon.wait_ready(&pid, &sock);
     daemon
 }
+
+#[test]
+fn a_multicall_is_capped_like_a_batch() {
+    let dir = TestDir::new();
+    let daemon = start(&dir, json!({"socketmaxbatch": 5}));
+    let good = unix(&dir);
+    let call = json!({"methodName": "system.listMethods", "params": []});
+    let mut conn = unix(&dir);
+    conn.send(&request("system.multicall", json!([vec![call.clone(); 5]]), 1));
+    let reply = conn.json();
+    assert_eq!(reply["result"].as_array().map(Vec::len), Some(5), "{reply:.300}");
+    conn.send(&request("system.multicall", json!([vec![call; 10_000]]), 2));
+    let reply = conn.json();
+    assert_eq!(reply["error"]["code"], -32600, "{reply:.300}");
+    assert_eq!(reply["id"], 2, "{reply:.300}");
+    drop(conn);
+    assert_survived(daemon, &dir, good, "a multicall of 10,000 calls");
+}
+
+#[test]
+fn many_small_objects_are_weighed_before_they_grow() {
+    let dir = TestDir::new();
+    let daemon = start(&dir, json!({}));
+    let good = unix(&dir);
+    // 60,000 one-key objects: under maxrequestvalues counted one per value, but each is a
+    // map several hundred bytes large.
+    let objects = vec![r#"{"a":0}"#; 60_000].join(",");
+    let line = format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"examples.echo\",\"id\":3,\"params\":[{objects}]}}\n"
+    );
+    let mut conn = unix(&dir);
+    conn.send(line.as_bytes());
+    let reply = conn.json();
+    assert_eq!(reply["error"]["code"], -32600, "{reply:.300}");
+    assert_eq!(reply["id"], 3, "{reply:.300}");
+    drop(conn);
+    assert_survived(daemon, &dir, good, "60,000 small objects");
+}

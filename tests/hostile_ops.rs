@@ -336,6 +336,7 @@ fn a_wildcard_listener_skips_inherited_ignored_and_noisy_signals_and_its_removal
         "SIGPIPE stays ignored, as in any Rust program"
     );
     for sig in [
+        libc::SIGCONT,
         libc::SIGPIPE,
         libc::SIGPROF,
         libc::SIGVTALRM,
@@ -451,6 +452,21 @@ fn a_log_file_that_cannot_be_opened_fails_the_start_and_leaves_no_pid_file() {
     out.assert_code(1)
         .assert_error_line()
         .assert_stderr_has("missing-dir");
+    assert_cleaned_up(&dir);
+}
+
+#[test]
+fn a_log_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let dir = TestDir::new();
+    let log = dir.join("log.fifo");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let config = dir.write_config("c.json", &json!({"logfile": path_str(&log)}));
+    let cmd = ops_cmd(&dir, &["-d", "--config", &path_str(&config)]);
+    // (Before, open(2) waited for a reader forever, the pid file locked.)
+    let out = dir.run_cmd(cmd);
+    out.assert_code(1)
+        .assert_error_line()
+        .assert_stderr_has("log.fifo");
     assert_cleaned_up(&dir);
 }
 

@@ -144,6 +144,7 @@ impl Daemon {
                 "previous_pid" => pid);
         }
         self.signal.attach(reactor.handle());
+        self.methods.set_max_multicall(self.config.socketmaxbatch);
         let mut running = Running {
             bus: std::mem::take(&mut self.bus),
             methods: std::mem::take(&mut self.methods),

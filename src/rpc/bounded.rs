@@ -12,7 +12,8 @@ use serde_json::{Map, Number, Value};
 /// How large a request may be once parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
-    /// The most values (scalars, arrays, objects, object keys) one request or batch holds.
+    /// The most values one request or batch holds, weighed by [`weight`]: a scalar or an
+    /// object key 1, an array 2, an object 16.
     pub max_values: usize,
     /// The most requests a batch holds.
     pub max_batch: usize,
@@ -159,6 +160,27 @@ impl<'de> Visitor<'de> for PlainId {
     }
 }
 
+/// What a parsed value is, for its weight against `max_values`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A number, string, boolean, null or object key.
+    Scalar,
+    /// An array (its elements count apart).
+    Array,
+    /// An object (its keys and values count apart).
+    Object,
+}
+
+/// How many values a parsed value counts for: its memory in units of a scalar's (a `Value`
+/// is 32 bytes; an array adds a vector, an object a map node of several hundred bytes).
+pub fn weight(kind: Kind) -> usize {
+    match kind {
+        Kind::Scalar => 1,
+        Kind::Array => 2,
+        Kind::Object => 16,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Over {
     Batch,
@@ -173,7 +195,11 @@ struct Budget {
 impl Budget {
     /// Counts one value, or fails the parse once the budget is spent.
     fn take<E: serde::de::Error>(&self) -> Result<(), E> {
-        match self.left.get().checked_sub(1) {
+        self.take_as(Kind::Scalar)
+    }
+
+    fn take_as<E: serde::de::Error>(&self, kind: Kind) -> Result<(), E> {
+        match self.left.get().checked_sub(weight(kind)) {
             Some(left) => {
                 self.left.set(left);
                 Ok(())
@@ -260,7 +286,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        self.budget.take()?;
+        self.budget.take_as(Kind::Array)?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(self.inner())? {
             if self.batch.is_some_and(|cap| items.len() >= cap) {
@@ -272,7 +298,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        self.budget.take()?;
+        self.budget.take_as(Kind::Object)?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             // The key counts as a value: `{"a":0,"b":0,…}` costs a string per member.

@@ -174,6 +174,8 @@ impl<H: Host> CallContext<'_, H> {
 pub struct Methods<H> {
     map: HashMap<String, Method<H>>,
     calls: u64,
+    /// The most calls in one `system.multicall` (the daemon sets `socketmaxbatch`).
+    max_multicall: usize,
 }
 
 impl<H: Host> Default for Methods<H> {
@@ -183,11 +185,18 @@ impl<H: Host> Default for Methods<H> {
 }
 
 impl<H: Host> Methods<H> {
+    /// Caps `system.multicall` at `n` calls, like a batch (`socketmaxbatch`): a longer one
+    /// is refused `-32600` before any call runs, so its reply, built whole, stays bounded.
+    pub fn set_max_multicall(&mut self, n: usize) {
+        self.max_multicall = n.max(1);
+    }
+
     /// A registry holding the built-in methods.
     pub fn new() -> Methods<H> {
         let mut methods = Methods {
             map: HashMap::new(),
             calls: 0,
+            max_multicall: 100,
         };
         let builtin = |name: &str, b| Method::with_handler(name.to_owned(), Handler::Builtin(b));
         let list = [
@@ -320,6 +329,12 @@ impl<H: Host> Methods<H> {
                 let Value::Array(calls) = args.swap_remove(0) else {
                     unreachable!("the signature says array")
                 };
+                if calls.len() > self.max_multicall {
+                    return Err(RpcError::invalid_request(format!(
+                        "a multicall of more than socketmaxbatch ({}) calls",
+                        self.max_multicall
+                    )));
+                }
                 Ok(Value::Array(
                     calls
                         .into_iter()

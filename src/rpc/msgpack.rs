@@ -87,7 +87,11 @@ impl Scanner {
                 return Scan::Incomplete;
             }
             self.pos = end as usize;
-            self.counted += 1;
+            self.counted += super::bounded::weight(match marker {
+                0x80..=0x8f | 0xde | 0xdf => super::bounded::Kind::Object,
+                0x90..=0x9f | 0xdc | 0xdd => super::bounded::Kind::Array,
+                _ => super::bounded::Kind::Scalar,
+            });
             *self.stack.last_mut().expect("not empty") -= 1;
             if children > 0 {
                 // The stack holds the top level's entry too: this is container number

@@ -69,10 +69,12 @@ static OWNED: AtomicBool = AtomicBool::new(false);
 /// The pid of the process whose reactor owns the pipe (a forked child is not it).
 static OWNER: AtomicI32 = AtomicI32::new(0);
 
-/// Signals a prefix subscription (`daemon.posix.*`) never catches: SIGPIPE (a Rust program
+/// Signals a prefix subscription (`daemon.posix.*`) never catches: SIGCONT (job control),
+/// SIGPIPE (a Rust program
 /// ignores it and gets `EPIPE`), the profiling timers, SIGSYS and SIGTRAP (debuggers and
 /// seccomp). A subscription naming one of them exactly still does.
 pub const NOT_BY_PREFIX: &[i32] = &[
+    libc::SIGCONT,
     libc::SIGPIPE,
     libc::SIGPROF,
     libc::SIGVTALRM,

@@ -113,7 +113,13 @@ impl Workers {
         }
         let mut read = 0usize;
         loop {
-            if read >= budget || (bounded && self.backlog.bytes() >= BACKLOG_HIGH_WATER) {
+            // At least one frame a turn, even above the high-water mark (up to twice it):
+            // every worker gets its turn, none is starved by those drained before it.
+            let backlog = self.backlog.bytes();
+            let backed_up = bounded
+                && backlog >= BACKLOG_HIGH_WATER
+                && (read > 0 || backlog >= 2 * BACKLOG_HIGH_WATER);
+            if read >= budget || backed_up {
                 outcome = Drained::Left;
                 break;
             }

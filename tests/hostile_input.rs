@@ -324,9 +324,17 @@ fn a_multicall_is_capped_like_a_batch() {
     let good = unix(&dir);
     let call = json!({"methodName": "system.listMethods", "params": []});
     let mut conn = unix(&dir);
-    conn.send(&request("system.multicall", json!([vec![call.clone(); 5]]), 1));
+    conn.send(&request(
+        "system.multicall",
+        json!([vec![call.clone(); 5]]),
+        1,
+    ));
     let reply = conn.json();
-    assert_eq!(reply["result"].as_array().map(Vec::len), Some(5), "{reply:.300}");
+    assert_eq!(
+        reply["result"].as_array().map(Vec::len),
+        Some(5),
+        "{reply:.300}"
+    );
     conn.send(&request("system.multicall", json!([vec![call; 10_000]]), 2));
     let reply = conn.json();
     assert_eq!(reply["error"]["code"], -32600, "{reply:.300}");

@@ -23,18 +23,8 @@ use serde_json::{Value, json};
 /// The bound the issue sets for the daemon's peak RSS under any one hostile request.
 const PEAK_RSS_KIB: u64 = 16 * 1024;
 
-/// The daemon's peak resident set so far, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmHWM line")
-}
-
 fn assert_peak_bounded(daemon: &Foreground, what: &str) {
-    let peak = peak_rss_kib(daemon.pid());
+    let peak = common::status_kib(daemon.pid(), "VmHWM");
     assert!(
         peak < PEAK_RSS_KIB,
         "{what}: the daemon's peak RSS is {peak} KiB (bound {PEAK_RSS_KIB} KiB)"

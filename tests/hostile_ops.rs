@@ -445,14 +445,19 @@ fn workers_get_back_the_dispositions_the_daemon_inherited() {
 #[test]
 fn a_log_file_that_cannot_be_opened_fails_the_start_and_leaves_no_pid_file() {
     let dir = TestDir::new();
-    let log = dir.join("missing-dir").join("d.log");
-    let config = dir.write_config("c.json", &json!({"logfile": path_str(&log)}));
-    let cmd = ops_cmd(&dir, &["-d", "--config", &path_str(&config)]);
+    assert_log_refused_at_start(&dir, &dir.join("missing-dir").join("d.log"), "missing-dir");
+}
+
+/// Starts the daemon (`-d`) with `log` as its log file: it fails with exit 1 and a clear
+/// error naming `needle`, and leaves no pid file or socket.
+fn assert_log_refused_at_start(dir: &TestDir, log: &std::path::Path, needle: &str) {
+    let config = dir.write_config("c.json", &json!({"logfile": path_str(log)}));
+    let cmd = ops_cmd(dir, &["-d", "--config", &path_str(&config)]);
     let out = dir.run_cmd(cmd);
     out.assert_code(1)
         .assert_error_line()
-        .assert_stderr_has("missing-dir");
-    assert_cleaned_up(&dir);
+        .assert_stderr_has(needle);
+    assert_cleaned_up(dir);
 }
 
 #[test]
@@ -460,14 +465,8 @@ fn a_log_file_that_is_a_fifo_is_refused_not_waited_on() {
     let dir = TestDir::new();
     let log = dir.join("log.fifo");
     nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let config = dir.write_config("c.json", &json!({"logfile": path_str(&log)}));
-    let cmd = ops_cmd(&dir, &["-d", "--config", &path_str(&config)]);
     // (Before, open(2) waited for a reader forever, the pid file locked.)
-    let out = dir.run_cmd(cmd);
-    out.assert_code(1)
-        .assert_error_line()
-        .assert_stderr_has("log.fifo");
-    assert_cleaned_up(&dir);
+    assert_log_refused_at_start(&dir, &log, "log.fifo");
 }
 
 #[test]

@@ -67,16 +67,6 @@ fn tcp(port: u16) -> BufReader<TcpStream> {
     BufReader::new(stream)
 }
 
-/// A field of `/proc/PID/status` in kB.
-fn status_kb(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// User plus system CPU time of `pid`, in clock ticks.
 fn cpu_ticks(pid: i32) -> i64 {
     common::proc_stat_field(pid, 14) + common::proc_stat_field(pid, 15)
@@ -328,9 +318,9 @@ fn connection_churn_keeps_memory_flat() {
         }
     };
     churn(1_000);
-    let before = status_kb(daemon.pid(), "VmRSS");
+    let before = common::status_kib(daemon.pid(), "VmRSS");
     churn(10_000);
-    let after = status_kb(daemon.pid(), "VmRSS");
+    let after = common::status_kib(daemon.pid(), "VmRSS");
     (&long)
         .write_all(&request("examples.echo", json!(["long"]), 1))
         .unwrap();

@@ -93,31 +93,6 @@ fn read_mark(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A field of `/proc/PID/status` in KiB (`VmHWM`: the peak resident set).
-fn status_kib(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
-fn log_lines(daemon: &Foreground, needles: &[&str]) -> usize {
-    daemon
-        .stderr()
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .count()
-}
-
 /// Whether `pid` is gone entirely: neither running nor a zombie left unreaped.
 fn vanished(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
@@ -186,9 +161,9 @@ fn flooding_workers_keep_the_daemon_small_and_responsive() {
     }
     let want = WORKERS * MESSAGES as usize;
     wait_until("every message to reach the daemon's bus", DEADLINE, || {
-        log_lines(&daemon, &["worker message", "command: tick-report"]) >= want
+        daemon.log_lines(&["worker message", "command: tick-report"]) >= want
     });
-    let peak = status_kib(daemon.pid(), "VmHWM");
+    let peak = common::status_kib(daemon.pid(), "VmHWM");
     eprintln!("the daemon's peak RSS during the flood: {peak} KiB");
     assert!(
         peak < RSS_BOUND_KIB,
@@ -249,7 +224,7 @@ fn a_deep_payload_sent_to_a_worker_is_delivered_or_refused_never_a_crash() {
         wait_until(
             &format!("the command after depth {depth}"),
             DEADLINE,
-            || log_lines(&daemon, &["worker message", &format!("command: {after}")]) == 1,
+            || daemon.log_lines(&["worker message", &format!("command: {after}")]) == 1,
         );
         let e = entry(&mut client, "w0");
         assert_eq!(
@@ -261,7 +236,7 @@ fn a_deep_payload_sent_to_a_worker_is_delivered_or_refused_never_a_crash() {
     }
     // What was delivered came back up whole: the worker echoed each.
     wait_until("the echoes of the deep payloads", DEADLINE, || {
-        log_lines(&daemon, &["worker message", "command: received"]) == delivered
+        daemon.log_lines(&["worker message", "command: received"]) == delivered
     });
     assert_eq!(
         delivered, 3,
@@ -296,7 +271,7 @@ fn a_worker_sending_a_too_deep_payload_gets_an_error_and_lives() {
     wait_until("w0 to send a shallow payload", DEADLINE, || mark.exists());
     assert_eq!(read_mark(&mark), "ok");
     wait_until("the shallow payload to arrive", DEADLINE, || {
-        log_lines(&daemon, &["worker message", "command: deep"]) == 1
+        daemon.log_lines(&["worker message", "command: deep"]) == 1
     });
     let e = entry(&mut client, "w0");
     assert_eq!(pid_of(&e), Some(pid), "{e}");

@@ -142,15 +142,6 @@ fn holds_for(
     }
 }
 
-/// The lines of the daemon's stderr that contain every one of `needles`.
-fn log_lines(daemon: &Foreground, needles: &[&str]) -> usize {
-    daemon
-        .stderr()
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .count()
-}
-
 fn sigkill(pid: i32) {
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("killing the worker");
 }
@@ -226,7 +217,7 @@ fn a_restart_leaves_the_new_process_alone() {
         },
     );
     assert_eq!(
-        log_lines(&daemon, &["did not stop"]),
+        daemon.log_lines(&["did not stop"]),
         0,
         "a stop was escalated against the restarted worker: {}",
         daemon.stderr()
@@ -396,14 +387,11 @@ fn worker_messages_named_log_and_ack_reach_the_daemons_bus() {
         assert_eq!(client.call("worker.send", params).unwrap(), json!(true));
     }
     wait_until("the `tick-report` message in the log", DEADLINE, || {
-        log_lines(
-            &daemon,
-            &["worker message", "worker: w0", "command: tick-report"],
-        ) == 1
+        daemon.log_lines(&["worker message", "worker: w0", "command: tick-report"]) == 1
     });
     let (logs, acks) = (
-        log_lines(&daemon, &["worker message", "worker: w0", "command: log"]),
-        log_lines(&daemon, &["worker message", "worker: w0", "command: ack"]),
+        daemon.log_lines(&["worker message", "worker: w0", "command: log"]),
+        daemon.log_lines(&["worker message", "worker: w0", "command: ack"]),
     );
     assert_eq!(
         (logs, acks),
@@ -520,14 +508,14 @@ fn a_pause_that_timed_out_does_not_take_effect_later() {
         json!(true)
     );
     wait_until("w0 to log that it stalls", DEADLINE, || {
-        log_lines(&daemon, &["stalling", "worker: w0"]) == 1
+        daemon.log_lines(&["stalling", "worker: w0"]) == 1
     });
     let error = rpc_error(
         "worker.pause of a stalled worker",
         client.call("worker.pause", json!(["w0"])),
     );
     wait_until("w0 to log that its stall is over", DEADLINE, || {
-        log_lines(&daemon, &["stall over", "worker: w0"]) == 1
+        daemon.log_lines(&["stall over", "worker: w0"]) == 1
     });
     // A few turns of the worker's loop: it has read what waited in its ring.
     let beat = w0(&mut client)["heartbeat"].as_u64().unwrap_or(0);
@@ -573,7 +561,7 @@ fn an_ack_behind_a_burst_of_messages_is_not_stranded() {
         "worker.pause after a flood of 5000 messages: {reply:?} after {:?}; daemon log: {} \
          `tick-report` lines of 5000",
         asked.elapsed(),
-        log_lines(&daemon, &["worker message", "command: tick-report"])
+        daemon.log_lines(&["worker message", "command: tick-report"])
     );
 }
 
@@ -635,10 +623,10 @@ fn a_worker_that_ran_stably_is_restarted_at_once_after_a_crash() {
     sigkill(second);
     wait_looping(&mut client, Some(second));
     wait_until("three starts of w0 in the log", DEADLINE, || {
-        log_lines(&daemon, &["worker started", "worker: w0"]) == 3
+        daemon.log_lines(&["worker started", "worker: w0"]) == 3
     });
     assert_eq!(
-        log_lines(&daemon, &["restarts after a backoff", "worker: w0"]),
+        daemon.log_lines(&["restarts after a backoff", "worker: w0"]),
         0,
         "w0 crashed after a stable run of {STABLE_RUN:?} and was restarted after a backoff; \
          stderr:\n{}",

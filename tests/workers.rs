@@ -148,15 +148,6 @@ fn holds_throughout(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The lines of the daemon's stderr that contain every one of `needles`.
-fn log_lines(daemon: &Foreground, needles: &[&str]) -> usize {
-    daemon
-        .stderr()
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .count()
-}
-
 /// The children of `parent` that are zombies.
 fn zombie_children(parent: i32) -> Vec<i32> {
     let mut zombies = Vec::new();
@@ -365,7 +356,7 @@ fn custom_commands_reach_the_workers_listener_and_its_logs_reach_the_daemon() {
     wait_until(
         "the worker's 'Changing filename...' line in the daemon's log",
         DEADLINE,
-        || log_lines(&daemon, &changing) == 1,
+        || daemon.log_lines(&changing) == 1,
     );
 
     // A fresh process writes copy_test.txt again (spindown removed copy_test_2.txt).
@@ -392,7 +383,7 @@ fn custom_commands_reach_the_workers_listener_and_its_logs_reach_the_daemon() {
         copy2.exists()
     });
     wait_until("a second 'Changing filename...' line", DEADLINE, || {
-        log_lines(&daemon, &changing) == 2
+        daemon.log_lines(&changing) == 2
     });
     let (code, text) = rpc_error(client.call("worker.send", json!(["nobody", "changename"])));
     assert_eq!(code, -32000, "{text}");
@@ -427,11 +418,11 @@ fn crashes_restart_with_backoff_then_fail_and_start_revives() {
         "the first restart took {first:?}: it should be immediate"
     );
     wait_until("the crash and the restart in the log", DEADLINE, || {
-        log_lines(&daemon, &["worker crashed", "worker: handyman"]) == 1
-            && log_lines(&daemon, &["worker restarted", "worker: handyman"]) == 1
+        daemon.log_lines(&["worker crashed", "worker: handyman"]) == 1
+            && daemon.log_lines(&["worker restarted", "worker: handyman"]) == 1
     });
     assert_eq!(
-        log_lines(&daemon, &["restarts after a backoff"]),
+        daemon.log_lines(&["restarts after a backoff"]),
         0,
         "the first restart had a backoff: {}",
         daemon.stderr()
@@ -472,7 +463,7 @@ fn crashes_restart_with_backoff_then_fail_and_start_revives() {
         json!(FAILED)
     );
     wait_until("'worker failed' in the log", DEADLINE, || {
-        log_lines(&daemon, &["too many restarts", "worker: handyman"]) == 1
+        daemon.log_lines(&["too many restarts", "worker: handyman"]) == 1
     });
     holds_throughout("a FAILED worker staying down", || {
         handyman(&mut client)["pid"].is_null()
@@ -518,7 +509,7 @@ fn stop_beats_the_policy_start_and_restart_bring_it_back() {
     });
     assert!(!copy.exists(), "a stopped worker copied");
     assert_eq!(
-        log_lines(&daemon, &["worker crashed"]),
+        daemon.log_lines(&["worker crashed"]),
         0,
         "an administrator's stop was taken for a crash: {}",
         daemon.stderr()
@@ -547,7 +538,7 @@ fn stop_beats_the_policy_start_and_restart_bring_it_back() {
         || !alive(started),
     );
     assert_eq!(handyman(&mut client)["restarts"], 2);
-    assert_eq!(log_lines(&daemon, &["worker crashed"]), 0);
+    assert_eq!(daemon.log_lines(&["worker crashed"]), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -601,7 +592,7 @@ fn sigterm_spins_the_worker_down_and_cleans_up() {
     assert!(!dir.socket().exists(), "the socket file was left behind");
     assert!(!alive(worker), "the worker {worker} outlived the daemon");
     assert_eq!(
-        log_lines(&daemon, &["worker crashed"]),
+        daemon.log_lines(&["worker crashed"]),
         0,
         "a shutdown was taken for a crash: {}",
         daemon.stderr()
@@ -628,9 +619,9 @@ fn a_workers_last_log_lines_reach_the_daemon_log() {
     assert!(!alive(pid));
     // The daemon logged the exit: whatever the worker sent before it should be logged too.
     wait_until("the daemon to log the worker's exit", DEADLINE, || {
-        log_lines(&daemon, &["worker exited", "worker: handyman"]) == 1
+        daemon.log_lines(&["worker exited", "worker: handyman"]) == 1
     });
-    let after_stop = log_lines(&daemon, &spindown);
+    let after_stop = daemon.log_lines(&spindown);
 
     assert_eq!(
         client.call("worker.start", json!([HANDYMAN])).unwrap(),
@@ -639,7 +630,7 @@ fn a_workers_last_log_lines_reach_the_daemon_log() {
     wait_new_pid(&mut client, Some(pid));
     drop(client);
     daemon.stop_with(Signal::SIGTERM);
-    let after_shutdown = log_lines(&daemon, &spindown);
+    let after_shutdown = daemon.log_lines(&spindown);
     assert_eq!(
         (after_stop, after_shutdown),
         (1, 2),
@@ -699,6 +690,6 @@ fn many_restarts_leak_no_fd_mapping_or_zombie() {
         Vec::<i32>::new(),
         "zombie children of the daemon"
     );
-    assert_eq!(log_lines(&daemon, &["worker crashed"]), 0);
+    assert_eq!(daemon.log_lines(&["worker crashed"]), 0);
     assert!(took < Duration::from_secs(30), "100 restarts took {took:?}");
 }

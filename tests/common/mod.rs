@@ -371,6 +371,14 @@ impl Foreground {
         daemon
     }
 
+    /// The lines of its stderr that contain every one of `needles`.
+    pub fn log_lines(&self, needles: &[&str]) -> usize {
+        self.stderr()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
     /// Sends `sig`.
     pub fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid()), sig).expect("signalling the daemon");
@@ -549,4 +557,18 @@ fn read_lossy(path: &Path) -> String {
         Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, or `VmHWM`: the peak resident set).
+///
+/// # Panics
+///
+/// If the process or the field is not there.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }

@@ -24,6 +24,8 @@
 //! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call; required for a tcp socket unless `socketallowunauthenticated`, always with `socketallowremote` |
 //! | `socketallowunauthenticated` | `false` | whether a loopback tcp socket without `socketsecret` is accepted: every local user may then call every method (the daemon warns at start) |
 //! | `socketauthtimeout` | `5` | seconds a tcp connection is given to present the secret, `> 0` and `<= 3600` |
+//! | `logformat` | `"text"` | the log's format: `"text"` (slog-term's) or `"json"` (one object per line: `time`, `level`, `msg` and the record's fields) |
+//! | `loglines` | `1000` | lines kept in memory for each worker and for the daemon's own log (`worker.log`, `daemon.log`), `0..=100000` |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
 //! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
@@ -113,6 +115,11 @@ pub struct Config {
     /// How long a tcp connection is given to present the secret; default 5 s, more than 0
     /// and at most 1 hour.
     pub socketauthtimeout: Duration,
+    /// The log's format; default [`Format::Text`](crate::log::Format::Text).
+    pub logformat: crate::log::Format,
+    /// Lines kept in memory per worker and for the daemon's own log; default 1000,
+    /// `0..=100000`.
+    pub loglines: usize,
 }
 
 /// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
@@ -182,6 +189,8 @@ impl Default for Config {
             socketsecret: None,
             socketallowunauthenticated: false,
             socketauthtimeout: Duration::from_secs(5),
+            logformat: crate::log::Format::Text,
+            loglines: 1000,
         }
     }
 }
@@ -255,6 +264,11 @@ const IDLE_SECONDS: Rule<Duration> = Rule {
 const MODE: Rule<u32> = Rule {
     range: 0..=0o777,
     expected: "an integer in 0..=511 or a string of octal digits like \"0600\"",
+};
+
+const LOGLINES: Rule<usize> = Rule {
+    range: 0..=100_000,
+    expected: "an integer number of lines in 0..=100000",
 };
 
 /// Values shown in error messages are cut to this many characters.
@@ -342,6 +356,8 @@ impl Config {
         "socketsecret",
         "socketallowunauthenticated",
         "socketauthtimeout",
+        "logformat",
+        "loglines",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -449,6 +465,13 @@ impl Config {
                     _ => return Err(refuse(key, "null or a non-empty string", value)),
                 };
             }
+            "logformat" => {
+                self.logformat = value
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| refuse(key, "\"text\" or \"json\"", value))?;
+            }
+            "loglines" => self.loglines = LOGLINES.check(key, as_usize(value), value)?,
             "arguments" => {
                 return Err(Error::config(
                     key,
@@ -560,6 +583,8 @@ impl Config {
         }
         let d = self.socketauthtimeout;
         SECONDS.check("socketauthtimeout", Some(d), &secs(d))?;
+        let n = self.loglines;
+        LOGLINES.check("loglines", Some(n), &n)?;
         if !self.socketallowremote && !self.sockethandler.is_loopback() {
             return Err(Error::config(
                 "sockethandler",
@@ -642,6 +667,8 @@ impl Config {
             "socketsecret": self.socketsecret,
             "socketallowunauthenticated": self.socketallowunauthenticated,
             "socketauthtimeout": secs(self.socketauthtimeout),
+            "logformat": self.logformat.name(),
+            "loglines": self.loglines,
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct DaemonHost {
     pub(super) socket: String,
     /// The log file of the default detached logger, to reopen.
     pub(super) log_file: Option<crate::log::LogFile>,
+    /// The log's format and ring size, changed at run time; the daemon's own ring.
+    pub(super) log_control: crate::log::Control,
 }
 
 impl DaemonHost {
@@ -67,6 +69,16 @@ impl DaemonHost {
             Some(file) => file.reopen().map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// The log file the daemon writes, if it writes one of its own.
+    pub fn log_path(&self) -> Option<&std::path::Path> {
+        self.log_file.as_ref().map(crate::log::LogFile::path)
+    }
+
+    /// Changes the daemon's log at run time: its format, its rings' size.
+    pub fn log_control(&self) -> &crate::log::Control {
+        &self.log_control
     }
 
     /// How long the daemon has been ready.

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::DaemonHost;
-use crate::rpc::{CallContext, Method, Methods, Type};
+use crate::rpc::{CallContext, Method, Methods, Params, RpcError, Type};
 
 pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
     methods.register(
@@ -42,5 +42,63 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
         )
         .returns(Type::Struct),
     )?;
+    methods.register(
+        Method::new(
+            "daemon.log",
+            |params: &Params<'_>, ctx: &mut CallContext<'_, DaemonHost>| {
+                let (count, after) = log_window(params)?;
+                Ok(ctx.host().log_control().daemon_log(count, after))
+            },
+        )
+        .description(
+            "The daemon's last log lines: {lines: [{seq, time, stream, level, text}], next, \
+             dropped}; with after, only the lines past that seq (pass next back to follow)",
+        )
+        .returns(Type::Struct)
+        .signature()
+        .returns(Type::Struct)
+        .param(Type::Int, "lines")
+        .signature()
+        .returns(Type::Struct)
+        .param(Type::Int, "lines")
+        .param(Type::Int, "after"),
+    )?;
+    methods.register(
+        Method::new(
+            "daemon.reopenlogs",
+            |_, ctx: &mut CallContext<'_, DaemonHost>| {
+                let host = ctx.host();
+                let reopened = host.reopen_log()?;
+                let path = host.log_path().map(|p| p.to_string_lossy().into_owned());
+                Ok(json!({"reopened": reopened, "path": path}))
+            },
+        )
+        .description(
+            "Reopens the log file at its path (after logrotate moved it), as SIGUSR1 does: \
+             {reopened, path}",
+        )
+        .returns(Type::Struct),
+    )?;
     crate::worker::methods::register(methods, DaemonHost::workers)
+}
+
+/// The `lines` (default 100, at most 100000) and `after` params of `daemon.log` and
+/// `worker.log`.
+pub(crate) fn log_window(params: &Params<'_>) -> Result<(usize, Option<u64>), RpcError> {
+    let count = match params.get("lines") {
+        None | Some(serde_json::Value::Null) => 100,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n <= 100_000)
+            .ok_or_else(|| RpcError::invalid_params("lines: an integer in 0..=100000"))?
+            as usize,
+    };
+    let after = match params.get("after") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| RpcError::invalid_params("after: a non-negative integer"))?,
+        ),
+    };
+    Ok((count, after))
 }

@@ -3,6 +3,7 @@
 mod host;
 mod methods;
 mod run;
+pub(crate) use methods::log_window;
 mod signal;
 
 use std::any::Any;
@@ -242,6 +243,12 @@ impl Daemon {
                     let pid = launcher.wait()?;
                     let description = &self.config.description;
                     let _ = writeln!(std::io::stdout(), "{description} started with pid {pid}");
+                    let output = if self.custom_logger {
+                        "logging through the application's own logger".to_owned()
+                    } else {
+                        self.log_output().describe()
+                    };
+                    let _ = writeln!(std::io::stdout(), "{output}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 Detached::Daemon(r) => readiness = Some(r),

@@ -105,15 +105,17 @@ impl Driven for Running {
 }
 
 impl Daemon {
-    fn default_logger(&self) -> Result<(Logger, Option<log::LogFile>)> {
-        let verbose = self.console.verbose;
-        if !self.console.daemon {
-            return Ok((log::terminal(verbose), None));
-        }
-        match &self.config.logfile {
-            Some(path) => log::reopenable(path, verbose).map(|(l, f)| (l, Some(f))),
-            None => Ok((log::discard(), None)),
-        }
+    /// Where the default logger writes.
+    pub(super) fn log_output(&self) -> log::Output {
+        log::Output::choose(
+            self.console.daemon,
+            self.config.logfile.as_deref(),
+            &self.config.description,
+        )
+    }
+
+    fn default_logger(&self, control: &log::Control) -> Result<(Logger, Option<log::LogFile>)> {
+        log::build(&self.log_output(), self.console.verbose, control)
     }
 
     pub(super) fn run(
@@ -126,12 +128,15 @@ impl Daemon {
         let prelude = (|| -> Result<_> {
             pidfile.write_pid(process::pid())?;
             let mut log_file = None;
-            if !self.custom_logger {
-                (self.logger, log_file) = self.default_logger()?;
+            let control = log::Control::new(self.config.logformat, self.config.loglines);
+            if self.custom_logger {
+                self.logger = log::tee_custom(self.logger.clone(), &control);
+            } else {
+                (self.logger, log_file) = self.default_logger(&control)?;
             }
-            Ok((log_file, Reactor::new()?))
+            Ok((log_file, control, Reactor::new()?))
         })();
-        let (log_file, reactor) = match prelude {
+        let (log_file, log_control, reactor) = match prelude {
             Ok(done) => done,
             Err(e) => {
                 let _ = pidfile.remove();
@@ -145,6 +150,7 @@ impl Daemon {
         }
         self.signal.attach(reactor.handle());
         self.methods.set_max_multicall(self.config.socketmaxbatch);
+        self.workers.attach_log(log_control.clone());
         let mut running = Running {
             bus: std::mem::take(&mut self.bus),
             methods: std::mem::take(&mut self.methods),
@@ -157,6 +163,7 @@ impl Daemon {
                 started: Instant::now(),
                 socket: self.config.sockethandler.to_string(),
                 log_file,
+                log_control,
             },
             socket_events: Vec::new(),
             reap_every: None,

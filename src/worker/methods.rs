@@ -9,7 +9,7 @@ use crate::bus::Host;
 use crate::rpc::{CallContext, Method, Methods, Params, RpcError, Ticket, Type};
 
 /// Registers `worker.list`, `worker.status`, `worker.pause`, `worker.resume`,
-/// `worker.start`, `worker.stop`, `worker.restart` and `worker.send` on `methods`, reaching
+/// `worker.start`, `worker.stop`, `worker.restart`, `worker.send` and `worker.log` on `methods`, reaching
 /// the supervisor through `workers`.
 pub(crate) fn register<H: Host>(
     methods: &mut Methods<H>,
@@ -103,7 +103,23 @@ pub(crate) fn register<H: Host>(
     .param(Type::String, "name")
     .param(Type::String, "command")
     .param(Type::Any, "payload");
-    for m in [list, status, pause, resume, start, stop, restart, send] {
+    let log = Method::new("worker.log", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
+        let (count, after) = crate::daemon::log_window(params)?;
+        Ok(workers(ctx.host()).log(params.str("name")?, count, after)?)
+    })
+    .description("A worker's last lines (stdout, stderr, its own log): {lines: [{seq, time, stream, level, text}], next, dropped}; with after, only the lines past that seq (pass next back to follow)")
+    .returns(Type::Struct)
+    .param(Type::String, "name")
+    .signature()
+    .returns(Type::Struct)
+    .param(Type::String, "name")
+    .param(Type::Int, "lines")
+    .signature()
+    .returns(Type::Struct)
+    .param(Type::String, "name")
+    .param(Type::Int, "lines")
+    .param(Type::Int, "after");
+    for m in [list, status, pause, resume, start, stop, restart, send, log] {
         methods.register(m)?;
     }
     Ok(())

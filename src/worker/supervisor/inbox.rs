@@ -82,7 +82,7 @@ impl Workers {
     /// worker's.
     pub(crate) fn ready(&mut self, token: Token) -> bool {
         let Some(&i) = self.by_token.get(&token) else {
-            return false;
+            return self.output_ready(token);
         };
         if self.drain(i, BYTES_PER_TURN, true) == Drained::Left {
             // The budget ran out, or the bus is full, with frames left: come back on the
@@ -195,10 +195,15 @@ impl Workers {
         match up {
             Up::Log(level, text) => {
                 let now = self.procs.now();
+                let cap = self.log_control.lines();
                 let entry = &mut self.entries[i];
                 let (name, Some(run)) = (&entry.name, entry.run.as_mut()) else {
                     return;
                 };
+                let shown = Level::from_usize(usize::from(level)).unwrap_or(Level::Info);
+                entry
+                    .ring
+                    .push(cap, crate::log::Stream::Log, Some(shown), &text);
                 if run.logs.take(text.len(), now) {
                     if run.logs.suppressed > 0 {
                         warn!(self.logger, "worker logged past its rate limit: log lines suppressed";

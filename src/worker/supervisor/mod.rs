@@ -14,6 +14,7 @@
 mod acks;
 mod inbox;
 mod info;
+mod output;
 mod reap;
 mod spawn;
 mod stop;
@@ -76,6 +77,8 @@ struct Run {
     killed: bool,
     /// What it may still log, and how many lines were suppressed past it.
     logs: inbox::LogBudget,
+    /// Its stdout and stderr pipes, until each reaches EOF or the process is reaped.
+    output: [Option<output::Pipe>; 2],
 }
 
 impl Run {
@@ -110,6 +113,8 @@ struct Entry {
     /// Crashes in a row soon after their start.
     quick: u32,
     last_exit: Option<Exit>,
+    /// Its last output and log lines, across its processes (`worker.log`).
+    ring: crate::log::ring::Ring,
 }
 
 /// The workers of a daemon: install them in `setup()` with
@@ -140,6 +145,11 @@ pub struct Workers {
     /// reaped until empty.
     groups: Vec<Pid>,
     out: Outbox,
+    /// The entry and stream (0 stdout, 1 stderr) of each open output pipe's token.
+    by_pipe: TokenMap<(usize, usize)>,
+    pipe_buffer: Vec<u8>,
+    /// The ring size (and the daemon's log format), changed at run time.
+    log_control: crate::log::Control,
 }
 
 impl Default for Workers {
@@ -167,6 +177,9 @@ impl Workers {
             backlog: Backlog::default(),
             groups: Vec::new(),
             out: Outbox::default(),
+            by_pipe: TokenMap::default(),
+            pipe_buffer: Vec::new(),
+            log_control: crate::log::Control::default(),
         }
     }
 
@@ -242,6 +255,7 @@ impl Workers {
             restarts: VecDeque::new(),
             quick: 0,
             last_exit: None,
+            ring: crate::log::ring::Ring::default(),
         });
         Ok(())
     }
@@ -259,6 +273,11 @@ impl Workers {
         self.level = level;
         self.stop_timeout = stop_timeout;
         self.ack_timeout = ack_timeout;
+    }
+
+    /// The control of the daemon's log: its rings' size.
+    pub(crate) fn attach_log(&mut self, control: crate::log::Control) {
+        self.log_control = control;
     }
 
     fn find(&self, name: &str) -> Option<usize> {

@@ -50,6 +50,7 @@ impl Workers {
         if let Some(token) = self.entries[i].run.as_ref().map(|r| r.source.token()) {
             while self.drain(i, usize::MAX, false) == super::inbox::Drained::Left {}
             self.by_token.remove(&token);
+            self.finish_output(i);
         }
         let now = self.procs.now();
         let shutting_down = self.shutting_down;

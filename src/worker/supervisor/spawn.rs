@@ -112,6 +112,9 @@ impl Processes for Fork {
                     template.run(job)
                 }))
                 .unwrap_or(child::exit::PANIC);
+                // What the worker printed without a newline is in std's buffer: `_exit`
+                // would lose it.
+                let _ = std::io::Write::flush(&mut std::io::stdout());
                 child::exit_now(code)
             }
             ForkResult::Parent { child } => {
@@ -233,6 +236,7 @@ impl Workers {
             .clone()
             .ok_or_else(|| worker_error(&name, WorkerError::NotStarted))?;
         let channel = Channel::new().map_err(fail)?;
+        let pipes = super::output::Pipes::new().map_err(fail)?;
         let entry = &mut self.entries[i];
         // A pending backoff restart is superseded by this start.
         entry.epoch += 1;
@@ -251,9 +255,15 @@ impl Workers {
         let mut template = std::mem::replace(&mut entry.template, Box::new(Gone));
         let entries = &mut self.entries;
         let mut in_child = || {
-            // The other workers' channels are not this worker's business: unmap them.
+            // Its stdout and stderr are its pipes to the daemon (dup2 and close only).
+            pipes.install_in_child();
+            // The other workers' channels and pipes are not this worker's business: unmap
+            // and close them, leaving the daemon's registrations in the shared poller alone.
             for (j, e) in entries.iter_mut().enumerate() {
-                if let (true, Some(run)) = (j != i, e.run.take()) {
+                if let (true, Some(mut run)) = (j != i, e.run.take()) {
+                    for pipe in run.output.iter_mut().filter_map(Option::take) {
+                        pipe.forget_in_child();
+                    }
                     run.source.leak_registration().forget_in_child();
                 }
             }
@@ -261,14 +271,19 @@ impl Workers {
         let pid = self.procs.spawn(template.as_mut(), job, &mut in_child);
         self.entries[i].template = template;
         let pid = pid.map_err(fail)?;
-        let source = match handle.register(channel, Interest::READ) {
-            Ok(s) => s,
+        let registered = handle
+            .register(channel, Interest::READ)
+            .and_then(|source| Ok((source, pipes.register(&handle)?)));
+        let (source, [out, err]) = match registered {
+            Ok(done) => done,
             Err(e) => {
                 self.procs.signal(pid, Signal::SIGKILL);
                 return Err(fail(e));
             }
         };
         self.by_token.insert(source.token(), i);
+        self.by_pipe.insert(out.token(), (i, 0));
+        self.by_pipe.insert(err.token(), (i, 1));
         let now = self.procs.now();
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -283,6 +298,7 @@ impl Workers {
             dropped: 0,
             killed: false,
             logs: super::inbox::LogBudget::new(now),
+            output: [Some(out), Some(err)],
         });
         entry.starts += 1;
         entry.restart_when_gone = false;

@@ -61,6 +61,9 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
         .signature()
         .returns(Type::Struct)
         .param(Type::Int, "lines")
+        .param(Type::Int, "after")
+        .signature()
+        .returns(Type::Struct)
         .param(Type::Int, "after"),
     )?;
     methods.register(

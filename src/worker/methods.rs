@@ -118,6 +118,10 @@ pub(crate) fn register<H: Host>(
     .returns(Type::Struct)
     .param(Type::String, "name")
     .param(Type::Int, "lines")
+    .param(Type::Int, "after")
+    .signature()
+    .returns(Type::Struct)
+    .param(Type::String, "name")
     .param(Type::Int, "after");
     for m in [list, status, pause, resume, start, stop, restart, send, log] {
         methods.register(m)?;

@@ -338,6 +338,109 @@ pub fn discard() -> Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
+
+    /// A logger like [`build`]'s over an in-memory writer: the switch, the tee.
+    fn switched(control: &Control) -> (Logger, Arc<Mutex<Vec<u8>>>) {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let writer = drains::SharedWriter(out.clone());
+        let decorator = slog_term::PlainSyncDecorator::new(writer.clone());
+        let text = slog_term::FullFormat::new(decorator).build();
+        let json = drains::json(writer);
+        let drain = slog::Duplicate(drains::RingTee(control.clone()), switch(control, text, json));
+        (Logger::root(Counted(drain), o!()), out)
+    }
+
+    fn take(out: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(std::mem::take(&mut *out.lock().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn control_switches_the_format_at_run_time() {
+        let control = Control::new(Format::Text, 10);
+        let (log, out) = switched(&control);
+        slog::info!(log, "as text"; "worker" => "w0");
+        let text = take(&out);
+        assert!(text.contains("INFO as text, worker: w0"), "{text}");
+        control.set_format(Format::Json);
+        assert_eq!(control.format(), Format::Json);
+        slog::warn!(log, "as json"; "worker" => "w0", "stream" => "stdout");
+        let line = take(&out);
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["msg"], "as json");
+        assert_eq!(v["level"], "WARNING");
+        assert_eq!(v["worker"], "w0");
+        assert_eq!(v["stream"], "stdout");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'), "{v}");
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+
+    #[test]
+    fn the_daemon_ring_tees_its_own_lines_and_set_lines_cuts_it() {
+        let control = Control::new(Format::Text, 10);
+        let (log, _out) = switched(&control);
+        for i in 0..5 {
+            slog::info!(log, "line {}", i; "k" => i);
+        }
+        // A worker's output line stays out of the daemon's ring.
+        slog::info!(log, "printed"; "worker" => "w0", "stream" => "stdout");
+        let v = control.daemon_log(100, None);
+        assert_eq!(v["lines"].as_array().unwrap().len(), 5, "{v}");
+        assert_eq!(v["lines"][4]["text"], "line 4 k=4");
+        assert_eq!(v["lines"][4]["level"], "INFO");
+        control.set_lines(2);
+        let v = control.daemon_log(100, None);
+        assert_eq!(v["lines"].as_array().unwrap().len(), 2, "{v}");
+        assert_eq!(v["dropped"], 3);
+        assert_eq!(control.lines(), 2);
+    }
+
+    #[test]
+    fn journal_lines_carry_the_priority_and_no_time() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let journal = drains::Journal(Mutex::new(drains::SharedWriter(out.clone())));
+        let log = Logger::root(Counted(journal), o!());
+        slog::error!(log, "broke"; "code" => 2);
+        slog::warn!(log, "odd");
+        slog::info!(log, "fine");
+        slog::debug!(log, "detail");
+        assert_eq!(take(&out), "<3>broke code=2\n<4>odd\n<6>fine\n<7>detail\n");
+    }
+
+    #[test]
+    fn a_custom_logger_keeps_its_own_and_the_ring_still_gets_the_lines() {
+        let control = Control::default();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let decorator = slog_term::PlainSyncDecorator::new(drains::SharedWriter(out.clone()));
+        let user = Logger::root(slog_term::FullFormat::new(decorator).build().fuse(), o!());
+        let log = tee_custom(user, &control);
+        slog::info!(log, "mine");
+        assert!(take(&out).contains("mine"));
+        assert_eq!(control.daemon_log(1, None)["lines"][0]["text"], "mine");
+    }
+
+    #[test]
+    fn formats_parse_and_name_themselves() {
+        assert_eq!("json".parse::<Format>(), Ok(Format::Json));
+        assert_eq!("text".parse::<Format>(), Ok(Format::Text));
+        assert!("xml".parse::<Format>().unwrap_err().contains("xml"));
+        assert_eq!(Format::Json.name(), "json");
+    }
+
+    #[test]
+    fn the_output_is_chosen_and_described() {
+        let file = Output::choose(true, Some(Path::new("/var/log/d.log")), "D");
+        assert_eq!(file, Output::File("/var/log/d.log".into()));
+        assert_eq!(file.describe(), "logging to /var/log/d.log");
+        let none = Output::choose(true, None, "D");
+        if Path::new(syslog::DEV_LOG).exists() {
+            assert_eq!(none.describe(), "logging to syslog (ident D)");
+        } else {
+            assert_eq!(none, Output::Discard);
+            assert!(none.describe().contains("set logfile"));
+        }
+        assert!(matches!(Output::choose(false, None, "D"), Output::Terminal { .. }));
+    }
 
     #[test]
     fn file_logger_appends_at_the_chosen_level() {

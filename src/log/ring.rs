@@ -200,7 +200,7 @@ mod tests {
         ring.push(100, Stream::Log, Some(Level::Info), "b");
         let v = ring.query(1, Some(0));
         assert_eq!(v["lines"][0]["text"], "a");
-        assert_eq!(v["lines"][0]["level"], "WARN");
+        assert_eq!(v["lines"][0]["level"], "WARNING");
         assert_eq!(v["next"], 1);
         let v = ring.query(10, Some(1));
         assert_eq!(v["lines"].as_array().unwrap().len(), 1);

@@ -12,6 +12,7 @@
 
 mod bus;
 mod channel;
+mod logs;
 mod procs;
 mod rpc;
 mod system;
@@ -134,6 +135,7 @@ fn main() {
     bus::run(scale, &mut results);
     rpc::run(scale, &mut results);
     system::run(scale, &mut results);
+    logs::run(scale, &mut results);
     let dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
     let path: PathBuf = dir.join("results.json");

@@ -41,12 +41,8 @@ fn detached(dir: &TestDir, config: Value, args: &[&str]) -> (String, Detached) {
     let mut all = vec!["-d", "--config", &file];
     all.extend_from_slice(args);
     let out = dir.run_cmd(command(dir, &all));
-    let pid = read_pid(&dir.pidfile()).unwrap_or_else(|| {
-        panic!(
-            "no daemon ({}): {} {}",
-            out.status, out.stdout, out.stderr
-        )
-    });
+    let pid = read_pid(&dir.pidfile())
+        .unwrap_or_else(|| panic!("no daemon ({}): {} {}", out.status, out.stdout, out.stderr));
     let daemon = Detached::adopt(pid);
     assert!(out.status.success(), "{}", out.stderr);
     (out.stdout, daemon)
@@ -93,9 +89,9 @@ fn stdout_and_stderr_reach_the_log_file_with_the_worker_name() {
                 l.contains(&format!("{w} hello stdout"))
                     && l.contains(&format!("worker: {w}"))
                     && l.contains("stream: stdout")
-            }) && text.lines().any(|l| {
-                l.contains(&format!("{w} hello stderr")) && l.contains("stream: stderr")
-            })
+            }) && text
+                .lines()
+                .any(|l| l.contains(&format!("{w} hello stderr")) && l.contains("stream: stderr"))
         })
     });
     daemon.signal(Signal::SIGTERM);
@@ -134,7 +130,10 @@ fn worker_log_returns_the_streams_and_follows_with_after() {
     // An unknown worker: -32000 naming it.
     let reply = call_raw(&dir, "worker.log", json!({"name": "nope"}));
     assert_eq!(reply["error"]["code"], -32000, "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("nope"), "{reply}");
+    assert!(
+        reply["error"]["message"].as_str().unwrap().contains("nope"),
+        "{reply}"
+    );
 }
 
 #[test]
@@ -220,7 +219,11 @@ fn json_lines_parse_with_their_fields() {
     assert_eq!(line["worker"], "w0");
     assert_eq!(line["stream"], "stdout");
     assert_eq!(line["level"], "INFO");
-    assert!(records.iter().any(|r| r["msg"] == "ready" && r["pid"].is_number()));
+    assert!(
+        records
+            .iter()
+            .any(|r| r["msg"] == "ready" && r["pid"].is_number())
+    );
     // The daemon's ring works in the JSON format too (it kept running: shown by daemon.log
     // in the foreground test; here the file had every line).
     assert!(records.iter().any(|r| r["msg"] == "stopped"), "{text}");
@@ -258,17 +261,18 @@ fn reopenlogs_moves_to_a_new_file_at_the_path() {
     let logfile = dir.join("daemon.log");
     let config = json!({"logfile": path_str(&logfile)});
     let (_, daemon) = detached(&dir, config, &["--mode", "hello"]);
-    wait_until("the ready line", DEADLINE, || read(&logfile).contains("ready"));
+    wait_until("the ready line", DEADLINE, || {
+        read(&logfile).contains("ready")
+    });
     fs::rename(&logfile, dir.join("daemon.log.1")).unwrap();
     let reply = call(&dir, "daemon.reopenlogs", json!([]));
-    assert_eq!(
-        reply,
-        json!({"reopened": true, "path": path_str(&logfile)})
-    );
+    assert_eq!(reply, json!({"reopened": true, "path": path_str(&logfile)}));
     call(&dir, "worker.restart", json!({"name": "w0"}));
-    wait_until("the restarted worker's line in the new file", DEADLINE, || {
-        read(&logfile).contains("w0 hello stdout")
-    });
+    wait_until(
+        "the restarted worker's line in the new file",
+        DEADLINE,
+        || read(&logfile).contains("w0 hello stdout"),
+    );
     assert!(!read(&dir.join("daemon.log.1")).contains("worker restarted"));
     daemon.signal(Signal::SIGTERM);
     daemon.wait_gone();
@@ -285,7 +289,10 @@ fn a_detached_daemon_says_where_its_log_goes() {
     let dir = TestDir::new();
     let (stdout, daemon) = detached(&dir, json!({}), &["--mode", "hello"]);
     if Path::new("/dev/log").exists() {
-        assert!(stdout.contains("logging to syslog (ident Log Daemon)"), "{stdout}");
+        assert!(
+            stdout.contains("logging to syslog (ident Log Daemon)"),
+            "{stdout}"
+        );
     } else {
         assert!(
             stdout.contains("no logfile and no syslog (/dev/log): logs are discarded; set logfile"),
@@ -329,17 +336,23 @@ fn restarts_leak_no_descriptor() {
         wait_until("the restart", DEADLINE, || started(3 + round));
     }
     wait_until("w0's sixth hello", DEADLINE, || {
-        texts(&call(&dir, "worker.log", json!({"name": "w0", "lines": 1000})))
-            .iter()
-            .filter(|t| *t == "w0 hello stdout")
-            .count()
+        texts(&call(
+            &dir,
+            "worker.log",
+            json!({"name": "w0", "lines": 1000}),
+        ))
+        .iter()
+        .filter(|t| *t == "w0 hello stdout")
+        .count()
             == 6
     });
     // The test's own connections close soon after each call: wait for them, then no more
     // descriptors than before (each start opens two pipes and a channel: a leak would show).
-    wait_until("no more descriptors than before the restarts", DEADLINE, || {
-        fd_count(pid) <= before
-    });
+    wait_until(
+        "no more descriptors than before the restarts",
+        DEADLINE,
+        || fd_count(pid) <= before,
+    );
 }
 
 #[test]
@@ -347,7 +360,15 @@ fn a_flooding_worker_is_bounded_and_the_daemon_serves() {
     let dir = TestDir::new();
     let file = path_str(&dir.write_config("config.json", &json!({"loglines": 100})));
     let args = [
-        "-f", "--config", &file, "--mode", "count", "--batch", "20000", "--looptime", "0.001",
+        "-f",
+        "--config",
+        &file,
+        "--mode",
+        "count",
+        "--batch",
+        "20000",
+        "--looptime",
+        "0.001",
     ];
     // Its log to /dev/null: the flood must not fill the disk.
     let mut cmd = command(&dir, &args);
@@ -363,11 +384,19 @@ fn a_flooding_worker_is_bounded_and_the_daemon_serves() {
     let guard = Kill(&mut child);
     let pid = guard.0.id() as i32;
     wait_until("the socket", DEADLINE, || common::accepts(&dir.socket()));
-    let dropped = || call(&dir, "worker.log", json!({"name": "w0", "lines": 3}))["dropped"].as_u64().unwrap();
-    wait_until("lines dropping out of the ring", DEADLINE, || dropped() > 10_000);
+    let dropped = || {
+        call(&dir, "worker.log", json!({"name": "w0", "lines": 3}))["dropped"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_until("lines dropping out of the ring", DEADLINE, || {
+        dropped() > 10_000
+    });
     let first = dropped();
     let rss = common::status_kib(pid, "VmRSS");
-    wait_until("more lines dropped", DEADLINE, || dropped() > first + 10_000);
+    wait_until("more lines dropped", DEADLINE, || {
+        dropped() > first + 10_000
+    });
     // Others are served, promptly, while it floods.
     let status = call(&dir, "daemon.status", json!([]));
     assert_eq!(status["pid"], pid, "{status}");
@@ -376,7 +405,10 @@ fn a_flooding_worker_is_bounded_and_the_daemon_serves() {
     assert_eq!(got.len(), 3, "{log}");
     assert!(got.iter().all(|t| t.starts_with("w0 ")), "{log}");
     let peak = common::status_kib(pid, "VmHWM");
-    assert!(peak < 64 * 1024, "peak RSS {peak} KiB (RSS {rss} KiB at first)");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB (RSS {rss} KiB at first)"
+    );
     drop(guard);
 }
 
@@ -489,7 +521,10 @@ fn no_line_lost(postrotate: impl Fn(&TestDir) -> String) {
     let want: Vec<u64> = (1..=got.len() as u64).collect();
     if got != want {
         let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
-        panic!("lines lost or repeated near index {first_bad:?} of {}", got.len());
+        panic!(
+            "lines lost or repeated near index {first_bad:?} of {}",
+            got.len()
+        );
     }
     for n in 1..=rotations {
         let f = PathBuf::from(format!("{}.{n}", logfile.display()));
@@ -498,7 +533,10 @@ fn no_line_lost(postrotate: impl Fn(&TestDir) -> String) {
 }
 
 fn numbers_in(path: &Path) -> usize {
-    read(path).lines().filter(|l| l.contains("stream: stdout")).count()
+    read(path)
+        .lines()
+        .filter(|l| l.contains("stream: stdout"))
+        .count()
 }
 
 #[test]

@@ -60,7 +60,10 @@ pub fn run(scale: Scale, results: &mut Results) {
     let (mut seen, mut offset, mut carry) = (0usize, 0u64, Vec::new());
     let deadline = started + Duration::from_secs(120);
     while seen < total {
-        assert!(Instant::now() < deadline, "only {seen} of {total} lines in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {total} lines in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
         let (n, next) = count_new(&mut reader, offset, &mut carry);
         seen += n;

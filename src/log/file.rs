@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
-/// A log file that can be reopened at its path: what a logger made by [`reopenable`]
+/// A log file that can be reopened at its path: what a logger made by [`reopenable`](super::reopenable)
 /// writes to.
 #[derive(Clone)]
 pub struct LogFile {
@@ -106,4 +106,3 @@ impl Drop for Owned {
         crate::sys::disown(std::os::fd::AsRawFd::as_raw_fd(&self.0));
     }
 }
-

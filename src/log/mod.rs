@@ -291,7 +291,11 @@ impl Drain for Forward {
     }
 }
 
-fn switch<T: Drain, J: Drain>(control: &Control, text: T, json: J) -> Counted<drains::Switch<T, J>> {
+fn switch<T: Drain, J: Drain>(
+    control: &Control,
+    text: T,
+    json: J,
+) -> Counted<drains::Switch<T, J>> {
     Counted(drains::Switch {
         control: control.clone(),
         text,
@@ -347,7 +351,10 @@ mod tests {
         let decorator = slog_term::PlainSyncDecorator::new(writer.clone());
         let text = slog_term::FullFormat::new(decorator).build();
         let json = drains::json(writer);
-        let drain = slog::Duplicate(drains::RingTee(control.clone()), switch(control, text, json));
+        let drain = slog::Duplicate(
+            drains::RingTee(control.clone()),
+            switch(control, text, json),
+        );
         (Logger::root(Counted(drain), o!()), out)
     }
 
@@ -439,7 +446,10 @@ mod tests {
             assert_eq!(none, Output::Discard);
             assert!(none.describe().contains("set logfile"));
         }
-        assert!(matches!(Output::choose(false, None, "D"), Output::Terminal { .. }));
+        assert!(matches!(
+            Output::choose(false, None, "D"),
+            Output::Terminal { .. }
+        ));
     }
 
     #[test]

@@ -278,7 +278,8 @@ impl Workers {
 /// Whether a descriptor is one of these (for tests).
 #[cfg(test)]
 pub(super) fn is_pipe(fd: impl std::os::fd::AsFd) -> bool {
-    nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|s| s.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
+    nix::sys::stat::fstat(fd.as_fd())
+        .is_ok_and(|s| s.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
 }
 
 #[cfg(test)]
@@ -324,11 +325,19 @@ mod tests {
             ring: &mut ring,
             cap: 100,
         };
-        assert!(!read(&mut pipe, &mut buffer, 1 << 20, &mut sink), "not at EOF");
+        assert!(
+            !read(&mut pipe, &mut buffer, 1 << 20, &mut sink),
+            "not at EOF"
+        );
         drop(w);
         assert!(read(&mut pipe, &mut buffer, 1 << 20, &mut sink), "EOF");
         let got = texts(&ring);
-        assert_eq!(got.len(), 5, "{:?}", got.iter().map(String::len).collect::<Vec<_>>());
+        assert_eq!(
+            got.len(),
+            5,
+            "{:?}",
+            got.iter().map(String::len).collect::<Vec<_>>()
+        );
         assert_eq!(&got[..2], ["one", "two"]);
         assert_eq!(got[2].len(), MAX_LINE);
         assert_eq!(&got[3..], ["three", "part"]);

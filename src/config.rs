@@ -10,7 +10,7 @@
 //! | `socketmaxconnections` | `10` | clients served at once, `1..=65536` |
 //! | `niceness` | `null` | the absolute niceness to run at, `-20..=19`; `null` leaves it unchanged |
 //! | `description` | `"daimon daemon"` | the banner shown on the console |
-//! | `logfile` | `null` | where a detached daemon logs; `null` logs nowhere |
+//! | `logfile` | `null` | where a detached daemon logs; `null`: to syslog (`/dev/log`) when there is one, else nowhere (the launcher says which) |
 //! | `umask` | `"027"` | the file creation mask: an integer `0..=511` or a string of octal digits (`"027"`, `"0o027"`) |
 //! | `shutdowntimeout` | `10` | seconds a worker gets to stop before SIGKILL, `> 0` and `<= 3600` |
 //! | `maxrequestsize` | `1048576` | the largest request, in bytes, `64..=268435456`; checked before allocating |
@@ -81,7 +81,8 @@ pub struct Config {
     pub niceness: Option<i32>,
     /// The banner shown on the console; default `daimon daemon`.
     pub description: String,
-    /// Where a detached daemon logs; default `None` logs nowhere.
+    /// Where a detached daemon logs; default `None`: syslog when `/dev/log` exists, else
+    /// nowhere.
     pub logfile: Option<PathBuf>,
     /// The file creation mask, at most `0o777`; default `0o027`.
     pub umask: u32,

@@ -439,3 +439,26 @@ fn socketauthtimeout_is_seconds() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("'socketauthtimeout'"), "{e}");
 }
+
+#[test]
+fn logformat_and_loglines() {
+    use crate::log::Format;
+    assert_eq!(Config::default().logformat, Format::Text);
+    assert_eq!(Config::default().loglines, 1000);
+    assert_eq!(with("logformat", json!("json")).logformat, Format::Json);
+    assert!(refused("logformat", json!("xml")).contains("\"text\" or \"json\""));
+    assert!(refused("logformat", json!(1)).contains("\"text\" or \"json\""));
+    assert_eq!(with("loglines", json!(0)).loglines, 0);
+    assert_eq!(with("loglines", json!(100_000)).loglines, 100_000);
+    assert!(refused("loglines", json!(100_001)).contains("0..=100000"));
+    assert!(refused("loglines", json!(-1)).contains("0..=100000"));
+    let c = Config {
+        loglines: 200_000,
+        ..Config::default()
+    };
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("'loglines'"), "{e}");
+    let json = with("logformat", json!("json")).to_json();
+    assert_eq!(json["logformat"], "json");
+    assert_eq!(json["loglines"], 1000);
+}

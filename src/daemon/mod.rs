@@ -105,7 +105,17 @@ impl Daemon {
     }
 
     /// Uses `logger` instead of the default one (slog-term on the terminal in the
-    /// foreground, `logfile` when detached).
+    /// foreground, `logfile` when detached, else syslog).
+    ///
+    /// Your logger replaces, entirely: the format (`logformat`, the journal's `<N>`
+    /// prefixes), the destination (`logfile`, syslog, the terminal), and the level (`-v`
+    /// sets nothing: filter in your own drain). With it, `daemon.reopenlogs` and SIGUSR1
+    /// reopen nothing (they answer `reopened: false`): a logger that writes a file reopens
+    /// it itself. What it keeps: every record still goes through the daemon's ring first,
+    /// so `daemon.log` works, and the workers' stdout, stderr and log lines are still
+    /// captured, logged through your logger (with `worker` and `stream` fields) and kept
+    /// for `worker.log`. The launcher of a detached daemon says "logging through the
+    /// application's own logger".
     pub fn with_logger(mut self, logger: Logger) -> Daemon {
         self.logger = logger;
         self.custom_logger = true;

@@ -1,6 +1,6 @@
 //! Log throughput: 10 workers writing lines to their stdout as fast as they can, through the
-//! daemon (pipes, line splitting, its logger) into a file; against `cat` copying the same
-//! bytes into a file, in the same run; and the daemon's peak RSS meanwhile.
+//! daemon (pipes, line splitting, its logger) into its `logfile` (detached); against `cat`
+//! copying the same bytes into a file, in the same run; and the daemon's peak RSS meanwhile.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -33,29 +33,54 @@ fn count_new(file: &mut File, offset: u64, carry: &mut Vec<u8>) -> (usize, u64) 
     (n, offset + read)
 }
 
+/// A detached daemon (not our child), killed on drop.
+struct Killed(i32);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 pub fn run(scale: Scale, results: &mut Results) {
     let per_worker: u64 = scale.pick(100_000, 10_000);
     let total = per_worker as usize * WORKERS;
     let scratch = Scratch::new("logs");
     let out_path = scratch.0.join("daemon.log");
-    let out = File::create(&out_path).expect("creating the log file");
+    File::create(&out_path).expect("creating the log file");
+    let config = scratch.0.join("config.json");
+    let logfile = serde_json::json!({"logfile": out_path.display().to_string()});
+    std::fs::write(&config, logfile.to_string()).expect("writing the config");
+    let pidfile = scratch.0.join("d.pid");
     let started = Instant::now();
-    let mut child = Command::new(example("log_daemon"))
-        .arg("-f")
+    // The launcher exits once the daemon is ready; the workers print from their first tick.
+    let status = Command::new(example("log_daemon"))
+        .arg("-d")
+        .arg("--config")
+        .arg(&config)
         .arg("--socket")
         .arg(format!("unix://{}", scratch.0.join("d.sock").display()))
         .arg("--pidfile")
-        .arg(scratch.0.join("d.pid"))
+        .arg(&pidfile)
         .args(["--workers", &WORKERS.to_string(), "--mode", "count"])
         .args(["--lines", &per_worker.to_string(), "--batch", "1000"])
         .args(["--looptime", "0.001"])
         .current_dir(&scratch.0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
+        .status()
         .expect("starting log_daemon");
-    let pid = child.id() as i32;
+    assert!(status.success(), "log_daemon -d failed");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("the daemon's pid");
+    let guard = Killed(pid);
     let mut reader = File::open(&out_path).expect("opening the log file");
     let (mut seen, mut offset, mut carry) = (0usize, 0u64, Vec::new());
     let deadline = started + Duration::from_secs(120);
@@ -71,8 +96,7 @@ pub fn run(scale: Scale, results: &mut Results) {
     }
     let took = started.elapsed();
     let peak = proc_kib(pid, "status", "VmHWM:");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(guard);
 
     // The floor: the same lines, as the workers write them, copied by cat into a file.
     let src = scratch.0.join("lines.txt");

@@ -49,11 +49,27 @@ impl Drain for RingTee {
     type Err = slog::Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
+        // The keys only, without formatting anything: the hot path of a worker's output.
+        let mut keys = HasStream(false);
+        let _ = record.kv().serialize(record, &mut keys);
+        if keys.0 {
+            return Ok(());
+        }
         let kv = record_text(record, values);
         if !kv.has_stream {
             self.0
                 .push_daemon_line(Stream::Log, Some(record.level()), &kv.text);
         }
+        Ok(())
+    }
+}
+
+/// Whether a record's own key-values name `stream`.
+struct HasStream(bool);
+
+impl Serializer for HasStream {
+    fn emit_arguments(&mut self, key: Key, _: &std::fmt::Arguments<'_>) -> slog::Result {
+        self.0 |= key == "stream";
         Ok(())
     }
 }

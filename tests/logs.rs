@@ -231,16 +231,29 @@ fn json_lines_parse_with_their_fields() {
 
 #[test]
 fn under_the_journal_lines_have_priority_prefixes_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
     let dir = TestDir::new();
     let file = path_str(&dir.write_config("config.json", &json!({})));
-    let mut cmd = command(&dir, &["-f", "--config", &file, "--mode", "hello"]);
-    cmd.env("JOURNAL_STREAM", "8:12345");
-    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
-    daemon.wait_ready_std(&dir);
-    wait_until("w0's stderr line", DEADLINE, || {
-        daemon.stderr().contains("w0 hello stderr")
-    });
-    let text = daemon.stderr();
+    let stderr = dir.join("journal.stderr");
+    let run = |journal_stream: &dyn Fn(&fs::Metadata) -> String| -> String {
+        let out = fs::File::create(&stderr).unwrap();
+        let meta = out.metadata().unwrap();
+        let mut cmd = command(&dir, &["-f", "--config", &file, "--mode", "hello"]);
+        cmd.env("JOURNAL_STREAM", journal_stream(&meta))
+            .stdout(Stdio::null())
+            .stderr(out);
+        let mut child = cmd.spawn().expect("spawning the daemon");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        wait_until("w0's stderr line", DEADLINE, || {
+            read(&stderr).contains("w0 hello stderr")
+        });
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let status = child.wait().expect("waiting for the daemon");
+        assert!(status.success(), "{status}");
+        read(&stderr)
+    };
+    // stderr is the stream JOURNAL_STREAM names (DEVICE:INODE): journal lines.
+    let text = run(&|m| format!("{}:{}", m.dev(), m.ino()));
     for line in text.lines() {
         assert!(
             line.starts_with("<6>") || line.starts_with("<4>") || line.starts_with("<7>"),
@@ -252,7 +265,10 @@ fn under_the_journal_lines_have_priority_prefixes_and_no_timestamps() {
         text.contains("<6>w0 hello stdout stream=stdout worker=w0"),
         "{text}"
     );
-    daemon.stop_with(Signal::SIGTERM);
+    // Another stream (stderr redirected away from the journal): the usual text.
+    let text = run(&|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(!text.contains("<6>"), "{text}");
+    assert!(text.contains("INFO w0 hello stdout"), "{text}");
 }
 
 #[test]

@@ -9,14 +9,16 @@
 //! after logrotate moved it away.
 //!
 //! Split into its concepts: the log file (`file`), the rings of last lines (`ring`), the
-//! drains the logger is made of (`drains`), syslog (`syslog`).
+//! drains the logger is made of (`drains`) and how they are put together (`build`), syslog
+//! (`syslog`).
 
+mod build;
 mod drains;
 mod file;
 pub(crate) mod ring;
 mod syslog;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use slog::{Drain, Level, LevelFilter, Logger, Never, OwnedKVList, Record, o};
 
 use crate::error::Result;
+pub(crate) use build::{Output, build, tee_custom};
 pub use file::LogFile;
 pub use ring::{MAX_LINE, Stream};
 
@@ -170,139 +173,6 @@ impl Control {
     }
 }
 
-/// Where the daemon's own logger writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Output {
-    /// Standard error (the foreground); journal lines when `JOURNAL_STREAM` is set.
-    Terminal { journal: bool },
-    /// The `logfile`.
-    File(PathBuf),
-    /// The local syslog socket, with this ident.
-    Syslog(String),
-    /// Nowhere (a detached daemon with no logfile and no syslog).
-    Discard,
-}
-
-impl Output {
-    /// Where a daemon logs: the terminal in the foreground, else `logfile`, else syslog when
-    /// `/dev/log` exists, else nowhere.
-    pub(crate) fn choose(detached: bool, logfile: Option<&Path>, ident: &str) -> Output {
-        if !detached {
-            let journal = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
-            return Output::Terminal { journal };
-        }
-        match logfile {
-            Some(path) => Output::File(path.to_owned()),
-            None if Path::new(syslog::DEV_LOG).exists() => Output::Syslog(ident.to_owned()),
-            None => Output::Discard,
-        }
-    }
-
-    /// What the launcher says at start about where the log goes.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Output::Terminal { journal: true } => "logging to the journal (stderr)".to_owned(),
-            Output::Terminal { journal: false } => "logging to stderr".to_owned(),
-            Output::File(path) => format!("logging to {}", path.display()),
-            Output::Syslog(ident) => format!("logging to syslog (ident {ident})"),
-            Output::Discard => {
-                "no logfile and no syslog (/dev/log): logs are discarded; set logfile".to_owned()
-            }
-        }
-    }
-}
-
-/// The daemon's logger: `output` in the control's format at the level `-v` chose, teeing
-/// every record into the daemon's ring; with the log file to reopen, if it writes one.
-///
-/// # Errors
-///
-/// [`Error::Path`](crate::Error::Path) if the log file cannot be opened, or
-/// [`Error::Io`](crate::Error::Io) if the syslog socket cannot be reached.
-pub(crate) fn build(
-    output: &Output,
-    verbose: bool,
-    control: &Control,
-) -> Result<(Logger, Option<LogFile>)> {
-    let filter = level(verbose);
-    let tee = drains::RingTee(control.clone());
-    let (drain, file): (Box<dyn SendSyncDrain>, _) = match output {
-        Output::Terminal { journal } => {
-            let text: Box<dyn SendSyncDrain> = if *journal {
-                Box::new(Counted(drains::Journal(Mutex::new(drains::Stderr))))
-            } else {
-                let decorator = slog_term::TermDecorator::new().stderr().build();
-                Box::new(Counted(Mutex::new(
-                    slog_term::FullFormat::new(decorator).build(),
-                )))
-            };
-            let json = drains::json(drains::Stderr);
-            (Box::new(switch(control, text, json)), None)
-        }
-        Output::File(path) => {
-            let file = LogFile::open(path)?;
-            let decorator = slog_term::PlainSyncDecorator::new(file.clone());
-            let text = slog_term::FullFormat::new(decorator).build();
-            let json = drains::json(file.clone());
-            (Box::new(switch(control, text, json)), Some(file))
-        }
-        Output::Syslog(ident) => {
-            let path = Path::new(syslog::DEV_LOG);
-            let socket = syslog::Syslog::connect(path, ident)
-                .map_err(|e| crate::Error::path(path, "connecting to syslog at", e))?;
-            (Box::new(Counted(socket)), None)
-        }
-        Output::Discard => (Box::new(slog::Discard), None),
-    };
-    let drain = LevelFilter::new(slog::Duplicate(tee, Forward(drain)), filter);
-    Ok((Logger::root(Counted(drain), o!()), file))
-}
-
-/// The user's own logger (`with_logger`), with the daemon's ring teed in front of it so
-/// `daemon.log` still works; the user's logger keeps its own format, destination and level.
-pub(crate) fn tee_custom(user: Logger, control: &Control) -> Logger {
-    let drain = slog::Duplicate(drains::RingTee(control.clone()), Forward(Box::new(user)));
-    Logger::root(Counted(drain), o!())
-}
-
-/// A boxed drain that never fails (its failures counted inside).
-trait SendSyncDrain:
-    Drain<Ok = (), Err = Never> + Send + Sync + std::panic::RefUnwindSafe + std::panic::UnwindSafe
-{
-}
-
-impl<D> SendSyncDrain for D where
-    D: Drain<Ok = (), Err = Never>
-        + Send
-        + Sync
-        + std::panic::RefUnwindSafe
-        + std::panic::UnwindSafe
-{
-}
-
-struct Forward(Box<dyn SendSyncDrain>);
-
-impl Drain for Forward {
-    type Ok = ();
-    type Err = Never;
-
-    fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> std::result::Result<(), Never> {
-        self.0.log(record, values)
-    }
-}
-
-fn switch<T: Drain, J: Drain>(
-    control: &Control,
-    text: T,
-    json: J,
-) -> Counted<drains::Switch<T, J>> {
-    Counted(drains::Switch {
-        control: control.clone(),
-        text,
-        json,
-    })
-}
-
 /// A logger writing to standard error, coloured when it is a terminal; debug level when
 /// `verbose`. A line that cannot be written is dropped and counted.
 pub fn terminal(verbose: bool) -> Logger {
@@ -341,6 +211,7 @@ pub fn discard() -> Logger {
 
 #[cfg(test)]
 mod tests {
+    use super::build::switch;
     use super::*;
     use std::io;
 

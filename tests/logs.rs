@@ -201,6 +201,9 @@ fn json_lines_parse_with_their_fields() {
     wait_until("w0's stdout line in the log", DEADLINE, || {
         read(&logfile).contains("w0 hello stdout")
     });
+    // The daemon's ring has its lines in the JSON format too.
+    let own = texts(&call(&dir, "daemon.log", json!({})));
+    assert!(own.iter().any(|t| t.starts_with("ready")), "{own:?}");
     daemon.signal(Signal::SIGTERM);
     daemon.wait_gone();
     let text = read(&logfile);

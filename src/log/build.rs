@@ -60,8 +60,7 @@ fn stderr_is(journal_stream: &str) -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    nix::sys::stat::fstat(std::io::stderr())
-        .is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
 /// The daemon's logger: `output` in the control's format at the level `-v` chose, teeing

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
                     lines,
                     written: 0,
                 };
-                daemon.workers().install(&format!("w{i}"), writer, spec)?;
+                daemon.workers().install(&format!("w{i}"), writer, spec.clone())?;
             }
             Ok(())
         })

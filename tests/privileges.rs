@@ -33,13 +33,48 @@ fn command(dir: &TestDir, args: &[&str]) -> Command {
 
 /// Starts `worker_daemon -f --config <config> --workers 2`, ready.
 fn foreground(dir: &TestDir, config: &Value) -> Foreground {
+    foreground_w0(dir, config, None)
+}
+
+/// The same, with worker w0's process settings.
+fn foreground_w0(dir: &TestDir, config: &Value, w0: Option<&Value>) -> Foreground {
     let file = path_str(&dir.write_config("config.json", config));
-    let mut daemon = Foreground::spawn_cmd(
-        dir,
-        command(dir, &["-f", "--config", &file, "--workers", "2"]),
-    );
+    let w0 = w0.map(Value::to_string);
+    let marks = dir.join("marks");
+    fs::create_dir_all(&marks).unwrap();
+    fs::set_permissions(&marks, fs::Permissions::from_mode(0o777)).unwrap();
+    let marks = path_str(&marks);
+    let mut args = vec!["-f", "--config", &file, "--workers", "2", "--dir", &marks];
+    if let Some(w0) = &w0 {
+        args.extend(["--w0-process", w0]);
+    }
+    let mut cmd = command(dir, &args);
+    cmd.env("DAIMON_TEST_GONE", "1");
+    let mut daemon = Foreground::spawn_cmd(dir, cmd);
     daemon.wait_ready_std(dir);
     daemon
+}
+
+/// The pid of worker `name`, once it has one.
+fn worker_pid(dir: &TestDir, name: &str) -> i32 {
+    let mut pid = 0;
+    wait_until("the worker has a pid", DEADLINE, || {
+        let list = call(dir, "worker.list", json!([]));
+        pid = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == name)
+            .and_then(|w| w["pid"].as_i64())
+            .unwrap_or(0) as i32;
+        pid > 0
+    });
+    pid
+}
+
+fn proc_text(pid: i32, file: &str) -> String {
+    let bytes = fs::read(format!("/proc/{pid}/{file}")).expect("reading /proc");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn call(dir: &TestDir, method: &str, params: Value) -> Value {
@@ -221,4 +256,68 @@ fn a_limit_above_the_hard_one_is_refused_when_not_root() {
     let out = dir.run_cmd(cmd);
     assert!(!out.status.success());
     assert!(out.stderr.contains("not root") && out.stderr.contains("user"), "{}", out.stderr);
+}
+
+#[test]
+fn a_worker_runs_as_its_own_user_with_its_own_settings() {
+    require_root();
+    let dir = TestDir::new();
+    let w0 = json!({"user": "nobody", "nice": 7, "env": {"DAIMON_TEST_SET": "yes", "DAIMON_TEST_GONE": null},
+        "rlimits": {"nofile": [123, 456]}, "title": "custom w0 title"});
+    let mut daemon = foreground_w0(&dir, &json!({}), Some(&w0));
+    let (p0, p1) = (worker_pid(&dir, "w0"), worker_pid(&dir, "w1"));
+    // The daemon keeps root; w0 is nobody, w1 root.
+    assert_eq!(status_line(daemon.pid(), "Uid"), [0; 4]);
+    wait_until("w0 is nobody", DEADLINE, || status_line(p0, "Uid") == [65534; 4]);
+    assert_eq!(status_line(p0, "Gid"), [65534; 4]);
+    assert!(!status_line(p0, "Groups").contains(&0));
+    assert_eq!(status_line(p1, "Uid"), [0; 4]);
+    assert_eq!(common::proc_stat_field(p0, 19), 7, "w0's niceness");
+    assert_eq!(common::proc_stat_field(p1, 19), 0, "w1's niceness");
+    assert_eq!(limit(p0, "Max open files"), ("123".into(), "456".into()));
+    // /proc/PID/environ shows a process's initial environment block, which set_var does not
+    // rewrite: the worker's environment is checked in a child it starts (std passes it on).
+    call(&dir, "worker.send", json!(["w0", "spawn-sleep"]));
+    let mark = dir.join("marks/w0.sleep");
+    wait_until("w0's sleep", DEADLINE, || fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty()));
+    let sleep: i32 = fs::read_to_string(&mark).unwrap().trim().parse().unwrap();
+    let env = proc_text(sleep, "environ");
+    let vars: Vec<&str> = env.split('\0').collect();
+    assert!(vars.contains(&"DAIMON_TEST_SET=yes"), "{vars:?}");
+    assert!(!vars.iter().any(|v| v.starts_with("DAIMON_TEST_GONE=")), "{vars:?}");
+    assert_eq!(status_line(sleep, "Uid"), [65534; 4]);
+    // The daemon itself still has the variable the worker removed.
+    assert!(proc_text(daemon.pid(), "environ").contains("DAIMON_TEST_GONE=1"));
+    assert_eq!(proc_text(p0, "comm").trim_end(), "custom w0 title");
+    assert_eq!(proc_text(p0, "cmdline").trim_end_matches('\0'), "custom w0 title");
+    assert_eq!(proc_text(p1, "comm").trim_end(), "daimon: w1");
+    assert_eq!(proc_text(p1, "cmdline").trim_end_matches('\0'), "daimon: w1");
+    if let Ok(out) = Command::new("ps").args(["-o", "args=", "-p", &p1.to_string()]).output() {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "daimon: w1");
+    }
+    daemon.stop_with(Signal::SIGTERM);
+}
+
+#[test]
+fn a_worker_that_cannot_be_set_up_exits_with_a_log_line() {
+    require_root();
+    let dir = TestDir::new();
+    let w0 = json!({"user": "no-such-user-daimon"});
+    let mut daemon = foreground_w0(&dir, &json!({}), Some(&w0));
+    wait_until("the log line", DEADLINE, || {
+        daemon.stderr().contains("cannot set up the worker's process")
+            && daemon.stderr().contains("workers.w0.user")
+    });
+    // The daemon goes on serving; w1 runs.
+    assert!(worker_pid(&dir, "w1") > 0);
+    assert!(call(&dir, "daemon.status", json!([])).is_object());
+    // A dropped daemon cannot give a worker another user.
+    drop(daemon);
+    let dir = TestDir::new();
+    give_dir(&dir, 65534, 65534);
+    let mut daemon = foreground_w0(&dir, &json!({"user": "nobody"}), Some(&json!({"user": "daemon"})));
+    wait_until("the log line", DEADLINE, || {
+        daemon.stderr().contains("workers.w0.user") && daemon.stderr().contains("not root")
+    });
+    daemon.stop_with(Signal::SIGTERM);
 }

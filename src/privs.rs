@@ -41,7 +41,10 @@ fn find_user(key: &str, user: &str) -> Result<User> {
     match found {
         Ok(Some(u)) => Ok(u),
         Ok(None) => Err(Error::config(key, format!("no such user: {user:?}"))),
-        Err(e) => Err(Error::config(key, format!("cannot look up user {user:?}: {e}"))),
+        Err(e) => Err(Error::config(
+            key,
+            format!("cannot look up user {user:?}: {e}"),
+        )),
     }
 }
 
@@ -83,7 +86,12 @@ impl Identity {
         let cname = CString::new(u.name.as_bytes())
             .map_err(|_| Error::config(&user_key, "a user name with a NUL byte"))?;
         let mut groups: Vec<u32> = unistd::getgrouplist(&cname, Gid::from_raw(gid))
-            .map_err(|e| Error::config(&user_key, format!("cannot list the groups of {user:?}: {e}")))?
+            .map_err(|e| {
+                Error::config(
+                    &user_key,
+                    format!("cannot list the groups of {user:?}: {e}"),
+                )
+            })?
             .into_iter()
             .map(Gid::as_raw)
             .collect();
@@ -142,7 +150,9 @@ impl Identity {
         unistd::setresuid(uid, uid, uid).map_err(|e| fail("setresuid", e))?;
         let ru = unistd::getresuid().map_err(|e| fail("getresuid", e))?;
         let rg = unistd::getresgid().map_err(|e| fail("getresgid", e))?;
-        if [ru.real, ru.effective, ru.saved] != [uid; 3] || [rg.real, rg.effective, rg.saved] != [gid; 3] {
+        if [ru.real, ru.effective, ru.saved] != [uid; 3]
+            || [rg.real, rg.effective, rg.saved] != [gid; 3]
+        {
             return Err(Error::config(
                 key,
                 format!("cannot become {}: the ids did not all change", self.name),
@@ -151,7 +161,10 @@ impl Identity {
         if self.uid != 0 && unistd::setuid(Uid::from_raw(0)).is_ok() {
             return Err(Error::config(
                 key,
-                format!("privileges not dropped: setuid(0) still works after becoming {}", self.name),
+                format!(
+                    "privileges not dropped: setuid(0) still works after becoming {}",
+                    self.name
+                ),
             ));
         }
         Ok(())
@@ -174,7 +187,11 @@ impl Identity {
         let Some(dir) = path.parent() else {
             return false;
         };
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         let Ok(m) = std::fs::metadata(dir) else {
             return false;
         };
@@ -290,7 +307,10 @@ impl Rlimits {
             {
                 return Err(Error::config(
                     k,
-                    format!("the soft limit {s} is above the hard limit {}", limit.hard.unwrap_or(0)),
+                    format!(
+                        "the soft limit {s} is above the hard limit {}",
+                        limit.hard.unwrap_or(0)
+                    ),
                 ));
             }
             out.insert(name.clone(), limit);
@@ -348,7 +368,11 @@ impl Rlimits {
             setrlimit(res, soft, hard).map_err(|e| {
                 Error::config(
                     &k,
-                    format!("cannot set {} / {}: {e}", show(limit.soft), show(limit.hard)),
+                    format!(
+                        "cannot set {} / {}: {e}",
+                        show(limit.soft),
+                        show(limit.hard)
+                    ),
                 )
             })?;
         }
@@ -364,8 +388,20 @@ mod tests {
     fn rlimits_parse_and_round_trip() {
         let v = json!({"nofile": 256, "core": "unlimited", "stack": [8388608, "unlimited"]});
         let r = Rlimits::from_json("rlimits", &v).unwrap();
-        assert_eq!(r.0["nofile"], Limit { soft: Some(256), hard: Some(256) });
-        assert_eq!(r.0["core"], Limit { soft: None, hard: None });
+        assert_eq!(
+            r.0["nofile"],
+            Limit {
+                soft: Some(256),
+                hard: Some(256)
+            }
+        );
+        assert_eq!(
+            r.0["core"],
+            Limit {
+                soft: None,
+                hard: None
+            }
+        );
         assert_eq!(r.0["stack"].hard, None);
         assert_eq!(Rlimits::from_json("rlimits", &r.to_json()).unwrap(), r);
     }
@@ -386,8 +422,13 @@ mod tests {
 
     #[test]
     fn unknown_user_and_group_are_named() {
-        let e = Identity::resolve("", "no-such-user-daimon", None).unwrap_err().to_string();
-        assert!(e.contains("user") && e.contains("no-such-user-daimon"), "{e}");
+        let e = Identity::resolve("", "no-such-user-daimon", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("user") && e.contains("no-such-user-daimon"),
+            "{e}"
+        );
         let e = Identity::resolve("workers.a.", "root", Some("no-such-group-daimon"))
             .unwrap_err()
             .to_string();

@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
 use common::conn::{request, unix};
-use common::{Foreground, TestDir, path_str, wait_until, DEADLINE};
+use common::{DEADLINE, Foreground, TestDir, path_str, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -110,7 +110,9 @@ fn status_line(pid: i32, key: &str) -> Vec<u32> {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .unwrap_or_else(|| panic!("no {key}: in /proc/{pid}/status"));
-    line.split_whitespace().map(|n| n.parse().unwrap()).collect()
+    line.split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
 }
 
 /// The soft and hard values of a /proc/PID/limits row.
@@ -156,7 +158,11 @@ fn daemon_and_workers_run_as_nobody_with_limits() {
         assert_eq!(status_line(p, "Gid"), [65534; 4], "gid of {p}");
         // nobody has no supplementary groups but its primary one: root's are gone.
         assert!(!status_line(p, "Groups").contains(&0), "groups of {p}");
-        assert_eq!(limit(p, "Max open files"), ("200".into(), "300".into()), "nofile of {p}");
+        assert_eq!(
+            limit(p, "Max open files"),
+            ("200".into(), "300".into()),
+            "nofile of {p}"
+        );
         assert_eq!(limit(p, "Max core file size").0, "0", "core of {p}");
     }
     // The socket is served after the drop, and now belongs to nobody (so it can remove it).
@@ -166,14 +172,22 @@ fn daemon_and_workers_run_as_nobody_with_limits() {
     daemon.stop_with(Signal::SIGTERM);
     assert!(!dir.socket().exists(), "socket left behind");
     assert!(!dir.pidfile().exists(), "pid file left behind");
-    assert!(!daemon.stderr().contains("cannot write the directory"), "{}", daemon.stderr());
+    assert!(
+        !daemon.stderr().contains("cannot write the directory"),
+        "{}",
+        daemon.stderr()
+    );
 }
 
 #[test]
 fn supplementary_groups_come_from_the_group_database() {
     require_root();
     let group = format!("dmtest{}", std::process::id());
-    let ok = Command::new("groupadd").arg(&group).status().unwrap().success();
+    let ok = Command::new("groupadd")
+        .arg(&group)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "groupadd {group}");
     struct Cleanup(String);
     impl Drop for Cleanup {
@@ -182,9 +196,17 @@ fn supplementary_groups_come_from_the_group_database() {
         }
     }
     let _cleanup = Cleanup(group.clone());
-    let ok = Command::new("usermod").args(["-aG", &group, "daemon"]).status().unwrap().success();
+    let ok = Command::new("usermod")
+        .args(["-aG", &group, "daemon"])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "usermod -aG {group} daemon");
-    let gid = nix::unistd::Group::from_name(&group).unwrap().unwrap().gid.as_raw();
+    let gid = nix::unistd::Group::from_name(&group)
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
     let dir = TestDir::new();
     give_dir(&dir, 1, 1);
     let mut daemon = foreground(&dir, &json!({"user": "daemon"}));
@@ -204,7 +226,9 @@ fn a_root_only_directory_is_said_at_start() {
     let mut daemon = foreground(&dir, &json!({"user": "nobody"}));
     assert_eq!(status_line(daemon.pid(), "Uid"), [65534; 4]);
     let pid = daemon.pid();
-    wait_until("the warning", DEADLINE, || daemon.stderr().contains("cannot write the directory"));
+    wait_until("the warning", DEADLINE, || {
+        daemon.stderr().contains("cannot write the directory")
+    });
     daemon.stop_with(Signal::SIGTERM);
     // Documented: the files stay; the pid file names a dead process, taken over as stale.
     assert!(!common::alive(pid));
@@ -223,9 +247,15 @@ fn start_error(config: &Value) -> String {
 fn errors_name_the_key() {
     require_root();
     let e = start_error(&json!({"user": "no-such-user-daimon"}));
-    assert!(e.contains("user") && e.contains("no-such-user-daimon"), "{e}");
+    assert!(
+        e.contains("user") && e.contains("no-such-user-daimon"),
+        "{e}"
+    );
     let e = start_error(&json!({"user": "nobody", "group": "no-such-group-daimon"}));
-    assert!(e.contains("group") && e.contains("no-such-group-daimon"), "{e}");
+    assert!(
+        e.contains("group") && e.contains("no-such-group-daimon"),
+        "{e}"
+    );
     let e = start_error(&json!({"group": "nogroup"}));
     assert!(e.contains("group") && e.contains("needs user"), "{e}");
     let e = start_error(&json!({"rlimits": {"nofile": -3}}));
@@ -247,7 +277,11 @@ fn a_limit_above_the_hard_one_is_refused_when_not_root() {
     std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
     let out = dir.run_cmd(cmd);
     assert!(!out.status.success());
-    assert!(out.stderr.contains("rlimits.nofile") && out.stderr.contains("hard limit"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rlimits.nofile") && out.stderr.contains("hard limit"),
+        "{}",
+        out.stderr
+    );
     // And not root, asked to become someone else.
     let file = path_str(&dir.write_config("config2.json", &json!({"user": "daemon"})));
     let mut cmd = command(&dir, &["-f", "--config", &file]);
@@ -255,7 +289,11 @@ fn a_limit_above_the_hard_one_is_refused_when_not_root() {
     std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
     let out = dir.run_cmd(cmd);
     assert!(!out.status.success());
-    assert!(out.stderr.contains("not root") && out.stderr.contains("user"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not root") && out.stderr.contains("user"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -268,7 +306,9 @@ fn a_worker_runs_as_its_own_user_with_its_own_settings() {
     let (p0, p1) = (worker_pid(&dir, "w0"), worker_pid(&dir, "w1"));
     // The daemon keeps root; w0 is nobody, w1 root.
     assert_eq!(status_line(daemon.pid(), "Uid"), [0; 4]);
-    wait_until("w0 is nobody", DEADLINE, || status_line(p0, "Uid") == [65534; 4]);
+    wait_until("w0 is nobody", DEADLINE, || {
+        status_line(p0, "Uid") == [65534; 4]
+    });
     assert_eq!(status_line(p0, "Gid"), [65534; 4]);
     assert!(!status_line(p0, "Groups").contains(&0));
     assert_eq!(status_line(p1, "Uid"), [0; 4]);
@@ -279,20 +319,34 @@ fn a_worker_runs_as_its_own_user_with_its_own_settings() {
     // rewrite: the worker's environment is checked in a child it starts (std passes it on).
     call(&dir, "worker.send", json!(["w0", "spawn-sleep"]));
     let mark = dir.join("marks/w0.sleep");
-    wait_until("w0's sleep", DEADLINE, || fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty()));
+    wait_until("w0's sleep", DEADLINE, || {
+        fs::read_to_string(&mark).is_ok_and(|s| !s.is_empty())
+    });
     let sleep: i32 = fs::read_to_string(&mark).unwrap().trim().parse().unwrap();
     let env = proc_text(sleep, "environ");
     let vars: Vec<&str> = env.split('\0').collect();
     assert!(vars.contains(&"DAIMON_TEST_SET=yes"), "{vars:?}");
-    assert!(!vars.iter().any(|v| v.starts_with("DAIMON_TEST_GONE=")), "{vars:?}");
+    assert!(
+        !vars.iter().any(|v| v.starts_with("DAIMON_TEST_GONE=")),
+        "{vars:?}"
+    );
     assert_eq!(status_line(sleep, "Uid"), [65534; 4]);
     // The daemon itself still has the variable the worker removed.
     assert!(proc_text(daemon.pid(), "environ").contains("DAIMON_TEST_GONE=1"));
     assert_eq!(proc_text(p0, "comm").trim_end(), "custom w0 title");
-    assert_eq!(proc_text(p0, "cmdline").trim_end_matches('\0'), "custom w0 title");
+    assert_eq!(
+        proc_text(p0, "cmdline").trim_end_matches('\0'),
+        "custom w0 title"
+    );
     assert_eq!(proc_text(p1, "comm").trim_end(), "daimon: w1");
-    assert_eq!(proc_text(p1, "cmdline").trim_end_matches('\0'), "daimon: w1");
-    if let Ok(out) = Command::new("ps").args(["-o", "args=", "-p", &p1.to_string()]).output() {
+    assert_eq!(
+        proc_text(p1, "cmdline").trim_end_matches('\0'),
+        "daimon: w1"
+    );
+    if let Ok(out) = Command::new("ps")
+        .args(["-o", "args=", "-p", &p1.to_string()])
+        .output()
+    {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "daimon: w1");
     }
     daemon.stop_with(Signal::SIGTERM);
@@ -303,9 +357,11 @@ fn a_worker_that_cannot_be_set_up_exits_with_a_log_line() {
     require_root();
     let dir = TestDir::new();
     let w0 = json!({"user": "no-such-user-daimon"});
-    let mut daemon = foreground_w0(&dir, &json!({}), Some(&w0));
+    let daemon = foreground_w0(&dir, &json!({}), Some(&w0));
     wait_until("the log line", DEADLINE, || {
-        daemon.stderr().contains("cannot set up the worker's process")
+        daemon
+            .stderr()
+            .contains("cannot set up the worker's process")
             && daemon.stderr().contains("workers.w0.user")
     });
     // The daemon goes on serving; w1 runs.
@@ -315,7 +371,11 @@ fn a_worker_that_cannot_be_set_up_exits_with_a_log_line() {
     drop(daemon);
     let dir = TestDir::new();
     give_dir(&dir, 65534, 65534);
-    let mut daemon = foreground_w0(&dir, &json!({"user": "nobody"}), Some(&json!({"user": "daemon"})));
+    let mut daemon = foreground_w0(
+        &dir,
+        &json!({"user": "nobody"}),
+        Some(&json!({"user": "daemon"})),
+    );
     wait_until("the log line", DEADLINE, || {
         daemon.stderr().contains("workers.w0.user") && daemon.stderr().contains("not root")
     });

@@ -37,8 +37,8 @@ mod events;
 pub(crate) mod frame;
 mod host;
 mod job;
-mod process;
 pub(crate) mod methods;
+mod process;
 #[cfg(any(test, fuzzing, feature = "internals"))]
 pub mod ring;
 #[cfg(not(any(test, fuzzing, feature = "internals")))]

@@ -28,7 +28,10 @@ fn id_value(key: &str, v: &Value) -> Result<Option<String>> {
         Value::Number(n) if n.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) => {
             Ok(Some(n.to_string()))
         }
-        _ => Err(Error::config(key, format!("expected a name or a numeric id, got {v}"))),
+        _ => Err(Error::config(
+            key,
+            format!("expected a name or a numeric id, got {v}"),
+        )),
     }
 }
 
@@ -44,7 +47,10 @@ impl Process {
     pub fn from_json(prefix: &str, value: &Value) -> Result<Process> {
         let mut p = Process::default();
         let Some(obj) = value.as_object() else {
-            return Err(Error::config(prefix.trim_end_matches('.'), "expected an object"));
+            return Err(Error::config(
+                prefix.trim_end_matches('.'),
+                "expected an object",
+            ));
         };
         for (k, v) in obj {
             let key = format!("{prefix}{k}");
@@ -76,7 +82,12 @@ impl Process {
                         let val = match val {
                             Value::Null => None,
                             Value::String(s) if !s.contains('\0') => Some(s.clone()),
-                            _ => return Err(Error::config(k, format!("expected a string or null, got {val}"))),
+                            _ => {
+                                return Err(Error::config(
+                                    k,
+                                    format!("expected a string or null, got {val}"),
+                                ));
+                            }
                         };
                         p.env.insert(name.clone(), val);
                     }
@@ -143,7 +154,9 @@ pub(crate) fn set_title(title: &str) {
     if let Ok(comm) = std::ffi::CString::new(comm) {
         let _ = nix::sys::prctl::set_name(&comm);
     }
-    let Some((start, end)) = arg_area() else { return };
+    let Some((start, end)) = arg_area() else {
+        return;
+    };
     let len = end.saturating_sub(start);
     if len < 2 {
         return;
@@ -201,11 +214,16 @@ mod tests {
             (json!({"nice": 30}), "workers.w.nice"),
             (json!({"env": {"A=B": "1"}}), "workers.w.env.A=B"),
             (json!({"env": {"A": 1}}), "workers.w.env.A"),
-            (json!({"rlimits": {"nofile": "x"}}), "workers.w.rlimits.nofile"),
+            (
+                json!({"rlimits": {"nofile": "x"}}),
+                "workers.w.rlimits.nofile",
+            ),
             (json!({"group": "g"}), "workers.w.group"),
             (json!({"user": ""}), "workers.w.user"),
         ] {
-            let e = Process::from_json("workers.w.", &v).unwrap_err().to_string();
+            let e = Process::from_json("workers.w.", &v)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{e}");
         }
     }

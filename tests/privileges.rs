@@ -353,31 +353,118 @@ fn a_worker_runs_as_its_own_user_with_its_own_settings() {
 }
 
 #[test]
-fn a_worker_that_cannot_be_set_up_exits_with_a_log_line() {
+fn an_unknown_worker_user_is_an_error_at_start() {
     require_root();
     let dir = TestDir::new();
-    let w0 = json!({"user": "no-such-user-daimon"});
-    let daemon = foreground_w0(&dir, &json!({}), Some(&w0));
+    let file = path_str(&dir.write_config("config.json", &json!({})));
+    let w0 = json!({"user": "no-such-user-daimon"}).to_string();
+    let out = dir.run_cmd(command(
+        &dir,
+        &[
+            "-f",
+            "--config",
+            &file,
+            "--workers",
+            "2",
+            "--w0-process",
+            &w0,
+        ],
+    ));
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("workers.w0.user") && out.stderr.contains("no-such-user-daimon"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.socket().exists() && !dir.pidfile().exists());
+}
+
+#[test]
+fn a_worker_that_cannot_be_set_up_exits_with_a_log_line() {
+    require_root();
+    // A daemon started as nobody: w0's limit above the hard one is refused in the child.
+    let dir = TestDir::new();
+    give_dir(&dir, 65534, 65534);
+    let w0 = json!({"rlimits": {"nofile": [64, 1048576000]}}).to_string();
+    let file = path_str(&dir.write_config("config.json", &json!({})));
+    let mut cmd = command(
+        &dir,
+        &[
+            "-f",
+            "--config",
+            &file,
+            "--workers",
+            "2",
+            "--w0-process",
+            &w0,
+        ],
+    );
+    std::os::unix::process::CommandExt::uid(&mut cmd, 65534);
+    std::os::unix::process::CommandExt::gid(&mut cmd, 65534);
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    daemon.wait_ready_std(&dir);
     wait_until("the log line", DEADLINE, || {
-        daemon
-            .stderr()
-            .contains("cannot set up the worker's process")
-            && daemon.stderr().contains("workers.w0.user")
+        let e = daemon.stderr();
+        e.contains("cannot set up the worker's process") && e.contains("workers.w0.rlimits.nofile")
     });
     // The daemon goes on serving; w1 runs.
     assert!(worker_pid(&dir, "w1") > 0);
     assert!(call(&dir, "daemon.status", json!([])).is_object());
-    // A dropped daemon cannot give a worker another user.
-    drop(daemon);
+    daemon.stop_with(Signal::SIGTERM);
+}
+
+#[test]
+fn a_dropped_daemon_refuses_a_worker_of_another_user_at_start() {
+    require_root();
+    let dir = TestDir::new();
+    let file = path_str(&dir.write_config("config.json", &json!({"user": "nobody"})));
+    let w0 = json!({"user": "daemon"}).to_string();
+    let out = dir.run_cmd(command(
+        &dir,
+        &[
+            "-f",
+            "--config",
+            &file,
+            "--workers",
+            "2",
+            "--w0-process",
+            &w0,
+        ],
+    ));
+    assert!(!out.status.success());
+    assert!(
+        out.stderr.contains("workers.w0.user") && out.stderr.contains("drops to user nobody"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.socket().exists() && !dir.pidfile().exists());
+    // The same user as the daemon's is fine.
     let dir = TestDir::new();
     give_dir(&dir, 65534, 65534);
-    let mut daemon = foreground_w0(
-        &dir,
-        &json!({"user": "nobody"}),
-        Some(&json!({"user": "daemon"})),
-    );
-    wait_until("the log line", DEADLINE, || {
-        daemon.stderr().contains("workers.w0.user") && daemon.stderr().contains("not root")
-    });
+    let w0 = json!({"user": "nobody"});
+    let mut daemon = foreground_w0(&dir, &json!({"user": "nobody"}), Some(&w0));
+    assert_eq!(status_line(worker_pid(&dir, "w0"), "Uid"), [65534; 4]);
+    daemon.stop_with(Signal::SIGTERM);
+}
+
+#[test]
+fn socketpeers_owner_means_the_new_user() {
+    require_root();
+    let dir = TestDir::new();
+    give_dir(&dir, 65534, 65534);
+    let mut daemon = foreground(&dir, &json!({"user": "nobody", "socketmode": "0666"}));
+    let ctl = |uid: u32| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_daimonctl"));
+        cmd.arg("-s")
+            .arg(common::unix_addr(&dir.socket()))
+            .arg("status");
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        dir.run_cmd(cmd)
+    };
+    let nobody = ctl(65534);
+    assert!(nobody.status.success(), "nobody refused: {}", nobody.stderr);
+    let other = ctl(1);
+    assert!(!other.status.success(), "uid 1 served: {}", other.stdout);
     daemon.stop_with(Signal::SIGTERM);
 }

@@ -219,6 +219,7 @@ impl Daemon {
         std::mem::swap(&mut self.workers, &mut r.host.workers);
         outcome?;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
+        check_worker_users(identity.as_ref(), &r.host.workers)?;
         let address = &self.config.sockethandler;
         let (listener, leftover) =
             Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
@@ -343,6 +344,32 @@ impl Daemon {
             "groups" => ?id.groups);
         Ok(())
     }
+}
+
+/// A worker may have a user of its own only when the daemon keeps root, or when it is the
+/// daemon's user: after the drop nothing can switch to someone else. Checked at start (after
+/// the setup steps, which install the workers), so the error names the worker's key.
+fn check_worker_users(daemon: Option<&Identity>, workers: &crate::worker::Workers) -> Result<()> {
+    for (name, process) in workers.processes() {
+        let Some(user) = process.user() else { continue };
+        let key = format!("workers.{name}.");
+        let id = Identity::resolve(&key, user, process.group())?;
+        match daemon {
+            Some(d) if d.uid != id.uid || d.gid != id.gid => {
+                return Err(crate::Error::config(
+                    format!("{key}user"),
+                    format!(
+                        "the daemon drops to user {} (uid {}) before forking its workers: a worker \
+                         cannot then become {} (uid {}); remove the daemon's user or this one",
+                        d.name, d.uid, id.name, id.uid
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => id.check_switchable(&format!("{key}user"))?,
+        }
+    }
+    Ok(())
 }
 
 /// Dispatches until the queue is empty, within a bound (listeners that keep emitting cannot

@@ -109,6 +109,16 @@ impl Process {
         Ok(p)
     }
 
+    /// The user to run as, if set.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The group to run as, if set.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
     /// Applies everything in the forked child (single-threaded: the daemon forks only when
     /// it has one thread): limits and niceness first (raising them needs root), then the
     /// environment and the title, then the user, last. `name` is the worker's.

@@ -7,6 +7,22 @@
 //! and then drops privileges irreversibly with [`Identity::become_it`]: `setgroups`, then
 //! `setresgid`, then `setresuid`, checked with `getresuid`/`getresgid` and by a `setuid(0)`
 //! that must fail. Every worker is forked after the drop.
+//!
+//! What runs as root: the [`Daemon::setup`](crate::Daemon::setup) steps (they run before
+//! the bind, so a step can open a privileged port or read a root-only key; anything it
+//! creates stays root's), the `daemon.start` listeners, and the bind itself. Everything
+//! after, the loop, every method, every listener and every worker, runs as the user.
+//!
+//! The files: the unix socket file, the pid file and the log file are chowned to the user
+//! before the drop, so `socketpeers: "owner"` means the new user, the pid file can be
+//! rewritten and the log reopened (SIGUSR1, `daemon.reopenlogs`) in place. Removing the
+//! socket and the pid file at stop, and creating a new log file after logrotate moved the
+//! old one away, need write permission on their directories, which a chown of the file
+//! cannot give: put them in a directory the user owns (systemd's `RuntimeDirectory=`,
+//! `LogsDirectory=`, or a `/run/NAME` made by the packaging). When a directory is not
+//! writable by the user the daemon says so at start (a warning naming the key) and at stop
+//! warns that it could not remove the file; the pid file left behind names a dead process
+//! and is taken over as stale at the next start, the socket file is removed as stale too.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -112,7 +112,9 @@ fn main() -> ExitCode {
                     lines,
                     written: 0,
                 };
-                daemon.workers().install(&format!("w{i}"), writer, spec)?;
+                daemon
+                    .workers()
+                    .install(&format!("w{i}"), writer, spec.clone())?;
             }
             Ok(())
         })

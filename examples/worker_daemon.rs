@@ -38,6 +38,10 @@ use serde_json::{Value, json};
 /// Options of the worker daemon.
 #[derive(FromArgs)]
 struct Args {
+    /// worker w0's process settings, as the JSON object of daimon::worker::Process::from_json
+    /// (user, group, nice, env, rlimits, title)
+    #[argh(option)]
+    w0_process: Option<String>,
     /// how many workers (default 1)
     #[argh(option, default = "1")]
     workers: usize,
@@ -226,6 +230,13 @@ fn main() -> ExitCode {
             }
             let hang = args.hang_timeout.map(Duration::try_from_secs_f64).transpose()?;
             let count = args.workers;
+            let w0_process = match &args.w0_process {
+                Some(json) => Some(daimon::worker::Process::from_json(
+                    "workers.w0.",
+                    &serde_json::from_str::<Value>(json)?,
+                )?),
+                None => None,
+            };
             let stop_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
             let tick_file = args.tick_file.clone();
             daemon.config_mut().shutdowntimeout = stop_timeout;
@@ -259,6 +270,10 @@ fn main() -> ExitCode {
                         spawn.previous.as_ref().map_or("first", |e| if e.crashed() { "crashed" } else { "ended" })
                     ),
                 };
+                let mut spec = spec.clone();
+                if let (0, Some(process)) = (i, &w0_process) {
+                    spec = spec.process(process.clone());
+                }
                 daemon.workers().install_with(&format!("w{i}"), factory, spec)?;
             }
             Ok(())

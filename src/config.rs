@@ -26,6 +26,9 @@
 //! | `socketauthtimeout` | `5` | seconds a tcp connection is given to present the secret, `> 0` and `<= 3600` |
 //! | `logformat` | `"text"` | the log's format: `"text"` (slog-term's) or `"json"` (one object per line: `time`, `level`, `msg` and the record's fields) |
 //! | `loglines` | `1000` | lines kept in memory for each worker and for the daemon's own log (`worker.log`, `daemon.log`), `0..=100000` |
+//! | `user` | `null` | the user (name or uid) the daemon becomes after binding its socket, locking its pid file and opening its log as root, before any worker is forked; needs root unless it is the current user |
+//! | `group` | `null` | the group (name or gid) it becomes; `null`: the user's primary group; supplementary groups come from the group database; needs `user` |
+//! | `rlimits` | `{}` | resource limits applied before the drop: `{"nofile": 4096, "core": "unlimited", "stack": [soft, hard]}` (an integer is soft = hard); resources `as`, `core`, `cpu`, `data`, `fsize`, `locks`, `memlock`, `msgqueue`, `nice`, `nofile`, `nproc`, `rss`, `rtprio`, `sigpending`, `stack` |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
 //! `Daemon::init_with`. Relative paths are relative to the working directory the daemon
@@ -121,6 +124,13 @@ pub struct Config {
     /// Lines kept in memory per worker and for the daemon's own log; default 1000,
     /// `0..=100000`.
     pub loglines: usize,
+    /// The user (name or uid) the daemon becomes once its files are open; default `None`
+    /// keeps the current user.
+    pub user: Option<String>,
+    /// The group (name or gid) the daemon becomes; default `None`: the user's primary group.
+    pub group: Option<String>,
+    /// Resource limits applied at start, before the privileges are dropped; default none.
+    pub rlimits: crate::privs::Rlimits,
 }
 
 /// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
@@ -192,6 +202,9 @@ impl Default for Config {
             socketauthtimeout: Duration::from_secs(5),
             logformat: crate::log::Format::Text,
             loglines: 1000,
+            user: None,
+            group: None,
+            rlimits: crate::privs::Rlimits::default(),
         }
     }
 }
@@ -359,6 +372,9 @@ impl Config {
         "socketauthtimeout",
         "logformat",
         "loglines",
+        "user",
+        "group",
+        "rlimits",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -473,6 +489,22 @@ impl Config {
                     .ok_or_else(|| refuse(key, "\"text\" or \"json\"", value))?;
             }
             "loglines" => self.loglines = LOGLINES.check(key, as_usize(value), value)?,
+            "user" | "group" => {
+                let v = match value {
+                    Value::Null => None,
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    Value::Number(n) if n.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)) => {
+                        Some(n.to_string())
+                    }
+                    _ => return Err(refuse(key, "null, a name or a numeric id", value)),
+                };
+                if key == "user" {
+                    self.user = v;
+                } else {
+                    self.group = v;
+                }
+            }
+            "rlimits" => self.rlimits = crate::privs::Rlimits::from_json(key, value)?,
             "arguments" => {
                 return Err(Error::config(
                     key,
@@ -586,6 +618,9 @@ impl Config {
         SECONDS.check("socketauthtimeout", Some(d), &secs(d))?;
         let n = self.loglines;
         LOGLINES.check("loglines", Some(n), &n)?;
+        if self.group.is_some() && self.user.is_none() {
+            return Err(Error::config("group", "needs user (the user to become)"));
+        }
         if !self.socketallowremote && !self.sockethandler.is_loopback() {
             return Err(Error::config(
                 "sockethandler",
@@ -670,6 +705,9 @@ impl Config {
             "socketauthtimeout": secs(self.socketauthtimeout),
             "logformat": self.logformat.name(),
             "loglines": self.loglines,
+            "user": self.user,
+            "group": self.group,
+            "rlimits": self.rlimits.to_json(),
         })
     }
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod listeners;
 pub mod log;
 pub mod pidfile;
+pub mod privs;
 pub mod process;
 pub mod reactor;
 pub mod rpc;

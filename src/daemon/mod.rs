@@ -96,6 +96,10 @@ impl Daemon {
     /// Adds a `setup()` step, run in the daemon process (after detaching) before the socket
     /// is bound: register RPC methods, subscribe listeners, install workers. Steps run in the
     /// order they were added; an error stops the start and is reported to the launcher.
+    ///
+    /// With the `user` key, setup steps still run as the user who started the daemon
+    /// (usually root): privileges are dropped after the bind (see [`crate::privs`]). Open
+    /// what needs root here; what a step creates on disk stays root's.
     pub fn setup<F>(mut self, f: F) -> Daemon
     where
         F: FnOnce(&mut Daemon) -> std::result::Result<(), SetupError> + 'static,

@@ -1,5 +1,6 @@
 //! The running daemon: start-up, the driver loop, and the controlled shutdown.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use slog::{Logger, error, info, warn};
@@ -11,6 +12,7 @@ use crate::driver::{self, Driven, Due, LoopHost};
 use crate::error::Result;
 use crate::log;
 use crate::pidfile::{PidFile, Previous};
+use crate::privs::Identity;
 use crate::process::{self, Readiness};
 use crate::reactor::{Reactor, Token};
 use crate::rpc::{DaemonEngine, Methods, RpcError, Ticket};
@@ -183,6 +185,17 @@ impl Daemon {
         if let Some(n) = self.config.niceness {
             process::set_niceness(n)?;
         }
+        // Resolved and checked before anything runs, so an unknown user is an error at start;
+        // the limits are applied while still root (raising a hard limit needs it).
+        let identity = match &self.config.user {
+            Some(user) => {
+                let id = Identity::resolve("", user, self.config.group.as_deref())?;
+                id.check_switchable("user")?;
+                Some(id)
+            }
+            None => None,
+        };
+        self.config.rlimits.apply("rlimits")?;
         // Signals are caught from the start, so none sent once the daemon is ready is lost.
         let mut seen = None;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
@@ -206,11 +219,15 @@ impl Daemon {
         std::mem::swap(&mut self.workers, &mut r.host.workers);
         outcome?;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
+        check_worker_users(identity.as_ref(), &r.host.workers)?;
         let address = &self.config.sockethandler;
         let (listener, leftover) =
             Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
         if leftover == Leftover::RemovedStale {
             warn!(r.host.logger, "removed a stale socket file"; "socket" => %address);
+        }
+        if let Some(id) = identity.filter(|id| !id.is_current()) {
+            self.drop_privileges(&id, listener.unix_path(), r)?;
         }
         let handle = r.host.reactor.handle();
         r.server = Some(Server::new(
@@ -297,6 +314,62 @@ impl Daemon {
         info!(r.host.logger, "stopped");
         code
     }
+}
+
+impl Daemon {
+    /// Hands the socket file, the pid file and the log file to `id`, then becomes it for good.
+    /// Called after the bind and before the server is made (so `socketpeers: owner` means
+    /// the new user) and before any worker is forked.
+    fn drop_privileges(&self, id: &Identity, socket: Option<&Path>, r: &Running) -> Result<()> {
+        let log = &r.host.logger;
+        let logfile = r.host.log_file.as_ref().and(self.config.logfile.as_deref());
+        let files = [
+            ("socket", socket),
+            ("pidfile", Some(self.config.pidfile.as_path())),
+            ("logfile", logfile),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            id.chown(path)?;
+            // Removing (the socket and pid file at stop) and re-creating (the log after a
+            // rotation) need write permission on the directory, which chown cannot give.
+            if !id.can_remove(path) {
+                warn!(log, "the daemon's user cannot write the directory of this file: \
+                    it will not be removed at stop (or re-created after a rotation)";
+                    "key" => key, "path" => %path.display(), "user" => &id.name);
+            }
+        }
+        id.become_it("user")?;
+        info!(log, "dropped privileges"; "user" => &id.name, "uid" => id.uid, "gid" => id.gid,
+            "groups" => ?id.groups);
+        Ok(())
+    }
+}
+
+/// A worker may have a user of its own only when the daemon keeps root, or when it is the
+/// daemon's user: after the drop nothing can switch to someone else. Checked at start (after
+/// the setup steps, which install the workers), so the error names the worker's key.
+fn check_worker_users(daemon: Option<&Identity>, workers: &crate::worker::Workers) -> Result<()> {
+    for (name, process) in workers.processes() {
+        let Some(user) = process.user() else { continue };
+        let key = format!("workers.{name}.");
+        let id = Identity::resolve(&key, user, process.group())?;
+        match daemon {
+            Some(d) if d.uid != id.uid || d.gid != id.gid => {
+                return Err(crate::Error::config(
+                    format!("{key}user"),
+                    format!(
+                        "the daemon drops to user {} (uid {}) before forking its workers: a worker \
+                         cannot then become {} (uid {}); remove the daemon's user or this one",
+                        d.name, d.uid, id.name, id.uid
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => id.check_switchable(&format!("{key}user"))?,
+        }
+    }
+    Ok(())
 }
 
 /// Dispatches until the queue is empty, within a bound (listeners that keep emitting cannot

@@ -35,6 +35,8 @@ pub(crate) mod exit {
     pub const CORRUPT: i32 = 67;
     /// The worker could not set itself up (poller, signals).
     pub const SETUP: i32 = 68;
+    /// The worker's process settings (user, group, limits, niceness) could not be applied.
+    pub const PROCESS: i32 = 69;
     /// `spinup`, `tick` or `spindown` panicked.
     pub const PANIC: i32 = 70;
 }
@@ -67,6 +69,10 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         .fuse(),
         o!(),
     );
+    if let Err(e) = job.process.apply_in_child(&job.name) {
+        error!(logger, "cannot set up the worker's process"; "error" => %e);
+        return exit::PROCESS;
+    }
     let header = job.channel.header();
     header.pid.store(crate::process::pid(), Ordering::Relaxed);
     header.state.store(State::Spinup as u32, Ordering::Release);

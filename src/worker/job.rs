@@ -23,4 +23,6 @@ pub(crate) struct Job {
     pub(crate) parent: i32,
     pub(crate) level: Level,
     pub(crate) spawn: Spawn,
+    /// User, limits, niceness, environment and title, applied before the worker is built.
+    pub(crate) process: super::process::Process,
 }

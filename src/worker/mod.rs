@@ -38,6 +38,7 @@ pub(crate) mod frame;
 mod host;
 mod job;
 pub(crate) mod methods;
+mod process;
 #[cfg(any(test, fuzzing, feature = "internals"))]
 pub mod ring;
 #[cfg(not(any(test, fuzzing, feature = "internals")))]
@@ -57,6 +58,7 @@ pub use events::{
 pub use frame::{Down, Up, too_deep};
 pub use host::{WorkerContext, WorkerHost};
 pub use job::Spawn;
+pub use process::Process;
 pub use spec::{GiveUp, Restart, Spec};
 pub(crate) use supervisor::Deadline;
 pub use supervisor::{Exit, WorkerInfo, Workers};

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::process::Process;
+use crate::privs::Rlimits;
+
 /// When a worker that ended is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Restart {
@@ -62,7 +65,7 @@ pub enum GiveUp {
 ///     .give_up(GiveUp::StopDaemon);
 /// assert_eq!(job.restart_type(), Restart::Transient);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub(crate) looptime: Duration,
     pub(crate) restart: Restart,
@@ -72,6 +75,8 @@ pub struct Spec {
     pub(crate) backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) stable_after: Duration,
+    /// User, limits, niceness, environment and title of the process.
+    pub(crate) process: Process,
 }
 
 impl Spec {
@@ -87,6 +92,7 @@ impl Spec {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(1),
+            process: Process::default(),
         }
     }
 
@@ -120,6 +126,59 @@ impl Spec {
     /// restarted at once, with no backoff (default 1 s).
     pub fn stable_after(mut self, after: Duration) -> Spec {
         self.stable_after = after;
+        self
+    }
+
+    /// Runs the worker as `user` (a name or a uid). Needs a daemon that keeps root (no
+    /// daemon-level `user`) or runs as that same user; otherwise the worker exits at start
+    /// with a log line naming `workers.NAME.user`.
+    pub fn user(mut self, user: impl Into<String>) -> Spec {
+        self.process.user = Some(user.into());
+        self
+    }
+
+    /// Runs the worker with `group` (a name or a gid) as its primary group; default the
+    /// user's primary group. Only with [`Spec::user`].
+    pub fn group(mut self, group: impl Into<String>) -> Spec {
+        self.process.group = Some(group.into());
+        self
+    }
+
+    /// The worker's absolute niceness, `-20..=19` (lowering it needs root).
+    pub fn nice(mut self, nice: i32) -> Spec {
+        self.process.nice = Some(nice);
+        self
+    }
+
+    /// Sets the environment variable `key` to `value` in the worker.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Spec {
+        self.process.env.insert(key.into(), Some(value.into()));
+        self
+    }
+
+    /// Removes the environment variable `key` in the worker.
+    pub fn env_remove(mut self, key: impl Into<String>) -> Spec {
+        self.process.env.insert(key.into(), None);
+        self
+    }
+
+    /// The worker's resource limits (see [`Rlimits::from_json`]).
+    pub fn rlimits(mut self, rlimits: Rlimits) -> Spec {
+        self.process.rlimits = rlimits;
+        self
+    }
+
+    /// The worker's process title, shown by `ps` (and its first 15 bytes by `top`); default
+    /// `daimon: NAME`.
+    pub fn title(mut self, title: impl Into<String>) -> Spec {
+        self.process.title = Some(title.into());
+        self
+    }
+
+    /// Replaces every process setting at once, e.g. with [`Process::from_json`] of a
+    /// configuration object.
+    pub fn process(mut self, process: Process) -> Spec {
+        self.process = process;
         self
     }
 

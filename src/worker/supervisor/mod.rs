@@ -294,6 +294,13 @@ impl Workers {
         self.entries.iter().map(|e| e.name.as_str()).collect()
     }
 
+    /// Each worker's name and process settings.
+    pub(crate) fn processes(&self) -> impl Iterator<Item = (&str, &crate::worker::Process)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.as_str(), &e.spec.process))
+    }
+
     /// The number of installed workers.
     pub fn len(&self) -> usize {
         self.entries.len()

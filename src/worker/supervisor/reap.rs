@@ -172,7 +172,7 @@ impl Workers {
         if !restart {
             return Next::Rest;
         }
-        let spec = entry.spec;
+        let spec = entry.spec.clone();
         while entry
             .restarts
             .front()

@@ -251,6 +251,7 @@ impl Workers {
                 restarts: entry.starts,
                 previous: entry.last_exit.clone(),
             },
+            process: entry.spec.process.clone(),
         };
         let mut template = std::mem::replace(&mut entry.template, Box::new(Gone));
         let entries = &mut self.entries;

@@ -110,7 +110,7 @@ impl Harness {
         }));
         let mut sup = Workers::with_processes(Box::new(Fake(world.clone())));
         for (name, spec) in specs {
-            sup.install(name, Idle, *spec).unwrap();
+            sup.install(name, Idle, spec.clone()).unwrap();
         }
         let reactor = Reactor::new().unwrap();
         sup.attach(
@@ -444,7 +444,7 @@ fn a_permanent_worker_restarts_after_a_clean_exit_too() {
 #[test]
 fn past_the_intensity_limit_it_fails_or_stops_the_daemon_and_start_resets_the_count() {
     let limited = spec().max_restarts(2, Duration::from_secs(60));
-    let mut h = Harness::one(limited);
+    let mut h = Harness::one(limited.clone());
     for _ in 0..2 {
         h.advance(Duration::from_secs(2));
         h.exits("w0", Some(1), None);

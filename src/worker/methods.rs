@@ -141,7 +141,9 @@ pub(crate) fn register<H: Host>(
     .returns(Type::Struct)
     .param(Type::String, "name")
     .param(Type::Int, "signal");
-    for m in [list, status, pause, resume, start, stop, restart, send, log, signal] {
+    for m in [
+        list, status, pause, resume, start, stop, restart, send, log, signal,
+    ] {
         methods.register(m)?;
     }
     Ok(())
@@ -178,11 +180,26 @@ mod tests {
 
     #[test]
     fn signals_by_name_in_any_case_or_number() {
-        for v in [json!("SIGHUP"), json!("HUP"), json!("hup"), json!(" SigHup "), json!(1), json!("1")] {
+        for v in [
+            json!("SIGHUP"),
+            json!("HUP"),
+            json!("hup"),
+            json!(" SigHup "),
+            json!(1),
+            json!("1"),
+        ] {
             assert_eq!(parse_signal(&v).unwrap(), Signal::HUP, "{v}");
         }
         assert_eq!(parse_signal(&json!("term")).unwrap(), Signal::TERM);
-        for v in [json!("SIGNOPE"), json!(0), json!(99), json!(-1), json!(""), json!(null), json!(1.5)] {
+        for v in [
+            json!("SIGNOPE"),
+            json!(0),
+            json!(99),
+            json!(-1),
+            json!(""),
+            json!(null),
+            json!(1.5),
+        ] {
             let e = parse_signal(&v).unwrap_err();
             assert_eq!(e.code, -32602, "{v}");
             assert!(e.to_string().contains(&v.to_string()), "{v}: {e}");

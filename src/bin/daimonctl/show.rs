@@ -32,9 +32,11 @@ pub(crate) fn state_name(state: &Value) -> &'static str {
 /// `worker.list` as a table.
 pub(crate) fn workers_table(list: &Value) -> String {
     let mut rows = vec![
-        ["NAME", "PID", "STATE", "LOOPTIME", "FOREVER", "RESTARTS", "UPTIME"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "NAME", "PID", "STATE", "LOOPTIME", "FOREVER", "RESTARTS", "UPTIME",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for w in list.as_array().into_iter().flatten() {
         let secs = |v: &Value| v.as_f64().map_or("-".to_owned(), |s| format!("{s:.1}s"));
@@ -61,7 +63,6 @@ pub(crate) fn signature_line(method: &str, signature: &Value) -> String {
         _ => raw(signature),
     }
 }
-
 
 /// A duration as an operator reads it, to the two largest units: `45s`, `3m 07s`,
 /// `2h 03m`, `1d 02h` (rounded down).
@@ -141,8 +142,16 @@ pub(crate) fn status_page(status: &Value, workers: Option<&Value>) -> String {
     }
     // What a newer daemon adds is shown too, rather than hidden.
     let known = [
-        "pid", "socket", "uptime", "connections", "calls", "log_dropped", "version", "app",
-        "daimon", "workers",
+        "pid",
+        "socket",
+        "uptime",
+        "connections",
+        "calls",
+        "log_dropped",
+        "version",
+        "app",
+        "daimon",
+        "workers",
     ];
     let extra: Vec<(String, String)> = status
         .as_object()
@@ -160,7 +169,9 @@ pub(crate) fn status_page(status: &Value, workers: Option<&Value>) -> String {
     match workers.and_then(Value::as_array) {
         Some(list) if !list.is_empty() => {
             let mut rows = vec![
-                ["NAME", "STATE", "PID", "RESTARTS", "UPTIME"].map(String::from).to_vec(),
+                ["NAME", "STATE", "PID", "RESTARTS", "UPTIME"]
+                    .map(String::from)
+                    .to_vec(),
             ];
             for w in list {
                 rows.push(vec![
@@ -211,7 +222,10 @@ pub(crate) fn reload_result(result: &Value) -> String {
     };
     let mut rows = vec![
         vec!["applied:".to_owned(), list(&result["applied"])],
-        vec!["restart needed:".to_owned(), list(&result["restart_needed"])],
+        vec![
+            "restart needed:".to_owned(),
+            list(&result["restart_needed"]),
+        ],
     ];
     if let Some(config) = result["config"].as_str() {
         rows.push(vec!["config:".to_owned(), config.to_owned()]);
@@ -279,13 +293,22 @@ mod tests {
         let lines: Vec<&str> = page.lines().collect();
         assert_eq!(lines[0], "daimon 0.1.0", "{page}");
         assert!(lines.contains(&"uptime:       2h 03m"), "{page}");
-        assert!(lines.contains(&"socket:       unix:///run/x.sock"), "{page}");
+        assert!(
+            lines.contains(&"socket:       unix:///run/x.sock"),
+            "{page}"
+        );
         assert!(!page.contains("log dropped"), "{page}");
-        let header = lines.iter().position(|l| l.starts_with("NAME")).expect(&page);
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("NAME"))
+            .expect(&page);
         // Aligned: every column starts at the same place on each row.
         let at = |l: &str, c: &str| l.find(c).unwrap();
         assert_eq!(lines[header], "NAME      STATE    PID  RESTARTS  UPTIME");
-        assert_eq!(lines[header + 1], "handyman  LOOPING  42   0         1m 05s");
+        assert_eq!(
+            lines[header + 1],
+            "handyman  LOOPING  42   0         1m 05s"
+        );
         assert_eq!(lines[header + 2], "w2        FAILED   -    12        -");
         assert_eq!(at(lines[header], "PID"), at(lines[header + 1], "42"));
 
@@ -305,7 +328,8 @@ mod tests {
     fn log_lines_and_reload_results_read_plainly() {
         let line = json!({"seq": 3, "time": "2026-12-02T19:00:00.123Z", "stream": "stdout", "level": null, "text": "hi there"});
         assert_eq!(log_line(&line), "2026-12-02T19:00:00.123Z stdout hi there");
-        let line = json!({"seq": 4, "time": "T", "stream": "log", "level": "INFO", "text": "ready"});
+        let line =
+            json!({"seq": 4, "time": "T", "stream": "log", "level": "INFO", "text": "ready"});
         assert_eq!(log_line(&line), "T log INFO ready");
         let r = json!({"applied": ["shutdowntimeout", "logformat"], "restart_needed": [], "config": "/etc/x.json"});
         assert_eq!(

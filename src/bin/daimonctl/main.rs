@@ -4,10 +4,14 @@
 //! daimonctl -s unix:///run/echo.sock status
 //! daimonctl call examples.echo hello
 //! DAIMON_SOCKET=tcp://127.0.0.1:10042 daimonctl --secret s3cret --json methods
+//! daimonctl log handyman -n 20 -f
+//! daimonctl signal handyman HUP
+//! daimonctl reload
 //! ```
 //!
-//! Results are printed for people, or with `--json` as compact JSON on one line. Errors go
-//! to standard error as `error: ...` with exit code 1; usage errors exit with 2.
+//! Results are printed for people, or with `--json` as compact JSON on one line (`log`: one
+//! JSON object per line). Errors go to standard error as `error: ...` with exit code 1
+//! (the daemon refused, or could not be reached); usage errors exit with 2.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -131,7 +135,6 @@ fn run(args: &Args) -> Result<String, Failure> {
             (result, text)
         }
         Command::Log(l) => {
-            drop(call);
             log::run(&mut client, l, args.json)?;
             return Ok(String::new());
         }

@@ -2,7 +2,9 @@
 //! contrib/kubernetes/daimon-example.yaml parsed with a real YAML parser (PyYAML, pinned in
 //! `scripts/install-test-deps`, run here), its settings checked against each other, and its
 //! container's command, args and probes run as written against a real daemon (the
-//! `worker_daemon` example), with the paths of its volumes mapped into a temp dir.
+//! `log_daemon` example, which takes its `shutdowntimeout` from the file, as a daemon
+//! should: `worker_daemon` sets it from its own option), with the paths of its volumes
+//! mapped into a temp dir.
 
 mod common;
 
@@ -207,10 +209,10 @@ fn the_pod_spec_is_consistent() {
 
 /// Maps the container's absolute paths into `root`: each volume's mount path (so the
 /// socket, pid file and config land in the temp dir), the image's binary to the
-/// `worker_daemon` example and daimonctl to the built one.
+/// `log_daemon` example and daimonctl to the built one.
 fn map(pod: &Pod, root: &Path, word: &str) -> String {
     if word == strings(&pod.container["command"])[0] {
-        return common::example_named("worker_daemon").display().to_string();
+        return common::example_named("log_daemon").display().to_string();
     }
     if word.ends_with("/daimonctl") {
         return env!("CARGO_BIN_EXE_daimonctl").to_owned();

@@ -253,6 +253,16 @@ fn worker(dir: &TestDir, name: &str) -> Value {
         .clone()
 }
 
+/// A `daimonctl` started in the background, killed when the test ends, even on failure.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The number in a `log_daemon` count line (`w0 00000012 the quick...`).
 fn count_of(line: &str) -> u64 {
     line.split_whitespace()
@@ -401,16 +411,16 @@ fn log_follow_ends_on_ctrl_c() {
         .arg(unix_addr(&dir.socket()))
         .args(["log", "w0", "-f"])
         .stdout(std::fs::File::create(&out_path).unwrap());
-    let mut child = cmd.spawn().expect("daimonctl");
+    let mut child = Killed(cmd.spawn().expect("daimonctl"));
     let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
     wait_until("lines followed", common::DEADLINE, || {
         read().lines().count() >= 3
     });
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let mut status = None;
     wait_until("daimonctl to end on SIGINT", common::DEADLINE, || {
-        status = child.try_wait().unwrap();
+        status = child.0.try_wait().unwrap();
         status.is_some()
     });
     use std::os::unix::process::ExitStatusExt;
@@ -542,4 +552,37 @@ fn reload_prints_what_was_applied() {
         .assert_error_line()
         .assert_stderr_has("shutdowntimeout");
     ctl(&dir, &["status"]).assert_code(0);
+}
+
+#[test]
+fn log_follow_ends_with_an_error_when_the_daemon_stops() {
+    let dir = TestDir::new();
+    let mut daemon = log_daemon(&dir, &["--mode", "count", "--looptime", "0.05"]);
+    let (out_path, err_path) = (dir.join("follow.out"), dir.join("follow.err"));
+    let mut cmd = command(&dir);
+    cmd.arg("-s")
+        .arg(unix_addr(&dir.socket()))
+        .args(["log", "w0", "-f"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = Killed(cmd.spawn().expect("daimonctl"));
+    wait_until("lines followed", common::DEADLINE, || {
+        std::fs::read_to_string(&out_path).is_ok_and(|s| s.lines().count() >= 2)
+    });
+    daemon.stop_with(nix::sys::signal::Signal::SIGTERM);
+    let mut status = None;
+    wait_until(
+        "daimonctl to end once the daemon is gone",
+        common::DEADLINE,
+        || {
+            status = child.0.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    assert_eq!(status.unwrap().code(), Some(1));
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(
+        err.starts_with("error: ") && err.contains("worker.log"),
+        "{err:?}"
+    );
 }

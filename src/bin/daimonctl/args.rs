@@ -113,7 +113,8 @@ pub(crate) struct CallArgs {
 }
 
 #[derive(FromArgs)]
-/// Show the daemon's status (daemon.status).
+/// Show the daemon's status and its workers as a table (daemon.status, worker.list);
+/// --json prints daemon.status's result.
 #[argh(subcommand, name = "status")]
 pub(crate) struct StatusArgs {}
 

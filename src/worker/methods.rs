@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 use super::Workers;
 use super::supervisor::Toggle;
 use crate::bus::Host;
+use crate::reactor::Signal;
 use crate::rpc::{CallContext, Method, Methods, Params, RpcError, Ticket, Type};
 
 /// Registers `worker.list`, `worker.status`, `worker.pause`, `worker.resume`,
-/// `worker.start`, `worker.stop`, `worker.restart`, `worker.send` and `worker.log` on `methods`, reaching
+/// `worker.start`, `worker.stop`, `worker.restart`, `worker.send`, `worker.log` and `worker.signal` on `methods`, reaching
 /// the supervisor through `workers`.
 pub(crate) fn register<H: Host>(
     methods: &mut Methods<H>,
@@ -123,12 +124,85 @@ pub(crate) fn register<H: Host>(
     .returns(Type::Struct)
     .param(Type::String, "name")
     .param(Type::Int, "after");
-    for m in [list, status, pause, resume, start, stop, restart, send, log] {
+    let signal = Method::new("worker.signal", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
+        let name = params.str("name")?;
+        let signal = parse_signal(params.get("signal").unwrap_or(&Value::Null))?;
+        let w = workers(ctx.host());
+        w.kill(name, signal)?;
+        // kill() succeeded, so the worker runs and has a pid.
+        let pid = w.info(name)?.pid;
+        Ok(json!({"worker": name, "pid": pid, "signal": signal.name()}))
+    })
+    .description("Sends a signal to a running worker's process: the signal as a name (\"SIGHUP\", \"HUP\", \"hup\") or a number; {worker, pid, signal}; an unknown signal is -32602, a worker not running -32000. The supervisor sees the outcome as for any exit (SIGTERM or SIGKILL: the restart policy applies)")
+    .returns(Type::Struct)
+    .param(Type::String, "name")
+    .param(Type::String, "signal")
+    .signature()
+    .returns(Type::Struct)
+    .param(Type::String, "name")
+    .param(Type::Int, "signal");
+    for m in [
+        list, status, pause, resume, start, stop, restart, send, log, signal,
+    ] {
         methods.register(m)?;
     }
     Ok(())
 }
 
+/// A signal parameter: a standard signal's name in any case, with or without `SIG`, or its
+/// number. Anything else is `-32602` naming what was given.
+fn parse_signal(value: &Value) -> Result<Signal, RpcError> {
+    let found = match value {
+        Value::String(s) => match s.trim().parse::<i32>() {
+            Ok(n) => Signal::from_number(n),
+            Err(_) => Signal::from_name(&s.trim().to_ascii_uppercase()),
+        },
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .and_then(Signal::from_number),
+        _ => None,
+    };
+    found.ok_or_else(|| {
+        RpcError::invalid_params(format!(
+            "parameter 'signal': unknown signal {value} (a name such as SIGHUP or HUP, or a number)"
+        ))
+    })
+}
+
 fn name<'a>(params: &'a Params<'_>) -> Option<&'a str> {
     params.get("name").and_then(Value::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_in_any_case_or_number() {
+        for v in [
+            json!("SIGHUP"),
+            json!("HUP"),
+            json!("hup"),
+            json!(" SigHup "),
+            json!(1),
+            json!("1"),
+        ] {
+            assert_eq!(parse_signal(&v).unwrap(), Signal::HUP, "{v}");
+        }
+        assert_eq!(parse_signal(&json!("term")).unwrap(), Signal::TERM);
+        for v in [
+            json!("SIGNOPE"),
+            json!(0),
+            json!(99),
+            json!(-1),
+            json!(""),
+            json!(null),
+            json!(1.5),
+        ] {
+            let e = parse_signal(&v).unwrap_err();
+            assert_eq!(e.code, -32602, "{v}");
+            assert!(e.to_string().contains(&v.to_string()), "{v}: {e}");
+        }
+    }
 }

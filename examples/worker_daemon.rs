@@ -19,6 +19,10 @@
 //! a worker sends up as `worker message`. With `--tick-file`, the daemon opens a file that
 //! every worker appends `NAME TICKS` to on each tick.
 //!
+//! With `--spinup-delay SECS`, each worker's spinup takes that long (then writes `NAME.spun`
+//! in `--dir`), so the daemon's readiness (systemd's `READY=1`, the `-d` launcher) waits for
+//! it; `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
+//!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
@@ -68,6 +72,12 @@ struct Args {
     /// seconds a stop waits before SIGTERM and SIGKILL (default 5)
     #[argh(option, default = "5.0")]
     shutdown_timeout: f64,
+    /// seconds each worker's spinup takes (default 0)
+    #[argh(option, default = "0.0")]
+    spinup_delay: f64,
+    /// seconds each worker's spindown takes (default 0)
+    #[argh(option, default = "0.0")]
+    spindown_delay: f64,
 }
 
 struct TestWorker {
@@ -78,6 +88,8 @@ struct TestWorker {
     /// What the factory learnt of this start: how many before it, and whether the last
     /// process crashed.
     spawn: String,
+    spinup_delay: Duration,
+    spindown_delay: Duration,
 }
 
 impl TestWorker {
@@ -102,6 +114,10 @@ impl Worker for TestWorker {
             test_command(command, ctx.host(), dir.as_deref());
             PostAction::Continue
         });
+        if !self.spinup_delay.is_zero() {
+            std::thread::sleep(self.spinup_delay);
+            self.mark(ctx.name(), "spun");
+        }
         Ok(())
     }
 
@@ -116,6 +132,7 @@ impl Worker for TestWorker {
     }
 
     fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
+        std::thread::sleep(self.spindown_delay);
         self.mark(ctx.name(), "down");
     }
 }
@@ -228,6 +245,8 @@ fn main() -> ExitCode {
             let count = args.workers;
             let stop_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
             let tick_file = args.tick_file.clone();
+            let spinup_delay = Duration::try_from_secs_f64(args.spinup_delay)?;
+            let spindown_delay = Duration::try_from_secs_f64(args.spindown_delay)?;
             daemon.config_mut().shutdowntimeout = stop_timeout;
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
@@ -252,6 +271,8 @@ fn main() -> ExitCode {
                 let factory = move |spawn: &Spawn| TestWorker {
                     dir: dir.clone(),
                     ticks: 0,
+                    spinup_delay,
+                    spindown_delay,
                     out: out.as_ref().and_then(|f| f.try_clone().ok()),
                     spawn: format!(
                         "{} {}",

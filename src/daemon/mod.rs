@@ -2,6 +2,7 @@
 
 mod host;
 mod methods;
+pub(crate) mod notify;
 mod run;
 pub(crate) use methods::log_window;
 mod signal;

@@ -14,6 +14,7 @@ use crate::pidfile::{PidFile, Previous};
 use crate::process::{self, Readiness};
 use crate::reactor::{Reactor, Token};
 use crate::rpc::{DaemonEngine, Methods, RpcError, Ticket};
+use super::notify::Notifier;
 use crate::socket::{Leftover, Listener, SocketEvent, server::Server};
 
 /// What the daemon process owns while it runs.
@@ -25,6 +26,8 @@ struct Running {
     socket_events: Vec<SocketEvent>,
     /// While stopping: reap at least this often (SIGCHLD may not be caught).
     reap_every: Option<Duration>,
+    /// systemd's notify protocol and the `-d` launcher's readiness.
+    notify: Notifier,
 }
 
 impl Driven for Running {
@@ -61,6 +64,15 @@ impl Driven for Running {
             Deadline::Connection(token) => {
                 if let Some(server) = &mut self.server {
                     server.deadline(token, now, &mut self.socket_events);
+                }
+            }
+            Deadline::Notify(timer) => {
+                if self.notify.due(timer, self.host.workers.readiness()) {
+                    self.host.reactor().timers().insert(
+                        Notifier::next_check(),
+                        None,
+                        Due::Own(Deadline::Notify(timer)),
+                    );
                 }
             }
         }
@@ -122,7 +134,7 @@ impl Daemon {
         &mut self,
         mut pidfile: PidFile,
         previous: Previous,
-        readiness: Option<&mut Readiness>,
+        mut readiness: Option<&mut Readiness>,
     ) -> Result<i32> {
         // A failure before the loop runs removes the pid file too.
         let prelude = (|| -> Result<_> {
@@ -167,8 +179,13 @@ impl Daemon {
             },
             socket_events: Vec::new(),
             reap_every: None,
+            notify: Notifier::new(logger.clone(), readiness.as_mut().map(|r| r.take())),
         };
-        let outcome = self.serve(&mut running, readiness);
+        let outcome = self.serve(&mut running);
+        // Never told (a failure first): the caller reports the failure on it.
+        if let (Some(back), Some(r)) = (running.notify.take_launcher(), readiness) {
+            *r = back;
+        }
         if let Err(e) = &outcome {
             error!(logger, "daemon failed"; "error" => %e);
         }
@@ -179,7 +196,7 @@ impl Daemon {
         outcome
     }
 
-    fn serve(&mut self, r: &mut Running, readiness: Option<&mut Readiness>) -> Result<i32> {
+    fn serve(&mut self, r: &mut Running) -> Result<i32> {
         if let Some(n) = self.config.niceness {
             process::set_niceness(n)?;
         }
@@ -233,11 +250,12 @@ impl Daemon {
             self.config.sockettimeout.max(Duration::from_secs(5)),
         );
         r.host.workers.start_all()?;
-        if let Some(readiness) = readiness {
-            readiness.ready();
-        }
-        if let Err(e) = process::notify_systemd("READY=1") {
-            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
+        // READY (systemd's and the launcher's) once every worker is up: the notifier's timers.
+        for (at, period, timer) in r.notify.timers() {
+            r.host
+                .reactor()
+                .timers()
+                .insert(at, period, Due::Own(Deadline::Notify(timer)));
         }
         r.host.started = Instant::now();
         info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => %address);
@@ -255,9 +273,9 @@ impl Daemon {
     fn shutdown(&mut self, r: &mut Running) -> i32 {
         let code = self.signal.code();
         info!(r.host.logger, "stopping"; "exit_code" => code);
-        if let Err(e) = process::notify_systemd("STOPPING=1") {
-            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
-        }
+        // Workers are given up on by `hard` (below), plus the kill and its reap.
+        r.notify
+            .stopping(Instant::now() + self.config.shutdowntimeout + Duration::from_secs(3));
         r.bus.emit(DaemonEvent::Stopping);
         drain_bus(r);
         // The listener removes its socket file as it closes (a guard, so every failure path

@@ -155,10 +155,12 @@ impl Notifier {
     /// as [`Notifier::due`] says so.
     pub fn timers(&self) -> Vec<(Instant, Option<Duration>, Timer)> {
         let now = Instant::now();
-        let mut t = vec![
-            (now, None, Timer::Readiness),
-            (now + STATUS_EVERY, Some(STATUS_EVERY), Timer::Status),
-        ];
+        let mut t = vec![(now, None, Timer::Readiness)];
+        if self.target.is_none() {
+            // No systemd: an idle daemon stays idle (no status to keep up to date).
+            return t;
+        }
+        t.push((now + STATUS_EVERY, Some(STATUS_EVERY), Timer::Status));
         if let Some(usec) = self.watchdog {
             // Half the period, as sd_watchdog_enabled(3) advises.
             t.push((

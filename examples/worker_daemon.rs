@@ -23,6 +23,10 @@
 //! in `--dir`), so the daemon's readiness (systemd's `READY=1`, the `-d` launcher) waits for
 //! it; `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
 //!
+//! The daemon itself has one example method, `example.stall(seconds)`: it blocks the daemon's
+//! loop that long (what a listener or method that blocks does to a daemon), so the tests see
+//! the systemd watchdog pings stop while the loop is stalled.
+//!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
@@ -36,6 +40,7 @@ use daimon::slog::info;
 use daimon::worker::{
     GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
 };
+use daimon::rpc::{Method, RpcError, Type};
 use daimon::{Config, Daemon, PostAction, SetupError};
 use serde_json::{Value, json};
 
@@ -251,6 +256,19 @@ fn main() -> ExitCode {
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
             }
+            daemon.rpc().register(
+                Method::new("example.stall", |params, _ctx| {
+                    let secs = params.f64("seconds")?;
+                    let stall = Duration::try_from_secs_f64(secs)
+                        .map_err(|e| RpcError::invalid_params(format!("seconds: {e}")))?;
+                    // Deliberately blocking: the loop stops turning for that long.
+                    std::thread::sleep(stall.min(Duration::from_secs(30)));
+                    Ok(Value::Null)
+                })
+                .description("Blocks the daemon's loop for seconds (at most 30): an example of what not to do")
+                .returns(Type::Null)
+                .param(Type::Double, "seconds"),
+            )?;
             // Every message a worker sends up, logged.
             daemon.bus().on_event(|m: &WorkerMessage, ctx| {
                 info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());

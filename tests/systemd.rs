@@ -8,7 +8,9 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::conn::{request, unix};
 use common::{Foreground, TestDir, path_str};
+use serde_json::json;
 use nix::sys::signal::Signal;
 
 /// A stand-in for systemd's notify socket.
@@ -16,6 +18,8 @@ struct Notify {
     socket: UnixDatagram,
     path: std::path::PathBuf,
     got: Vec<String>,
+    /// When each message of `got` arrived.
+    at: Vec<Instant>,
 }
 
 impl Notify {
@@ -29,6 +33,7 @@ impl Notify {
             socket,
             path,
             got: Vec::new(),
+            at: Vec::new(),
         }
     }
 
@@ -41,12 +46,38 @@ impl Notify {
             if let Ok(n) = self.socket.recv(&mut buf) {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
                 self.got.push(text.clone());
+                self.at.push(Instant::now());
                 if text.lines().any(|l| l.starts_with(prefix)) {
                     return text;
                 }
             }
         }
         panic!("no {prefix:?} within {limit:?}; got {:?}", self.got);
+    }
+
+    /// Reads everything that arrives for `period`.
+    fn collect(&mut self, period: Duration) {
+        let end = Instant::now() + period;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                self.got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                self.at.push(Instant::now());
+            }
+        }
+    }
+
+    /// The longest time between two messages that start with `prefix`, from message `from` on.
+    fn longest_gap(&self, prefix: &str, from: usize) -> Duration {
+        let times: Vec<Instant> = (from..self.got.len())
+            .filter(|&i| self.got[i].starts_with(prefix))
+            .map(|i| self.at[i])
+            .collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
     }
 
     /// Every message read so far that has a line starting with `prefix`.
@@ -104,4 +135,125 @@ fn ready_comes_after_every_worker_has_spun_up() {
     daemon.signal(Signal::SIGTERM);
     notify.until("STOPPING=1", Duration::from_secs(10));
     daemon.wait_exit();
+}
+
+/// No STATUS or READY before the workers are up, READY first; WATCHDOG=1 keeps coming while
+/// the loop turns and stops while a method blocks the loop (`example.stall`), then resumes.
+#[test]
+fn watchdog_pings_while_the_loop_turns_and_stop_while_it_stalls() {
+    let dir = TestDir::new();
+    let mut notify = Notify::bind(&dir);
+    // WATCHDOG_USEC 200 ms: a ping every 100 ms.
+    let cmd = worker_daemon(&dir, &notify, &["--spinup-delay", "0.3"], Some(200_000));
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    let ready = notify.until("READY=1", Duration::from_secs(20));
+    assert!(dir.join("w0.spun").exists(), "READY before the spinup ended");
+    assert_eq!(ready, "READY=1\nSTATUS=1 worker looping\n");
+    assert!(
+        notify.got[..notify.got.len() - 1]
+            .iter()
+            .all(|m| m == "WATCHDOG=1\n"),
+        "only watchdog pings before READY: {:?}",
+        notify.got
+    );
+    let from = notify.got.len();
+    notify.collect(Duration::from_millis(800));
+    let pings = notify.got[from..].iter().filter(|m| *m == "WATCHDOG=1\n").count();
+    assert!(pings >= 3, "WATCHDOG=1 every 100 ms: {:?}", &notify.got[from..]);
+    assert!(
+        notify.longest_gap("WATCHDOG=1", from) < Duration::from_millis(600),
+        "pings keep coming while the loop turns"
+    );
+    // A method that blocks the loop 1.5 s: the pings stop meanwhile, then come back.
+    // The call waits in a thread: the test reads the pings as they come (their arrival times
+    // are what it checks).
+    let mut conn = unix(&dir);
+    // From the last ping before the call.
+    let from = notify.got.len() - 1;
+    assert_eq!(notify.got[from], "WATCHDOG=1\n");
+    let call = std::thread::spawn(move || {
+        conn.send(&request("example.stall", json!({"seconds": 1.5}), 1));
+        conn.json()
+    });
+    let end = Instant::now() + Duration::from_secs(15);
+    while !call.is_finished() && Instant::now() < end {
+        notify.collect(Duration::from_millis(100));
+    }
+    let reply = call.join().expect("the call's thread");
+    assert!(reply.get("result").is_some_and(serde_json::Value::is_null), "{reply}");
+    let stalled = notify.got.len();
+    notify.collect(Duration::from_millis(500));
+    assert!(
+        notify.got[stalled..].iter().any(|m| m == "WATCHDOG=1\n"),
+        "the pings resume after the stall"
+    );
+    assert!(
+        notify.longest_gap("WATCHDOG=1", from) >= Duration::from_millis(1200),
+        "the pings went on while the loop was stalled (longest gap {:?}): {:?}",
+        notify.longest_gap("WATCHDOG=1", from),
+        notify.at[from..].iter().map(|t| (*t - notify.at[from]).as_millis()).collect::<Vec<_>>()
+    );
+    daemon.signal(Signal::SIGTERM);
+    notify.until("STOPPING=1", Duration::from_secs(10));
+    daemon.wait_exit();
+}
+
+/// SIGTERM: STOPPING=1 with an EXTEND_TIMEOUT_USEC that covers shutdowntimeout; while a slow
+/// spindown is waited for, the extension is sent again, with a status saying who is left.
+#[test]
+fn a_slow_shutdown_extends_the_stop_timeout() {
+    let dir = TestDir::new();
+    let mut notify = Notify::bind(&dir);
+    let cmd = worker_daemon(
+        &dir,
+        &notify,
+        &["--spindown-delay", "2.5", "--shutdown-timeout", "6"],
+        None,
+    );
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    notify.until("READY=1", Duration::from_secs(20));
+    let from = notify.got.len();
+    daemon.signal(Signal::SIGTERM);
+    let stopping = notify.until("STOPPING=1", Duration::from_secs(10));
+    let extend: u64 = stopping
+        .lines()
+        .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("STOPPING=1 comes with EXTEND_TIMEOUT_USEC: {stopping:?}"));
+    assert!(extend >= 6_000_000, "the extension covers shutdowntimeout: {extend}");
+    notify.until("EXTEND_TIMEOUT_USEC=", Duration::from_secs(5));
+    assert!(
+        notify.got[from..]
+            .iter()
+            .any(|m| m.contains("STATUS=stopping: 1 worker left")),
+        "a status while stopping: {:?}",
+        &notify.got[from..]
+    );
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(notify.count("READY=1"), 1);
+}
+
+/// The `-d` launcher exits (the daemon is "ready") at the same moment as READY=1: after every
+/// worker's spinup.
+#[test]
+fn the_detaching_launcher_waits_for_the_workers_too() {
+    let dir = TestDir::new();
+    let out = Command::new(common::example_named("worker_daemon"))
+        .arg("-d")
+        .args(dir.std_args())
+        .args(["--dir", &path_str(dir.path()), "--spinup-delay", "1"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("running the launcher");
+    let pid = common::read_pid(&dir.pidfile());
+    let _daemon = pid.map(common::Detached::adopt);
+    assert!(out.status.success(), "launcher: {out:?}");
+    assert!(
+        dir.join("w0.spun").exists(),
+        "the launcher returned before the worker's spinup ended"
+    );
+    assert!(pid.is_some(), "a pid file");
 }

@@ -203,9 +203,16 @@ impl Notifier {
             }
             Timer::Status => {
                 if let Some(by) = self.stop_by {
+                    // Both in one datagram, every time: the extension must be renewed.
                     let left = by.saturating_duration_since(Instant::now());
-                    self.extend_timeout(left + EXTEND_MARGIN);
-                    self.status(&format!("stopping: {} workers left", picture.alive()));
+                    let n = picture.alive();
+                    let noun = if n == 1 { "worker" } else { "workers" };
+                    let status = format!("stopping: {n} {noun} left");
+                    self.send(&[
+                        NotifyState::ExtendTimeoutUsec(extend_usec(left + EXTEND_MARGIN)),
+                        NotifyState::Status(&status),
+                    ]);
+                    self.last_status = status;
                 } else if self.ready {
                     self.status(&picture.status());
                 }
@@ -263,6 +270,8 @@ impl Notifier {
     }
 
     /// `EXTEND_TIMEOUT_USEC=`.
+    // The stop path sends its own (with the status); kept for the reload track's long reloads.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn extend_timeout(&mut self, by: Duration) {
         self.send(&[NotifyState::ExtendTimeoutUsec(extend_usec(by))]);
     }

@@ -257,3 +257,113 @@ fn the_detaching_launcher_waits_for_the_workers_too() {
     );
     assert!(pid.is_some(), "a pid file");
 }
+
+/// The systemd tools, installed by the project's script (once per test binary; it fails
+/// loudly when it cannot install them).
+fn systemd_tools() {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let installed = INSTALLED.get_or_init(|| {
+        let out = Command::new(root.join("scripts/install-test-deps"))
+            .output()
+            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/install-test-deps failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = installed {
+        panic!("{e}");
+    }
+}
+
+/// Runs the worker daemon under `systemd-socket-activate` with `listen` sockets (and
+/// `--fdname`), makes a real call on `serve`, and checks the daemon did not bind its
+/// configured socket and left the passed socket's file at stop.
+fn socket_activated(listen: &[&str], fdname: Option<&str>, serve: &str) {
+    systemd_tools();
+    let dir = TestDir::new();
+    let mut cmd = Command::new("systemd-socket-activate");
+    for name in listen {
+        cmd.arg("-l").arg(dir.join(name));
+    }
+    if let Some(names) = fdname {
+        cmd.arg(format!("--fdname={names}"));
+    }
+    cmd.arg(common::example_named("worker_daemon"))
+        .arg("-f")
+        .args(dir.std_args())
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .env_remove("NOTIFY_SOCKET");
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    let target = dir.join(serve);
+    common::wait_until("the activation socket", Duration::from_secs(10), || {
+        target.exists()
+    });
+    // The first connection starts the daemon (systemd-socket-activate execs it in place).
+    let stream = std::os::unix::net::UnixStream::connect(&target).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut conn = common::conn::Conn::new(stream);
+    conn.send(&request("daemon.status", json!({}), 7));
+    let reply = conn.json();
+    assert_eq!(reply["id"], 7, "a real call on the passed socket: {reply}");
+    assert!(reply.get("result").is_some(), "{reply}; stderr: {}", daemon.stderr());
+    assert!(
+        !dir.socket().exists(),
+        "the configured socket was bound anew beside the passed one"
+    );
+    drop(conn);
+    daemon.stop_with(Signal::SIGTERM);
+    for name in listen {
+        assert!(
+            dir.join(name).exists(),
+            "the passed socket {name} was unlinked at stop"
+        );
+    }
+}
+
+#[test]
+fn socket_activation_serves_on_the_passed_socket() {
+    socket_activated(&["act.sock"], None, "act.sock");
+}
+
+#[test]
+fn socket_activation_picks_the_fd_named_control() {
+    socket_activated(&["other.sock", "ctl.sock"], Some("other:control"), "ctl.sock");
+}
+
+#[test]
+fn socket_activation_without_a_control_name_among_several_is_refused() {
+    systemd_tools();
+    let dir = TestDir::new();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(dir.join("a.sock"))
+        .arg("-l")
+        .arg(dir.join("b.sock"))
+        .arg("--fdname=a:b")
+        .arg(common::example_named("worker_daemon"))
+        .arg("-f")
+        .args(dir.std_args())
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null());
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    let a = dir.join("a.sock");
+    common::wait_until("the activation socket", Duration::from_secs(10), || a.exists());
+    let _trigger = std::os::unix::net::UnixStream::connect(&a).expect("connecting");
+    let status = daemon.wait_exit();
+    assert_ne!(status.code(), Some(0));
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("socket activation: 2 descriptors passed (a, b), none named \"control\""),
+        "{stderr}"
+    );
+}

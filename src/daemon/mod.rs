@@ -3,6 +3,7 @@
 mod host;
 mod methods;
 pub(crate) mod notify;
+mod activation;
 mod run;
 pub(crate) use methods::log_window;
 mod signal;

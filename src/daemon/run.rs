@@ -28,6 +28,8 @@ struct Running {
     reap_every: Option<Duration>,
     /// systemd's notify protocol and the `-d` launcher's readiness.
     notify: Notifier,
+    /// The control socket came from systemd (socket activation): its file stays at stop.
+    inherited: bool,
 }
 
 impl Driven for Running {
@@ -180,6 +182,7 @@ impl Daemon {
             socket_events: Vec::new(),
             reap_every: None,
             notify: Notifier::new(logger.clone(), readiness.as_mut().map(|r| r.take())),
+            inherited: false,
         };
         let outcome = self.serve(&mut running);
         // Never told (a failure first): the caller reports the failure on it.
@@ -223,12 +226,30 @@ impl Daemon {
         std::mem::swap(&mut self.workers, &mut r.host.workers);
         outcome?;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
-        let address = &self.config.sockethandler;
-        let (listener, leftover) =
-            Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
-        if leftover == Leftover::RemovedStale {
-            warn!(r.host.logger, "removed a stale socket file"; "socket" => %address);
-        }
+        let address = self.config.sockethandler.to_string();
+        let listener = match super::activation::inherited()? {
+            // systemd's socket activation: its socket, not bound here, never unlinked here.
+            Some((listener, passed)) => {
+                if passed != address {
+                    info!(r.host.logger, "socket activation: serving on the passed socket";
+                        "socket" => &passed, "configured" => &address);
+                }
+                r.inherited = true;
+                r.host.socket = passed;
+                listener
+            }
+            None => {
+                let (listener, leftover) = Listener::bind(
+                    &self.config.sockethandler,
+                    self.config.socketmode,
+                    self.console.hardstart,
+                )?;
+                if leftover == Leftover::RemovedStale {
+                    warn!(r.host.logger, "removed a stale socket file"; "socket" => &address);
+                }
+                listener
+            }
+        };
         let handle = r.host.reactor.handle();
         r.server = Some(Server::new(
             handle.clone(),
@@ -258,7 +279,7 @@ impl Daemon {
                 .insert(at, period, Due::Own(Deadline::Notify(timer)));
         }
         r.host.started = Instant::now();
-        info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => %address);
+        info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => &r.host.socket);
         r.bus.emit(DaemonEvent::Ready);
         let signal = self.signal.clone();
         let outcome = driver::drive(r, |_| signal.is_stopped());
@@ -281,7 +302,7 @@ impl Daemon {
         // The listener removes its socket file as it closes (a guard, so every failure path
         // after the bind removes it too).
         if let Some(path) = r.server.take().and_then(Server::close) {
-            if path.exists() {
+            if path.exists() && !r.inherited {
                 warn!(r.host.logger, "the socket file is still there after closing";
                     "path" => %path.display());
             }

@@ -367,3 +367,52 @@ fn socket_activation_without_a_control_name_among_several_is_refused() {
         "{stderr}"
     );
 }
+
+/// `systemd-analyze verify` on copies of contrib/systemd's units with `ExecStart` pointing at
+/// the built example: the exit code and whatever it prints (it only warns about many
+/// mistakes, exit 0) are the verdict.
+fn verify_units(edit: impl Fn(&str) -> String) -> (bool, String) {
+    systemd_tools();
+    let dir = TestDir::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let example = path_str(&common::example_named("worker_daemon"));
+    let service = std::fs::read_to_string(root.join("daimon-example.service")).unwrap();
+    let service = edit(&service.replace("/usr/local/bin/worker_daemon", &example));
+    std::fs::write(dir.join("daimon-example.service"), service).unwrap();
+    std::fs::copy(
+        root.join("daimon-example.socket"),
+        dir.join("daimon-example.socket"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("daimon-example.service"))
+        .arg(dir.join("daimon-example.socket"))
+        .output()
+        .expect("running systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && said.trim().is_empty(), said)
+}
+
+#[test]
+fn the_shipped_units_verify_clean() {
+    let (clean, said) = verify_units(str::to_owned);
+    assert!(clean, "systemd-analyze verify: {said}");
+}
+
+/// The check above can fail: a misspelt value (only a warning for systemd, exit 0) and a
+/// missing binary (exit 1) are both caught.
+#[test]
+fn the_unit_check_catches_broken_units() {
+    let (clean, said) = verify_units(|s| s.replace("Type=notify", "Type=notifyy"));
+    assert!(!clean && said.contains("notifyy"), "{said}");
+    let (clean, said) = verify_units(|s| {
+        let exe = path_str(&common::example_named("worker_daemon"));
+        s.replace(&exe, "/nonexistent/worker_daemon")
+    });
+    assert!(!clean && said.contains("/nonexistent/worker_daemon"), "{said}");
+}

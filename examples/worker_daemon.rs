@@ -21,7 +21,8 @@
 //!
 //! With `--spinup-delay SECS`, each worker's spinup takes that long (then writes `NAME.spun`
 //! in `--dir`), so the daemon's readiness (systemd's `READY=1`, the `-d` launcher) waits for
-//! it; `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
+//! it (with `--ready-early`, the worker says it is ready, `ctx.ready()`, before that delay, and
+//! the daemon does not wait); `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
 //!
 //! The daemon itself has one example method, `example.stall(seconds)`: it blocks the daemon's
 //! loop that long (what a listener or method that blocks does to a daemon), so the tests see
@@ -80,6 +81,9 @@ struct Args {
     /// seconds each worker's spinup takes (default 0)
     #[argh(option, default = "0.0")]
     spinup_delay: f64,
+    /// each worker says it is ready at the start of its spinup (ctx.ready())
+    #[argh(switch)]
+    ready_early: bool,
     /// seconds each worker's spindown takes (default 0)
     #[argh(option, default = "0.0")]
     spindown_delay: f64,
@@ -94,6 +98,7 @@ struct TestWorker {
     /// process crashed.
     spawn: String,
     spinup_delay: Duration,
+    ready_early: bool,
     spindown_delay: Duration,
 }
 
@@ -119,6 +124,9 @@ impl Worker for TestWorker {
             test_command(command, ctx.host(), dir.as_deref());
             PostAction::Continue
         });
+        if self.ready_early {
+            ctx.ready();
+        }
         if !self.spinup_delay.is_zero() {
             std::thread::sleep(self.spinup_delay);
             self.mark(ctx.name(), "spun");
@@ -252,6 +260,7 @@ fn main() -> ExitCode {
             let tick_file = args.tick_file.clone();
             let spinup_delay = Duration::try_from_secs_f64(args.spinup_delay)?;
             let spindown_delay = Duration::try_from_secs_f64(args.spindown_delay)?;
+            let ready_early = args.ready_early;
             daemon.config_mut().shutdowntimeout = stop_timeout;
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
@@ -290,6 +299,7 @@ fn main() -> ExitCode {
                     dir: dir.clone(),
                     ticks: 0,
                     spinup_delay,
+                    ready_early,
                     spindown_delay,
                     out: out.as_ref().and_then(|f| f.try_clone().ok()),
                     spawn: format!(

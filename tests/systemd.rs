@@ -282,6 +282,16 @@ fn systemd_tools() {
     }
 }
 
+/// Connects once systemd-socket-activate listens on `path`.
+fn connect_when_listening(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    let mut stream = None;
+    common::wait_until("systemd-socket-activate to listen", Duration::from_secs(10), || {
+        stream = std::os::unix::net::UnixStream::connect(path).ok();
+        stream.is_some()
+    });
+    stream.expect("connected")
+}
+
 /// Runs the worker daemon under `systemd-socket-activate` with `listen` sockets (and
 /// `--fdname`), makes a real call on `serve`, and checks the daemon did not bind its
 /// configured socket and left the passed socket's file at stop.
@@ -302,12 +312,8 @@ fn socket_activated(listen: &[&str], fdname: Option<&str>, serve: &str) {
         .stdin(std::process::Stdio::null())
         .env_remove("NOTIFY_SOCKET");
     let mut daemon = Foreground::spawn_cmd(&dir, cmd);
-    let target = dir.join(serve);
-    common::wait_until("the activation socket", Duration::from_secs(10), || {
-        target.exists()
-    });
     // The first connection starts the daemon (systemd-socket-activate execs it in place).
-    let stream = std::os::unix::net::UnixStream::connect(&target).expect("connecting");
+    let stream = connect_when_listening(&dir.join(serve));
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -356,9 +362,7 @@ fn socket_activation_without_a_control_name_among_several_is_refused() {
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null());
     let mut daemon = Foreground::spawn_cmd(&dir, cmd);
-    let a = dir.join("a.sock");
-    common::wait_until("the activation socket", Duration::from_secs(10), || a.exists());
-    let _trigger = std::os::unix::net::UnixStream::connect(&a).expect("connecting");
+    let _trigger = connect_when_listening(&dir.join("a.sock"));
     let status = daemon.wait_exit();
     assert_ne!(status.code(), Some(0));
     let stderr = daemon.stderr();
@@ -415,4 +419,22 @@ fn the_unit_check_catches_broken_units() {
         s.replace(&exe, "/nonexistent/worker_daemon")
     });
     assert!(!clean && said.contains("/nonexistent/worker_daemon"), "{said}");
+}
+
+/// A worker that says it is ready from its spinup (`ctx.ready()`) does not hold READY=1 for
+/// the rest of its spinup.
+#[test]
+fn a_worker_ready_early_does_not_hold_the_readiness() {
+    let dir = TestDir::new();
+    let mut notify = Notify::bind(&dir);
+    let cmd = worker_daemon(&dir, &notify, &["--spinup-delay", "5", "--ready-early"], None);
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    let ready = notify.until("READY=1", Duration::from_secs(20));
+    assert!(
+        !dir.join("w0.spun").exists(),
+        "READY=1 ({ready:?}) waited for the whole spinup"
+    );
+    assert!(ready.contains("STATUS=1 worker looping"), "{ready}");
+    daemon.signal(Signal::SIGTERM);
+    daemon.wait_exit();
 }

@@ -121,6 +121,11 @@ pub struct WorkerContext<'a, W> {
 }
 
 impl<W: 'static> WorkerContext<'_, W> {
+    /// Says the worker is ready before its `spinup` returns (see [`WorkerHost::ready`]).
+    pub fn ready(&self) {
+        self.host.ready();
+    }
+
     /// The worker's name.
     pub fn name(&self) -> &str {
         &self.host.name

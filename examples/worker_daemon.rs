@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use daimon::listeners::HangCheck;
+use daimon::rpc::{Method, RpcError, Type};
 use daimon::slog::info;
 use daimon::worker::{
     GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
 };
-use daimon::rpc::{Method, RpcError, Type};
 use daimon::{Config, Daemon, PostAction, SetupError};
 use serde_json::{Value, json};
 

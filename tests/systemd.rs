@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::conn::{request, unix};
 use common::{Foreground, TestDir, path_str};
-use serde_json::json;
 use nix::sys::signal::Signal;
+use serde_json::json;
 
 /// A stand-in for systemd's notify socket.
 struct Notify {
@@ -61,7 +61,8 @@ impl Notify {
         let mut buf = [0u8; 4096];
         while Instant::now() < end {
             if let Ok(n) = self.socket.recv(&mut buf) {
-                self.got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                self.got
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                 self.at.push(Instant::now());
             }
         }
@@ -147,7 +148,10 @@ fn watchdog_pings_while_the_loop_turns_and_stop_while_it_stalls() {
     let cmd = worker_daemon(&dir, &notify, &["--spinup-delay", "0.3"], Some(200_000));
     let mut daemon = Foreground::spawn_cmd(&dir, cmd);
     let ready = notify.until("READY=1", Duration::from_secs(20));
-    assert!(dir.join("w0.spun").exists(), "READY before the spinup ended");
+    assert!(
+        dir.join("w0.spun").exists(),
+        "READY before the spinup ended"
+    );
     assert_eq!(ready, "READY=1\nSTATUS=1 worker looping\n");
     assert!(
         notify.got[..notify.got.len() - 1]
@@ -158,8 +162,15 @@ fn watchdog_pings_while_the_loop_turns_and_stop_while_it_stalls() {
     );
     let from = notify.got.len();
     notify.collect(Duration::from_millis(800));
-    let pings = notify.got[from..].iter().filter(|m| *m == "WATCHDOG=1\n").count();
-    assert!(pings >= 3, "WATCHDOG=1 every 100 ms: {:?}", &notify.got[from..]);
+    let pings = notify.got[from..]
+        .iter()
+        .filter(|m| *m == "WATCHDOG=1\n")
+        .count();
+    assert!(
+        pings >= 3,
+        "WATCHDOG=1 every 100 ms: {:?}",
+        &notify.got[from..]
+    );
     assert!(
         notify.longest_gap("WATCHDOG=1", from) < Duration::from_millis(600),
         "pings keep coming while the loop turns"
@@ -180,7 +191,10 @@ fn watchdog_pings_while_the_loop_turns_and_stop_while_it_stalls() {
         notify.collect(Duration::from_millis(100));
     }
     let reply = call.join().expect("the call's thread");
-    assert!(reply.get("result").is_some_and(serde_json::Value::is_null), "{reply}");
+    assert!(
+        reply.get("result").is_some_and(serde_json::Value::is_null),
+        "{reply}"
+    );
     let stalled = notify.got.len();
     notify.collect(Duration::from_millis(500));
     assert!(
@@ -191,7 +205,10 @@ fn watchdog_pings_while_the_loop_turns_and_stop_while_it_stalls() {
         notify.longest_gap("WATCHDOG=1", from) >= Duration::from_millis(1200),
         "the pings went on while the loop was stalled (longest gap {:?}): {:?}",
         notify.longest_gap("WATCHDOG=1", from),
-        notify.at[from..].iter().map(|t| (*t - notify.at[from]).as_millis()).collect::<Vec<_>>()
+        notify.at[from..]
+            .iter()
+            .map(|t| (*t - notify.at[from]).as_millis())
+            .collect::<Vec<_>>()
     );
     daemon.signal(Signal::SIGTERM);
     notify.until("STOPPING=1", Duration::from_secs(10));
@@ -220,7 +237,10 @@ fn a_slow_shutdown_extends_the_stop_timeout() {
         .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("STOPPING=1 comes with EXTEND_TIMEOUT_USEC: {stopping:?}"));
-    assert!(extend >= 6_000_000, "the extension covers shutdowntimeout: {extend}");
+    assert!(
+        extend >= 6_000_000,
+        "the extension covers shutdowntimeout: {extend}"
+    );
     notify.until("EXTEND_TIMEOUT_USEC=", Duration::from_secs(5));
     assert!(
         notify.got[from..]
@@ -285,10 +305,14 @@ fn systemd_tools() {
 /// Connects once systemd-socket-activate listens on `path`.
 fn connect_when_listening(path: &std::path::Path) -> std::os::unix::net::UnixStream {
     let mut stream = None;
-    common::wait_until("systemd-socket-activate to listen", Duration::from_secs(10), || {
-        stream = std::os::unix::net::UnixStream::connect(path).ok();
-        stream.is_some()
-    });
+    common::wait_until(
+        "systemd-socket-activate to listen",
+        Duration::from_secs(10),
+        || {
+            stream = std::os::unix::net::UnixStream::connect(path).ok();
+            stream.is_some()
+        },
+    );
     stream.expect("connected")
 }
 
@@ -321,7 +345,11 @@ fn socket_activated(listen: &[&str], fdname: Option<&str>, serve: &str) {
     conn.send(&request("daemon.status", json!({}), 7));
     let reply = conn.json();
     assert_eq!(reply["id"], 7, "a real call on the passed socket: {reply}");
-    assert!(reply.get("result").is_some(), "{reply}; stderr: {}", daemon.stderr());
+    assert!(
+        reply.get("result").is_some(),
+        "{reply}; stderr: {}",
+        daemon.stderr()
+    );
     assert!(
         !dir.socket().exists(),
         "the configured socket was bound anew beside the passed one"
@@ -343,7 +371,11 @@ fn socket_activation_serves_on_the_passed_socket() {
 
 #[test]
 fn socket_activation_picks_the_fd_named_control() {
-    socket_activated(&["other.sock", "ctl.sock"], Some("other:control"), "ctl.sock");
+    socket_activated(
+        &["other.sock", "ctl.sock"],
+        Some("other:control"),
+        "ctl.sock",
+    );
 }
 
 #[test]
@@ -418,7 +450,10 @@ fn the_unit_check_catches_broken_units() {
         let exe = path_str(&common::example_named("worker_daemon"));
         s.replace(&exe, "/nonexistent/worker_daemon")
     });
-    assert!(!clean && said.contains("/nonexistent/worker_daemon"), "{said}");
+    assert!(
+        !clean && said.contains("/nonexistent/worker_daemon"),
+        "{said}"
+    );
 }
 
 /// A worker that says it is ready from its spinup (`ctx.ready()`) does not hold READY=1 for
@@ -427,7 +462,12 @@ fn the_unit_check_catches_broken_units() {
 fn a_worker_ready_early_does_not_hold_the_readiness() {
     let dir = TestDir::new();
     let mut notify = Notify::bind(&dir);
-    let cmd = worker_daemon(&dir, &notify, &["--spinup-delay", "5", "--ready-early"], None);
+    let cmd = worker_daemon(
+        &dir,
+        &notify,
+        &["--spinup-delay", "5", "--ready-early"],
+        None,
+    );
     let mut daemon = Foreground::spawn_cmd(&dir, cmd);
     let ready = notify.until("READY=1", Duration::from_secs(20));
     assert!(

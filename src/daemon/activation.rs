@@ -82,18 +82,22 @@ fn listener_of(fd: RawFd, name: &str) -> Result<(Listener, String)> {
     }
     let listening = nix::sys::socket::getsockopt(&owned, sockopt::AcceptConn).unwrap_or(false);
     if !listening {
-        return Err(refused(format!("{what} is a stream socket that does not listen")));
+        return Err(refused(format!(
+            "{what} is a stream socket that does not listen"
+        )));
     }
-    let addr: SockaddrStorage = nix::sys::socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&owned))
-        .map_err(|e| refused(format!("{what}: getsockname: {e}")))?;
+    let addr: SockaddrStorage =
+        nix::sys::socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&owned))
+            .map_err(|e| refused(format!("{what}: getsockname: {e}")))?;
     match addr.family() {
         Some(AddressFamily::Unix) => {
             let listener = UnixListener::from(owned);
             listener.set_nonblocking(true)?;
             let local = listener.local_addr()?;
-            let path = local.as_pathname().map(std::path::Path::to_owned).ok_or_else(|| {
-                refused(format!("{what} is an unnamed or abstract unix socket"))
-            })?;
+            let path = local
+                .as_pathname()
+                .map(std::path::Path::to_owned)
+                .ok_or_else(|| refused(format!("{what} is an unnamed or abstract unix socket")))?;
             let desc = format!("unix://{}", path.display());
             Ok((Listener::Unix(listener, SocketFile::inherited(&path)), desc))
         }
@@ -117,8 +121,14 @@ mod tests {
     #[test]
     fn a_datagram_socket_is_refused_by_name() {
         let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        let err = listener_of(a.into_raw_fd(), "control").err().unwrap().to_string();
-        assert!(err.contains("socket activation") && err.contains("(control)"), "{err}");
+        let err = listener_of(a.into_raw_fd(), "control")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("socket activation") && err.contains("(control)"),
+            "{err}"
+        );
         assert!(err.contains("not a stream listener"), "{err}");
     }
 

@@ -104,7 +104,11 @@ impl Picture {
         if self.looping == 0 {
             return format!("workers: {}", parts.join(", "));
         }
-        let noun = if self.looping == 1 { "worker" } else { "workers" };
+        let noun = if self.looping == 1 {
+            "worker"
+        } else {
+            "workers"
+        };
         let mut s = format!("{} {noun} looping", self.looping);
         for p in &parts[1..] {
             s.push_str(", ");
@@ -442,7 +446,10 @@ mod tests {
         assert_eq!(recv(&socket), "EXTEND_TIMEOUT_USEC=2000000\n");
         n.stopping(Instant::now() + Duration::from_secs(10));
         let stopping = recv(&socket);
-        assert!(stopping.starts_with("STOPPING=1\nEXTEND_TIMEOUT_USEC="), "{stopping}");
+        assert!(
+            stopping.starts_with("STOPPING=1\nEXTEND_TIMEOUT_USEC="),
+            "{stopping}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -453,7 +460,10 @@ mod tests {
         assert_eq!(t.allow(now), Some(0));
         assert_eq!(t.allow(now + Duration::from_secs(1)), None);
         assert_eq!(t.allow(now + Duration::from_secs(2)), None);
-        assert_eq!(t.allow(now + ERROR_LOG_EVERY + Duration::from_secs(1)), Some(2));
+        assert_eq!(
+            t.allow(now + ERROR_LOG_EVERY + Duration::from_secs(1)),
+            Some(2)
+        );
         // And a missing socket does not panic or stop anything.
         let mut n = notifier(std::path::Path::new("/nonexistent/daimon/notify.sock"));
         n.watchdog();

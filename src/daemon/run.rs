@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use slog::{Logger, error, info, warn};
 
 use super::host::Deadline;
+use super::notify::Notifier;
 use super::{Daemon, DaemonHost};
 use crate::bus::{Bus, DaemonEvent, Host};
 use crate::driver::{self, Driven, Due, LoopHost};
@@ -14,7 +15,6 @@ use crate::pidfile::{PidFile, Previous};
 use crate::process::{self, Readiness};
 use crate::reactor::{Reactor, Token};
 use crate::rpc::{DaemonEngine, Methods, RpcError, Ticket};
-use super::notify::Notifier;
 use crate::socket::{Leftover, Listener, SocketEvent, server::Server};
 
 /// What the daemon process owns while it runs.

@@ -19,6 +19,15 @@
 //! a worker sends up as `worker message`. With `--tick-file`, the daemon opens a file that
 //! every worker appends `NAME TICKS` to on each tick.
 //!
+//! With `--spinup-delay SECS`, each worker's spinup takes that long (then writes `NAME.spun`
+//! in `--dir`), so the daemon's readiness (systemd's `READY=1`, the `-d` launcher) waits for
+//! it (with `--ready-early`, the worker says it is ready, `ctx.ready()`, before that delay, and
+//! the daemon does not wait); `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
+//!
+//! The daemon itself has one example method, `example.stall(seconds)`: it blocks the daemon's
+//! loop that long (what a listener or method that blocks does to a daemon), so the tests see
+//! the systemd watchdog pings stop while the loop is stalled.
+//!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
@@ -28,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use argh::FromArgs;
 use daimon::listeners::HangCheck;
+use daimon::rpc::{Method, RpcError, Type};
 use daimon::slog::info;
 use daimon::worker::{
     GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
@@ -72,6 +82,15 @@ struct Args {
     /// seconds a stop waits before SIGTERM and SIGKILL (default 5)
     #[argh(option, default = "5.0")]
     shutdown_timeout: f64,
+    /// seconds each worker's spinup takes (default 0)
+    #[argh(option, default = "0.0")]
+    spinup_delay: f64,
+    /// each worker says it is ready at the start of its spinup (ctx.ready())
+    #[argh(switch)]
+    ready_early: bool,
+    /// seconds each worker's spindown takes (default 0)
+    #[argh(option, default = "0.0")]
+    spindown_delay: f64,
 }
 
 struct TestWorker {
@@ -82,6 +101,9 @@ struct TestWorker {
     /// What the factory learnt of this start: how many before it, and whether the last
     /// process crashed.
     spawn: String,
+    spinup_delay: Duration,
+    ready_early: bool,
+    spindown_delay: Duration,
 }
 
 impl TestWorker {
@@ -106,6 +128,13 @@ impl Worker for TestWorker {
             test_command(command, ctx.host(), dir.as_deref());
             PostAction::Continue
         });
+        if self.ready_early {
+            ctx.ready();
+        }
+        if !self.spinup_delay.is_zero() {
+            std::thread::sleep(self.spinup_delay);
+            self.mark(ctx.name(), "spun");
+        }
         Ok(())
     }
 
@@ -120,6 +149,7 @@ impl Worker for TestWorker {
     }
 
     fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
+        std::thread::sleep(self.spindown_delay);
         self.mark(ctx.name(), "down");
     }
 }
@@ -239,10 +269,26 @@ fn main() -> ExitCode {
             };
             let stop_timeout = Duration::try_from_secs_f64(args.shutdown_timeout)?;
             let tick_file = args.tick_file.clone();
+            let spinup_delay = Duration::try_from_secs_f64(args.spinup_delay)?;
+            let spindown_delay = Duration::try_from_secs_f64(args.spindown_delay)?;
+            let ready_early = args.ready_early;
             daemon.config_mut().shutdowntimeout = stop_timeout;
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
             }
+            daemon.rpc().register(
+                Method::new("example.stall", |params, _ctx| {
+                    let secs = params.f64("seconds")?;
+                    let stall = Duration::try_from_secs_f64(secs)
+                        .map_err(|e| RpcError::invalid_params(format!("seconds: {e}")))?;
+                    // Deliberately blocking: the loop stops turning for that long.
+                    std::thread::sleep(stall.min(Duration::from_secs(30)));
+                    Ok(Value::Null)
+                })
+                .description("Blocks the daemon's loop for seconds (at most 30): an example of what not to do")
+                .returns(Type::Null)
+                .param(Type::Double, "seconds"),
+            )?;
             // Every message a worker sends up, logged.
             daemon.bus().on_event(|m: &WorkerMessage, ctx| {
                 info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());
@@ -263,6 +309,9 @@ fn main() -> ExitCode {
                 let factory = move |spawn: &Spawn| TestWorker {
                     dir: dir.clone(),
                     ticks: 0,
+                    spinup_delay,
+                    ready_early,
+                    spindown_delay,
                     out: out.as_ref().and_then(|f| f.try_clone().ok()),
                     spawn: format!(
                         "{} {}",

@@ -116,6 +116,13 @@ impl Readiness {
         self.send(&format!("READY {}\n", pid()));
     }
 
+    /// Moves the pipe out (the daemon's notifier tells the launcher once the workers are up).
+    pub(crate) fn take(&mut self) -> Readiness {
+        Readiness {
+            write: self.write.take(),
+        }
+    }
+
     /// Tells the launcher the daemon failed; it prints `error` and exits 1.
     pub fn failed(&mut self, error: &Error) {
         self.send(&format!("ERROR {error}"));
@@ -216,7 +223,7 @@ pub fn notify_systemd(state: &str) -> io::Result<()> {
     send_notification(&target, state)
 }
 
-fn send_notification(target: &OsString, state: &str) -> io::Result<()> {
+pub(crate) fn send_notification(target: &OsString, state: &str) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = target.as_bytes();
     let socket = UnixDatagram::unbound()?;

@@ -17,6 +17,8 @@ pub(crate) enum Deadline {
     Worker(crate::worker::Deadline),
     /// A connection's: idle, slow or not reading.
     Connection(Token),
+    /// systemd's: readiness, watchdog, status.
+    Notify(super::notify::Timer),
 }
 
 impl From<Token> for Deadline {

@@ -1,7 +1,9 @@
 //! The daemon: built from a [`Config`] and the user's `setup()`, started by [`Daemon::init`].
 
+mod activation;
 mod host;
 mod methods;
+pub(crate) mod notify;
 mod run;
 pub(crate) use methods::log_window;
 mod signal;

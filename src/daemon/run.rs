@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use slog::{Logger, error, info, warn};
 
 use super::host::Deadline;
+use super::notify::Notifier;
 use super::{Daemon, DaemonHost};
 use crate::bus::{Bus, DaemonEvent, Host};
 use crate::driver::{self, Driven, Due, LoopHost};
@@ -27,6 +28,10 @@ struct Running {
     socket_events: Vec<SocketEvent>,
     /// While stopping: reap at least this often (SIGCHLD may not be caught).
     reap_every: Option<Duration>,
+    /// systemd's notify protocol and the `-d` launcher's readiness.
+    notify: Notifier,
+    /// The control socket came from systemd (socket activation): its file stays at stop.
+    inherited: bool,
 }
 
 impl Driven for Running {
@@ -63,6 +68,15 @@ impl Driven for Running {
             Deadline::Connection(token) => {
                 if let Some(server) = &mut self.server {
                     server.deadline(token, now, &mut self.socket_events);
+                }
+            }
+            Deadline::Notify(timer) => {
+                if self.notify.due(timer, self.host.workers.readiness()) {
+                    self.host.reactor().timers().insert(
+                        Notifier::next_check(),
+                        None,
+                        Due::Own(Deadline::Notify(timer)),
+                    );
                 }
             }
         }
@@ -124,7 +138,7 @@ impl Daemon {
         &mut self,
         mut pidfile: PidFile,
         previous: Previous,
-        readiness: Option<&mut Readiness>,
+        mut readiness: Option<&mut Readiness>,
     ) -> Result<i32> {
         // A failure before the loop runs removes the pid file too.
         let prelude = (|| -> Result<_> {
@@ -169,8 +183,14 @@ impl Daemon {
             },
             socket_events: Vec::new(),
             reap_every: None,
+            notify: Notifier::new(logger.clone(), readiness.as_mut().map(|r| r.take())),
+            inherited: false,
         };
-        let outcome = self.serve(&mut running, readiness);
+        let outcome = self.serve(&mut running);
+        // Never told (a failure first): the caller reports the failure on it.
+        if let (Some(back), Some(r)) = (running.notify.take_launcher(), readiness) {
+            *r = back;
+        }
         if let Err(e) = &outcome {
             error!(logger, "daemon failed"; "error" => %e);
         }
@@ -181,7 +201,7 @@ impl Daemon {
         outcome
     }
 
-    fn serve(&mut self, r: &mut Running, readiness: Option<&mut Readiness>) -> Result<i32> {
+    fn serve(&mut self, r: &mut Running) -> Result<i32> {
         if let Some(n) = self.config.niceness {
             process::set_niceness(n)?;
         }
@@ -220,14 +240,34 @@ impl Daemon {
         outcome?;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
         check_worker_users(identity.as_ref(), &r.host.workers)?;
-        let address = &self.config.sockethandler;
-        let (listener, leftover) =
-            Listener::bind(address, self.config.socketmode, self.console.hardstart)?;
-        if leftover == Leftover::RemovedStale {
-            warn!(r.host.logger, "removed a stale socket file"; "socket" => %address);
-        }
+        let address = self.config.sockethandler.to_string();
+        let listener = match super::activation::inherited()? {
+            // systemd's socket activation: its socket, not bound here, never unlinked here.
+            Some((listener, passed)) => {
+                if passed != address {
+                    info!(r.host.logger, "socket activation: serving on the passed socket";
+                        "socket" => &passed, "configured" => &address);
+                }
+                r.inherited = true;
+                r.host.socket = passed;
+                listener
+            }
+            None => {
+                let (listener, leftover) = Listener::bind(
+                    &self.config.sockethandler,
+                    self.config.socketmode,
+                    self.console.hardstart,
+                )?;
+                if leftover == Leftover::RemovedStale {
+                    warn!(r.host.logger, "removed a stale socket file"; "socket" => &address);
+                }
+                listener
+            }
+        };
         if let Some(id) = identity.filter(|id| !id.is_current()) {
-            self.drop_privileges(&id, listener.unix_path(), r)?;
+            // A passed socket is systemd's (SocketUser= sets its owner): not chowned here.
+            let path = if r.inherited { None } else { listener.unix_path() };
+            self.drop_privileges(&id, path, r)?;
         }
         let handle = r.host.reactor.handle();
         r.server = Some(Server::new(
@@ -250,14 +290,15 @@ impl Daemon {
             self.config.sockettimeout.max(Duration::from_secs(5)),
         );
         r.host.workers.start_all()?;
-        if let Some(readiness) = readiness {
-            readiness.ready();
-        }
-        if let Err(e) = process::notify_systemd("READY=1") {
-            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
+        // READY (systemd's and the launcher's) once every worker is up: the notifier's timers.
+        for (at, period, timer) in r.notify.timers() {
+            r.host
+                .reactor()
+                .timers()
+                .insert(at, period, Due::Own(Deadline::Notify(timer)));
         }
         r.host.started = Instant::now();
-        info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => %address);
+        info!(r.host.logger, "ready"; "pid" => process::pid(), "socket" => &r.host.socket);
         r.bus.emit(DaemonEvent::Ready);
         let signal = self.signal.clone();
         let outcome = driver::drive(r, |_| signal.is_stopped());
@@ -272,15 +313,15 @@ impl Daemon {
     fn shutdown(&mut self, r: &mut Running) -> i32 {
         let code = self.signal.code();
         info!(r.host.logger, "stopping"; "exit_code" => code);
-        if let Err(e) = process::notify_systemd("STOPPING=1") {
-            warn!(r.host.logger, "cannot notify systemd"; "error" => %e);
-        }
+        // Workers are given up on by `hard` (below), plus the kill and its reap.
+        r.notify
+            .stopping(Instant::now() + self.config.shutdowntimeout + Duration::from_secs(3));
         r.bus.emit(DaemonEvent::Stopping);
         drain_bus(r);
         // The listener removes its socket file as it closes (a guard, so every failure path
         // after the bind removes it too).
         if let Some(path) = r.server.take().and_then(Server::close) {
-            if path.exists() {
+            if path.exists() && !r.inherited {
                 warn!(r.host.logger, "the socket file is still there after closing";
                     "path" => %path.display());
             }

@@ -140,6 +140,14 @@ impl SocketFile {
         }
     }
 
+    /// A socket someone else bound (systemd's socket activation): never removed by us.
+    pub(crate) fn inherited(path: &Path) -> SocketFile {
+        SocketFile {
+            path: path.to_owned(),
+            id: None,
+        }
+    }
+
     /// The socket file's path.
     pub fn path(&self) -> &Path {
         &self.path

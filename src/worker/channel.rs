@@ -42,6 +42,10 @@ pub struct Header {
     pub lost_logs: AtomicU64,
     /// Frames from the daemon the worker could not decode, and dropped.
     pub dropped: AtomicU64,
+    /// Set (1) by the worker when it says it is ready before its spinup ends
+    /// ([`WorkerHost::ready`](super::WorkerHost::ready)); the daemon's readiness counts it
+    /// as looping.
+    pub ready: AtomicU32,
 }
 
 #[repr(C)]

@@ -40,6 +40,16 @@ impl<W> WorkerHost<W> {
         self.worker.as_mut()
     }
 
+    /// Says this worker is ready before its `spinup` ends (a long spinup that can serve
+    /// early): the daemon's readiness (systemd's `READY=1`, the `-d` launcher's exit) then
+    /// stops waiting for it. Without it, a worker is ready when its spinup returns.
+    pub fn ready(&self) {
+        self.channel
+            .header()
+            .ready
+            .store(1, std::sync::atomic::Ordering::Release);
+    }
+
     /// Sends a message up to the daemon, where it becomes a
     /// [`WorkerMessage`](super::WorkerMessage) named
     /// `daemon.worker.message.<name>.<command>`.
@@ -111,6 +121,11 @@ pub struct WorkerContext<'a, W> {
 }
 
 impl<W: 'static> WorkerContext<'_, W> {
+    /// Says the worker is ready before its `spinup` returns (see [`WorkerHost::ready`]).
+    pub fn ready(&self) {
+        self.host.ready();
+    }
+
     /// The worker's name.
     pub fn name(&self) -> &str {
         &self.host.name

@@ -372,6 +372,30 @@ impl Workers {
         json!({"installed": self.entries.len(), "states": counts})
     }
 
+    /// How far the installed workers are on their way up, for the daemon's readiness.
+    pub(crate) fn readiness(&self) -> crate::daemon::notify::Picture {
+        let mut p = crate::daemon::notify::Picture::default();
+        for e in &self.entries {
+            let state = e.run.as_ref().map_or(e.outside, Run::state);
+            let said_ready = e
+                .run
+                .as_ref()
+                .is_some_and(|r| r.channel().header().ready.load(Ordering::Acquire) == 1);
+            match state {
+                State::Spinup if said_ready => p.looping += 1,
+                State::Spinup if e.restart_pending => p.restarting += 1,
+                State::Spinup => p.starting += 1,
+                State::Looping | State::Paused => p.looping += 1,
+                State::Spindown => p.stopping += 1,
+                State::Exited if e.restart_pending => p.restarting += 1,
+                State::Exited => p.exited += 1,
+                State::Failed if e.restart_pending => p.restarting += 1,
+                State::Failed => p.failed += 1,
+            }
+        }
+        p
+    }
+
     /// Sends a signal to a worker's process.
     ///
     /// # Errors

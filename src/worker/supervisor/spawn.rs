@@ -104,6 +104,9 @@ impl Processes for Fork {
                 // async-signal-safe.
                 let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
                 crate::reactor::reset_after_fork();
+                // SAFETY: this child has one thread (the daemon was single-threaded at the
+                // fork, checked above).
+                unsafe { crate::daemon::notify::forget_in_worker() };
                 // The daemon's mask back (pthread_sigmask, async-signal-safe): what arrived
                 // since the fork is delivered now, with the dispositions just put back.
                 drop(blocked);

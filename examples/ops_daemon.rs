@@ -8,6 +8,10 @@
 //! With `--wildcard`, a listener on `daemon.posix.*` logs every signal it receives and
 //! removes itself on SIGUSR2. With `--workers N` and `--dir D`, N idle workers each write
 //! their pid to `D/<name>.pid` on spinup.
+//!
+//! It declares an application key, `threshold` (an integer, default 5, in the configuration
+//! file's `app` object), which `examples.threshold` returns, and counts the `daemon.reload`
+//! events its listener saw, which `examples.reloads` returns.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +57,8 @@ fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Ops Daemon".into();
     Daemon::new(config)
+        .app("ops_daemon", env!("CARGO_PKG_VERSION"))
+        .app_key::<u32>("threshold", 5)
         .setup(|daemon| {
             let args = daemon.args::<Args>().expect("parsed by init_with");
             let (wildcard, count) = (args.wildcard, args.workers);
@@ -63,6 +69,25 @@ fn main() -> ExitCode {
             .param(Type::String, "message")
             .returns(Type::String);
             daemon.rpc().register(echo)?;
+            let threshold = Method::<DaemonHost>::new("examples.threshold", |_, ctx| {
+                Ok(ctx.host().app_value::<u32>("threshold").into())
+            })
+            .returns(Type::Int);
+            daemon.rpc().register(threshold)?;
+            let reloads = std::rc::Rc::new(std::cell::Cell::new(0u32));
+            let seen = reloads.clone();
+            daemon.bus().on("daemon.reload", move |event, ctx| {
+                if let Some(r) = event.downcast_ref::<daimon::bus::ReloadEvent>() {
+                    info!(ctx.logger(), "reload seen"; "applied" => r.applied.join(","));
+                    seen.set(seen.get() + 1);
+                }
+                PostAction::Continue
+            })?;
+            let reloaded = Method::<DaemonHost>::new("examples.reloads", move |_, _| {
+                Ok(reloads.get().into())
+            })
+            .returns(Type::Int);
+            daemon.rpc().register(reloaded)?;
             if wildcard {
                 daemon.bus().on("daemon.posix.*", |event, ctx| {
                     info!(ctx.logger(), "signal seen"; "event" => event.name());

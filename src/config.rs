@@ -28,6 +28,8 @@
 //! | `loglines` | `1000` | lines kept in memory for each worker and for the daemon's own log (`worker.log`, `daemon.log`), `0..=100000` |
 //! | `user` | `null` | the user (name or uid) the daemon becomes after binding its socket, locking its pid file and opening its log as root, before any worker is forked; needs root unless it is the current user |
 //! | `group` | `null` | the group (name or gid) it becomes; `null`: the user's primary group; supplementary groups come from the group database; needs `user` |
+//! | `workers` | `{}` | per installed worker, settings over the code's `Spec`: `{"NAME": {"restart": "transient", "maxrestarts": 3, "restartwindow": 30, "backoff": 0.1, "maxbackoff": 30, "stableafter": 1, "user": ..., "group": ..., "nice": 5, "env": {"K": "v"}, "rlimits": {...}, "title": "..."}}`; the restart policy is applied again at a reload, the process settings at the worker's next start |
+//! | `app` | `{}` | the application's own keys, each declared with `Daemon::app_key` (typed, checked at start and at a reload; an undeclared key is an error) |
 //! | `rlimits` | `{}` | resource limits applied before the drop: `{"nofile": 4096, "core": "unlimited", "stack": [soft, hard]}` (an integer is soft = hard); resources `as`, `core`, `cpu`, `data`, `fsize`, `locks`, `memlock`, `msgqueue`, `nice`, `nofile`, `nproc`, `rss`, `rtprio`, `sigpending`, `stack` |
 //!
 //! The ancestor's `arguments` key is refused: custom command-line arguments are given with
@@ -131,6 +133,12 @@ pub struct Config {
     pub group: Option<String>,
     /// Resource limits applied at start, before the privileges are dropped; default none.
     pub rlimits: crate::privs::Rlimits,
+    /// Per-worker settings by worker name (the `workers` key), checked against the installed
+    /// workers once `setup()` ran; default empty.
+    pub workers: serde_json::Map<String, Value>,
+    /// The application's own keys (the `app` key), checked against those declared with
+    /// `Daemon::app_key`; default empty.
+    pub app: serde_json::Map<String, Value>,
 }
 
 /// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
@@ -205,6 +213,8 @@ impl Default for Config {
             user: None,
             group: None,
             rlimits: crate::privs::Rlimits::default(),
+            workers: serde_json::Map::new(),
+            app: serde_json::Map::new(),
         }
     }
 }
@@ -375,6 +385,8 @@ impl Config {
         "user",
         "group",
         "rlimits",
+        "workers",
+        "app",
     ];
 
     /// Sets one key from a JSON value, checking its type and range.
@@ -505,6 +517,24 @@ impl Config {
                 }
             }
             "rlimits" => self.rlimits = crate::privs::Rlimits::from_json(key, value)?,
+            "workers" => {
+                let map = value
+                    .as_object()
+                    .ok_or_else(|| refuse(key, "an object of worker names", value))?;
+                if let Some((name, _)) = map.iter().find(|(_, v)| !v.is_object()) {
+                    return Err(Error::config(
+                        format!("workers.{name}"),
+                        "expected an object of settings",
+                    ));
+                }
+                self.workers = map.clone();
+            }
+            "app" => {
+                self.app = value
+                    .as_object()
+                    .ok_or_else(|| refuse(key, "an object of the application's keys", value))?
+                    .clone();
+            }
             "arguments" => {
                 return Err(Error::config(
                     key,
@@ -708,6 +738,8 @@ impl Config {
             "user": self.user,
             "group": self.group,
             "rlimits": self.rlimits.to_json(),
+            "workers": self.workers,
+            "app": self.app,
         })
     }
 }

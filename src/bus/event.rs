@@ -120,6 +120,27 @@ impl Event for DaemonEvent {
     }
 }
 
+/// `daemon.reload`: the configuration file was read again and its run-time keys applied
+/// (SIGHUP or `daemon.reload`); a listener reloads the application's own state here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadEvent {
+    /// The keys whose new values now apply.
+    pub applied: Vec<String>,
+    /// The keys that changed in the file but take effect only at a restart.
+    pub restart_needed: Vec<String>,
+}
+
+impl ReloadEvent {
+    /// Its name, `daemon.reload`.
+    pub const NAME: &'static str = "daemon.reload";
+}
+
+impl Event for ReloadEvent {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+}
+
 /// A timer armed by a listener through its [`Context`](super::Context) fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimerEvent {

@@ -41,7 +41,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use slog::error;
 
-pub use event::{DaemonEvent, Event, PosixEvent, TimerEvent};
+pub use event::{DaemonEvent, Event, PosixEvent, ReloadEvent, TimerEvent};
 pub use listener::{Context, FnListener, Host, Listener, PostAction, from_fn};
 pub use testing::TestHost;
 

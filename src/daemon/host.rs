@@ -40,9 +40,76 @@ pub struct DaemonHost {
     pub(super) log_file: Option<crate::log::LogFile>,
     /// The log's format and ring size, changed at run time; the daemon's own ring.
     pub(super) log_control: crate::log::Control,
+    /// The running configuration (a reload changes it).
+    pub(super) config: crate::Config,
+    /// Where a reload reads from.
+    pub(super) reload: super::reload::Source,
+    /// A reload's news for the loop: the socket's new limits, the event to fire.
+    pub(super) reloaded: Option<(crate::Config, crate::bus::ReloadEvent)>,
+    /// The application's name and version (`Daemon::app`).
+    pub(super) app: (String, Option<String>),
+    /// The declared application keys' defaults (`Daemon::app_key`).
+    pub(super) app_defaults: serde_json::Map<String, serde_json::Value>,
 }
 
 impl DaemonHost {
+    /// The running configuration: the file and the command line, with what `setup()` and
+    /// the reloads since changed.
+    pub fn config(&self) -> &crate::Config {
+        &self.config
+    }
+
+    /// The application key `key` (declared with [`Daemon::app_key`](crate::Daemon::app_key)):
+    /// its value in the configuration file's `app` object, else its declared default; `None`
+    /// for a key never declared or not a `T`.
+    pub fn app_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let value = self.config.app.get(key).or_else(|| self.app_defaults.get(key))?;
+        T::deserialize(value).ok()
+    }
+
+    /// The application's name and version, as given to [`Daemon::app`](crate::Daemon::app).
+    pub fn app(&self) -> (&str, Option<&str>) {
+        (&self.app.0, self.app.1.as_deref())
+    }
+
+    /// Reads the `--config` file again (SIGHUP and `daemon.reload` call this): the keys
+    /// that can change at run time are applied (the socket's limits and timeouts to the
+    /// connections accepted from now on, `shutdowntimeout`, `description`, `logformat`,
+    /// `loglines`, `socketsecret`, the workers' restart policy and process settings, the
+    /// application's keys), the others that changed are reported as needing a restart and
+    /// keep their running value; `daemon.reload` fires on the bus once the call returns. A
+    /// key removed from the file keeps its running value. Without `--config`, only the
+    /// command line is applied again (nothing changes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) naming the key, or
+    /// [`Error::Path`](crate::Error::Path) naming the file, when the file is unreadable or
+    /// invalid (or a `workers` entry does not fit the installed workers): nothing is
+    /// applied, the running configuration stays.
+    pub fn reload(&mut self) -> crate::Result<crate::bus::ReloadEvent> {
+        let outcome = self.reload.reload(&self.config)?;
+        if outcome.applied.iter().any(|k| k == "workers") {
+            self.workers.configure(&outcome.config.workers)?;
+        }
+        let config = outcome.config;
+        self.log_control.set_format(config.logformat);
+        self.log_control.set_lines(config.loglines);
+        self.workers.set_stop_timeout(config.shutdowntimeout);
+        let event = crate::bus::ReloadEvent {
+            applied: outcome.applied,
+            restart_needed: outcome.restart_needed,
+        };
+        self.config = config.clone();
+        self.reloaded = Some((config, event.clone()));
+        Ok(event)
+    }
+
+    /// Whether the daemon was started with a configuration file to reload.
+    pub fn has_config_file(&self) -> bool {
+        self.reload.has_file()
+    }
+
     /// The daemon's workers.
     pub fn workers(&mut self) -> &mut Workers {
         &mut self.workers

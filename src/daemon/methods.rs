@@ -33,12 +33,40 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
                     "calls": calls,
                     "workers": host.workers().summary(),
                     "log_dropped": crate::log::dropped(),
+                    "app": {"name": host.app().0, "version": host.app().1},
+                    "daimon": {"version": env!("CARGO_PKG_VERSION")},
                 }))
             },
         )
         .description(
-            "The daemon's pid, version, uptime, socket, connections, calls served, workers and \
-             log lines dropped",
+            "The daemon's pid, version, uptime, socket, connections, calls served, workers, \
+             log lines dropped, and the application's name and version (app) beside daimon's",
+        )
+        .returns(Type::Struct),
+    )?;
+    methods.register(
+        Method::new(
+            "daemon.reload",
+            |_, ctx: &mut CallContext<'_, DaemonHost>| {
+                let host = ctx.host();
+                let done = host
+                    .reload()
+                    .map_err(|e| RpcError::server_error(format!("reload refused: {e}")))?;
+                let file = host.reload.file.as_ref();
+                let mut result = json!({
+                    "applied": done.applied,
+                    "restart_needed": done.restart_needed,
+                    "config": file.map(|f| f.to_string_lossy().into_owned()),
+                });
+                if file.is_none() {
+                    result["note"] = json!("no configuration file");
+                }
+                Ok(result)
+            },
+        )
+        .description(
+            "Reads the --config file again, as SIGHUP does: {applied, restart_needed, config}; \
+             an invalid file is refused naming the key, and the running configuration kept",
         )
         .returns(Type::Struct),
     )?;

@@ -4,6 +4,7 @@ mod activation;
 mod host;
 mod methods;
 pub(crate) mod notify;
+mod reload;
 mod run;
 pub(crate) use methods::log_window;
 mod signal;
@@ -61,6 +62,16 @@ pub struct Daemon {
     args: Option<Box<dyn Any>>,
     console: Console,
     launch_dir: std::path::PathBuf,
+    app: (String, Option<String>),
+    app_keys: Vec<AppKey>,
+    app_defaults: serde_json::Map<String, serde_json::Value>,
+    reload: reload::Source,
+}
+
+/// A declared application key: its name and how its value is checked.
+struct AppKey {
+    name: String,
+    check: std::rc::Rc<dyn Fn(&serde_json::Value) -> std::result::Result<(), String>>,
 }
 
 impl Daemon {
@@ -92,6 +103,10 @@ impl Daemon {
             args: None,
             console: Console::default(),
             launch_dir: std::path::PathBuf::from("/"),
+            app: (String::new(), None),
+            app_keys: Vec::new(),
+            app_defaults: serde_json::Map::new(),
+            reload: reload::Source::default(),
         }
     }
 
@@ -126,6 +141,78 @@ impl Daemon {
         self.logger = logger;
         self.custom_logger = true;
         self
+    }
+
+    /// The application's name and version, which `daemon.status` reports beside daimon's
+    /// (`"app": {"name", "version"}`); without it, the name is the configuration's
+    /// `description` and the version `null`. Typically
+    /// `.app(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))`.
+    pub fn app(mut self, name: &str, version: &str) -> Daemon {
+        self.app = (name.to_owned(), Some(version.to_owned()));
+        self
+    }
+
+    /// Declares an application key, read from the configuration file's `app` object:
+    /// `{"app": {"threshold": 5}}`. Its value must deserialize as a `T` (checked at start, so
+    /// the launcher reports a bad one naming `app.KEY`, and at each reload, which keeps the
+    /// old values when one is bad); a key in `app` nobody declared is an error too, so a
+    /// typo is caught. Listeners and methods read it with
+    /// [`DaemonHost::app_value`] (`default` when the file has none).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use daimon::{Config, Daemon, DaemonHost};
+    /// use daimon::rpc::{CallContext, Method, Type};
+    ///
+    /// let daemon = Daemon::new(Config::default())
+    ///     .app_key::<u32>("threshold", 5)
+    ///     .setup(|daemon| {
+    ///         let m = Method::new("app.threshold", |_, ctx: &mut CallContext<'_, DaemonHost>| {
+    ///             let t: u32 = ctx.host().app_value("threshold").unwrap_or_default();
+    ///             Ok(t.into())
+    ///         })
+    ///         .returns(Type::Int);
+    ///         daemon.rpc().register(m)?;
+    ///         Ok(())
+    ///     });
+    /// ```
+    pub fn app_key<T>(mut self, name: &str, default: T) -> Daemon
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let default = serde_json::to_value(default).unwrap_or(serde_json::Value::Null);
+        self.app_defaults.insert(name.to_owned(), default);
+        self.app_keys.retain(|k| k.name != name);
+        self.app_keys.push(AppKey {
+            name: name.to_owned(),
+            check: std::rc::Rc::new(|v: &serde_json::Value| {
+                T::deserialize(v).map(drop).map_err(|e| e.to_string())
+            }),
+        });
+        self
+    }
+
+    /// The check of the `app` section against the declared keys.
+    fn app_check(&self) -> reload::AppCheck {
+        let keys: Vec<(String, _)> = self
+            .app_keys
+            .iter()
+            .map(|k| (k.name.clone(), k.check.clone()))
+            .collect();
+        Box::new(move |app| {
+            for (name, value) in app {
+                let Some((_, check)) = keys.iter().find(|(n, _)| n == name) else {
+                    let known: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(Error::config(
+                        format!("app.{name}"),
+                        format!("not a declared application key; declared: {}", known.join(", ")),
+                    ));
+                };
+                check(value).map_err(|e| Error::config(format!("app.{name}"), e))?;
+            }
+            Ok(())
+        })
     }
 
     /// The event bus, to subscribe listeners.
@@ -245,6 +332,18 @@ impl Daemon {
         let cwd = std::env::current_dir()
             .map_err(|e| Error::path(".", "reading the current directory", e))?;
         self.config.make_paths_absolute(&cwd);
+        let check = self.app_check();
+        check(&self.config.app)?;
+        if self.app.0.is_empty() {
+            self.app.0 = self.config.description.clone();
+        }
+        self.reload = reload::Source {
+            file: console.config.as_ref().map(|f| cwd.join(f)),
+            socket: console.socket.as_ref().map(|s| s.as_str().to_owned()),
+            pidfile: console.pidfile.clone(),
+            cwd: cwd.clone(),
+            app: check,
+        };
         self.console = console;
         self.launch_dir = cwd;
 

@@ -236,16 +236,17 @@ impl Notifier {
         self.ready = true;
     }
 
+    /// Whether `READY=1` went out (a reload before it says nothing to systemd).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
     /// `READY=1` (after a reload).
-    // The reload track calls it (wired at merge).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn ready(&mut self) {
         self.send(&[NotifyState::Ready]);
     }
 
     /// `RELOADING=1` with `MONOTONIC_USEC=` (systemd's `Type=notify-reload` wants both).
-    // The reload track calls it (wired at merge).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn reloading(&mut self) {
         match NotifyState::monotonic_usec_now() {
             Ok(now) => self.send(&[NotifyState::Reloading, now]),

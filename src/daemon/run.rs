@@ -83,6 +83,22 @@ impl Driven for Running {
     }
 
     fn settle(&mut self) {
+        if let Some((config, event)) = self.host.reloaded.take() {
+            // systemd hears of the reload once it is done: RELOADING=1 (with the time) then
+            // READY=1 at once, which Type=notify-reload accepts.
+            let tell = self.notify.is_ready();
+            if tell {
+                self.notify.reloading();
+            }
+            if let Some(server) = &mut self.server {
+                server.reconfigure(&config);
+            }
+            self.methods.set_max_multicall(config.socketmaxbatch);
+            self.bus.emit(event);
+            if tell {
+                self.notify.ready();
+            }
+        }
         while self.host.workers.has_outbox() {
             let out = self.host.workers.take_outbox();
             for event in out.events {
@@ -180,6 +196,11 @@ impl Daemon {
                 socket: self.config.sockethandler.to_string(),
                 log_file,
                 log_control,
+                config: self.config.clone(),
+                reload: std::mem::take(&mut self.reload),
+                reloaded: None,
+                app: self.app.clone(),
+                app_defaults: std::mem::take(&mut self.app_defaults),
             },
             socket_events: Vec::new(),
             reap_every: None,
@@ -239,6 +260,9 @@ impl Daemon {
         std::mem::swap(&mut self.workers, &mut r.host.workers);
         outcome?;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;
+        // What setup() changed, and the `workers` key over the installed workers.
+        r.host.workers.configure(&self.config.workers)?;
+        r.host.config = self.config.clone();
         check_worker_users(identity.as_ref(), &r.host.workers)?;
         let address = self.config.sockethandler.to_string();
         let listener = match super::activation::inherited()? {

@@ -32,6 +32,7 @@
 
 mod backlog;
 mod channel;
+mod configure;
 pub(crate) mod child;
 mod events;
 pub(crate) mod frame;

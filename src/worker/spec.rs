@@ -192,6 +192,16 @@ impl Spec {
         self.restart
     }
 
+    /// The intensity limit: at most this many restarts within this window.
+    pub fn restart_limit(&self) -> (usize, Duration) {
+        (self.max_restarts, self.window)
+    }
+
+    /// The backoff's first delay and its cap.
+    pub fn backoff_range(&self) -> (Duration, Duration) {
+        (self.backoff, self.max_backoff)
+    }
+
     /// The backoff before the restart after `quick` crashes in a row soon after their start
     /// (1 for the first), before jitter: zero for the first, then doubling.
     pub(crate) fn backoff_for(&self, quick: u32) -> Duration {

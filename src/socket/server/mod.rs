@@ -173,6 +173,28 @@ impl Server {
         })
     }
 
+    /// Takes the limits, timeouts and secret of a reloaded `config` for the connections
+    /// accepted from now on (a connection keeps those it was accepted with: a client in the
+    /// middle of a request is never cut by a reload). The connection cap counts the current
+    /// connections at once: lowered under them, the next ones are refused until enough close.
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
+        self.max_connections = config.socketmaxconnections;
+        self.limits = Limits {
+            max_request: config.maxrequestsize,
+            max_output: config.socketmaxoutput,
+            max_batch: config.socketmaxbatch,
+            max_values: config.maxrequestvalues,
+        };
+        self.chunk = config.socketbuffer;
+        self.buffer = vec![0; config.socketbuffer];
+        self.timeouts = Timeouts {
+            request: config.sockettimeout,
+            idle: config.socketidletimeout,
+            auth: config.socketauthtimeout,
+        };
+        self.secret = config.socketsecret.as_deref().map(Arc::from);
+    }
+
     /// Handles readiness for `token` if it is the server's; returns false if it is not.
     pub fn ready(
         &mut self,

@@ -97,6 +97,9 @@ struct Entry {
     /// What each fork copies: the daemon never runs it.
     template: Box<dyn Template>,
     spec: Spec,
+    /// The spec as the code installed it, which the `workers` configuration key overrides
+    /// (again from this one at each reload).
+    installed: Spec,
     run: Option<Run>,
     /// The state when no process runs: `Exited` or `Failed`.
     outside: State,
@@ -244,6 +247,7 @@ impl Workers {
         self.entries.push(Entry {
             name: name.to_owned(),
             template,
+            installed: spec.clone(),
             spec,
             run: None,
             outside: State::Exited,
@@ -273,6 +277,39 @@ impl Workers {
         self.level = level;
         self.stop_timeout = stop_timeout;
         self.ack_timeout = ack_timeout;
+    }
+
+    /// Applies the `workers` configuration key: each worker's spec is the installed one with
+    /// the settings of its entry in `section` on top (none: the installed one). All or
+    /// nothing: the first bad entry is the error and no spec changes. The new policy applies
+    /// from the next exit; process settings from the next start.
+    pub(crate) fn configure(
+        &mut self,
+        section: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        if let Some(name) = section.keys().find(|n| self.find(n).is_none()) {
+            return Err(crate::Error::config(
+                format!("workers.{name}"),
+                format!("no installed worker has this name; installed: {}", self.names().join(", ")),
+            ));
+        }
+        let specs = self
+            .entries
+            .iter()
+            .map(|e| match section.get(&e.name) {
+                Some(settings) => super::configure::spec(&e.name, e.installed.clone(), settings),
+                None => Ok(e.installed.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (entry, spec) in self.entries.iter_mut().zip(specs) {
+            entry.spec = spec;
+        }
+        Ok(())
+    }
+
+    /// The time a stopping worker gets before SIGKILL (`shutdowntimeout`), from now on.
+    pub(crate) fn set_stop_timeout(&mut self, timeout: Duration) {
+        self.stop_timeout = timeout;
     }
 
     /// The control of the daemon's log: its rings' size.

@@ -478,3 +478,48 @@ fn a_worker_ready_early_does_not_hold_the_readiness() {
     daemon.signal(Signal::SIGTERM);
     daemon.wait_exit();
 }
+
+/// Around a reload (SIGHUP, as the unit's `ExecReload` sends, and `daemon.reload`):
+/// `RELOADING=1` with `MONOTONIC_USEC=`, then `READY=1`, in that order, once per reload.
+#[test]
+fn a_reload_says_reloading_then_ready() {
+    let dir = TestDir::new();
+    let mut notify = Notify::bind(&dir);
+    let file = dir.write_config("config.json", &json!({"socketmaxconnections": 10}));
+    let cmd = worker_daemon(
+        &dir,
+        &notify,
+        &["--workers", "1", "--config", &path_str(&file)],
+        None,
+    );
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    notify.until("READY=1", Duration::from_secs(20));
+    let before = notify.got.len();
+    dir.write_config("config.json", &json!({"socketmaxconnections": 5}));
+    daemon.signal(Signal::SIGHUP);
+    let reloading = notify.until("RELOADING=1", Duration::from_secs(10));
+    let usec = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|n| n > 0), "{reloading:?}");
+    notify.until("READY=1", Duration::from_secs(10));
+    // The same through the socket.
+    let mut conn = unix(&dir);
+    conn.send(&request("daemon.reload", json!([]), 1));
+    let reply = conn.json();
+    assert_eq!(reply["result"]["applied"], json!([]), "{reply}");
+    notify.until("RELOADING=1", Duration::from_secs(10));
+    notify.until("READY=1", Duration::from_secs(10));
+    let order: Vec<&str> = notify.got[before..]
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| *l == "RELOADING=1" || *l == "READY=1")
+        })
+        .collect();
+    assert_eq!(order, ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"], "{:?}", notify.got);
+    daemon.signal(Signal::SIGTERM);
+    notify.until("STOPPING=1", Duration::from_secs(10));
+    daemon.wait_exit();
+}

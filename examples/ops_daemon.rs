@@ -83,10 +83,9 @@ fn main() -> ExitCode {
                 }
                 PostAction::Continue
             })?;
-            let reloaded = Method::<DaemonHost>::new("examples.reloads", move |_, _| {
-                Ok(reloads.get().into())
-            })
-            .returns(Type::Int);
+            let reloaded =
+                Method::<DaemonHost>::new("examples.reloads", move |_, _| Ok(reloads.get().into()))
+                    .returns(Type::Int);
             daemon.rpc().register(reloaded)?;
             if wildcard {
                 daemon.bus().on("daemon.posix.*", |event, ctx| {

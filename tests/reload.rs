@@ -47,8 +47,10 @@ fn reloads(dir: &TestDir) -> u64 {
 /// A request that is `size` bytes long, as JSON-RPC on one line.
 fn echo_of(size: usize) -> Vec<u8> {
     let pad = "x".repeat(size);
-    format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"examples.echo\",\"params\":[\"{pad}\"]}}\n")
-        .into_bytes()
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"examples.echo\",\"params\":[\"{pad}\"]}}\n"
+    )
+    .into_bytes()
 }
 
 /// Whether the daemon answers a request of `size` bytes (rather than refusing it as too
@@ -72,10 +74,19 @@ fn sighup_reloads_a_run_time_key_and_fires_the_event() {
     dir.write_config("config.json", &json!({"maxrequestsize": 4096}));
     daemon.signal(Signal::SIGHUP);
     wait_until("the reload event", DEADLINE, || reloads(&dir) == 1);
-    assert!(!takes(&dir, 20_000), "20 kB is refused under the reloaded limit");
+    assert!(
+        !takes(&dir, 20_000),
+        "20 kB is refused under the reloaded limit"
+    );
     assert!(takes(&dir, 1000));
-    assert!(daemon.try_status().is_none(), "SIGHUP does not stop the daemon");
-    assert_eq!(daemon.log_lines(&["configuration reloaded", "maxrequestsize"]), 1);
+    assert!(
+        daemon.try_status().is_none(),
+        "SIGHUP does not stop the daemon"
+    );
+    assert_eq!(
+        daemon.log_lines(&["configuration reloaded", "maxrequestsize"]),
+        1
+    );
 }
 
 #[test]
@@ -87,9 +98,16 @@ fn daemon_reload_reports_what_applies_and_what_needs_a_restart() {
         &json!({"socketmaxconnections": 4, "umask": "077", "description": "Renamed"}),
     );
     let done = call(&dir, "daemon.reload", json!([]));
-    assert_eq!(done["applied"], json!(["socketmaxconnections", "description"]), "{done}");
+    assert_eq!(
+        done["applied"],
+        json!(["socketmaxconnections", "description"]),
+        "{done}"
+    );
     assert_eq!(done["restart_needed"], json!(["umask"]), "{done}");
-    assert!(done["config"].as_str().unwrap().ends_with("config.json"), "{done}");
+    assert!(
+        done["config"].as_str().unwrap().ends_with("config.json"),
+        "{done}"
+    );
     assert_eq!(reloads(&dir), 1);
     // The command line's --socket still wins over the file: a file naming another socket
     // is a restart, and the daemon goes on serving where it is.
@@ -120,8 +138,13 @@ fn a_reloaded_connection_cap_refuses_the_next_client() {
     dir.write_config("config.json", &json!({"socketmaxconnections": 2}));
     let done = call(&dir, "daemon.reload", json!([]));
     assert_eq!(done["applied"], json!(["socketmaxconnections"]));
-    let refused = client(&dir).call("examples.echo", json!(["third"])).unwrap_err();
-    assert!(refused.to_string().contains("too many connections"), "{refused}");
+    let refused = client(&dir)
+        .call("examples.echo", json!(["third"]))
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("too many connections"),
+        "{refused}"
+    );
     drop(held);
     wait_until("a slot to free up", DEADLINE, || {
         client(&dir).call("examples.echo", json!(["again"])).is_ok()
@@ -133,8 +156,14 @@ fn a_bad_file_is_refused_naming_the_key_and_the_old_values_stay() {
     let dir = TestDir::new();
     let daemon = start(&dir, &json!({"maxrequestsize": 65536}), &[]);
     for (bad, needle) in [
-        ("{\"maxrequestsize\": 4096, \"sockettimeout\": 0}", "sockettimeout"),
-        ("{\"maxrequestsize\": 4096, \"socketmaxconections\": 2}", "socketmaxconections"),
+        (
+            "{\"maxrequestsize\": 4096, \"sockettimeout\": 0}",
+            "sockettimeout",
+        ),
+        (
+            "{\"maxrequestsize\": 4096, \"socketmaxconections\": 2}",
+            "socketmaxconections",
+        ),
         ("{\"maxrequestsize\": 4096, ", "config.json"),
         ("{\"app\": {\"threshold\": \"high\"}}", "app.threshold"),
         ("{\"app\": {\"treshold\": 3}}", "app.treshold"),
@@ -142,7 +171,10 @@ fn a_bad_file_is_refused_naming_the_key_and_the_old_values_stay() {
         std::fs::write(dir.join("config.json"), bad).unwrap();
         let e = client(&dir).call("daemon.reload", json!([])).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("reload refused") && msg.contains(needle), "{bad}: {msg}");
+        assert!(
+            msg.contains("reload refused") && msg.contains(needle),
+            "{bad}: {msg}"
+        );
         assert!(takes(&dir, 20_000), "{bad}: the old maxrequestsize holds");
     }
     // SIGHUP with a bad file: logged, and the daemon goes on with the old values.
@@ -191,7 +223,10 @@ fn the_workers_restart_policy_is_reloaded() {
     let list = call(&dir, "worker.list", json!([]));
     assert_eq!(list[0]["restart"], "temporary", "{list}");
     // A worker name nobody installed is refused, and the policy stays.
-    dir.write_config("config.json", &json!({"workers": {"w9": {"restart": "transient"}}}));
+    dir.write_config(
+        "config.json",
+        &json!({"workers": {"w9": {"restart": "transient"}}}),
+    );
     let e = client(&dir).call("daemon.reload", json!([])).unwrap_err();
     assert!(e.to_string().contains("workers.w9"), "{e}");
     let list = call(&dir, "worker.list", json!([]));

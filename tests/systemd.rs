@@ -513,12 +513,14 @@ fn a_reload_says_reloading_then_ready() {
     notify.until("READY=1", Duration::from_secs(10));
     let order: Vec<&str> = notify.got[before..]
         .iter()
-        .filter_map(|m| {
-            m.lines()
-                .find(|l| *l == "RELOADING=1" || *l == "READY=1")
-        })
+        .filter_map(|m| m.lines().find(|l| *l == "RELOADING=1" || *l == "READY=1"))
         .collect();
-    assert_eq!(order, ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"], "{:?}", notify.got);
+    assert_eq!(
+        order,
+        ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"],
+        "{:?}",
+        notify.got
+    );
     daemon.signal(Signal::SIGTERM);
     notify.until("STOPPING=1", Duration::from_secs(10));
     daemon.wait_exit();

@@ -63,7 +63,11 @@ impl DaemonHost {
     /// its value in the configuration file's `app` object, else its declared default; `None`
     /// for a key never declared or not a `T`.
     pub fn app_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let value = self.config.app.get(key).or_else(|| self.app_defaults.get(key))?;
+        let value = self
+            .config
+            .app
+            .get(key)
+            .or_else(|| self.app_defaults.get(key))?;
         T::deserialize(value).ok()
     }
 

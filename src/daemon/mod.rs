@@ -206,7 +206,10 @@ impl Daemon {
                     let known: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
                     return Err(Error::config(
                         format!("app.{name}"),
-                        format!("not a declared application key; declared: {}", known.join(", ")),
+                        format!(
+                            "not a declared application key; declared: {}",
+                            known.join(", ")
+                        ),
                     ));
                 };
                 check(value).map_err(|e| Error::config(format!("app.{name}"), e))?;

@@ -290,7 +290,11 @@ impl Daemon {
         };
         if let Some(id) = identity.filter(|id| !id.is_current()) {
             // A passed socket is systemd's (SocketUser= sets its owner): not chowned here.
-            let path = if r.inherited { None } else { listener.unix_path() };
+            let path = if r.inherited {
+                None
+            } else {
+                listener.unix_path()
+            };
             self.drop_privileges(&id, path, r)?;
         }
         let handle = r.host.reactor.handle();

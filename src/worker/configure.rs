@@ -74,12 +74,9 @@ pub(crate) fn spec(name: &str, installed: Spec, settings: &Value) -> Result<Spec
     };
     let (max, window) = spec.restart_limit();
     let max = match obj.get("maxrestarts") {
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= 10_000)
-            .ok_or_else(|| {
-                Error::config(key("maxrestarts"), format!("expected 0..=10000, got {v}"))
-            })? as usize,
+        Some(v) => v.as_u64().filter(|n| *n <= 10_000).ok_or_else(|| {
+            Error::config(key("maxrestarts"), format!("expected 0..=10000, got {v}"))
+        })? as usize,
         None => max,
     };
     let window = seconds("restartwindow", 86_400.0)?.unwrap_or(window);

@@ -32,8 +32,8 @@
 
 mod backlog;
 mod channel;
-mod configure;
 pub(crate) mod child;
+mod configure;
 mod events;
 pub(crate) mod frame;
 mod host;

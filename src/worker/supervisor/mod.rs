@@ -290,7 +290,10 @@ impl Workers {
         if let Some(name) = section.keys().find(|n| self.find(n).is_none()) {
             return Err(crate::Error::config(
                 format!("workers.{name}"),
-                format!("no installed worker has this name; installed: {}", self.names().join(", ")),
+                format!(
+                    "no installed worker has this name; installed: {}",
+                    self.names().join(", ")
+                ),
             ));
         }
         let specs = self

@@ -11,7 +11,6 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{Foreground, TestDir, wait_until};
@@ -23,25 +22,8 @@ const POD_SPEC: &str = "contrib/kubernetes/daimon-example.yaml";
 /// The venv's python with PyYAML, made by `scripts/install-test-deps` (run once per test
 /// binary; quick when already done). Fails the test when it cannot install.
 fn python() -> PathBuf {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    common::install_test_deps();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let installed = INSTALLED.get_or_init(|| {
-        let out = Command::new(root.join("scripts/install-test-deps"))
-            .output()
-            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/install-test-deps failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = installed {
-        panic!("{e}");
-    }
     root.join("target/pyenv/bin/python")
 }
 

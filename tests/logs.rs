@@ -433,28 +433,7 @@ fn a_flooding_worker_is_bounded_and_the_daemon_serves() {
 
 /// The venv and Debian tools the production tests need, installed once per test binary.
 fn install_test_deps() {
-    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let installed = INSTALLED.get_or_init(|| {
-        if Path::new("/usr/sbin/logrotate").exists() {
-            return Ok(());
-        }
-        let out = Command::new(root.join("scripts/install-test-deps"))
-            .output()
-            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/install-test-deps failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = installed {
-        panic!("{e}");
-    }
+    common::install_test_deps();
 }
 
 /// Rotates `logfile` with logrotate `times` times while the worker prints.

@@ -45,25 +45,8 @@ fn conformance_example() -> PathBuf {
 /// The venv's python, made by `scripts/install-test-deps` (run here, once per test binary;
 /// the script is quiet and quick when the venv is already there).
 fn python() -> PathBuf {
-    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    common::install_test_deps();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let installed = INSTALLED.get_or_init(|| {
-        let out = std::process::Command::new(root.join("scripts/install-test-deps"))
-            .output()
-            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/install-test-deps failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = installed {
-        panic!("{e}");
-    }
     let path = root.join("target/pyenv/bin/python");
     assert!(
         path.is_file(),

@@ -281,25 +281,7 @@ fn the_detaching_launcher_waits_for_the_workers_too() {
 /// The systemd tools, installed by the project's script (once per test binary; it fails
 /// loudly when it cannot install them).
 fn systemd_tools() {
-    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let installed = INSTALLED.get_or_init(|| {
-        let out = Command::new(root.join("scripts/install-test-deps"))
-            .output()
-            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/install-test-deps failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = installed {
-        panic!("{e}");
-    }
+    common::install_test_deps();
 }
 
 /// Connects once systemd-socket-activate listens on `path`.

@@ -74,7 +74,7 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
         Method::new(
             "daemon.log",
             |params: &Params<'_>, ctx: &mut CallContext<'_, DaemonHost>| {
-                let (count, after) = log_window(params)?;
+                let (count, after) = crate::worker::methods::log_window(params)?;
                 Ok(ctx.host().log_control().daemon_log(count, after))
             },
         )
@@ -111,25 +111,4 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
         .returns(Type::Struct),
     )?;
     crate::worker::methods::register(methods, DaemonHost::workers)
-}
-
-/// The `lines` (default 100, at most 100000) and `after` params of `daemon.log` and
-/// `worker.log`.
-pub(crate) fn log_window(params: &Params<'_>) -> Result<(usize, Option<u64>), RpcError> {
-    let count = match params.get("lines") {
-        None | Some(serde_json::Value::Null) => 100,
-        Some(v) => v
-            .as_u64()
-            .filter(|&n| n <= 100_000)
-            .ok_or_else(|| RpcError::invalid_params("lines: an integer in 0..=100000"))?
-            as usize,
-    };
-    let after = match params.get("after") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| RpcError::invalid_params("after: a non-negative integer"))?,
-        ),
-    };
-    Ok((count, after))
 }

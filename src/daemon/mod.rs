@@ -6,7 +6,6 @@ mod methods;
 pub(crate) mod notify;
 mod reload;
 mod run;
-pub(crate) use methods::log_window;
 mod signal;
 
 use std::any::Any;
@@ -68,10 +67,13 @@ pub struct Daemon {
     reload: reload::Source,
 }
 
+/// How a declared application key's value is checked: the reason it is not a `T`.
+type CheckValue = std::rc::Rc<dyn Fn(&serde_json::Value) -> std::result::Result<(), String>>;
+
 /// A declared application key: its name and how its value is checked.
 struct AppKey {
     name: String,
-    check: std::rc::Rc<dyn Fn(&serde_json::Value) -> std::result::Result<(), String>>,
+    check: CheckValue,
 }
 
 impl Daemon {

@@ -105,7 +105,7 @@ pub(crate) fn register<H: Host>(
     .param(Type::String, "command")
     .param(Type::Any, "payload");
     let log = Method::new("worker.log", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
-        let (count, after) = crate::daemon::log_window(params)?;
+        let (count, after) = log_window(params)?;
         Ok(workers(ctx.host()).log(params.str("name")?, count, after)?)
     })
     .description("A worker's last lines (stdout, stderr, its own log): {lines: [{seq, time, stream, level, text}], next, dropped}; with after, only the lines past that seq (pass next back to follow)")
@@ -172,6 +172,27 @@ fn parse_signal(value: &Value) -> Result<Signal, RpcError> {
 
 fn name<'a>(params: &'a Params<'_>) -> Option<&'a str> {
     params.get("name").and_then(Value::as_str)
+}
+
+/// The `lines` (default 100, at most 100000) and `after` params of `daemon.log` and
+/// `worker.log`.
+pub(crate) fn log_window(params: &Params<'_>) -> Result<(usize, Option<u64>), RpcError> {
+    let count = match params.get("lines") {
+        None | Some(Value::Null) => 100,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n <= 100_000)
+            .ok_or_else(|| RpcError::invalid_params("lines: an integer in 0..=100000"))?
+            as usize,
+    };
+    let after = match params.get("after") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| RpcError::invalid_params("after: a non-negative integer"))?,
+        ),
+    };
+    Ok((count, after))
 }
 
 #[cfg(test)]

@@ -572,3 +572,31 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// Runs `scripts/install-test-deps` once per test binary (quick when all is there): Debian's
+/// systemd and logrotate, and the Python venv at `target/pyenv`.
+///
+/// # Panics
+///
+/// When the script fails: a test that needs these tools never skips.
+pub fn install_test_deps() {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let installed = INSTALLED.get_or_init(|| {
+        let out = Command::new(root.join("scripts/install-test-deps"))
+            .output()
+            .map_err(|e| format!("running scripts/install-test-deps: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/install-test-deps failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = installed {
+        panic!("{e}");
+    }
+}

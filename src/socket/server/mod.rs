@@ -173,10 +173,11 @@ impl Server {
         })
     }
 
-    /// Takes the limits, timeouts and secret of a reloaded `config` for the connections
-    /// accepted from now on (a connection keeps those it was accepted with: a client in the
-    /// middle of a request is never cut by a reload). The connection cap counts the current
-    /// connections at once: lowered under them, the next ones are refused until enough close.
+    /// Takes the limits and secret of a reloaded `config` for the connections accepted from
+    /// now on (a connection keeps the sizes it was accepted with: a client in the middle of a
+    /// request is never cut by a reload), and its timeouts for every connection at its next
+    /// deadline. The connection cap counts the current connections at once: lowered under
+    /// them, the next ones are refused until enough close.
     pub(crate) fn reconfigure(&mut self, config: &Config) {
         self.max_connections = config.socketmaxconnections;
         self.limits = Limits {

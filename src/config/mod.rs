@@ -52,10 +52,8 @@
 //! # Ok::<(), daimon::Error>(())
 //! ```
 
-use std::fmt::Display;
 use std::fs;
 use std::io;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +61,16 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::socket::Address;
+
+mod peers;
+mod rules;
+
+pub use peers::Peers;
+use rules::{
+    IDLE_SECONDS, LOGLINES, MAXREQUESTSIZE, MAXREQUESTVALUES, MODE, NICENESS, PATH_EXPECTED,
+    SECONDS, SOCKETBUFFER, SOCKETMAXBATCH, SOCKETMAXCONNECTIONS, SOCKETMAXOUTPUT, UMASK,
+    as_duration, as_umask, as_usize, path, path_ok, refuse, secs,
+};
 
 /// The configuration of a daemon; see the [module docs](self) for every key.
 ///
@@ -141,49 +149,6 @@ pub struct Config {
     pub app: serde_json::Map<String, Value>,
 }
 
-/// Who may connect to a unix control socket (checked with `SO_PEERCRED`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peers {
-    /// Root and the user the daemon runs as.
-    Owner,
-    /// Anyone the file mode lets in.
-    Any,
-    /// Root and exactly these uids.
-    Uids(Vec<u32>),
-}
-
-impl Peers {
-    /// Whether a peer with `uid` may connect to a daemon running as `owner`.
-    pub fn allows(&self, uid: u32, owner: u32) -> bool {
-        match self {
-            Peers::Any => true,
-            Peers::Owner => uid == 0 || uid == owner,
-            Peers::Uids(uids) => uid == 0 || uids.contains(&uid),
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        match self {
-            Peers::Owner => json!("owner"),
-            Peers::Any => json!("any"),
-            Peers::Uids(uids) => json!(uids),
-        }
-    }
-
-    fn from_json(value: &Value) -> Option<Peers> {
-        match value {
-            Value::String(s) if s == "owner" => Some(Peers::Owner),
-            Value::String(s) if s == "any" => Some(Peers::Any),
-            Value::Array(items) => items
-                .iter()
-                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
-                .collect::<Option<Vec<u32>>>()
-                .map(Peers::Uids),
-            _ => None,
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -217,143 +182,6 @@ impl Default for Config {
             app: serde_json::Map::new(),
         }
     }
-}
-
-/// An allowed range and how to describe it in an error message: the one place each range
-/// rule lives, used by both [`Config::set`] and [`Config::validate`].
-struct Rule<T> {
-    range: RangeInclusive<T>,
-    expected: &'static str,
-}
-
-impl<T: PartialOrd> Rule<T> {
-    /// `value` if it is there and in range; otherwise an error on `key` showing `got`.
-    fn check(&self, key: &str, value: Option<T>, got: &dyn Display) -> Result<T> {
-        value
-            .filter(|v| self.range.contains(v))
-            .ok_or_else(|| refuse(key, self.expected, got))
-    }
-}
-
-const SOCKETBUFFER: Rule<usize> = Rule {
-    range: 64..=16 * 1024 * 1024,
-    expected: "an integer number of bytes in 64..=16777216",
-};
-
-const SOCKETMAXCONNECTIONS: Rule<usize> = Rule {
-    range: 1..=65536,
-    expected: "an integer in 1..=65536",
-};
-
-const NICENESS: Rule<i32> = Rule {
-    range: -20..=19,
-    expected: "null or an integer in -20..=19",
-};
-
-const UMASK: Rule<u32> = Rule {
-    range: 0..=0o777,
-    expected: "an integer in 0..=511 or a string of octal digits like \"027\" or \"0o027\"",
-};
-
-const SECONDS: Rule<Duration> = Rule {
-    range: Duration::from_nanos(1)..=Duration::from_secs(3600),
-    expected: "a number of seconds greater than 0 and at most 3600",
-};
-
-const MAXREQUESTSIZE: Rule<usize> = Rule {
-    range: 64..=256 * 1024 * 1024,
-    expected: "an integer number of bytes in 64..=268435456",
-};
-
-const SOCKETMAXOUTPUT: Rule<usize> = Rule {
-    range: 1024..=1024 * 1024 * 1024,
-    expected: "an integer number of bytes in 1024..=1073741824",
-};
-
-const SOCKETMAXBATCH: Rule<usize> = Rule {
-    range: 1..=65536,
-    expected: "an integer number of requests in 1..=65536",
-};
-
-const MAXREQUESTVALUES: Rule<usize> = Rule {
-    range: 16..=16 * 1024 * 1024,
-    expected: "an integer number of values in 16..=16777216",
-};
-
-const IDLE_SECONDS: Rule<Duration> = Rule {
-    range: Duration::ZERO..=Duration::from_secs(86400),
-    expected: "a number of seconds from 0 (never) to 86400",
-};
-
-const MODE: Rule<u32> = Rule {
-    range: 0..=0o777,
-    expected: "an integer in 0..=511 or a string of octal digits like \"0600\"",
-};
-
-const LOGLINES: Rule<usize> = Rule {
-    range: 0..=100_000,
-    expected: "an integer number of lines in 0..=100000",
-};
-
-/// Values shown in error messages are cut to this many characters.
-const MAX_SHOWN: usize = 60;
-
-/// The "expected ..., got ..." error on `key`.
-fn refuse(key: &str, expected: &str, got: &dyn Display) -> Error {
-    let mut got = got.to_string();
-    if let Some((cut, _)) = got.char_indices().nth(MAX_SHOWN) {
-        got.truncate(cut);
-        got.push_str("...");
-    }
-    Error::config(key, format!("expected {expected}, got {got}"))
-}
-
-/// A JSON integer as a `usize`, if it is one.
-fn as_usize(value: &Value) -> Option<usize> {
-    value.as_u64().and_then(|n| usize::try_from(n).ok())
-}
-
-/// A JSON number of seconds as a `Duration`, if it is a non-negative number that fits.
-fn as_duration(value: &Value) -> Option<Duration> {
-    value
-        .as_f64()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-}
-
-/// A umask given as a JSON integer or as a string of octal digits with an optional `0o`.
-fn as_umask(value: &Value) -> Option<u32> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => {
-            let digits = s.strip_prefix("0o").unwrap_or(s);
-            let octal = !digits.is_empty() && digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
-            octal.then(|| u32::from_str_radix(digits, 8).ok()).flatten()
-        }
-        _ => None,
-    }
-}
-
-/// What a path key expects.
-const PATH_EXPECTED: &str = "a non-empty path string";
-
-/// Whether a path can name a file: not empty and without NUL bytes.
-fn path_ok(path: &Path) -> bool {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    !bytes.is_empty() && !bytes.contains(&0)
-}
-
-/// A JSON string as a path, if it is a usable one.
-fn path(key: &str, value: &Value, expected: &str) -> Result<PathBuf> {
-    value
-        .as_str()
-        .map(PathBuf::from)
-        .filter(|p| path_ok(p))
-        .ok_or_else(|| refuse(key, expected, value))
-}
-
-/// Float seconds, for messages and JSON.
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 impl Config {

@@ -267,3 +267,47 @@ fn a_detached_daemon_reloads_the_file_it_was_launched_with_by_a_relative_path() 
     wait_until("the reload event", DEADLINE, || reloads(&dir) == 1);
     assert!(!takes(&dir, 20_000));
 }
+
+#[test]
+fn the_log_level_is_reloaded() {
+    let dir = TestDir::new();
+    let daemon = start(&dir, &json!({"loglevel": "warning"}), &[]);
+    // At warning, a refused reload (an error line) is logged, a reload (info) is not.
+    dir.write_config(
+        "config.json",
+        &json!({"loglevel": "warning", "socketbuffer": 2048}),
+    );
+    daemon.signal(Signal::SIGHUP);
+    wait_until("the reload event", DEADLINE, || reloads(&dir) == 1);
+    std::fs::write(dir.join("config.json"), "{").unwrap();
+    daemon.signal(Signal::SIGHUP);
+    wait_until("the refusal in the log", DEADLINE, || {
+        daemon.log_lines(&["reload refused"]) == 1
+    });
+    assert_eq!(
+        daemon.log_lines(&["configuration reloaded"]),
+        0,
+        "{}",
+        daemon.stderr()
+    );
+    dir.write_config("config.json", &json!({"loglevel": "info"}));
+    let done = call(&dir, "daemon.reload", json!([]));
+    assert_eq!(done["applied"], json!(["loglevel"]), "{done}");
+    dir.write_config(
+        "config.json",
+        &json!({"loglevel": "info", "socketbuffer": 4096}),
+    );
+    daemon.signal(Signal::SIGHUP);
+    wait_until("an info line after the reload", DEADLINE, || {
+        daemon.log_lines(&["configuration reloaded", "socketbuffer"]) == 1
+    });
+    let e = client(&dir)
+        .call("daemon.reload", json!([]))
+        .map(|_| ())
+        .and_then(|()| {
+            std::fs::write(dir.join("config.json"), "{\"loglevel\": \"loud\"}").unwrap();
+            client(&dir).call("daemon.reload", json!([])).map(|_| ())
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("loglevel"), "{e}");
+}

@@ -24,6 +24,7 @@
 //! | `socketsecret` | `null` | a shared secret tcp clients must give to `system.auth` before any other call; required for a tcp socket unless `socketallowunauthenticated`, always with `socketallowremote` |
 //! | `socketallowunauthenticated` | `false` | whether a loopback tcp socket without `socketsecret` is accepted: every local user may then call every method (the daemon warns at start) |
 //! | `socketauthtimeout` | `5` | seconds a tcp connection is given to present the secret, `> 0` and `<= 3600` |
+//! | `loglevel` | `"info"` | the least severe level logged: `"critical"`, `"error"`, `"warning"`, `"info"`, `"debug"` or `"trace"`; `-v` makes it `"debug"` whatever the file says |
 //! | `logformat` | `"text"` | the log's format: `"text"` (slog-term's) or `"json"` (one object per line: `time`, `level`, `msg` and the record's fields) |
 //! | `loglines` | `1000` | lines kept in memory for each worker and for the daemon's own log (`worker.log`, `daemon.log`), `0..=100000` |
 //! | `user` | `null` | the user (name or uid) the daemon becomes after binding its socket, locking its pid file and opening its log as root, before any worker is forked; needs root unless it is the current user |
@@ -69,7 +70,7 @@ pub use peers::Peers;
 use rules::{
     IDLE_SECONDS, LOGLINES, MAXREQUESTSIZE, MAXREQUESTVALUES, MODE, NICENESS, PATH_EXPECTED,
     SECONDS, SOCKETBUFFER, SOCKETMAXBATCH, SOCKETMAXCONNECTIONS, SOCKETMAXOUTPUT, UMASK,
-    as_duration, as_umask, as_usize, path, path_ok, refuse, secs,
+    as_duration, as_umask, as_usize, level_name, level_named, path, path_ok, refuse, secs,
 };
 
 /// The configuration of a daemon; see the [module docs](self) for every key.
@@ -131,6 +132,8 @@ pub struct Config {
     pub socketauthtimeout: Duration,
     /// The log's format; default [`Format::Text`](crate::log::Format::Text).
     pub logformat: crate::log::Format,
+    /// The least severe level logged; default info (`-v`: debug).
+    pub loglevel: slog::Level,
     /// Lines kept in memory per worker and for the daemon's own log; default 1000,
     /// `0..=100000`.
     pub loglines: usize,
@@ -174,6 +177,7 @@ impl Default for Config {
             socketallowunauthenticated: false,
             socketauthtimeout: Duration::from_secs(5),
             logformat: crate::log::Format::Text,
+            loglevel: slog::Level::Info,
             loglines: 1000,
             user: None,
             group: None,
@@ -209,6 +213,7 @@ impl Config {
         "socketallowunauthenticated",
         "socketauthtimeout",
         "logformat",
+        "loglevel",
         "loglines",
         "user",
         "group",
@@ -327,6 +332,15 @@ impl Config {
                     .as_str()
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| refuse(key, "\"text\" or \"json\"", value))?;
+            }
+            "loglevel" => {
+                self.loglevel = value.as_str().and_then(level_named).ok_or_else(|| {
+                    refuse(
+                        key,
+                        "\"critical\", \"error\", \"warning\", \"info\", \"debug\" or \"trace\"",
+                        value,
+                    )
+                })?;
             }
             "loglines" => self.loglines = LOGLINES.check(key, as_usize(value), value)?,
             "user" | "group" => {
@@ -562,6 +576,7 @@ impl Config {
             "socketallowunauthenticated": self.socketallowunauthenticated,
             "socketauthtimeout": secs(self.socketauthtimeout),
             "logformat": self.logformat.name(),
+            "loglevel": level_name(self.loglevel),
             "loglines": self.loglines,
             "user": self.user,
             "group": self.group,

@@ -147,3 +147,30 @@ pub(super) fn path(key: &str, value: &Value, expected: &str) -> Result<PathBuf> 
 pub(super) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+/// The `loglevel` value for `name`.
+pub(super) fn level_named(name: &str) -> Option<slog::Level> {
+    use slog::Level;
+    Some(match name {
+        "critical" => Level::Critical,
+        "error" => Level::Error,
+        "warning" => Level::Warning,
+        "info" => Level::Info,
+        "debug" => Level::Debug,
+        "trace" => Level::Trace,
+        _ => return None,
+    })
+}
+
+/// The `loglevel` name of `level`.
+pub(super) fn level_name(level: slog::Level) -> &'static str {
+    use slog::Level;
+    match level {
+        Level::Critical => "critical",
+        Level::Error => "error",
+        Level::Warning => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    }
+}

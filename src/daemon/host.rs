@@ -99,6 +99,13 @@ impl DaemonHost {
         let config = outcome.config;
         self.log_control.set_format(config.logformat);
         self.log_control.set_lines(config.loglines);
+        let level = if self.reload.verbose {
+            slog::Level::Debug
+        } else {
+            config.loglevel
+        };
+        self.log_control.set_level(level);
+        self.workers.set_level(level);
         self.workers.set_stop_timeout(config.shutdowntimeout);
         let event = crate::bus::ReloadEvent {
             applied: outcome.applied,

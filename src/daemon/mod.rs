@@ -348,6 +348,7 @@ impl Daemon {
             pidfile: console.pidfile.clone(),
             cwd: cwd.clone(),
             app: check,
+            verbose: console.verbose,
         };
         self.console = console;
         self.launch_dir = cwd;

@@ -27,6 +27,7 @@ const AT_RUN_TIME: &[&str] = &[
     "shutdowntimeout",
     "description",
     "logformat",
+    "loglevel",
     "loglines",
     "workers",
     "app",
@@ -43,6 +44,8 @@ pub(crate) struct Source {
     pub(crate) pidfile: Option<PathBuf>,
     pub(crate) cwd: PathBuf,
     pub(crate) app: AppCheck,
+    /// `-v`: debug level whatever `loglevel` says.
+    pub(crate) verbose: bool,
 }
 
 impl Default for Source {
@@ -53,6 +56,7 @@ impl Default for Source {
             pidfile: None,
             cwd: PathBuf::from("/"),
             app: Box::new(|_| Ok(())),
+            verbose: false,
         }
     }
 }

@@ -161,6 +161,11 @@ impl Daemon {
             pidfile.write_pid(process::pid())?;
             let mut log_file = None;
             let control = log::Control::new(self.config.logformat, self.config.loglines);
+            control.set_level(if self.console.verbose {
+                slog::Level::Debug
+            } else {
+                self.config.loglevel
+            });
             if self.custom_logger {
                 self.logger = log::tee_custom(self.logger.clone(), &control);
             } else {
@@ -305,11 +310,7 @@ impl Daemon {
             r.host.logger.clone(),
             Box::new(r.host.reactor.queue()),
         )?);
-        let level = if self.console.verbose {
-            slog::Level::Debug
-        } else {
-            slog::Level::Info
-        };
+        let level = r.host.log_control.level();
         r.host.workers.attach(
             handle,
             r.host.logger.clone(),

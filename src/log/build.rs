@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use slog::{Drain, LevelFilter, Logger, Never, OwnedKVList, Record, o};
+use slog::{Drain, Logger, Never, OwnedKVList, Record, o};
 
-use super::{Control, Counted, LogFile, drains, level, syslog};
+use super::{Control, Counted, LogFile, drains, syslog};
 use crate::error::Result;
 
 /// Where the daemon's own logger writes.
@@ -75,7 +75,9 @@ pub(crate) fn build(
     verbose: bool,
     control: &Control,
 ) -> Result<(Logger, Option<LogFile>)> {
-    let filter = level(verbose);
+    if verbose {
+        control.set_level(slog::Level::Debug);
+    }
     let tee = drains::RingTee(control.clone());
     let (drain, file): (Box<dyn SendSyncDrain>, _) = match output {
         Output::Terminal { journal } => {
@@ -105,8 +107,33 @@ pub(crate) fn build(
         }
         Output::Discard => (Box::new(slog::Discard), None),
     };
-    let drain = LevelFilter::new(slog::Duplicate(tee, Forward(drain)), filter);
+    let drain = AtLevel(control.clone(), slog::Duplicate(tee, Forward(drain)));
     Ok((Logger::root(Counted(drain), o!()), file))
+}
+
+/// Passes on the records at the control's level or more severe: the level can change at
+/// run time (`loglevel` at a reload).
+struct AtLevel<D>(Control, D);
+
+impl<D: Drain> Drain for AtLevel<D> {
+    type Ok = Option<D::Ok>;
+    type Err = D::Err;
+
+    fn log(
+        &self,
+        record: &Record<'_>,
+        values: &OwnedKVList,
+    ) -> std::result::Result<Self::Ok, Self::Err> {
+        if record.level().is_at_least(self.0.level()) {
+            self.1.log(record, values).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn is_enabled(&self, level: slog::Level) -> bool {
+        level.is_at_least(self.0.level()) && self.1.is_enabled(level)
+    }
 }
 
 /// The user's own logger (`with_logger`), with the daemon's ring teed in front of it so

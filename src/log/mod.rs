@@ -101,6 +101,8 @@ pub struct Control {
 
 struct Shared {
     format: AtomicU8,
+    /// The least severe level written, as `slog::Level::as_usize`.
+    level: AtomicUsize,
     lines: AtomicUsize,
     daemon: Mutex<ring::Ring>,
 }
@@ -126,6 +128,7 @@ impl Control {
         Control {
             inner: Arc::new(Shared {
                 format: AtomicU8::new(format as u8),
+                level: AtomicUsize::new(Level::Info.as_usize()),
                 lines: AtomicUsize::new(lines),
                 daemon: Mutex::new(ring::Ring::default()),
             }),
@@ -144,6 +147,17 @@ impl Control {
     /// its own).
     pub fn set_format(&self, format: Format) {
         self.inner.format.store(format as u8, Ordering::Relaxed);
+    }
+
+    /// The least severe level the daemon's logger writes (and keeps in its ring).
+    pub fn level(&self) -> Level {
+        Level::from_usize(self.inner.level.load(Ordering::Relaxed)).unwrap_or(Level::Info)
+    }
+
+    /// Writes the records at `level` or more severe from now on (a logger the daemon built;
+    /// a custom logger keeps its own level).
+    pub fn set_level(&self, level: Level) {
+        self.inner.level.store(level.as_usize(), Ordering::Relaxed);
     }
 
     /// How many lines each ring keeps.

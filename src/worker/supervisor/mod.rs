@@ -310,6 +310,11 @@ impl Workers {
         Ok(())
     }
 
+    /// The level the workers started from now on log at (the running ones keep theirs).
+    pub(crate) fn set_level(&mut self, level: Level) {
+        self.level = level;
+    }
+
     /// The time a stopping worker gets before SIGKILL (`shutdowntimeout`), from now on.
     pub(crate) fn set_stop_timeout(&mut self, timeout: Duration) {
         self.stop_timeout = timeout;

@@ -78,7 +78,7 @@ impl DaemonHost {
 
     /// Reads the `--config` file again (SIGHUP and `daemon.reload` call this): the keys
     /// that can change at run time are applied (the socket's limits and timeouts to the
-    /// connections accepted from now on, `shutdowntimeout`, `description`, `logformat`,
+    /// connections accepted from now on, `shutdowntimeout`, `description`, `loglevel`, `logformat`,
     /// `loglines`, `socketsecret`, the workers' restart policy and process settings, the
     /// application's keys), the others that changed are reported as needing a restart and
     /// keep their running value; `daemon.reload` fires on the bus once the call returns. A

@@ -134,8 +134,9 @@ fn flooding_workers_keep_the_daemon_small_and_responsive() {
         );
         assert_eq!(reply.expect("worker.send flood"), json!(true));
     }
-    // A good client during the flood: answered each time, within its 5 s timeout.
-    let deadline = Instant::now() + DEADLINE;
+    // A good client during the flood: answered each time, within its 5 s timeout. The
+    // floods themselves may take long on a loaded machine (the workers give up at 40 s).
+    let deadline = Instant::now() + 5 * DEADLINE;
     loop {
         let reply = client.call("system.listMethods", json!([]));
         assert!(
@@ -160,9 +161,11 @@ fn flooding_workers_keep_the_daemon_small_and_responsive() {
         );
     }
     let want = WORKERS * MESSAGES as usize;
-    wait_until("every message to reach the daemon's bus", DEADLINE, || {
-        daemon.log_lines(&["worker message", "command: tick-report"]) >= want
-    });
+    wait_until(
+        "every message to reach the daemon's bus",
+        3 * DEADLINE,
+        || daemon.log_lines(&["worker message", "command: tick-report"]) >= want,
+    );
     let peak = common::status_kib(daemon.pid(), "VmHWM");
     eprintln!("the daemon's peak RSS during the flood: {peak} KiB");
     assert!(

@@ -50,9 +50,22 @@ pub struct DaemonHost {
     pub(super) app: (String, Option<String>),
     /// The declared application keys' defaults (`Daemon::app_key`).
     pub(super) app_defaults: serde_json::Map<String, serde_json::Value>,
+    /// Deferred replies answered with [`DaemonHost::reply`], for the loop to write.
+    pub(super) answers: Vec<(crate::rpc::Ticket, Result<serde_json::Value, crate::rpc::RpcError>)>,
 }
 
 impl DaemonHost {
+    /// Answers a call whose reply was deferred ([`CallContext::defer`](crate::rpc::CallContext::defer)):
+    /// the caller gets `outcome` once the current event or call is handled. A reply answered
+    /// twice, or after its deadline, or whose caller hung up, is ignored.
+    pub fn reply(
+        &mut self,
+        reply: crate::rpc::Reply,
+        outcome: Result<serde_json::Value, crate::rpc::RpcError>,
+    ) {
+        self.answers.push((reply.ticket(), outcome));
+    }
+
     /// The running configuration: the file and the command line, with what `setup()` and
     /// the reloads since changed.
     pub fn config(&self) -> &crate::Config {

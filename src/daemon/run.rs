@@ -67,7 +67,12 @@ impl Driven for Running {
             Deadline::Worker(d) => self.host.workers.deadline(d),
             Deadline::Connection(token) => {
                 if let Some(server) = &mut self.server {
-                    server.deadline(token, now, &mut self.socket_events);
+                    let mut engine = DaemonEngine {
+                        methods: &mut self.methods,
+                        bus: &mut self.bus,
+                        host: &mut self.host,
+                    };
+                    server.deadline(token, now, &mut engine, &mut self.socket_events);
                 }
             }
             Deadline::Notify(timer) => {
@@ -124,6 +129,20 @@ impl Driven for Running {
                 };
                 let outcome = outcome.map_err(RpcError::from);
                 server.complete(Ticket(id), outcome, &mut engine, &mut self.socket_events);
+            }
+        }
+        // (An answer may let a connection serve calls it buffered, which may answer more.)
+        while !self.host.answers.is_empty() {
+            for (ticket, outcome) in std::mem::take(&mut self.host.answers) {
+                let Some(server) = &mut self.server else {
+                    continue;
+                };
+                let mut engine = DaemonEngine {
+                    methods: &mut self.methods,
+                    bus: &mut self.bus,
+                    host: &mut self.host,
+                };
+                server.complete(ticket, outcome, &mut engine, &mut self.socket_events);
             }
         }
         for e in self.socket_events.drain(..) {
@@ -206,6 +225,7 @@ impl Daemon {
                 reloaded: None,
                 app: self.app.clone(),
                 app_defaults: std::mem::take(&mut self.app_defaults),
+                answers: Vec::new(),
             },
             socket_events: Vec::new(),
             reap_every: None,

@@ -37,16 +37,36 @@ impl RpcError {
 
     /// Not an error: the call's reply comes later, when `ticket` is resolved. Only returned
     /// to a caller whose [`Meta::deferrable`](super::Meta::deferrable) is true.
+    /// The connection keeps no deadline of its own for it (the supervisor times out its
+    /// acknowledgements).
     pub(crate) fn deferred(ticket: super::Ticket) -> RpcError {
         RpcError::new(Self::DEFERRED, "deferred").with_data(ticket.0)
     }
 
-    /// The ticket of a deferred reply.
-    pub(crate) fn as_deferred(&self) -> Option<super::Ticket> {
-        (self.code == Self::DEFERRED)
-            .then(|| self.data.as_ref().and_then(Value::as_u64))
-            .flatten()
-            .map(super::Ticket)
+    /// Not an error: the reply comes once `reply` is answered, or a timeout error at its
+    /// deadline.
+    pub(crate) fn deferred_until(reply: super::Reply) -> RpcError {
+        let left = reply
+            .deadline()
+            .saturating_duration_since(std::time::Instant::now());
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        RpcError::new(Self::DEFERRED, "deferred").with_data(serde_json::json!([reply.ticket().0, ms]))
+    }
+
+    /// The ticket of a deferred reply, and how long the caller waits for it if the
+    /// connection times it out.
+    pub(crate) fn as_deferred(&self) -> Option<(super::Ticket, Option<std::time::Duration>)> {
+        if self.code != Self::DEFERRED {
+            return None;
+        }
+        match self.data.as_ref()? {
+            Value::Number(n) => Some((super::Ticket(n.as_u64()?), None)),
+            Value::Array(a) => Some((
+                super::Ticket(a.first()?.as_u64()?),
+                Some(std::time::Duration::from_millis(a.get(1)?.as_u64()?)),
+            )),
+            _ => None,
+        }
     }
 
     /// An error with a code and message of the handler's choosing.

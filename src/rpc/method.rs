@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use slog::{Logger, error};
 
 use super::signature::{self, Params, Signature, Type};
-use super::{Engine, Meta, RpcError, RpcEvent};
+use super::{Engine, Meta, Reply, RpcError, RpcEvent, Ticket};
 use crate::bus::{Bus, Event, Host};
 use crate::error::{Error, Result};
 
@@ -123,6 +124,8 @@ pub struct CallContext<'a, H> {
     pub(crate) bus: &'a mut Bus<H>,
     pub(crate) meta: &'a Meta<'a>,
     pub(crate) calls: u64,
+    /// Set by [`CallContext::defer`]: the reply comes later.
+    pub(crate) deferred: Option<Reply>,
 }
 
 impl<H: Host> CallContext<'_, H> {
@@ -164,8 +167,47 @@ impl<H: Host> CallContext<'_, H> {
 
     /// Whether the caller can wait for a reply that comes later (a single request; not a
     /// batch, a multicall or a notification).
-    pub(crate) fn deferrable(&self) -> bool {
+    pub fn deferrable(&self) -> bool {
         self.meta.deferrable
+    }
+
+    /// Defers the reply: the caller gets it when the returned [`Reply`] is answered
+    /// ([`DaemonHost::reply`](crate::DaemonHost::reply), or a worker's answer with
+    /// [`Workers::call`](crate::worker::Workers::call)), or a timeout error (-32000) after
+    /// `timeout`. Once deferred, the value the handler returns is not sent; an error it
+    /// returns is, and the deferral is dropped. The connection answers its next requests
+    /// only after this reply.
+    ///
+    /// # Errors
+    ///
+    /// -32000 where no one can wait for a later reply: inside a batch, a
+    /// `system.multicall`, or a notification. Return it: the caller sees why.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use daimon::rpc::Method;
+    /// use daimon::DaemonHost;
+    /// use serde_json::json;
+    ///
+    /// // Replies once the worker `handyman` has answered `changename`.
+    /// let changename = Method::<DaemonHost>::new("handyman.changename", |params, ctx| {
+    ///     let name = params.str("name")?.to_owned();
+    ///     let reply = ctx.defer(Duration::from_secs(5))?;
+    ///     ctx.host().workers().call("handyman", "changename", Some(json!(name)), reply)?;
+    ///     Ok(json!(null))
+    /// });
+    /// ```
+    pub fn defer(&mut self, timeout: Duration) -> Result<Reply, RpcError> {
+        if !self.meta.deferrable {
+            return Err(RpcError::server_error(
+                "this method replies later: call it on its own, not in a batch, a multicall or a notification",
+            ));
+        }
+        let reply = Reply::new(Ticket::next(), Instant::now() + timeout);
+        self.deferred = Some(reply);
+        Ok(reply)
     }
 }
 
@@ -282,8 +324,13 @@ impl<H: Host> Methods<H> {
         }
         match &mut method.handler {
             Handler::User(handler) => {
+                ctx.deferred = None;
                 match catch_unwind(AssertUnwindSafe(|| handler(&bound, ctx))) {
-                    Ok(outcome) => outcome,
+                    Ok(Ok(value)) => match ctx.deferred.take() {
+                        Some(reply) => Err(RpcError::deferred_until(reply)),
+                        None => Ok(value),
+                    },
+                    Ok(Err(e)) => Err(e),
                     Err(panic) => {
                         let message = crate::bus::panic_message(panic.as_ref());
                         error!(ctx.logger(), "method handler panicked"; "method" => name, "panic" => &message);
@@ -374,6 +421,7 @@ impl<H: Host> Methods<H> {
             bus: &mut *ctx.bus,
             meta: &meta,
             calls: ctx.calls,
+            deferred: None,
         };
         match self.call(&name, params, &mut inner) {
             Ok(result) => Value::Array(vec![result]),
@@ -408,6 +456,7 @@ impl<H: Host> Engine for DaemonEngine<'_, H> {
             bus: &mut *self.bus,
             meta,
             calls: 0,
+            deferred: None,
         };
         self.methods.call(method, params, &mut ctx)
     }

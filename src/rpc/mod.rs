@@ -58,9 +58,45 @@ pub struct Meta<'a> {
     pub deferrable: bool,
 }
 
-/// A reply that comes later: a call answered once a worker acknowledges it.
+/// Identifies a reply that comes later (a deferred call), unique in the process: the
+/// supervisor's acknowledgements, `worker.call` and the user's deferred methods all take
+/// theirs from [`Ticket::next`], so none is ever used twice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(pub u64);
+
+impl Ticket {
+    /// A ticket never handed out before in this process.
+    pub fn next() -> Ticket {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Ticket(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The promise of a reply to a call, made by [`CallContext::defer`]: answer it later with
+/// [`DaemonHost::reply`](crate::DaemonHost::reply) (from a listener, a timer, or a worker's
+/// answer with [`Workers::call`](crate::worker::Workers::call)). Unanswered by its deadline,
+/// the caller gets an error (-32000, "no reply within N ms") instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reply {
+    ticket: Ticket,
+    deadline: std::time::Instant,
+}
+
+impl Reply {
+    pub(crate) fn new(ticket: Ticket, deadline: std::time::Instant) -> Reply {
+        Reply { ticket, deadline }
+    }
+
+    /// Its ticket.
+    pub fn ticket(&self) -> Ticket {
+        self.ticket
+    }
+
+    /// When the caller stops waiting: it gets a timeout error then.
+    pub fn deadline(&self) -> std::time::Instant {
+        self.deadline
+    }
+}
 
 /// What runs the calls a connection decodes: the daemon's methods, or a stand-in (tests,
 /// fuzzing).

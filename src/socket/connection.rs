@@ -7,6 +7,7 @@
 //! refused peer, and the shared secret.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -73,8 +74,9 @@ pub struct Connection {
     closing: bool,
     /// A request whose reply comes later; nothing more is processed until it is written.
     pending: Option<Pending>,
-    /// Set by the gate when a call's reply was deferred.
-    deferred: Option<Ticket>,
+    /// Set by the gate when a call's reply was deferred (with how long it may take, when
+    /// the connection times it out).
+    deferred: Option<(Ticket, Option<Duration>)>,
 }
 
 /// Who a deferred reply goes to.
@@ -82,6 +84,19 @@ pub struct Connection {
 struct Pending {
     ticket: Ticket,
     to: ReplyTo,
+    /// When the caller gets a timeout error instead, and after how long, if the connection
+    /// times it out.
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl Pending {
+    fn new((ticket, timeout): (Ticket, Option<Duration>), to: ReplyTo) -> Pending {
+        Pending {
+            ticket,
+            to,
+            deadline: timeout.map(|t| (Instant::now() + t, t)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -330,11 +345,8 @@ impl Connection {
                 let (meta, mut gate, _) = self.split(engine, connections, single);
                 let reply = jsonrpc::call(value, &mut gate, &meta);
                 match (self.deferred.take(), reply) {
-                    (Some(ticket), Some((id, _))) => {
-                        self.pending = Some(Pending {
-                            ticket,
-                            to: ReplyTo::Json(id),
-                        });
+                    (Some(deferred), Some((id, _))) => {
+                        self.pending = Some(Pending::new(deferred, ReplyTo::Json(id)));
                     }
                     (_, Some((id, outcome))) => self.answer_json(&id, &outcome),
                     (_, None) => {}
@@ -421,6 +433,12 @@ impl Connection {
         self.pending.as_ref().map(|p| p.ticket)
     }
 
+    /// When the reply this connection waits for times out, and the timeout it was given,
+    /// if the connection times it out.
+    pub fn reply_deadline(&self) -> Option<(Instant, Duration)> {
+        self.pending.as_ref().and_then(|p| p.deadline)
+    }
+
     fn msgpack_message(
         &mut self,
         decoded: Result<Message, Refused>,
@@ -437,11 +455,8 @@ impl Connection {
             }) => {
                 let outcome = gate.call(&meta, &method, params);
                 match self.deferred.take() {
-                    Some(ticket) => {
-                        self.pending = Some(Pending {
-                            ticket,
-                            to: ReplyTo::MessagePack(msgid),
-                        })
+                    Some(deferred) => {
+                        self.pending = Some(Pending::new(deferred, ReplyTo::MessagePack(msgid)));
                     }
                     None => self.answer_msgpack(Some(msgid), &outcome),
                 }

@@ -4,7 +4,10 @@
 //! - A request must arrive whole within `sockettimeout` of its first byte: bytes that
 //!   trickle in do not extend it (slowloris).
 //! - Replies being written, or a closing connection, get `sockettimeout` without progress.
-//! - A connection with nothing in flight gets `socketidletimeout` (zero: forever).
+//! - A connection with nothing in flight gets `socketidletimeout` (zero: forever), unless
+//!   it is subscribed to events.
+//! - A deferred reply the connection times out (a user method's, `worker.call`'s) is
+//!   answered with a timeout error at its deadline.
 //! - A refused connection gets `sockettimeout` from its accept, whatever it sends.
 //! - A tcp connection that has not presented the secret gets `socketauthtimeout` from its
 //!   accept, whatever else it does.
@@ -43,6 +46,11 @@ pub(super) struct Phase {
     pub admitted: bool,
     /// Waiting for the daemon (a worker's acknowledgement, which times out itself).
     pub waiting: bool,
+    /// While waiting: when the deferred reply times out, if the connection times it out.
+    pub reply_due: Option<Instant>,
+    /// It receives events (`daemon.subscribe`): never idle, though a subscriber that does
+    /// not read what is sent to it is dropped like any client that does not read.
+    pub subscribed: bool,
     /// A tcp peer that has not presented the secret yet.
     pub needs_secret: bool,
     /// Part of a request is buffered.
@@ -84,7 +92,7 @@ impl Timeouts {
             return Some(until);
         }
         if phase.waiting {
-            return None;
+            return phase.reply_due;
         }
         let mut due = if !phase.admitted {
             Some(clock.accepted + self.request)
@@ -94,9 +102,9 @@ impl Timeouts {
             let request_due = phase.partial.then(|| request_start + self.request);
             match (write_due, request_due) {
                 (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a
-                    .or(b)
-                    .or_else(|| (!self.idle.is_zero()).then(|| clock.progress + self.idle)),
+                (a, b) => a.or(b).or_else(|| {
+                    (!self.idle.is_zero() && !phase.subscribed).then(|| clock.progress + self.idle)
+                }),
             }
         };
         if phase.admitted && phase.needs_secret {

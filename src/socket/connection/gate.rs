@@ -2,6 +2,7 @@
 //! first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -14,7 +15,7 @@ pub(super) struct Gate<'a> {
     pub(super) admission: &'a Admission,
     pub(super) secret: &'a mut Option<Arc<str>>,
     pub(super) close: &'a mut bool,
-    pub(super) deferred: &'a mut Option<Ticket>,
+    pub(super) deferred: &'a mut Option<(Ticket, Option<Duration>)>,
 }
 
 impl Gate<'_> {
@@ -42,8 +43,8 @@ impl Engine for Gate<'_> {
         let Some(secret) = self.secret.as_deref() else {
             let outcome = self.engine.call(meta, method, params);
             if let Err(e) = &outcome {
-                if let (Some(ticket), true) = (e.as_deferred(), meta.deferrable) {
-                    *self.deferred = Some(ticket);
+                if let (Some(deferred), true) = (e.as_deferred(), meta.deferrable) {
+                    *self.deferred = Some(deferred);
                 }
             }
             return outcome;

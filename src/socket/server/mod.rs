@@ -74,6 +74,8 @@ impl Client {
         Phase {
             admitted: self.admitted,
             waiting: self.conn.waiting_for().is_some(),
+            reply_due: self.conn.reply_deadline().map(|(at, _)| at),
+            subscribed: false,
             needs_secret: self.conn.needs_secret(),
             partial: self.conn.has_partial_input(),
             writing: self.conn.is_closing() || unsent,
@@ -410,7 +412,13 @@ impl Server {
 
     /// A deadline is due: the listener's accept pause ends; a connection's held reply is
     /// released; a connection is closed if its time is up, else its deadline is armed again.
-    pub(crate) fn deadline(&mut self, token: Token, now: Instant, events: &mut Vec<SocketEvent>) {
+    pub(crate) fn deadline(
+        &mut self,
+        token: Token,
+        now: Instant,
+        engine: &mut dyn Engine,
+        events: &mut Vec<SocketEvent>,
+    ) {
         if token == self.listener.token() {
             self.resume_accepting();
             return;
@@ -419,6 +427,18 @@ impl Server {
             return;
         };
         client.deadline = None;
+        if let (Some(ticket), Some((due, timeout))) =
+            (client.conn.waiting_for(), client.conn.reply_deadline())
+        {
+            if now >= due {
+                let error = RpcError::server_error(format!(
+                    "no reply within {} ms",
+                    timeout.as_millis()
+                ));
+                self.complete(ticket, Err(error), engine, events);
+                return;
+            }
+        }
         if client.clock.held_until.is_some_and(|until| now >= until) {
             client.clock.held_until = None;
             client.clock.progress = now;

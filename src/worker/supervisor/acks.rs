@@ -118,8 +118,7 @@ impl Workers {
                 .collect(),
         };
         // Taken before anything is sent, so no id is ever used twice.
-        let id = self.next_ack;
-        self.next_ack += 1;
+        let id = crate::rpc::Ticket::next().0;
         let seq = if ack { id } else { 0 };
         let mut sent = Vec::new();
         for i in targets {

@@ -137,7 +137,6 @@ pub struct Workers {
     ack_timeout: Duration,
     shutting_down: bool,
     acks: Vec<Ack>,
-    next_ack: u64,
     next_generation: u64,
     /// The entry of each running worker's channel token.
     by_token: TokenMap<usize>,
@@ -173,7 +172,6 @@ impl Workers {
             ack_timeout: Duration::from_secs(5),
             shutting_down: false,
             acks: Vec::new(),
-            next_ack: 1,
             next_generation: 1,
             by_token: TokenMap::default(),
             buffer: Vec::new(),

@@ -33,6 +33,17 @@ pub trait Event: Any + fmt::Debug {
     fn alias(&self) -> Option<&str> {
         None
     }
+
+    /// The event's data as JSON, the `data` a control-socket subscriber receives
+    /// (`daemon.subscribe`); `None` (the default) for an event that has none to show, which
+    /// subscribers receive with `data: null`. Every daimon event has a stable form, listed in
+    /// `PROTOCOL.md`; an event of yours that derives `Serialize` can return
+    /// `serde_json::to_value(self).ok()`.
+    ///
+    /// Called only when some subscriber wants the event.
+    fn data(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 impl dyn Event {
@@ -83,6 +94,10 @@ impl Event for PosixEvent {
     fn alias(&self) -> Option<&str> {
         Some(&self.alias)
     }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"signal": self.signal.name(), "number": self.signal.number()}))
+    }
 }
 
 /// A step of the daemon's life.
@@ -118,6 +133,10 @@ impl Event for DaemonEvent {
             DaemonEvent::Stop => Self::STOP,
         }
     }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({}))
+    }
 }
 
 /// `daemon.reload`: the configuration file was read again and its run-time keys applied
@@ -138,6 +157,10 @@ impl ReloadEvent {
 impl Event for ReloadEvent {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"applied": self.applied, "restart_needed": self.restart_needed}))
     }
 }
 
@@ -166,6 +189,10 @@ impl TimerEvent {
 impl Event for TimerEvent {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"timer": self.id.as_u64()}))
     }
 }
 

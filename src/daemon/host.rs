@@ -51,7 +51,10 @@ pub struct DaemonHost {
     /// The declared application keys' defaults (`Daemon::app_key`).
     pub(super) app_defaults: serde_json::Map<String, serde_json::Value>,
     /// Deferred replies answered with [`DaemonHost::reply`], for the loop to write.
-    pub(super) answers: Vec<(crate::rpc::Ticket, Result<serde_json::Value, crate::rpc::RpcError>)>,
+    pub(super) answers: Vec<(
+        crate::rpc::Ticket,
+        Result<serde_json::Value, crate::rpc::RpcError>,
+    )>,
 }
 
 impl DaemonHost {

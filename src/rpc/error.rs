@@ -50,7 +50,8 @@ impl RpcError {
             .deadline()
             .saturating_duration_since(std::time::Instant::now());
         let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        RpcError::new(Self::DEFERRED, "deferred").with_data(serde_json::json!([reply.ticket().0, ms]))
+        RpcError::new(Self::DEFERRED, "deferred")
+            .with_data(serde_json::json!([reply.ticket().0, ms]))
     }
 
     /// The ticket of a deferred reply, and how long the caller waits for it if the

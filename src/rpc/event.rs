@@ -65,4 +65,8 @@ impl Event for RpcEvent {
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"method": self.method(), "params": self.params, "peer": self.peer}))
+    }
 }

@@ -45,4 +45,8 @@ impl Event for SocketEvent {
             "daemon.socket.client.connect"
         }
     }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"peer": self.peer}))
+    }
 }

@@ -31,6 +31,10 @@ impl Event for WorkerStarted {
     fn name(&self) -> &str {
         Self::NAME
     }
+
+    fn data(&self) -> Option<Value> {
+        Some(serde_json::json!({"worker": self.worker, "pid": self.pid, "restarts": self.restarts}))
+    }
 }
 
 /// `daemon.worker.exited`: a worker's process ended and was reaped, with the facts of its end.
@@ -48,6 +52,10 @@ impl WorkerExited {
 impl Event for WorkerExited {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn data(&self) -> Option<Value> {
+        Some(self.exit.to_json())
     }
 }
 
@@ -69,6 +77,10 @@ impl WorkerRestarting {
 impl Event for WorkerRestarting {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn data(&self) -> Option<Value> {
+        Some(serde_json::json!({"worker": self.worker, "delay": self.delay.as_secs_f64()}))
     }
 }
 
@@ -92,6 +104,12 @@ impl WorkerFailed {
 impl Event for WorkerFailed {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn data(&self) -> Option<Value> {
+        Some(
+            serde_json::json!({"worker": self.worker, "restarts": self.restarts, "stops_daemon": self.stops_daemon}),
+        )
     }
 }
 
@@ -172,6 +190,12 @@ impl Event for WorkerMessage {
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn data(&self) -> Option<Value> {
+        Some(
+            serde_json::json!({"worker": self.worker(), "command": self.command(), "payload": self.payload}),
+        )
+    }
 }
 
 /// On a worker's own bus: a command the daemon sent with `worker.send` (or
@@ -209,6 +233,10 @@ impl Event for WorkerCommand {
     fn name(&self) -> &str {
         &self.name
     }
+
+    fn data(&self) -> Option<Value> {
+        Some(serde_json::json!({"command": self.command(), "payload": self.payload}))
+    }
 }
 
 /// On a worker's own bus: a tick is about to run (`daemon.worker.loopstart`) or has run
@@ -234,6 +262,10 @@ impl Event for WorkerLoop {
             WorkerLoop::Start => Self::START,
             WorkerLoop::Stop => Self::STOP,
         }
+    }
+
+    fn data(&self) -> Option<Value> {
+        Some(serde_json::json!({}))
     }
 }
 

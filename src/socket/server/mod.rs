@@ -431,10 +431,8 @@ impl Server {
             (client.conn.waiting_for(), client.conn.reply_deadline())
         {
             if now >= due {
-                let error = RpcError::server_error(format!(
-                    "no reply within {} ms",
-                    timeout.as_millis()
-                ));
+                let error =
+                    RpcError::server_error(format!("no reply within {} ms", timeout.as_millis()));
                 self.complete(ticket, Err(error), engine, events);
                 return;
             }

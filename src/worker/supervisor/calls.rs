@@ -26,7 +26,7 @@ pub(crate) const MAX_CALLS: usize = 1024;
 
 /// The supervisor's deadline for a call comes this much before the caller's, so that it is
 /// the one that answers (the connection times the caller out at its deadline too).
-const EARLY: Duration = Duration::from_millis(2);
+const EARLY: Duration = Duration::from_millis(5);
 
 /// A call waiting for its reply.
 #[derive(Debug)]

@@ -355,6 +355,34 @@ mod tests {
     }
 
     #[test]
+    fn lines_become_log_events_for_listeners() {
+        let (mut pipe, w, mut ring, _reactor) = pipe_and_ring();
+        let logger = crate::log::discard();
+        let mut buffer = vec![0u8; 64];
+        let mut tap = LogTap::default();
+        tap.listening = true;
+        let mut events = Vec::new();
+        nix::unistd::write(&w, b"one\r\ntwo\n").unwrap();
+        let mut sink = Sink {
+            logger: &logger,
+            name: "w7",
+            ring: &mut ring,
+            cap: 100,
+            tap: Some((&mut tap, &mut events)),
+        };
+        read(&mut pipe, &mut buffer, 1 << 20, &mut sink);
+        let data: Vec<_> = events.iter().map(|e| e.data().unwrap()).collect();
+        assert_eq!(
+            data,
+            [
+                serde_json::json!({"worker": "w7", "stream": "stdout", "line": "one"}),
+                serde_json::json!({"worker": "w7", "stream": "stdout", "line": "two"}),
+            ]
+        );
+        assert_eq!(events[0].name(), "daemon.log.w7");
+    }
+
+    #[test]
     fn a_turn_reads_at_most_its_budget() {
         let (mut pipe, w, mut ring, _reactor) = pipe_and_ring();
         let logger = crate::log::discard();

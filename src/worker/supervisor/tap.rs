@@ -97,6 +97,7 @@ mod tests {
         // Dispatched (dropped by the bus): room again.
         let first = out.remove(0);
         assert_eq!(first.name(), "daemon.log.w0");
+        drop(first);
         out.clear();
         assert_eq!(tap.backlog(), 0);
         tap.line(&logger, &mut out, "w0", Stream::Log, "again");

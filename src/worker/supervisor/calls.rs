@@ -24,6 +24,8 @@ use crate::worker::frame::{self, Down};
 /// refused at once.
 pub(crate) const MAX_CALLS: usize = 1024;
 
+const _: () = assert!(MAX_CALLS == 1024, "Workers::call and PROTOCOL.md name the bound");
+
 /// The supervisor's deadline for a call comes this much before the caller's, so that it is
 /// the one that answers (the connection times the caller out at its deadline too).
 const EARLY: Duration = Duration::from_millis(5);
@@ -99,7 +101,7 @@ impl Workers {
     ///
     /// At once (and `reply` is not answered: return the error from the method, the caller
     /// gets it), [`Error::Worker`](crate::Error::Worker) if there is no such worker, it is
-    /// not running, the command is one of the supervisor's own, [`MAX_CALLS`] calls wait
+    /// not running, the command is one of the supervisor's own, 1024 calls (the most) wait
     /// for it already, or the channel refused the call: full, too large for a frame, or a
     /// payload nested deeper than [`MAX_DEPTH`](crate::rpc::MAX_DEPTH).
     pub fn call(

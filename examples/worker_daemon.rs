@@ -27,7 +27,9 @@
 //! Calls (`worker.call w0 COMMAND [PAYLOAD] [TIMEOUT]`), answered by the worker's
 //! `Worker::command`: `echo` (replies with its payload), `fail` (an error: PAYLOAD
 //! `[code, message]`, default `[4242, "failed on purpose"]`), `sleep` (blocks PAYLOAD seconds,
-//! default 1, then replies `{"slept": PAYLOAD}`), `die` (aborts before replying), `touch`
+//! default 1, then replies `{"slept": PAYLOAD}`), `die` (aborts before replying), `big`
+//! (replies with a string of PAYLOAD bytes, default 100000), `reply-deep` (replies with
+//! PAYLOAD nested arrays, default 200), `touch`
 //! (writes `NAME.touched` in `--dir` with PAYLOAD, then replies with its path), and `print`
 //! (writes PAYLOAD on its stdout and stderr and logs it, then replies `true`). Every other
 //! command goes on to the worker's bus, where the commands above are handled (a call to one
@@ -191,6 +193,18 @@ impl Worker for TestWorker {
                 Ok(json!({"slept": secs}))
             }
             "die" => std::process::abort(),
+            "big" => {
+                let n = payload.as_ref().and_then(Value::as_u64).unwrap_or(100_000);
+                Ok(json!("x".repeat(n as usize)))
+            }
+            "reply-deep" => {
+                let depth = payload.as_ref().and_then(Value::as_u64).unwrap_or(200);
+                let mut deep = json!(1);
+                for _ in 0..depth {
+                    deep = json!([deep]);
+                }
+                Ok(deep)
+            }
             "touch" => {
                 let dir = self.dir.as_ref().ok_or("no --dir to touch a mark in")?;
                 let path = dir.join(format!("{}.touched", ctx.name()));

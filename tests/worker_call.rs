@@ -193,6 +193,29 @@ fn a_worker_that_dies_mid_call_gives_an_error_is_restarted_and_the_daemon_serves
 }
 
 #[test]
+fn a_reply_that_cannot_cross_the_channel_is_an_error_and_the_worker_lives() {
+    let d = Daemon::start(&[]);
+    let mut client = d.client();
+    let pid = looping_pid(&mut client, None);
+    let (code, message) = rpc_error(client.call("worker.call", json!(["w0", "big", 100_000])));
+    assert_eq!(code, -32603, "{message}");
+    assert!(message.contains("cannot cross the channel"), "{message}");
+    let (code, message) = rpc_error(client.call("worker.call", json!(["w0", "reply-deep", 200])));
+    assert_eq!(code, -32603, "{message}");
+    assert!(message.contains("deeper than 128"), "{message}");
+    let small = client
+        .call("worker.call", json!(["w0", "big", 30_000]))
+        .unwrap();
+    assert_eq!(small.as_str().map(str::len), Some(30_000));
+    let deep = client
+        .call("worker.call", json!(["w0", "reply-deep", 100]))
+        .unwrap();
+    assert!(deep.is_array());
+    let list = client.call("worker.list", json!([])).unwrap();
+    assert_eq!(list[0]["pid"], pid, "the same process: {list}");
+}
+
+#[test]
 fn calls_that_cannot_be_made_are_refused_clearly() {
     let d = Daemon::start(&[]);
     let mut client = d.client();

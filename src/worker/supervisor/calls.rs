@@ -24,7 +24,10 @@ use crate::worker::frame::{self, Down};
 /// refused at once.
 pub(crate) const MAX_CALLS: usize = 1024;
 
-const _: () = assert!(MAX_CALLS == 1024, "Workers::call and PROTOCOL.md name the bound");
+const _: () = assert!(
+    MAX_CALLS == 1024,
+    "Workers::call and PROTOCOL.md name the bound"
+);
 
 /// The supervisor's deadline for a call comes this much before the caller's, so that it is
 /// the one that answers (the connection times the caller out at its deadline too).

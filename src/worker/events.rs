@@ -352,7 +352,7 @@ impl Event for WorkerLoop {
 }
 
 /// The command names the supervisor keeps for itself: [`Workers::send`](super::Workers::send)
-/// refuses them (use `stop`, `pause`, `resume`).
+/// and [`Workers::call`](super::Workers::call) refuse them (use `stop`, `pause`, `resume`).
 pub const RESERVED_COMMANDS: [&str; 5] = ["stop", "pause", "resume", "loopstart", "loopstop"];
 
 #[cfg(test)]

@@ -124,8 +124,8 @@ impl State {
 /// ended.
 pub trait Worker: Sized + 'static {
     /// Runs once when the worker process starts; subscribe the worker's listeners here (on
-    /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands). An error ends the
-    /// worker as a crash.
+    /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands that
+    /// [`Worker::command`] forwards). An error ends the worker as a crash.
     ///
     /// # Errors
     ///

@@ -156,9 +156,11 @@ fn main() -> ExitCode {
                     let ms = params.i64("ms")?.clamp(0, 60_000) as u64;
                     let value = params.get("value").cloned().unwrap_or(Value::Null);
                     let reply = ctx.defer(Duration::from_secs(5))?;
-                    let timer =
-                        ctx.host()
-                            .arm_timer(Duration::from_millis(ms), None, "examples.later".into());
+                    let timer = ctx.host().arm_timer(
+                        Duration::from_millis(ms),
+                        None,
+                        "examples.later".into(),
+                    );
                     promise.borrow_mut().insert(timer.as_u64(), (reply, value));
                     Ok(Value::Null)
                 })

@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 fn start(dir: &TestDir, extra: &[&str], config: Option<Value>) -> Foreground {
     let mut cmd = Command::new(example_named("events_daemon"));
-    cmd.arg("-f").args(extra).args(dir.std_args()).current_dir(dir.path());
+    cmd.arg("-f")
+        .args(extra)
+        .args(dir.std_args())
+        .current_dir(dir.path());
     if let Some(config) = config {
         let path = dir.write_config("events.json", &config);
         cmd.args(["--config", &path_str(&path)]);
@@ -78,11 +81,17 @@ fn events_reach_a_subscriber_interleaved_with_its_replies() {
     assert!(sub > 0);
     c.send(&request("examples.note", json!(["héllo"]), 2));
     let reply = c.json();
-    assert_eq!((reply["id"].clone(), reply["result"].clone()), (json!(2), json!(true)));
+    assert_eq!(
+        (reply["id"].clone(), reply["result"].clone()),
+        (json!(2), json!(true))
+    );
     let event = c.json();
     assert!(is_event(&event), "{event}");
     assert_eq!(event["jsonrpc"], "2.0");
-    assert!(event.get("id").is_none(), "a notification has no id: {event}");
+    assert!(
+        event.get("id").is_none(),
+        "a notification has no id: {event}"
+    );
     let p = &event["params"];
     assert_eq!(p["subscription"], sub);
     assert_eq!(p["name"], "examples.noted");
@@ -95,7 +104,9 @@ fn events_reach_a_subscriber_interleaved_with_its_replies() {
     // Two subscriptions that both match: the event comes once for each.
     let second = subscribe(&mut c, json!(["examples.noted", "nothing.else"]), 3);
     c.send(&request("examples.note", json!(["x"]), 4));
-    let seen = read_until(&mut c, |v| is_event(v) && v["params"]["subscription"] == second);
+    let seen = read_until(&mut c, |v| {
+        is_event(v) && v["params"]["subscription"] == second
+    });
     let subs: Vec<&Value> = seen
         .iter()
         .filter(|v| is_event(v))
@@ -104,14 +115,20 @@ fn events_reach_a_subscriber_interleaved_with_its_replies() {
     assert!(subs.contains(&&json!(sub)), "{seen:?}");
     // Unsubscribed: nothing more for it; unknown ids and bad patterns are errors.
     c.send(&request("daemon.unsubscribe", json!([sub]), 5));
-    assert_eq!(read_until(&mut c, |v| v["id"] == 5).pop().unwrap()["result"], true);
+    assert_eq!(
+        read_until(&mut c, |v| v["id"] == 5).pop().unwrap()["result"],
+        true
+    );
     c.send(&request("daemon.unsubscribe", json!([sub]), 6));
     let reply = c.json();
     assert_eq!(reply["error"]["code"], -32000, "{reply}");
     c.send(&request("daemon.subscribe", json!([["a*b"]]), 7));
     let reply = c.json();
     assert_eq!(reply["error"]["code"], -32602, "{reply}");
-    assert!(reply["error"]["data"].as_str().unwrap().contains("a*b"), "{reply}");
+    assert!(
+        reply["error"]["data"].as_str().unwrap().contains("a*b"),
+        "{reply}"
+    );
     c.send(&request("examples.note", json!(["y"]), 8));
     let seen = read_until(&mut c, |v| is_event(v));
     assert_eq!(seen.last().unwrap()["params"]["subscription"], second);
@@ -149,7 +166,10 @@ fn every_standard_kind_of_event_has_its_json_form() {
         assert_eq!(other.json()["error"]["code"], -32601);
     }
     let connect = event_named(&mut c, "daemon.socket.client.connect");
-    assert!(connect["data"]["peer"].as_str().unwrap().contains("pid"), "{connect}");
+    assert!(
+        connect["data"]["peer"].as_str().unwrap().contains("pid"),
+        "{connect}"
+    );
     let rpc = event_named(&mut c, "daemon.rpc.worker.status");
     assert_eq!(rpc["data"]["method"], "worker.status");
     assert_eq!(rpc["data"]["params"], json!({"name": "w1"}));
@@ -225,7 +245,12 @@ fn a_msgpack_subscriber_over_tcp_after_its_secret() {
     assert_eq!(refused[2][1], "authentication required", "{refused}");
     c.send(&mp(&json!([0, 2, "system.auth", ["s3cret"]])));
     assert_eq!(c.msgpack()[3], true);
-    c.send(&mp(&json!([0, 3, "daemon.subscribe", [["examples.*", "daemon.call.*"]]])));
+    c.send(&mp(&json!([
+        0,
+        3,
+        "daemon.subscribe",
+        [["examples.*", "daemon.call.*"]]
+    ])));
     let sub = c.msgpack()[3].as_u64().expect("a subscription id");
     c.send(&mp(&json!([0, 4, "examples.note", ["over tcp"]])));
     let mut got = Vec::new();
@@ -241,18 +266,33 @@ fn a_msgpack_subscriber_over_tcp_after_its_secret() {
     }
     let names: Vec<&Value> = events.iter().map(|e| &e[2][0]["name"]).collect();
     assert!(names.contains(&&json!("examples.noted")), "{names:?}");
-    assert!(names.contains(&&json!("daemon.call.examples.note")), "{names:?}");
-    let noted = events.iter().find(|e| e[2][0]["name"] == "examples.noted").unwrap();
-    assert_eq!(noted[2][0]["data"], json!({"text": "over tcp", "length": 8}));
+    assert!(
+        names.contains(&&json!("daemon.call.examples.note")),
+        "{names:?}"
+    );
+    let noted = events
+        .iter()
+        .find(|e| e[2][0]["name"] == "examples.noted")
+        .unwrap();
+    assert_eq!(
+        noted[2][0]["data"],
+        json!({"text": "over tcp", "length": 8})
+    );
     // Another tcp client without the secret: its refused call is audited.
     let mut stranger = Conn::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
     stranger.send(&request("worker.list", json!([]), 1));
-    assert_eq!(stranger.json()["error"]["message"], "authentication required");
+    assert_eq!(
+        stranger.json()["error"]["message"],
+        "authentication required"
+    );
     loop {
         let e = c.msgpack();
         if e[2][0]["name"] == "daemon.call.worker.list" {
             assert_eq!(e[2][0]["data"]["outcome"], "error");
-            assert_eq!(e[2][0]["data"]["error"]["message"], "authentication required");
+            assert_eq!(
+                e[2][0]["data"]["error"]["message"],
+                "authentication required"
+            );
             break;
         }
     }
@@ -269,7 +309,9 @@ fn a_content_length_subscriber_gets_framed_events() {
     };
     c.send(&framed(json!({"jsonrpc": "2.0", "id": 1, "method": "daemon.subscribe", "params": [["examples.noted"]]})));
     assert_eq!(c.content_length()["result"], 1);
-    c.send(&framed(json!({"jsonrpc": "2.0", "id": 2, "method": "examples.note", "params": {"text": "cl"}})));
+    c.send(&framed(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "examples.note", "params": {"text": "cl"}}),
+    ));
     assert_eq!(c.content_length()["id"], 2);
     let event = c.content_length();
     assert_eq!(event["params"]["data"]["text"], "cl", "{event}");
@@ -327,8 +369,13 @@ fn a_slow_subscriber_is_bounded_and_told_what_it_missed() {
     // One more event, so the dropped notice (sent before the next event that fits) comes.
     busy.send(&request("examples.burst", json!([1, 10]), 99));
     assert_eq!(busy.json()["result"], 1);
-    got.extend(read_until(&mut slow, |v| v["params"]["data"]["fill"] == "x".repeat(10)));
-    let bursts = got.iter().filter(|v| v["params"]["name"] == "examples.burst").count() as u64;
+    got.extend(read_until(&mut slow, |v| {
+        v["params"]["data"]["fill"] == "x".repeat(10)
+    }));
+    let bursts = got
+        .iter()
+        .filter(|v| v["params"]["name"] == "examples.burst")
+        .count() as u64;
     let dropped: u64 = got
         .iter()
         .filter(|v| v["params"]["name"] == "daemon.events.dropped")
@@ -338,8 +385,13 @@ fn a_slow_subscriber_is_bounded_and_told_what_it_missed() {
         })
         .sum();
     assert!(dropped > 0, "a 60 MB burst fit in the queue?");
-    assert_eq!(bursts + dropped, BURSTS * COUNT + 1, "got {bursts}, dropped {dropped}");
-    assert!(got.iter().all(|v| is_event(v) && (v["params"]["subscription"] == sub || v["params"]["subscription"].is_null())));
+    assert_eq!(
+        bursts + dropped,
+        BURSTS * COUNT + 1,
+        "got {bursts}, dropped {dropped}"
+    );
+    assert!(got.iter().all(|v| is_event(v)
+        && (v["params"]["subscription"] == sub || v["params"]["subscription"].is_null())));
 }
 
 /// A subscriber is never idle (`socketidletimeout` spares it), but one that reads nothing
@@ -350,14 +402,21 @@ fn subscribers_are_never_idle_but_must_read() {
     let config = json!({"socketidletimeout": 1, "sockettimeout": 1});
     let daemon = start(&dir, &[], Some(config));
     let mut quiet = unix(&dir);
-    subscribe(&mut quiet, json!(["examples.noted", "daemon.socket.client.hangup"]), 1);
+    subscribe(
+        &mut quiet,
+        json!(["examples.noted", "daemon.socket.client.hangup"]),
+        1,
+    );
     let mut stalled = unix(&dir);
     subscribe(&mut stalled, json!(["examples.burst"]), 1);
     let mut idle = unix(&dir);
     idle.echo_status();
     let started = Instant::now();
     let (took, _) = idle.wait_closed(Duration::from_secs(5));
-    assert!(took >= Duration::from_millis(900), "idle dropped after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "idle dropped after {took:?}"
+    );
     // The subscribed one outlived the idle timeout and is served.
     let mut other = unix(&dir);
     other.send(&request("examples.burst", json!([2000, 4000]), 1));
@@ -389,7 +448,11 @@ fn a_user_method_replies_later_from_a_timer() {
     let first = c.json();
     assert_eq!(first["id"], 1);
     assert_eq!(first["result"], json!({"later": "soon"}));
-    assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(c.json()["id"], 2);
     // In a batch, in a multicall: refused with the reason.
     c.send(br#"[{"jsonrpc":"2.0","id":3,"method":"examples.later","params":[1,1]}]"#);
@@ -403,7 +466,9 @@ fn a_user_method_replies_later_from_a_timer() {
         4,
     ));
     let multi = c.json();
-    let fault = multi["result"][0]["faultString"].as_str().unwrap_or_default();
+    let fault = multi["result"][0]["faultString"]
+        .as_str()
+        .unwrap_or_default();
     assert!(fault.contains("replies later"), "{multi}");
     // Never answered in time: the timeout error, and the late answer is dropped.
     c.send(&request("examples.later", json!([5300, "late"]), 5));
@@ -411,7 +476,10 @@ fn a_user_method_replies_later_from_a_timer() {
     assert_eq!(timed_out["id"], 5);
     assert_eq!(timed_out["error"]["code"], -32000);
     assert!(
-        timed_out["error"]["message"].as_str().unwrap().contains("no reply within 5000 ms"),
+        timed_out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no reply within 5000 ms"),
         "{timed_out}"
     );
     wait_until("the late timer to have fired", DEADLINE, || {

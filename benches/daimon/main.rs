@@ -13,6 +13,7 @@
 mod bus;
 mod calls;
 mod channel;
+mod events;
 mod logs;
 mod procs;
 mod rpc;
@@ -138,6 +139,7 @@ fn main() {
     calls::run(scale, &mut results, channel);
     system::run(scale, &mut results);
     logs::run(scale, &mut results);
+    events::run(scale, &mut results);
     let dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
     let path: PathBuf = dir.join("results.json");

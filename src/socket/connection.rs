@@ -15,9 +15,10 @@ use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
 use crate::rpc::bounded::{self, Bounds, Parsed, Refusal};
 use crate::rpc::jsonrpc;
 use crate::rpc::msgpack::{self, Message, Peek, Refused, Scan};
-use crate::rpc::{Engine, Meta, RpcError, Ticket};
+use crate::rpc::{ConnectionId, Engine, Meta, RpcError, Ticket};
 
 mod gate;
+mod notify;
 mod output;
 
 use gate::{Gate, refusal};
@@ -60,6 +61,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct Connection {
     peer: String,
+    /// Its id in the daemon, once the server gave it one.
+    id: Option<ConnectionId>,
     limits: Limits,
     admission: Admission,
     /// The secret still to present, `None` once presented or when none is needed.
@@ -74,6 +77,8 @@ pub struct Connection {
     closing: bool,
     /// A request whose reply comes later; nothing more is processed until it is written.
     pending: Option<Pending>,
+    /// Events not sent since the output was last too full for them.
+    dropped_events: u64,
     /// Set by the gate when a call's reply was deferred (with how long it may take, when
     /// the connection times it out).
     deferred: Option<(Ticket, Option<Duration>)>,
@@ -116,6 +121,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             peer,
+            id: None,
             limits,
             admission,
             secret,
@@ -128,12 +134,23 @@ impl Connection {
             closing: false,
             pending: None,
             deferred: None,
+            dropped_events: 0,
         }
     }
 
     /// The peer.
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// Gives the connection its id, which calls see in their [`Meta`].
+    pub(crate) fn set_id(&mut self, id: ConnectionId) {
+        self.id = Some(id);
+    }
+
+    /// Its id, once given.
+    pub(crate) fn id(&self) -> Option<ConnectionId> {
+        self.id
     }
 
     #[cfg(any(fuzzing, feature = "internals"))]
@@ -302,6 +319,7 @@ impl Connection {
             peer: &self.peer,
             connections,
             deferrable,
+            connection: self.id,
         };
         let gate = Gate {
             engine,

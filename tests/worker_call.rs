@@ -302,3 +302,54 @@ fn the_workers_lines_reach_the_bus_as_log_events() {
             })
     });
 }
+
+#[test]
+fn a_subscriber_gets_the_workers_lines_as_daemon_log_events() {
+    let d = Daemon::start(&[]);
+    let mut client = d.client();
+    looping_pid(&mut client, None);
+    let mut conn = d.raw();
+    let mut send = |conn: &mut BufReader<UnixStream>, request: Value| {
+        conn.get_mut()
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("sending");
+    };
+    send(
+        &mut conn,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "daemon.subscribe", "params": [["daemon.log.*"]]}),
+    );
+    let subscribed = line(&mut conn);
+    assert!(
+        subscribed["result"].as_u64().is_some_and(|id| id > 0),
+        "{subscribed}"
+    );
+    send(
+        &mut conn,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "worker.call", "params": ["w0", "print", "pong"]}),
+    );
+    let (mut replied, mut streams) = (false, Vec::new());
+    let deadline = Instant::now() + DEADLINE;
+    while !(replied && streams.len() == 3) {
+        assert!(
+            Instant::now() < deadline,
+            "got {streams:?}, replied: {replied}"
+        );
+        let message = line(&mut conn);
+        if message["id"] == 2 {
+            assert_eq!(message["result"], true, "{message}");
+            replied = true;
+            continue;
+        }
+        assert_eq!(message["method"], "daemon.event", "{message}");
+        let params = &message["params"];
+        assert_eq!(params["name"], "daemon.log.w0", "{message}");
+        let data = &params["data"];
+        assert_eq!(data["worker"], "w0", "{message}");
+        let text = data["line"].as_str().unwrap_or_default();
+        if text.contains("pong") {
+            streams.push(data["stream"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    streams.sort();
+    assert_eq!(streams, ["log", "stderr", "stdout"]);
+}

@@ -309,7 +309,7 @@ fn a_subscriber_gets_the_workers_lines_as_daemon_log_events() {
     let mut client = d.client();
     looping_pid(&mut client, None);
     let mut conn = d.raw();
-    let mut send = |conn: &mut BufReader<UnixStream>, request: Value| {
+    let send = |conn: &mut BufReader<UnixStream>, request: Value| {
         conn.get_mut()
             .write_all(format!("{request}\n").as_bytes())
             .expect("sending");

@@ -130,6 +130,17 @@ fn a_call_replies_with_the_workers_value_and_its_errors_code_and_message() {
     wait_until("w0.touched after worker.send", DEADLINE, || {
         std::fs::read_to_string(&touched).is_ok_and(|t| t == "sent")
     });
+    // Over MessagePack-RPC too, an error with its code.
+    let address = unix_addr(&d.dir.socket()).parse().expect("an address");
+    let mut mp = Client::connect_with(&address, Protocol::MessagePack, Duration::from_secs(10))
+        .expect("connecting");
+    assert_eq!(
+        mp.call("worker.call", json!(["w0", "echo", [1, "two"]]))
+            .unwrap(),
+        json!([1, "two"])
+    );
+    let (code, _) = rpc_error(mp.call("worker.call", json!(["w0", "fail", [7, "seven"]])));
+    assert_eq!(code, 7);
 }
 
 #[test]

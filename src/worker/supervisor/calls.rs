@@ -3,18 +3,24 @@
 //! Each call waits in the table of the process it was sent to, under an id of its own (not
 //! the caller's ticket), until one of three things ends it: the process replies with that
 //! id, the process ends (reaped: the caller is told it exited first), or the supervisor's
-//! deadline for it passes (armed a little before the caller's own, so the caller hears
-//! which worker did not reply to what). A reply is only looked up in the table of the
-//! process that sent it: no worker can answer a call made to another, or to an earlier
-//! process of its own; one for an id it does not owe is ignored. The table is bounded.
+//! deadline for it passes (a little before the caller's own, so the caller hears which
+//! worker did not reply to what). A reply is only looked up in the table of the process that
+//! sent it: no worker can answer a call made to another, or to an earlier process of its
+//! own; one for an id it does not owe is ignored. The table is bounded.
+//!
+//! The calls' deadlines wait in a queue of the supervisor's own, cancelled when a call ends
+//! otherwise, so that a stream of calls answered at once leaves nothing behind however long
+//! their timeouts; the daemon's timer queue holds only a few sweeps of it (at most
+//! [`MAX_SWEEPS`], at the earliest deadlines).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use slog::debug;
 
 use super::{Deadline, Workers, worker_error};
 use crate::error::{Result, WorkerError};
+use crate::reactor::{TimerId, Timers};
 use crate::rpc::{Reply, Ticket};
 use crate::worker::CommandError;
 use crate::worker::events::RESERVED_COMMANDS;
@@ -33,6 +39,11 @@ const _: () = assert!(
 /// the one that answers (the connection times the caller out at its deadline too).
 const EARLY: Duration = Duration::from_millis(5);
 
+/// The most sweeps of the call deadlines armed on the daemon's timer queue at once. Past
+/// it (deadlines that keep coming earlier than every sweep armed), a call may fail a little
+/// late: its caller is answered by the connection's own timeout meanwhile.
+const MAX_SWEEPS: usize = 4;
+
 /// A call waiting for its reply.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -41,6 +52,17 @@ pub(super) struct Pending {
     command: String,
     /// How long the caller waits, for the timeout's message.
     timeout: Duration,
+    /// Its deadline in [`CallClock::queue`].
+    timer: TimerId,
+}
+
+/// The deadlines of every worker's calls.
+#[derive(Default)]
+pub(super) struct CallClock {
+    /// Each call's deadline: its entry, the process's generation, the call's id.
+    queue: Timers<(usize, u64, u64)>,
+    /// The sweeps armed on the daemon's timer queue that have not come yet.
+    armed: Vec<Instant>,
 }
 
 impl Workers {
@@ -130,24 +152,53 @@ impl Workers {
             .send_frame(&frame)
             .map_err(|e| worker_error(name, e.into()))?;
         let timeout = reply.deadline().saturating_duration_since(now);
+        let after = timeout
+            .saturating_sub(EARLY)
+            .min(crate::reactor::LONGEST_DELAY);
+        let due = now.checked_add(after).unwrap_or(now);
+        let timer = self
+            .call_clock
+            .queue
+            .insert(due, None, (i, run.generation, id));
         run.calls.insert(
             id,
             Pending {
                 ticket: reply.ticket(),
                 command: command.to_owned(),
                 timeout,
+                timer,
             },
         );
-        let generation = run.generation;
-        self.arm(
-            timeout.saturating_sub(EARLY),
-            Deadline::Call {
-                worker: i,
-                generation,
-                id,
-            },
-        );
+        self.arm_sweep();
         Ok(())
+    }
+
+    /// Arms a sweep at the earliest call deadline, unless one is armed by then already (or
+    /// [`MAX_SWEEPS`] are armed).
+    fn arm_sweep(&mut self) {
+        let clock = &mut self.call_clock;
+        let Some(next) = clock.queue.next_deadline() else {
+            return;
+        };
+        if clock.armed.len() >= MAX_SWEEPS || clock.armed.iter().any(|&at| at <= next) {
+            return;
+        }
+        clock.armed.push(next);
+        self.out.deadlines.push((next, Deadline::Calls(next)));
+    }
+
+    /// The sweep armed for `at` came: the calls due fail, and the next sweep is armed.
+    pub(super) fn sweep_calls(&mut self, at: Instant) {
+        let clock = &mut self.call_clock;
+        if let Some(k) = clock.armed.iter().position(|&a| a == at) {
+            clock.armed.swap_remove(k);
+        }
+        let mut due = Vec::new();
+        clock.queue.expire(self.procs.now(), &mut due);
+        for (_, (i, generation, id)) in due {
+            self.call_overdue(i, generation, id);
+        }
+        self.arm_sweep();
     }
 
     /// How many calls wait for `name`'s reply (0 for a worker that does not run).
@@ -156,6 +207,12 @@ impl Workers {
         self.find(name)
             .and_then(|i| self.entries[i].run.as_ref())
             .map_or(0, |r| r.calls.len())
+    }
+
+    /// How many call deadlines wait, and how many sweeps of them are armed.
+    #[cfg(test)]
+    pub(super) fn call_timers(&self) -> (usize, usize) {
+        (self.call_clock.queue.len(), self.call_clock.armed.len())
     }
 
     /// Entry `i`'s process replied to the call `id`: its caller gets the outcome. A reply
@@ -168,13 +225,14 @@ impl Workers {
                 "worker" => &entry.name, "id" => id);
             return;
         };
+        self.call_clock.queue.cancel(pending.timer);
         let outcome = outcome.map_err(crate::Error::from);
         self.out.resolved.push((pending.ticket.0, outcome));
     }
 
-    /// The supervisor's deadline for the call `id` to entry `i`'s process `generation`:
-    /// still unanswered, it fails. (Answered, or its process gone, nothing is left to do.)
-    pub(super) fn call_overdue(&mut self, i: usize, generation: u64, id: u64) {
+    /// The deadline of the call `id` to entry `i`'s process `generation`: still unanswered,
+    /// it fails. (Answered, or its process gone, nothing is left to do.)
+    fn call_overdue(&mut self, i: usize, generation: u64, id: u64) {
         let Some(entry) = self.entries.get_mut(i) else {
             return;
         };
@@ -197,6 +255,7 @@ impl Workers {
         calls: std::collections::HashMap<u64, Pending>,
     ) {
         for (_, pending) in calls {
+            self.call_clock.queue.cancel(pending.timer);
             let why = format!("exited before replying to '{}'", pending.command);
             let error = worker_error(name, WorkerError::NoReply(why));
             self.out.resolved.push((pending.ticket.0, Err(error)));

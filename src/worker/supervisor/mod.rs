@@ -52,12 +52,8 @@ pub(crate) enum Deadline {
     Restart { worker: usize, epoch: u64 },
     /// An acknowledgement is overdue.
     Ack(u64),
-    /// The reply to the call `id` to this process is overdue.
-    Call {
-        worker: usize,
-        generation: u64,
-        id: u64,
-    },
+    /// Calls whose replies are overdue fail (a sweep armed for this instant).
+    Calls(Instant),
 }
 
 /// What the supervisor hands to the daemon: events, deadlines, resolved acknowledgements, a
@@ -165,6 +161,8 @@ pub struct Workers {
     log_control: crate::log::Control,
     /// Where workers' lines become `daemon.log.<worker>` events.
     tap: tap::LogTap,
+    /// The deadlines of the calls that wait for replies.
+    call_clock: calls::CallClock,
 }
 
 impl Default for Workers {
@@ -195,6 +193,7 @@ impl Workers {
             pipe_buffer: Vec::new(),
             log_control: crate::log::Control::default(),
             tap: tap::LogTap::default(),
+            call_clock: calls::CallClock::default(),
         }
     }
 
@@ -512,11 +511,7 @@ impl Workers {
             Deadline::Escalate { worker, generation } => self.escalate(worker, generation),
             Deadline::Restart { worker, epoch } => self.restart_due(worker, epoch),
             Deadline::Ack(id) => self.ack_overdue(id),
-            Deadline::Call {
-                worker,
-                generation,
-                id,
-            } => self.call_overdue(worker, generation, id),
+            Deadline::Calls(at) => self.sweep_calls(at),
         }
     }
 }

@@ -260,3 +260,41 @@ fn logged_lines_become_events_only_while_someone_listens() {
     let lines = h.sup.log("w0", 10, None).unwrap();
     assert_eq!(lines["lines"].as_array().unwrap().len(), 2, "{lines}");
 }
+
+#[test]
+fn answered_calls_leave_no_deadline_behind_and_sweeps_stay_few() {
+    let mut h = Harness::one(spec());
+    let end = h.worker_end("w0");
+    // Long timeouts, answered at once: the supervisor's queue empties, and the daemon's
+    // timer queue holds one sweep.
+    for _ in 0..500 {
+        let reply = reply_in(&h, Duration::from_secs(3600));
+        h.sup.call("w0", "echo", None, reply).unwrap();
+        let id = call_id(&end);
+        end.send_frame(&Up::Reply(id, Ok(json!(1))).encode())
+            .unwrap();
+        h.drive();
+    }
+    assert_eq!(h.resolved.len(), 500);
+    assert_eq!(h.sup.call_timers(), (0, 1));
+    assert_eq!(h.timers.len(), 1, "one sweep on the daemon's queue");
+    // Deadlines that keep coming earlier: a few sweeps, and every call still fails in time
+    // or a little late, never not at all.
+    for k in 0..20u64 {
+        let reply = reply_in(&h, Duration::from_secs(100 - k));
+        h.sup.call("w0", "slow", None, reply).unwrap();
+    }
+    h.pump();
+    assert!(h.sup.call_timers().1 <= 4, "{:?}", h.sup.call_timers());
+    for _ in 0..30 {
+        h.advance(Duration::from_secs(10));
+    }
+    assert_eq!(h.resolved.len(), 520);
+    assert!(h.resolved[500..].iter().all(|(_, r)| r.is_err()));
+    // Left: the first sweep, for the answered calls' hour, which finds nothing then.
+    assert_eq!(h.sup.call_timers(), (0, 1));
+    h.advance(Duration::from_secs(3600));
+    assert_eq!(h.sup.call_timers(), (0, 0));
+    assert_eq!(h.resolved.len(), 520);
+    assert_eq!(h.sup.calls_waiting("w0"), 0);
+}

@@ -34,6 +34,32 @@ struct Running {
     inherited: bool,
 }
 
+impl Running {
+    /// Moves what the supervisor produced where it belongs: events to the bus, deadlines to
+    /// the timer queue, resolved tickets to the answers.
+    fn take_outbox(&mut self) {
+        while self.host.workers.has_outbox() {
+            let out = self.host.workers.take_outbox();
+            for event in out.events {
+                self.bus.emit_boxed(event);
+            }
+            for (at, deadline) in out.deadlines {
+                self.host
+                    .reactor()
+                    .timers()
+                    .insert(at, None, Due::Own(Deadline::Worker(deadline)));
+            }
+            if let Some(code) = out.stop {
+                self.host.stop(code);
+            }
+            let resolved = out.resolved.into_iter();
+            self.host.answers.extend(
+                resolved.map(|(id, outcome)| (Ticket(id), outcome.map_err(RpcError::from))),
+            );
+        }
+    }
+}
+
 impl Driven for Running {
     type Host = DaemonHost;
 
@@ -109,35 +135,10 @@ impl Driven for Running {
                 self.notify.ready();
             }
         }
-        while self.host.workers.has_outbox() {
-            let out = self.host.workers.take_outbox();
-            for event in out.events {
-                self.bus.emit_boxed(event);
-            }
-            for (at, deadline) in out.deadlines {
-                self.host
-                    .reactor()
-                    .timers()
-                    .insert(at, None, Due::Own(Deadline::Worker(deadline)));
-            }
-            if let Some(code) = out.stop {
-                self.host.stop(code);
-            }
-            for (id, outcome) in out.resolved {
-                let Some(server) = &mut self.server else {
-                    continue;
-                };
-                let mut engine = DaemonEngine {
-                    methods: &mut self.methods,
-                    bus: &mut self.bus,
-                    host: &mut self.host,
-                };
-                let outcome = outcome.map_err(RpcError::from);
-                server.complete(Ticket(id), outcome, &mut engine, &mut self.socket_events);
-            }
-        }
-        // (An answer may let a connection serve calls it buffered, which may answer more.)
-        while !self.host.answers.is_empty() {
+        // (An answer may let a connection serve calls it buffered, which may hand the
+        // supervisor more work or answer more: until both are done.)
+        while self.host.workers.has_outbox() || !self.host.answers.is_empty() {
+            self.take_outbox();
             for (ticket, outcome) in std::mem::take(&mut self.host.answers) {
                 let Some(server) = &mut self.server else {
                     continue;

@@ -168,7 +168,7 @@ fn daimonctl_drives_the_workers() {
     let dir = TestDir::new();
     let _daemon = start(&dir, &["--workers", "2"]);
     let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+        let out = Command::new(common::daimonctl())
             .arg("-s")
             .arg(unix_addr(&dir.socket()))
             .args(args)
@@ -201,7 +201,7 @@ fn daimonctl_drives_the_workers() {
     assert_eq!(ctl(&["stop", "w0"]), "ok\n");
     wait_until("w0 stopped", DEADLINE, || pid_of(&dir, "w0").is_none());
     assert_eq!(ctl(&["start", "w0"]), "ok\n");
-    let missing = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+    let missing = Command::new(common::daimonctl())
         .args(["-s", &unix_addr(&dir.socket()), "pause", "nope"])
         .output()
         .unwrap();

@@ -1,8 +1,11 @@
 //! `daimonctl` against a real daemon, the `echo_daemon` example: calls, introspection,
 //! status, errors and their exit codes, shutdown.
 //!
-//! Every test has its own temp dir and daemon, killed when the test ends.
+//! Every test has its own temp dir and daemon, killed when the test ends. The daemons are the
+//! root crate's examples: `cargo test --workspace` builds them; a run of this crate alone
+//! needs `cargo build --examples` first.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

@@ -103,7 +103,10 @@ pub fn daimonctl() -> PathBuf {
         if path.is_file() {
             Ok(path)
         } else {
-            Err(format!("cargo built daimonctl, but {} is missing", path.display()))
+            Err(format!(
+                "cargo built daimonctl, but {} is missing",
+                path.display()
+            ))
         }
     });
     match built {

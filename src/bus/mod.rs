@@ -63,14 +63,15 @@ impl SubscriptionId {
 /// cannot starve the reactor.
 pub const DISPATCH_LIMIT: usize = 1024;
 
+/// A name pattern: an exact name, or a prefix ending in `*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
+pub(crate) enum Pattern {
     Exact(String),
     Prefix(String),
 }
 
 impl Pattern {
-    fn parse(pattern: &str) -> Result<Pattern> {
+    pub(crate) fn parse(pattern: &str) -> Result<Pattern> {
         match pattern.find('*') {
             None if !pattern.is_empty() => Ok(Pattern::Exact(pattern.to_owned())),
             Some(i) if i == pattern.len() - 1 => Ok(Pattern::Prefix(pattern[..i].to_owned())),
@@ -91,7 +92,7 @@ impl Pattern {
         }
     }
 
-    fn matches(&self, event: &dyn Event) -> bool {
+    pub(crate) fn matches(&self, event: &dyn Event) -> bool {
         self.matches_name(event.name()) || event.alias().is_some_and(|a| self.matches_name(a))
     }
 }
@@ -100,6 +101,9 @@ impl Pattern {
 enum Filter {
     Names(Vec<Pattern>),
     Type(TypeId),
+    /// Names wanted outside the process (the control socket's subscribers): matched like
+    /// [`Filter::Names`], but never a reason to catch a signal.
+    Remote(Vec<Pattern>),
 }
 
 impl Filter {
@@ -116,15 +120,18 @@ impl Filter {
 
     fn matches(&self, event: &dyn Event) -> bool {
         match self {
-            Filter::Names(patterns) => patterns.iter().any(|p| p.matches(event)),
+            Filter::Names(patterns) | Filter::Remote(patterns) => {
+                patterns.iter().any(|p| p.matches(event))
+            }
             Filter::Type(id) => (event as &dyn Any).type_id() == *id,
         }
     }
 
+    /// The patterns that decide which signals are caught.
     fn patterns(&self) -> &[Pattern] {
         match self {
             Filter::Names(p) => p,
-            Filter::Type(_) => &[],
+            Filter::Type(_) | Filter::Remote(_) => &[],
         }
     }
 }
@@ -281,6 +288,22 @@ impl<H: Host> Bus<H> {
             .insert(filter, priority, Box::new(listener), false))
     }
 
+    /// Subscribes `listener`, first of all (before any listener can stop an event), to the
+    /// events the control socket's subscribers want: `patterns` never make the process catch
+    /// a signal.
+    pub(crate) fn subscribe_remote(
+        &mut self,
+        patterns: Vec<Pattern>,
+        listener: impl Listener<H>,
+    ) -> SubscriptionId {
+        self.registry.insert(
+            Filter::Remote(patterns),
+            i32::MAX,
+            Box::new(listener),
+            false,
+        )
+    }
+
     /// Subscribes `listener` to every event of type `E`, whatever its name, with `priority`.
     pub fn subscribe_event<E: Event>(
         &mut self,
@@ -425,10 +448,14 @@ impl<H: Host> Bus<H> {
             .filter(|s| !s.removed)
             .any(|s| match &s.filter {
                 Filter::Type(id) => *id == typed,
-                Filter::Names(patterns) => patterns.iter().any(|p| match p {
-                    Pattern::Exact(p) => p.starts_with(prefix),
-                    Pattern::Prefix(p) => p.starts_with(prefix) || prefix.starts_with(p.as_str()),
-                }),
+                Filter::Names(patterns) | Filter::Remote(patterns) => {
+                    patterns.iter().any(|p| match p {
+                        Pattern::Exact(p) => p.starts_with(prefix),
+                        Pattern::Prefix(p) => {
+                            p.starts_with(prefix) || prefix.starts_with(p.as_str())
+                        }
+                    })
+                }
             })
     }
 

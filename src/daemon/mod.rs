@@ -7,6 +7,7 @@ pub(crate) mod notify;
 mod reload;
 mod run;
 mod signal;
+mod subscribe;
 
 use std::any::Any;
 use std::io::Write;
@@ -93,6 +94,7 @@ impl Daemon {
     pub fn bare(config: Config) -> Daemon {
         let mut methods = Methods::new();
         methods::register(&mut methods).expect("the built-in methods have distinct names");
+        subscribe::register(&mut methods).expect("the built-in methods have distinct names");
         Daemon {
             config,
             bus: Bus::new(),

@@ -145,8 +145,22 @@ impl Driven for Running {
                 server.complete(ticket, outcome, &mut engine, &mut self.socket_events);
             }
         }
+        if let Some(server) = &mut self.server {
+            server.publish(
+                &mut self.host.subscribers.subscribers,
+                &mut self.socket_events,
+            );
+        }
+        let mut forgot = false;
         for e in self.socket_events.drain(..) {
+            if let (true, Some(conn)) = (e.is_hangup(), e.connection()) {
+                self.host.subscribers.forget(conn);
+                forgot = true;
+            }
             self.bus.emit(e);
+        }
+        if forgot {
+            super::subscribe::renew(&mut self.bus, &mut self.host.subscribers);
         }
     }
 
@@ -226,6 +240,7 @@ impl Daemon {
                 app: self.app.clone(),
                 app_defaults: std::mem::take(&mut self.app_defaults),
                 answers: Vec::new(),
+                subscribers: Default::default(),
             },
             socket_events: Vec::new(),
             reap_every: None,

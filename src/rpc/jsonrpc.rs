@@ -201,6 +201,7 @@ mod tests {
             peer: "test",
             connections: 1,
             deferrable: true,
+            connection: None,
         };
         let reply = match request {
             Value::Array(batch) if batch.is_empty() => Some(reply(

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use slog::{Logger, error};
 
 use super::signature::{self, Params, Signature, Type};
-use super::{Engine, Meta, Reply, RpcError, RpcEvent, Ticket};
+use super::{CallEvent, ConnectionId, Engine, Meta, Reply, RpcError, RpcEvent, Ticket};
 use crate::bus::{Bus, Event, Host};
 use crate::error::{Error, Result};
 
@@ -160,6 +160,11 @@ impl<H: Host> CallContext<'_, H> {
         self.meta.connections
     }
 
+    /// The caller's connection, when the call came over the control socket.
+    pub fn connection(&self) -> Option<ConnectionId> {
+        self.meta.connection
+    }
+
     /// How many calls the registry has served, this one included.
     pub fn calls(&self) -> u64 {
         self.calls
@@ -301,8 +306,26 @@ impl<H: Host> Methods<H> {
         self.calls
     }
 
-    /// Runs a call: match a signature, let listeners observe or refuse it, run the handler.
+    /// Runs a call: match a signature, let listeners observe or refuse it, run the handler;
+    /// then tell the bus how it was answered (a [`CallEvent`], if anyone listens).
     pub(crate) fn call(
+        &mut self,
+        name: &str,
+        params: Value,
+        ctx: &mut CallContext<'_, H>,
+    ) -> Result<Value, RpcError> {
+        if !ctx.bus.may_receive::<CallEvent>(CallEvent::PREFIX) {
+            return self.run(name, params, ctx);
+        }
+        let started = Instant::now();
+        let outcome = self.run(name, params, ctx);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let event = CallEvent::new(name, ctx.meta.peer, CallEvent::outcome_of(&outcome), micros);
+        ctx.bus.emit(event);
+        outcome
+    }
+
+    fn run(
         &mut self,
         name: &str,
         params: Value,
@@ -459,6 +482,13 @@ impl<H: Host> Engine for DaemonEngine<'_, H> {
             deferred: None,
         };
         self.methods.call(method, params, &mut ctx)
+    }
+
+    fn answered(&mut self, meta: &Meta<'_>, method: &str, outcome: &Result<Value, RpcError>) {
+        if self.bus.may_receive::<CallEvent>(CallEvent::PREFIX) {
+            let outcome = CallEvent::outcome_of(outcome);
+            self.bus.emit(CallEvent::new(method, meta.peer, outcome, 0));
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub mod msgpack;
 mod signature;
 
 pub use error::RpcError;
-pub use event::RpcEvent;
+pub use event::{CallEvent, CallOutcome, RpcEvent};
 pub(crate) use method::DaemonEngine;
 pub use method::{CallContext, Method, Methods};
 pub use signature::{Params, Signature, Type};
@@ -56,6 +56,31 @@ pub struct Meta<'a> {
     /// Whether the caller can wait for a reply that comes later (a single request; not a
     /// batch, a multicall or a notification).
     pub deferrable: bool,
+    /// The caller's connection (none outside the control socket: tests, fuzzing).
+    pub connection: Option<ConnectionId>,
+}
+
+/// One control-socket connection, unique for the daemon's life (a closed connection's id
+/// is never reused, unlike its poll token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId {
+    pub(crate) token: crate::reactor::Token,
+    pub(crate) serial: u64,
+}
+
+impl ConnectionId {
+    pub(crate) fn new(token: crate::reactor::Token) -> ConnectionId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ConnectionId {
+            token,
+            serial: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The id as a number, for logs.
+    pub fn as_u64(self) -> u64 {
+        self.serial
+    }
 }
 
 /// Identifies a reply that comes later (a deferred call), unique in the process: the
@@ -103,4 +128,10 @@ impl Reply {
 pub trait Engine {
     /// Runs `method` with `params` (an array, an object, or null when absent).
     fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError>;
+
+    /// Tells of a call the connection answered itself, without running it (refused by the
+    /// connection's admission or its missing secret, or `system.auth`).
+    fn answered(&mut self, meta: &Meta<'_>, method: &str, outcome: &Result<Value, RpcError>) {
+        let _ = (meta, method, outcome);
+    }
 }

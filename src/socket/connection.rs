@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
+use super::subscribers::Published;
 use crate::rpc::bounded::{self, Bounds, Parsed, Refusal};
 use crate::rpc::jsonrpc;
 use crate::rpc::msgpack::{self, Message, Peek, Refused, Scan};
-use crate::rpc::{Engine, Meta, RpcError, Ticket};
+use crate::rpc::{ConnectionId, Engine, Meta, RpcError, Ticket};
 
 mod gate;
 mod output;
@@ -60,6 +61,8 @@ pub enum Admission {
 #[derive(Debug)]
 pub struct Connection {
     peer: String,
+    /// Its id in the daemon, once the server gave it one.
+    id: Option<ConnectionId>,
     limits: Limits,
     admission: Admission,
     /// The secret still to present, `None` once presented or when none is needed.
@@ -74,6 +77,8 @@ pub struct Connection {
     closing: bool,
     /// A request whose reply comes later; nothing more is processed until it is written.
     pending: Option<Pending>,
+    /// Events not sent since the output was last too full for them.
+    dropped_events: u64,
     /// Set by the gate when a call's reply was deferred (with how long it may take, when
     /// the connection times it out).
     deferred: Option<(Ticket, Option<Duration>)>,
@@ -116,6 +121,7 @@ impl Connection {
     ) -> Connection {
         Connection {
             peer,
+            id: None,
             limits,
             admission,
             secret,
@@ -128,12 +134,23 @@ impl Connection {
             closing: false,
             pending: None,
             deferred: None,
+            dropped_events: 0,
         }
     }
 
     /// The peer.
     pub fn peer(&self) -> &str {
         &self.peer
+    }
+
+    /// Gives the connection its id, which calls see in their [`Meta`].
+    pub(crate) fn set_id(&mut self, id: ConnectionId) {
+        self.id = Some(id);
+    }
+
+    /// Its id, once given.
+    pub(crate) fn id(&self) -> Option<ConnectionId> {
+        self.id
     }
 
     #[cfg(any(fuzzing, feature = "internals"))]
@@ -302,6 +319,7 @@ impl Connection {
             peer: &self.peer,
             connections,
             deferrable,
+            connection: self.id,
         };
         let gate = Gate {
             engine,
@@ -426,6 +444,48 @@ impl Connection {
         }
         self.receive(&[], engine, connections);
         true
+    }
+
+    /// Writes an event for `subscription` as a notification, unless `cap` bytes already wait
+    /// unsent (then it is dropped and counted, and the count is told before the next event
+    /// that fits). Returns whether it was written.
+    pub(crate) fn push_event(&mut self, event: &Published, subscription: u64, cap: usize) -> bool {
+        if self.closing {
+            return false;
+        }
+        let cap = cap.min(self.output.max());
+        if self.output.unsent().len() >= cap {
+            self.dropped_events += 1;
+            return false;
+        }
+        if self.dropped_events > 0 {
+            let notice = Published::dropped(std::mem::take(&mut self.dropped_events));
+            self.write_event(&notice, None);
+        }
+        if !self.write_event(event, Some(subscription)) {
+            self.dropped_events += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Writes one notification in the connection's protocol; false if it was larger than
+    /// a reply may be.
+    fn write_event(&mut self, event: &Published, subscription: Option<u64>) -> bool {
+        let written = match self.protocol {
+            Some(Protocol::MessagePack) => self.output.reply(Framing::Bare, |w| {
+                event.write_msgpack(w, subscription);
+                true
+            }),
+            _ => {
+                let framing = self.json_framing();
+                self.output.reply(framing, |w| {
+                    event.write_json(w, subscription);
+                    true
+                })
+            }
+        };
+        written.is_ok()
     }
 
     /// The ticket of the reply this connection waits for, if any.

@@ -7,6 +7,8 @@ use crate::bus::Event;
 pub struct SocketEvent {
     hangup: bool,
     peer: String,
+    /// The connection, for the daemon's own bookkeeping (its subscriptions end with it).
+    conn: Option<crate::rpc::ConnectionId>,
 }
 
 impl SocketEvent {
@@ -15,6 +17,7 @@ impl SocketEvent {
         SocketEvent {
             hangup: false,
             peer: peer.into(),
+            conn: None,
         }
     }
 
@@ -23,7 +26,19 @@ impl SocketEvent {
         SocketEvent {
             hangup: true,
             peer: peer.into(),
+            conn: None,
         }
+    }
+
+    /// The same event, about the connection `conn`.
+    pub(crate) fn of(mut self, conn: Option<crate::rpc::ConnectionId>) -> Self {
+        self.conn = conn;
+        self
+    }
+
+    /// The connection it is about, if the server said.
+    pub(crate) fn connection(&self) -> Option<crate::rpc::ConnectionId> {
+        self.conn
     }
 
     /// Whether this is a hang-up (else a connection).

@@ -8,6 +8,7 @@ pub mod framing;
 mod listener;
 mod quiet;
 pub(crate) mod server;
+pub(crate) mod subscribers;
 
 pub use address::Address;
 #[cfg(any(fuzzing, feature = "internals"))]

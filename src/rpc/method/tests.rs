@@ -30,6 +30,7 @@ fn call(
         peer: "test",
         connections: 1,
         deferrable: true,
+        connection: None,
     };
     let mut engine = DaemonEngine {
         methods: m,

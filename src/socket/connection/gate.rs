@@ -38,7 +38,9 @@ pub(super) fn refusal(admission: &Admission, secret: &Option<Arc<str>>) -> Optio
 impl Engine for Gate<'_> {
     fn call(&mut self, meta: &Meta<'_>, method: &str, params: Value) -> Result<Value, RpcError> {
         if let Admission::Refused(error) = self.admission {
-            return Err(error.clone());
+            let outcome = Err(error.clone());
+            self.engine.answered(meta, method, &outcome);
+            return outcome;
         }
         let Some(secret) = self.secret.as_deref() else {
             let outcome = self.engine.call(meta, method, params);
@@ -49,21 +51,24 @@ impl Engine for Gate<'_> {
             }
             return outcome;
         };
-        if method != "system.auth" {
-            return Err(RpcError::server_error("authentication required"));
-        }
-        let given = match &params {
-            Value::Array(a) if a.len() == 1 => a[0].as_str(),
-            Value::Object(o) if o.len() == 1 => o.get("secret").and_then(Value::as_str),
-            _ => None,
-        };
-        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), secret.as_bytes())) {
-            *self.secret = None;
-            Ok(Value::Bool(true))
+        let outcome = if method != "system.auth" {
+            Err(RpcError::server_error("authentication required"))
         } else {
-            *self.close = true;
-            Err(RpcError::server_error("authentication failed"))
-        }
+            let given = match &params {
+                Value::Array(a) if a.len() == 1 => a[0].as_str(),
+                Value::Object(o) if o.len() == 1 => o.get("secret").and_then(Value::as_str),
+                _ => None,
+            };
+            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), secret.as_bytes())) {
+                *self.secret = None;
+                Ok(Value::Bool(true))
+            } else {
+                *self.close = true;
+                Err(RpcError::server_error("authentication failed"))
+            }
+        };
+        self.engine.answered(meta, method, &outcome);
+        outcome
     }
 }
 

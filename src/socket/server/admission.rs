@@ -86,7 +86,8 @@ impl Server {
             let token = source.token();
             // Unix peers are trusted by their credentials; tcp ones need the secret.
             let secret = peer.uid.is_none().then(|| self.secret.clone()).flatten();
-            let conn = Connection::new(peer.name.clone(), self.limits, admission, secret);
+            let mut conn = Connection::new(peer.name.clone(), self.limits, admission, secret);
+            conn.set_id(crate::rpc::ConnectionId::new(token));
             if admitted {
                 self.admitted += 1;
                 debug!(self.logger, "client connected"; "peer" => &peer.name);
@@ -105,6 +106,7 @@ impl Server {
                     clock: Clock::new(now),
                     delayed: false,
                     deadline: None,
+                    subscribed: false,
                 },
             );
             self.schedule(token);

@@ -36,6 +36,7 @@ use super::SocketEvent;
 use super::connection::{Connection, Limits};
 use super::deadline::{Clock, Phase, Timeouts};
 use super::quiet::{Noise, Quiet};
+use super::subscribers::{EVENT_QUEUE, Subscribers};
 use super::{Listener, Stream};
 use crate::config::{Config, Peers};
 use crate::driver::Due;
@@ -66,6 +67,8 @@ struct Client {
     delayed: bool,
     /// The armed deadline timer and when it fires.
     deadline: Option<(TimerId, Instant)>,
+    /// It holds event subscriptions: never idle.
+    subscribed: bool,
 }
 
 impl Client {
@@ -75,7 +78,7 @@ impl Client {
             admitted: self.admitted,
             waiting: self.conn.waiting_for().is_some(),
             reply_due: self.conn.reply_deadline().map(|(at, _)| at),
-            subscribed: false,
+            subscribed: self.subscribed,
             needs_secret: self.conn.needs_secret(),
             partial: self.conn.has_partial_input(),
             writing: self.conn.is_closing() || unsent,
@@ -410,6 +413,43 @@ impl Server {
         self.settle(token, events);
     }
 
+    /// Writes the events published this turn to the connections subscribed to them, and
+    /// notes which connections are subscribed (they are never idle).
+    pub(crate) fn publish(&mut self, subs: &mut Subscribers, events: &mut Vec<SocketEvent>) {
+        let mut touched: Vec<Token> = Vec::new();
+        for conn in subs.take_touched() {
+            if let Some(client) = self.clients.get_mut(&conn.token) {
+                if client.conn.id() == Some(conn) {
+                    client.subscribed = subs.is_subscribed(conn);
+                    touched.push(conn.token);
+                }
+            }
+        }
+        for event in subs.take_published() {
+            for &(conn, subscription) in &event.targets {
+                let Some(client) = self.clients.get_mut(&conn.token) else {
+                    continue;
+                };
+                if client.conn.id() != Some(conn) {
+                    continue;
+                }
+                client.conn.push_event(&event, subscription, EVENT_QUEUE);
+                if touched.last() != Some(&conn.token) {
+                    touched.push(conn.token);
+                }
+            }
+        }
+        touched.sort_unstable_by_key(|t| t.0);
+        touched.dedup();
+        for token in touched {
+            if !self.flush(token) {
+                self.drop_client(token, events);
+                continue;
+            }
+            self.settle(token, events);
+        }
+    }
+
     /// A deadline is due: the listener's accept pause ends; a connection's held reply is
     /// released; a connection is closed if its time is up, else its deadline is armed again.
     pub(crate) fn deadline(
@@ -471,7 +511,7 @@ impl Server {
             if client.admitted {
                 self.admitted -= 1;
                 debug!(self.logger, "client hung up"; "peer" => client.conn.peer());
-                events.push(SocketEvent::hangup(client.conn.peer()));
+                events.push(SocketEvent::hangup(client.conn.peer()).of(client.conn.id()));
             } else {
                 self.refused -= 1;
             }

@@ -1,7 +1,8 @@
-//! The control socket against an independent client: `tests/python/conformance.py`, which
+//! The control socket against independent clients: `tests/python/conformance.py`, which
 //! shares no code with the server, replays the JSON-RPC 2.0 specification's examples and
 //! checks the framing, MessagePack-RPC and introspection of PROTOCOL.md against the
-//! `conformance_daemon` example, over a unix socket and over tcp.
+//! `conformance_daemon` example, and `tests/python/subscriptions.py` checks event
+//! subscriptions against the `events_daemon` example, each over a unix socket and over tcp.
 //!
 //! It needs Python's `msgpack`: the project's `scripts/install-test-deps` puts it in a venv
 //! under `target/`, and this test runs that script (once) when the venv is missing, so a
@@ -23,20 +24,20 @@ use nix::sys::signal::Signal;
 /// How long the whole script may run (each of its reads has its own 5 s timeout).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
 
-/// The `conformance_daemon` example, built by `cargo test` next to the test binaries.
-fn conformance_example() -> PathBuf {
+/// An example, built by `cargo test` next to the test binaries.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let path = exe
         .parent()
         .and_then(Path::parent)
         .expect("the test binary lives in <target>/<profile>/deps")
         .join("examples")
-        .join("conformance_daemon");
+        .join(name);
     assert!(
         path.is_file(),
         "the example binary {} is missing: a plain `cargo test` builds it, but a filtered run \
          (`cargo test --test python_conformance`) does not; run \
-         `cargo build --example conformance_daemon` first",
+         `cargo build --examples` first",
         path.display()
     );
     path
@@ -56,21 +57,23 @@ fn python() -> PathBuf {
     path
 }
 
-/// The conformance script.
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/conformance.py")
+/// A script of tests/python.
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
 }
 
 /// Starts the daemon in the foreground with its socket at `socket` and its pid file in
 /// `dir`, and waits until the pid file is written and `ready` holds.
-fn start(dir: &TestDir, socket: &str, mut ready: impl FnMut() -> bool) -> Foreground {
+fn start(dir: &TestDir, daemon: &str, socket: &str, mut ready: impl FnMut() -> bool) -> Foreground {
     let pidfile = dir.join("c.pid");
     // The script speaks to a tcp socket without a secret: accept that explicitly.
     let config = dir.write_config(
         "conformance.json",
         &serde_json::json!({"socketallowunauthenticated": true}),
     );
-    let mut cmd = Command::new(conformance_example());
+    let mut cmd = Command::new(example(daemon));
     cmd.args(["-f", "--socket", socket, "--pidfile", &path_str(&pidfile)])
         .args(["--config", &path_str(&config)])
         .current_dir(dir.path())
@@ -99,13 +102,13 @@ fn start(dir: &TestDir, socket: &str, mut ready: impl FnMut() -> bool) -> Foregr
 
 /// Runs the script against `addr`, its output in files of `dir`; panics with that output
 /// unless it exits 0.
-fn run_script(dir: &TestDir, addr: &str) {
+fn run_script(dir: &TestDir, name: &str, addr: &str) {
     let python = python();
-    let out_path = dir.join("conformance.out");
+    let out_path = dir.join(&format!("{name}.out"));
     let out = File::create(&out_path).expect("creating the script's output file");
     let err = out.try_clone().expect("cloning the output file");
     let mut child = Command::new(&python)
-        .arg(script())
+        .arg(script(name))
         .arg(addr)
         .stdin(Stdio::null())
         .stdout(out)
@@ -127,8 +130,8 @@ fn run_script(dir: &TestDir, addr: &str) {
     let output = fs::read_to_string(&out_path).unwrap_or_default();
     match status {
         Some(status) if status.success() => {}
-        Some(status) => panic!("conformance.py {addr} failed ({status}):\n{output}"),
-        None => panic!("conformance.py {addr} ran past {SCRIPT_DEADLINE:?}; killed:\n{output}"),
+        Some(status) => panic!("{name} {addr} failed ({status}):\n{output}"),
+        None => panic!("{name} {addr} ran past {SCRIPT_DEADLINE:?}; killed:\n{output}"),
     }
 }
 
@@ -143,25 +146,47 @@ fn stop(mut daemon: Foreground) {
     daemon.stop_with(Signal::SIGTERM);
 }
 
-#[test]
-fn conformance_over_a_unix_socket() {
+/// Runs `name` against `daemon` on a unix socket.
+fn over_unix(daemon: &str, name: &str) {
     python();
     let dir = TestDir::new();
     let socket = dir.join("c.sock");
-    let daemon = start(&dir, &unix_addr(&socket), || common::accepts(&socket));
-    run_script(&dir, &unix_addr(&socket));
-    stop(daemon);
+    let running = start(&dir, daemon, &unix_addr(&socket), || {
+        common::accepts(&socket)
+    });
+    run_script(&dir, name, &unix_addr(&socket));
+    stop(running);
 }
 
-#[test]
-fn conformance_over_tcp() {
+/// Runs `name` against `daemon` on tcp.
+fn over_tcp(daemon: &str, name: &str) {
     python();
     let dir = TestDir::new();
     let port = free_tcp_port();
     let addr = format!("tcp://127.0.0.1:{port}");
-    let daemon = start(&dir, &addr, || {
+    let running = start(&dir, daemon, &addr, || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    run_script(&dir, &addr);
-    stop(daemon);
+    run_script(&dir, name, &addr);
+    stop(running);
+}
+
+#[test]
+fn conformance_over_a_unix_socket() {
+    over_unix("conformance_daemon", "conformance.py");
+}
+
+#[test]
+fn conformance_over_tcp() {
+    over_tcp("conformance_daemon", "conformance.py");
+}
+
+#[test]
+fn subscriptions_over_a_unix_socket() {
+    over_unix("events_daemon", "subscriptions.py");
+}
+
+#[test]
+fn subscriptions_over_tcp() {
+    over_tcp("events_daemon", "subscriptions.py");
 }

@@ -49,7 +49,8 @@ impl RpcError {
         let left = reply
             .deadline()
             .saturating_duration_since(std::time::Instant::now());
-        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        // Rounded up: a 5 s timeout reads 5000 ms, not 4999.
+        let ms = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         RpcError::new(Self::DEFERRED, "deferred")
             .with_data(serde_json::json!([reply.ticket().0, ms]))
     }

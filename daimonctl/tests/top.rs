@@ -1,7 +1,8 @@
 //! `daimonctl top` in a real terminal: tmux, with a fixed size, against the `log_daemon`
 //! example. tmux comes from `scripts/install-test-deps`.
 //!
-//! Each test runs its own tmux server (`-S <test dir>/tmux.sock`), killed when it ends.
+//! Each `top` runs in a tmux server of its own (`-S <test dir>/tmux-N.sock`), killed when
+//! the test ends.
 //! After `top` ends, the pane's shell records its exit code and `stty -a`: a terminal
 //! given back has `icanon` and `echo` on again, and tmux reports the alternate screen left.
 
@@ -12,6 +13,7 @@ mod ctl;
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{DEADLINE, TestDir, unix_addr, wait_until};
 use ctl::{ctl, daemon, wait_looping, worker};
@@ -28,10 +30,13 @@ impl Tmux {
     /// Starts `daimonctl -s <dir's socket> top` in a new detached session.
     fn top(dir: &TestDir) -> Tmux {
         common::install_test_deps();
+        // A server of its own each time: a killed one may still hold its socket a moment.
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
         let tmux = Tmux {
-            socket: dir.join("tmux.sock"),
-            rc: dir.join("top.rc"),
-            stty: dir.join("top.stty"),
+            socket: dir.join(&format!("tmux-{n}.sock")),
+            rc: dir.join(&format!("top-{n}.rc")),
+            stty: dir.join(&format!("top-{n}.stty")),
         };
         let script = format!(
             "'{}' -s '{}' top; echo $? > '{}'; stty -a > '{}'; exec sleep 600",
@@ -196,9 +201,6 @@ fn top_quits_on_ctrl_c_and_esc() {
         tmux.keys(&[key]);
         assert_eq!(tmux.exit_code(), 0, "{key}: {}", tmux.screen());
         tmux.assert_restored();
-        drop(tmux);
-        let _ = fs::remove_file(dir.join("top.rc"));
-        let _ = fs::remove_file(dir.join("top.stty"));
     }
 }
 
@@ -225,4 +227,47 @@ fn top_without_a_terminal_is_a_usage_error() {
         .assert_code(2)
         .assert_stderr_has("needs a terminal");
     ctl(&dir, &["watch"]).assert_code(2);
+}
+
+/// The count in a `log_daemon` count line on the screen (`w0 00000012 the quick...`).
+fn count_on(screen: &str) -> Option<u64> {
+    let row = screen.lines().find(|l| l.starts_with("w0 "))?;
+    row.split_whitespace()
+        .find(|w| w.len() == 8 && w.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// The `daemon.log.<worker>` events come with the worker-call track (with `worker.call`):
+/// before it, the last line is the one `worker.log` had when top started.
+#[test]
+fn top_follows_each_workers_last_output_line() {
+    let dir = TestDir::new();
+    let _daemon = daemon(
+        &dir,
+        "log_daemon",
+        &["--mode", "count", "--looptime", "0.05"],
+    );
+    wait_looping(&dir, &["w0"]);
+    wait_until("w0 printing", DEADLINE, || {
+        !ctl(&dir, &["log", "w0", "-n", "1"]).stdout.is_empty()
+    });
+    let tmux = Tmux::top(&dir);
+    let screen = tmux.wait_row("w0 with a line", |r| {
+        r.first() == Some(&"w0") && count_on(&r.join(" ")).is_some()
+    });
+    let first = count_on(&screen).expect("just seen");
+    let log_events = ctl(&dir, &["methods"])
+        .stdout
+        .lines()
+        .any(|m| m == "worker.call");
+    if log_events {
+        tmux.wait_row("a later line", |r| {
+            r.first() == Some(&"w0") && count_on(&r.join(" ")).is_some_and(|n| n > first + 5)
+        });
+    } else {
+        assert!(first >= 1, "{screen}");
+    }
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.exit_code(), 0);
 }

@@ -207,7 +207,7 @@ mod tests {
         }
         // Mixed, or a name twice: usage errors.
         for args in [&["a=1", "b"][..], &["x", "a=1"], &["a=1", "a=2"]] {
-            let e = params(&strings(args)).err().expect("a usage error");
+            let e = params(&strings(args)).expect_err("a usage error");
             assert!(e.usage, "{args:?}: {}", e.message);
         }
     }

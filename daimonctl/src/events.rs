@@ -176,7 +176,7 @@ mod tests {
             "01:02:03.123 m empty=\"\" eq=\"a=b\" payload={\"a\":[1]}"
         );
         assert_eq!(clock(0.0), "00:00:00.000");
-        assert_eq!(clock(86_399.9996), "23:59:59.999");
+        assert_eq!(clock(86_399.999_6), "23:59:59.999");
     }
 
     #[test]

@@ -210,8 +210,10 @@ fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Sends a state line to systemd when `NOTIFY_SOCKET` is set (`Type=notify` services), e.g.
-/// `READY=1` or `STOPPING=1`. Does nothing otherwise.
+/// Sends a state line of your own to systemd when `NOTIFY_SOCKET` is set (`Type=notify`
+/// services), e.g. `STATUS=indexing 40%`; does nothing otherwise. The daemon sends its own
+/// lines itself (`READY=1` once every worker is up, `RELOADING=1`, `STOPPING=1`, `WATCHDOG=1`,
+/// `EXTEND_TIMEOUT_USEC`): do not send those. Abstract sockets (`@name`) are reached too.
 ///
 /// # Errors
 ///

@@ -130,7 +130,7 @@ fn events_reach_a_subscriber_interleaved_with_its_replies() {
         "{reply}"
     );
     c.send(&request("examples.note", json!(["y"]), 8));
-    let seen = read_until(&mut c, |v| is_event(v));
+    let seen = read_until(&mut c, is_event);
     assert_eq!(seen.last().unwrap()["params"]["subscription"], second);
     // Another connection's subscription cannot be ended from here.
     let mut other = unix(&dir);

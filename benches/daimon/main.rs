@@ -12,6 +12,7 @@
 
 mod bus;
 mod channel;
+mod events;
 mod logs;
 mod procs;
 mod rpc;
@@ -136,6 +137,7 @@ fn main() {
     rpc::run(scale, &mut results);
     system::run(scale, &mut results);
     logs::run(scale, &mut results);
+    events::run(scale, &mut results);
     let dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
     let path: PathBuf = dir.join("results.json");

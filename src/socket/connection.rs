@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::framing::{self, Detected, Headers, JsonScan, JsonScanner, Protocol};
-use super::subscribers::Published;
 use crate::rpc::bounded::{self, Bounds, Parsed, Refusal};
 use crate::rpc::jsonrpc;
 use crate::rpc::msgpack::{self, Message, Peek, Refused, Scan};
 use crate::rpc::{ConnectionId, Engine, Meta, RpcError, Ticket};
 
 mod gate;
+mod notify;
 mod output;
 
 use gate::{Gate, refusal};
@@ -444,48 +444,6 @@ impl Connection {
         }
         self.receive(&[], engine, connections);
         true
-    }
-
-    /// Writes an event for `subscription` as a notification, unless `cap` bytes already wait
-    /// unsent (then it is dropped and counted, and the count is told before the next event
-    /// that fits). Returns whether it was written.
-    pub(crate) fn push_event(&mut self, event: &Published, subscription: u64, cap: usize) -> bool {
-        if self.closing {
-            return false;
-        }
-        let cap = cap.min(self.output.max());
-        if self.output.unsent().len() >= cap {
-            self.dropped_events += 1;
-            return false;
-        }
-        if self.dropped_events > 0 {
-            let notice = Published::dropped(std::mem::take(&mut self.dropped_events));
-            self.write_event(&notice, None);
-        }
-        if !self.write_event(event, Some(subscription)) {
-            self.dropped_events += 1;
-            return false;
-        }
-        true
-    }
-
-    /// Writes one notification in the connection's protocol; false if it was larger than
-    /// a reply may be.
-    fn write_event(&mut self, event: &Published, subscription: Option<u64>) -> bool {
-        let written = match self.protocol {
-            Some(Protocol::MessagePack) => self.output.reply(Framing::Bare, |w| {
-                event.write_msgpack(w, subscription);
-                true
-            }),
-            _ => {
-                let framing = self.json_framing();
-                self.output.reply(framing, |w| {
-                    event.write_json(w, subscription);
-                    true
-                })
-            }
-        };
-        written.is_ok()
     }
 
     /// The ticket of the reply this connection waits for, if any.

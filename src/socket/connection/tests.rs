@@ -416,3 +416,43 @@ fn a_refused_connection_closes_after_a_bad_content_length_body_too() {
     assert!(c.is_closing());
     assert_eq!(c.pending_input(), 0);
 }
+
+#[test]
+fn events_past_the_queue_are_dropped_counted_and_told() {
+    use crate::bus::DaemonEvent;
+    use crate::rpc::ConnectionId;
+    use crate::socket::subscribers::Subscribers;
+    let mut c = conn();
+    json_lines(
+        &mut c,
+        &[br#"{"jsonrpc":"2.0","method":"echo","params":[1],"id":1}"#],
+    );
+    let mut subs = Subscribers::default();
+    subs.subscribe(ConnectionId::new(crate::reactor::Token(1)), &["*".into()])
+        .unwrap();
+    for _ in 0..100 {
+        subs.publish(&DaemonEvent::Ready);
+    }
+    let events = subs.take_published();
+    let cap = 1000;
+    let written = events.iter().filter(|e| c.push_event(e, 7, cap)).count();
+    assert!(written > 0 && written < 100, "{written}");
+    // Unsent output stays under the cap plus one event.
+    assert!(c.output().len() < cap + 300, "{}", c.output().len());
+    let n = c.output().len();
+    c.consume_output(n);
+    assert!(c.push_event(&events[0], 7, cap));
+    let out = String::from_utf8(c.output().to_vec()).unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["params"]["name"], "daemon.events.dropped");
+    assert_eq!(lines[0]["params"]["subscription"], Value::Null);
+    assert_eq!(lines[0]["params"]["data"]["dropped"], 100 - written as u64);
+    assert_eq!(lines[1]["params"]["subscription"], 7);
+    // A closing connection takes no event.
+    c.hangup();
+    assert!(!c.push_event(&events[0], 7, cap));
+}

@@ -2,8 +2,9 @@
 //! terminal, fed by the daemon's events.
 //!
 //! It subscribes to `daemon.worker.*` (a worker event has `worker.list` read again, once per
-//! burst: see [`state::DEBOUNCE`]) and `daemon.log.*` (each worker's last line), reads
-//! `daemon.status` and the local `/proc` figures once a second, and draws only when
+//! burst: see [`state::DEBOUNCE`]), `daemon.log.*` (each worker's last line) and
+//! `daemon.socket.client.*` (a client coming or going has `daemon.status` read again, for
+//! its connections), reads the local `/proc` figures once a second, and draws only when
 //! something changed. A daemon without subscriptions is polled once a second. The
 //! terminal is restored however it ends: `q`, Esc, Ctrl-C, SIGTERM, an error, a panic.
 
@@ -43,7 +44,8 @@ pub(crate) fn run(mut client: Client) -> Result<(), Failure> {
         .into());
     }
     let stop = stop_flag()?;
-    let subscribed = match client.subscribe(&["daemon.worker.*", "daemon.log.*"]) {
+    let patterns = ["daemon.worker.*", "daemon.log.*", "daemon.socket.client.*"];
+    let subscribed = match client.subscribe(&patterns) {
         Ok(_) => true,
         Err(Error::Rpc { code: -32601, .. }) => false,
         Err(e) => return Err(in_call("daemon.subscribe", e)),
@@ -67,8 +69,8 @@ pub(crate) fn run(mut client: Client) -> Result<(), Failure> {
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + TICK;
-            state.set_status(&call(&mut client, "daemon.status", Value::Null)?, now);
             if !subscribed {
+                state.set_status(&call(&mut client, "daemon.status", Value::Null)?, now);
                 state.set_workers(&call(&mut client, "worker.list", Value::Null)?, now);
             }
             for pid in state.pids() {
@@ -78,6 +80,10 @@ pub(crate) fn run(mut client: Client) -> Result<(), Failure> {
         }
         if state.list_due(now) {
             state.set_workers(&call(&mut client, "worker.list", Value::Null)?, now);
+            dirty = true;
+        }
+        if state.status_due(now) {
+            state.set_status(&call(&mut client, "daemon.status", Value::Null)?, now);
             dirty = true;
         }
         if dirty {
@@ -95,7 +101,7 @@ pub(crate) fn run(mut client: Client) -> Result<(), Failure> {
                 _ => {}
             }
         }
-        let until = [Some(next_tick), state.list_due_at(), Some(now + TURN)]
+        let until = [Some(next_tick), state.due_at(), Some(now + TURN)]
             .into_iter()
             .flatten()
             .min()

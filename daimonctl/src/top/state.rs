@@ -62,6 +62,8 @@ pub(crate) struct State {
     usage: HashMap<i64, Usage>,
     /// When `worker.list` is to be read again, after a worker event.
     list_due: Option<Instant>,
+    /// When `daemon.status` is to be read again, after a client came or went.
+    status_due: Option<Instant>,
     /// Events the daemon (or the client) dropped.
     dropped: u64,
     /// A note for the footer: how the view is fed.
@@ -92,6 +94,7 @@ impl State {
             last_lines: HashMap::new(),
             usage: HashMap::new(),
             list_due: None,
+            status_due: None,
             dropped: 0,
             note: String::new(),
         }
@@ -116,6 +119,7 @@ impl State {
         self.pid = status["pid"].as_i64();
         self.uptime = status["uptime"].as_f64().map(|u| (u, now));
         self.connections = raw(&status["connections"]);
+        self.status_due = None;
     }
 
     /// Takes in `worker.list`; forgets the usage of processes no longer listed.
@@ -161,10 +165,14 @@ impl State {
         } else if name.starts_with("daemon.worker.") {
             self.list_due.get_or_insert(now + DEBOUNCE);
             false
+        } else if name.starts_with("daemon.socket.client.") {
+            self.status_due.get_or_insert(now + DEBOUNCE);
+            false
         } else if name == "daemon.events.dropped" {
             self.dropped += event.data["dropped"].as_u64().unwrap_or(0);
-            // Worker events may be among those lost.
+            // Worker and client events may be among those lost.
             self.list_due.get_or_insert(now);
+            self.status_due.get_or_insert(now);
             true
         } else {
             false
@@ -176,9 +184,14 @@ impl State {
         self.list_due.is_some_and(|due| due <= now)
     }
 
-    /// When `worker.list` is to be read, if it is.
-    pub(crate) fn list_due_at(&self) -> Option<Instant> {
-        self.list_due
+    /// Whether `daemon.status` is to be read now.
+    pub(crate) fn status_due(&self, now: Instant) -> bool {
+        self.status_due.is_some_and(|due| due <= now)
+    }
+
+    /// The next moment a list or the status is to be read, if any.
+    pub(crate) fn due_at(&self) -> Option<Instant> {
+        [self.list_due, self.status_due].into_iter().flatten().min()
     }
 
     /// The pids of the daemon and its workers, to read in `/proc`.

@@ -55,7 +55,8 @@ fn worker_events_read_the_list_again_once_after_a_pause() {
         );
         assert!(!changed, "the list tells, not the event");
     }
-    assert_eq!(s.list_due_at(), Some(t0 + DEBOUNCE));
+    assert_eq!(s.due_at(), Some(t0 + DEBOUNCE));
+    assert!(!s.status_due(t0 + DEBOUNCE));
     assert!(!s.list_due(t0 + DEBOUNCE - Duration::from_millis(1)));
     assert!(s.list_due(t0 + DEBOUNCE));
     let mut relisted = list();
@@ -66,11 +67,38 @@ fn worker_events_read_the_list_again_once_after_a_pause() {
     let v = s.view(t0 + DEBOUNCE);
     assert_eq!(v.rows[0][2..4], ["101", "1"]);
     // Other events change nothing.
-    assert!(!s.on_event(
-        &event("daemon.socket.client.connect", json!({"peer": "x"})),
-        t0
-    ));
+    assert!(!s.on_event(&event("daemon.rpc.worker.list", json!({})), t0));
     assert!(!s.list_due(t0 + DEBOUNCE * 10));
+    assert_eq!(s.due_at(), None);
+}
+
+#[test]
+fn clients_coming_and_going_read_the_status_again() {
+    let t0 = Instant::now();
+    let mut s = State::new();
+    s.set_status(&json!({"pid": 42, "uptime": 10.0, "connections": 1}), t0);
+    for name in ["connect", "hangup", "connect"] {
+        let e = event(
+            &format!("daemon.socket.client.{name}"),
+            json!({"peer": "x"}),
+        );
+        assert!(!s.on_event(&e, t0));
+    }
+    assert!(!s.status_due(t0));
+    assert!(s.status_due(t0 + DEBOUNCE));
+    assert!(!s.list_due(t0 + DEBOUNCE));
+    s.set_status(
+        &json!({"pid": 42, "uptime": 10.2, "connections": 2}),
+        t0 + DEBOUNCE,
+    );
+    assert!(!s.status_due(t0 + DEBOUNCE * 10));
+    // The uptime goes on between two readings.
+    let v = s.view(t0 + Duration::from_secs(60));
+    assert!(
+        v.summary.contains("up 1m 10s  connections 2"),
+        "{}",
+        v.summary
+    );
 }
 
 #[test]
@@ -98,11 +126,11 @@ fn log_events_set_the_last_line() {
 }
 
 #[test]
-fn dropped_events_are_counted_and_the_list_read_at_once() {
+fn dropped_events_are_counted_and_everything_read_at_once() {
     let t0 = Instant::now();
     let mut s = State::new();
     assert!(s.on_event(&event("daemon.events.dropped", json!({"dropped": 7})), t0));
-    assert!(s.list_due(t0));
+    assert!(s.list_due(t0) && s.status_due(t0));
     assert!(
         s.view(t0).summary.ends_with("events dropped 7"),
         "{}",

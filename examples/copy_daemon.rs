@@ -1,7 +1,8 @@
 //! The ancestor's CopyDaemon: a worker named `handyman` (looptime 10 s, forever) copies
 //! `test.txt` to `copy_test.txt` in a directory it watches; `handyman.changename` makes it
-//! write `copy_test_2.txt` instead, through the seed's ChangeNameListener; on spindown it
-//! removes its copy.
+//! write `copy_test_2.txt` instead (the seed's ChangeNameListener is now a `match` in the
+//! worker's `command`), and replies once the worker has changed it; on spindown it removes
+//! its copy.
 //!
 //! ```text
 //! mkdir -p tmp && echo hello > tmp/test.txt
@@ -16,11 +17,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use argh::FromArgs;
-use daimon::bus::{Context, Event, Listener, PostAction};
 use daimon::rpc::{Method, Type};
 use daimon::slog::{error, info};
-use daimon::worker::{Worker, WorkerContext, WorkerHost};
+use daimon::worker::{CommandError, Worker, WorkerContext};
 use daimon::{Config, Daemon, DaemonHost, SetupError};
+use serde_json::{Value, json};
 
 /// Options of the copy daemon.
 #[derive(FromArgs)]
@@ -48,7 +49,7 @@ impl CopyWorker {
         }
     }
 
-    /// Invoked by the listener of `daemon.worker.changename`.
+    /// Invoked by the `changename` command.
     fn change_name(&mut self) {
         self.copy = "copy_test_2.txt".into();
     }
@@ -57,9 +58,26 @@ impl CopyWorker {
 impl Worker for CopyWorker {
     fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
         info!(ctx.logger(), "CopyWorker {} spinning up...", ctx.name());
-        ctx.bus()
-            .subscribe("daemon.worker.changename", ChangeNameListener)?;
         Ok(())
+    }
+
+    /// The seed's ChangeNameListener, as one `match`: `worker.call handyman changename`
+    /// (and the daemon's `handyman.changename`) reply once the name has changed.
+    fn command(
+        &mut self,
+        command: &str,
+        payload: Option<Value>,
+        ctx: &mut WorkerContext<'_, Self>,
+    ) -> Result<Value, CommandError> {
+        match command {
+            "changename" => {
+                info!(ctx.logger(), "Changing filename...");
+                self.change_name();
+                Ok(json!(true))
+            }
+            // Anything else goes to the worker's bus, for its listeners.
+            _ => ctx.forward(command, payload),
+        }
     }
 
     fn tick(&mut self, ctx: &mut WorkerContext<'_, Self>) {
@@ -78,23 +96,6 @@ impl Worker for CopyWorker {
     }
 }
 
-/// The seed's ChangeNameListener: reaches its worker, typed, through its host.
-struct ChangeNameListener;
-
-impl Listener<WorkerHost<CopyWorker>> for ChangeNameListener {
-    fn handle(
-        &mut self,
-        _event: &dyn Event,
-        ctx: &mut Context<'_, WorkerHost<CopyWorker>>,
-    ) -> PostAction {
-        info!(ctx.logger(), "Changing filename...");
-        if let Some(worker) = ctx.host().worker() {
-            worker.change_name();
-        }
-        PostAction::Continue
-    }
-}
-
 fn main() -> ExitCode {
     let mut config = Config::default();
     config.description = "Copy Daemon".into();
@@ -107,11 +108,15 @@ fn main() -> ExitCode {
             daemon
                 .workers()
                 .install("handyman", CopyWorker::new(dir), looptime)?;
+            // Replies with the worker's answer, once it has changed the name.
             let change = Method::<DaemonHost>::new("handyman.changename", |_, ctx| {
-                ctx.host().workers().send("handyman", "changename", None)?;
-                Ok(true.into())
+                let reply = ctx.defer(Duration::from_secs(5))?;
+                ctx.host()
+                    .workers()
+                    .call("handyman", "changename", None, reply)?;
+                Ok(Value::Null)
             })
-            .description("Change the output file name")
+            .description("Change the output file name (replies once the worker has)")
             .returns(Type::Boolean);
             daemon.rpc().register(change)?;
             Ok(())

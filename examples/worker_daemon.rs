@@ -24,9 +24,23 @@
 //! it (with `--ready-early`, the worker says it is ready, `ctx.ready()`, before that delay, and
 //! the daemon does not wait); `--spindown-delay SECS` makes each spindown that slow (a long shutdown).
 //!
-//! The daemon itself has one example method, `example.stall(seconds)`: it blocks the daemon's
+//! Calls (`worker.call w0 COMMAND [PAYLOAD] [TIMEOUT]`), answered by the worker's
+//! `Worker::command`: `echo` (replies with its payload), `fail` (an error: PAYLOAD
+//! `[code, message]`, default `[4242, "failed on purpose"]`), `sleep` (blocks PAYLOAD seconds,
+//! default 1, then replies `{"slept": PAYLOAD}`), `die` (aborts before replying), `big`
+//! (replies with a string of PAYLOAD bytes, default 100000), `reply-deep` (replies with
+//! PAYLOAD nested arrays, default 200), `touch`
+//! (writes `NAME.touched` in `--dir` with PAYLOAD, then replies with its path), and `print`
+//! (writes PAYLOAD on its stdout and stderr and logs it, then replies `true`). Every other
+//! command goes on to the worker's bus, where the commands above are handled (a call to one
+//! of those replies `null` at once).
+//!
+//! The daemon itself has example methods: `example.stall(seconds)` blocks the daemon's
 //! loop that long (what a listener or method that blocks does to a daemon), so the tests see
-//! the systemd watchdog pings stop while the loop is stalled.
+//! the systemd watchdog pings stop while the loop is stalled; `example.touch(text)` replies
+//! once `w0` has written its `touch` mark (a method built with `ctx.defer` and
+//! `workers().call`); with `--tap-logs`, a listener keeps the last 100 `daemon.log.*` events
+//! (`WorkerLog`), which `example.logs()` returns.
 //!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
@@ -40,9 +54,10 @@ use daimon::listeners::HangCheck;
 use daimon::rpc::{Method, RpcError, Type};
 use daimon::slog::info;
 use daimon::worker::{
-    GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerMessage,
+    CommandError, GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost,
+    WorkerLog, WorkerMessage,
 };
-use daimon::{Config, Daemon, PostAction, SetupError};
+use daimon::{Config, Daemon, DaemonHost, Event, PostAction, SetupError};
 use serde_json::{Value, json};
 
 /// Options of the worker daemon.
@@ -91,6 +106,9 @@ struct Args {
     /// seconds each worker's spindown takes (default 0)
     #[argh(option, default = "0.0")]
     spindown_delay: f64,
+    /// keep the last 100 daemon.log.* events for example.logs
+    #[argh(switch)]
+    tap_logs: bool,
 }
 
 struct TestWorker {
@@ -151,6 +169,65 @@ impl Worker for TestWorker {
     fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
         std::thread::sleep(self.spindown_delay);
         self.mark(ctx.name(), "down");
+    }
+
+    fn command(
+        &mut self,
+        command: &str,
+        payload: Option<Value>,
+        ctx: &mut WorkerContext<'_, Self>,
+    ) -> Result<Value, CommandError> {
+        match command {
+            "echo" => Ok(payload.unwrap_or(Value::Null)),
+            "fail" => {
+                let p = payload.unwrap_or_else(|| json!([4242, "failed on purpose"]));
+                let code = p[0].as_i64().unwrap_or(4242);
+                Err(CommandError::new(
+                    code,
+                    p[1].as_str().unwrap_or("failed on purpose"),
+                ))
+            }
+            "sleep" => {
+                let secs = payload.as_ref().and_then(Value::as_f64).unwrap_or(1.0);
+                std::thread::sleep(Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?);
+                Ok(json!({"slept": secs}))
+            }
+            "die" => std::process::abort(),
+            "big" => {
+                let n = payload.as_ref().and_then(Value::as_u64).unwrap_or(100_000);
+                Ok(json!("x".repeat(n as usize)))
+            }
+            "reply-deep" => {
+                let depth = payload.as_ref().and_then(Value::as_u64).unwrap_or(200);
+                let mut deep = json!(1);
+                for _ in 0..depth {
+                    deep = json!([deep]);
+                }
+                Ok(deep)
+            }
+            "touch" => {
+                let dir = self.dir.as_ref().ok_or("no --dir to touch a mark in")?;
+                let path = dir.join(format!("{}.touched", ctx.name()));
+                let text = payload
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or("touched");
+                write_mark(&path, text);
+                Ok(json!(path.display().to_string()))
+            }
+            "print" => {
+                let text = payload
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .unwrap_or("printed");
+                println!("out: {text}");
+                eprintln!("err: {text}");
+                info!(ctx.logger(), "log: {}", text);
+                Ok(json!(true))
+            }
+            // The others go to the worker's listener (test_command).
+            _ => ctx.forward(command, payload),
+        }
     }
 }
 
@@ -274,6 +351,7 @@ fn main() -> ExitCode {
             let spinup_delay = Duration::try_from_secs_f64(args.spinup_delay)?;
             let spindown_delay = Duration::try_from_secs_f64(args.spindown_delay)?;
             let ready_early = args.ready_early;
+            let tap_logs = args.tap_logs;
             daemon.config_mut().shutdowntimeout = stop_timeout;
             if let Some(timeout) = hang {
                 HangCheck::new(timeout).subscribe(daemon.bus());
@@ -291,6 +369,37 @@ fn main() -> ExitCode {
                 .returns(Type::Null)
                 .param(Type::Double, "seconds"),
             )?;
+            // Replies once w0 has written its mark: a deferred reply with a worker's answer.
+            daemon.rpc().register(
+                Method::<DaemonHost>::new("example.touch", |params, ctx| {
+                    let text = params.str("text")?.to_owned();
+                    let reply = ctx.defer(Duration::from_secs(5))?;
+                    ctx.host().workers().call("w0", "touch", Some(json!(text)), reply)?;
+                    Ok(Value::Null)
+                })
+                .description("Has w0 write its touch mark with text, and replies with its path once written")
+                .returns(Type::String)
+                .param(Type::String, "text"),
+            )?;
+            if tap_logs {
+                let seen = std::rc::Rc::new(std::cell::RefCell::new(std::collections::VecDeque::new()));
+                let keep = seen.clone();
+                daemon.bus().on_event(move |l: &WorkerLog, _| {
+                    let mut seen = keep.borrow_mut();
+                    if seen.len() == 100 {
+                        seen.pop_front();
+                    }
+                    seen.push_back(json!({"name": l.name(), "data": l.data()}));
+                    PostAction::Continue
+                });
+                daemon.rpc().register(
+                    Method::new("example.logs", move |_, _| {
+                        Ok(Value::Array(seen.borrow().iter().cloned().collect()))
+                    })
+                    .description("The last 100 daemon.log.* events: [{name, data}]")
+                    .returns(Type::Array),
+                )?;
+            }
             // Every message a worker sends up, logged.
             daemon.bus().on_event(|m: &WorkerMessage, ctx| {
                 info!(ctx.logger(), "worker message"; "worker" => m.worker(), "command" => m.command());

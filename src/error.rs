@@ -115,6 +115,10 @@ pub enum WorkerError {
     Channel(String),
     /// It did not acknowledge in time, or exited before it did.
     NoAck(String),
+    /// It did not reply to a call (`worker.call`) in time, or exited before it did.
+    NoReply(String),
+    /// This many calls wait for its replies already, the most allowed: call again later.
+    TooManyCalls(usize),
     /// Forking or registering the worker failed.
     Spawn(String),
     /// The worker's settings are invalid (a zero looptime...).
@@ -136,6 +140,11 @@ impl fmt::Display for WorkerError {
             WorkerError::Full => write!(f, "its channel is full: send again later"),
             WorkerError::Channel(e) => write!(f, "its channel refused the message: {e}"),
             WorkerError::NoAck(e) => write!(f, "{e}"),
+            WorkerError::NoReply(e) => write!(f, "{e}"),
+            WorkerError::TooManyCalls(n) => write!(
+                f,
+                "{n} calls wait for its replies already, the most allowed: call again later"
+            ),
             WorkerError::Spawn(e) => write!(f, "cannot start it: {e}"),
             WorkerError::Invalid(e) => write!(f, "{e}"),
         }

@@ -160,7 +160,8 @@ fn channel_rate(count: usize, size: usize) -> f64 {
 /// The CPU the forked side runs on (see `rpc::run` on why placement is explicit).
 static SERVER_CPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-pub fn run(scale: Scale, results: &mut Results) {
+/// Returns the round trip's p50 and p99, the floor of `worker.call`'s middle hop.
+pub fn run(scale: Scale, results: &mut Results) -> (Duration, Duration) {
     let n = scale.pick(20_000, 2_000);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     SERVER_CPU.store(usize::from(cpus > 1), std::sync::atomic::Ordering::Relaxed);
@@ -177,4 +178,5 @@ pub fn run(scale: Scale, results: &mut Results) {
         channel_rate(count / 10, 4096),
         "msgs/s",
     );
+    (p50, p99)
 }

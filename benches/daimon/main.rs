@@ -11,6 +11,7 @@
 //! where a figure has no floor). Timings are repeated: medians, and p99 for latencies.
 
 mod bus;
+mod calls;
 mod channel;
 mod events;
 mod logs;
@@ -132,9 +133,10 @@ fn main() {
     );
     let mut results = Results::default();
     // Forks first, while this process has one thread.
-    channel::run(scale, &mut results);
+    let channel = channel::run(scale, &mut results);
     bus::run(scale, &mut results);
     rpc::run(scale, &mut results);
+    calls::run(scale, &mut results, channel);
     system::run(scale, &mut results);
     logs::run(scale, &mut results);
     events::run(scale, &mut results);

@@ -25,6 +25,7 @@ use libfuzzer_sys::fuzz_target;
 fn payload_of_up(up: &Up) -> Option<&serde_json::Value> {
     match up {
         Up::Message(_, p) => p.as_ref(),
+        Up::Reply(_, Ok(v)) => Some(v),
         _ => None,
     }
 }
@@ -54,7 +55,7 @@ fn check_decode(frame: &[u8]) {
         assert!(Down::decode(frame).is_err(), "a frame is one direction's only");
     }
     if let Ok(down) = Down::decode(frame) {
-        if let Down::Command(_, Some(p)) = &down {
+        if let Down::Command(_, Some(p)) | Down::Call(_, _, Some(p)) = &down {
             assert!(!too_deep(p), "decoded a payload deeper than the limit");
         }
         assert_eq!(Down::decode(&down.encode()).unwrap(), down);

@@ -88,6 +88,11 @@ impl Driven for Running {
     }
 
     fn settle(&mut self) {
+        // Workers' lines become `daemon.log.<worker>` events only while someone may get them.
+        let tapped = self
+            .bus
+            .may_receive::<crate::worker::WorkerLog>(crate::worker::WorkerLog::PREFIX);
+        self.host.workers.set_log_listeners(tapped);
         if let Some((config, event)) = self.host.reloaded.take() {
             // systemd hears of the reload once it is done: RELOADING=1 (with the time) then
             // READY=1 at once, which Type=notify-reload accepts.

@@ -13,17 +13,26 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use slog::{Drain, Level, Logger, OwnedKVList, Record, error, o};
+use serde_json::Value;
+use slog::{Drain, Level, Logger, OwnedKVList, Record, error, o, warn};
 
-use super::frame::{Down, Up};
+use super::channel::ChannelError;
+use super::frame::{self, Down, Up};
 use super::job::Job;
-use super::{Channel, State, Worker, WorkerCommand, WorkerContext, WorkerHost, WorkerLoop};
+use super::{Channel, CommandError, State, Worker, WorkerContext, WorkerHost, WorkerLoop};
 use crate::bus::{self, Bus, PostAction};
 use crate::driver::{self, Driven, Due};
 use crate::reactor::{Interest, Reactor, Signal, Source, Token};
 
 /// Frames handled per turn at most, so a flood of commands cannot starve the ticks.
 const FRAMES_PER_TURN: usize = 1024;
+
+/// Replies kept while the daemon's ring is full, sent again each turn; past it a reply is
+/// dropped (its caller times out). As many as the supervisor lets wait for one worker.
+const REPLIES_KEPT: usize = 1024;
+
+/// How often replies kept for a full ring are sent again.
+const REPLY_RETRY: Duration = Duration::from_millis(2);
 
 /// Exit codes of a worker process that did not stop normally.
 pub(crate) mod exit {
@@ -110,6 +119,7 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         paused: false,
         exit: None,
         buffer: Vec::new(),
+        unsent: std::collections::VecDeque::new(),
     };
     process.run(job.looptime)
 }
@@ -168,6 +178,8 @@ struct Process<W> {
     /// Set when the worker must end abnormally (a panic, a corrupt channel).
     exit: Option<i32>,
     buffer: Vec<u8>,
+    /// Replies (encoded) that found the daemon's ring full, oldest first.
+    unsent: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl<W: Worker> Process<W> {
@@ -287,7 +299,27 @@ impl<W: Worker> Process<W> {
                     (State::Looping, seq)
                 }
                 Ok(Down::Command(command, payload)) => {
-                    self.bus.emit(WorkerCommand::new(&command, payload));
+                    match self.with_worker(|w, ctx| w.command(&command, payload, ctx)) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            warn!(self.host.logger, "command failed"; "command" => command, "error" => %e);
+                        }
+                        Err(code) => {
+                            self.exit = Some(code);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(Down::Call(id, command, payload)) => {
+                    match self.with_worker(|w, ctx| w.command(&command, payload, ctx)) {
+                        Ok(outcome) => self.reply(id, outcome),
+                        Err(code) => {
+                            // The supervisor tells the caller the worker exited.
+                            self.exit = Some(code);
+                            return;
+                        }
+                    }
                     continue;
                 }
             };
@@ -302,6 +334,58 @@ impl<W: Worker> Process<W> {
         }
         // More may be waiting: come back next turn.
         self.host.channel.wake_self();
+    }
+
+    /// Answers the call `id`. A value the daemon could not decode (too deep) or that does
+    /// not fit a frame becomes an error saying so; a reply that finds the ring full is kept
+    /// and sent again (see [`REPLY_RETRY`]).
+    fn reply(&mut self, id: u64, outcome: Result<Value, CommandError>) {
+        let internal =
+            |why: String| Err(CommandError::new(crate::rpc::RpcError::INTERNAL_ERROR, why));
+        let outcome = match outcome {
+            Ok(v) if frame::too_deep(&v) => internal(format!("the reply: {}", frame::TOO_DEEP)),
+            other => other,
+        };
+        let encoded = Up::Reply(id, outcome).encode();
+        if !self.unsent.is_empty() {
+            // In order, behind those waiting.
+            self.keep(encoded);
+            return;
+        }
+        match self.host.channel.send_frame(&encoded) {
+            Ok(()) => {}
+            Err(ChannelError::Full(_)) => self.keep(encoded),
+            Err(e) => {
+                let why = internal(format!("the reply cannot cross the channel: {e}"));
+                if let Err(ChannelError::Full(_)) =
+                    self.host.channel.send_frame(&Up::Reply(id, why).encode())
+                {
+                    error!(self.host.logger, "a reply was lost: the daemon's ring is full"; "id" => id);
+                }
+            }
+        }
+    }
+
+    fn keep(&mut self, encoded: Vec<u8>) {
+        if self.unsent.len() < REPLIES_KEPT {
+            self.unsent.push_back(encoded);
+        } else {
+            error!(
+                self.host.logger,
+                "a reply was dropped: the daemon's ring stays full"
+            );
+        }
+    }
+
+    /// Sends the replies kept for a full ring, in order, until it is full again.
+    fn send_unsent(&mut self) {
+        while let Some(encoded) = self.unsent.front() {
+            if let Err(ChannelError::Full(_)) = self.host.channel.send_frame(encoded) {
+                return;
+            }
+            // Sent (or refused for good, which a frame that fitted once is not).
+            self.unsent.pop_front();
+        }
     }
 }
 
@@ -324,7 +408,12 @@ impl<W: Worker> Driven for Process<W> {
         }
     }
 
+    fn max_wait(&mut self) -> Option<Duration> {
+        (!self.unsent.is_empty()).then_some(REPLY_RETRY)
+    }
+
     fn after_turn(&mut self, _now: Instant) {
+        self.send_unsent();
         self.host
             .channel
             .header()

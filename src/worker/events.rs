@@ -198,8 +198,90 @@ impl Event for WorkerMessage {
     }
 }
 
-/// On a worker's own bus: a command the daemon sent with `worker.send` (or
-/// [`Workers::send`](super::Workers::send)), named `daemon.worker.<command>`.
+/// `daemon.log.<worker>`: a line a worker wrote on its standard output or error, or logged
+/// with its own logger, as the daemon received it (the daemon logs it and keeps it for
+/// `worker.log` too).
+///
+/// Only built while some listener or subscription could receive it, and bounded: while
+/// those already waiting on the bus hold too much memory, further lines are not emitted
+/// (they are still logged and kept).
+#[derive(Debug)]
+pub struct WorkerLog {
+    name: String,
+    stream: crate::log::Stream,
+    line: String,
+    charge: Option<Charge>,
+}
+
+impl Clone for WorkerLog {
+    fn clone(&self) -> Self {
+        WorkerLog {
+            name: self.name.clone(),
+            stream: self.stream,
+            line: self.line.clone(),
+            charge: None,
+        }
+    }
+}
+
+impl PartialEq for WorkerLog {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.stream, &self.line) == (&other.name, other.stream, &other.line)
+    }
+}
+
+impl WorkerLog {
+    /// The prefix of every worker log event's name.
+    pub const PREFIX: &'static str = "daemon.log.";
+
+    /// The line `line` of `worker` on `stream`.
+    pub fn new(worker: &str, stream: crate::log::Stream, line: &str) -> WorkerLog {
+        WorkerLog {
+            name: format!("{}{worker}", Self::PREFIX),
+            stream,
+            line: line.to_owned(),
+            charge: None,
+        }
+    }
+
+    /// The event, its memory counted until it is dropped.
+    pub(crate) fn charged(mut self, charge: Charge) -> WorkerLog {
+        self.charge = Some(charge);
+        self
+    }
+
+    /// The worker that wrote it.
+    pub fn worker(&self) -> &str {
+        &self.name[Self::PREFIX.len()..]
+    }
+
+    /// Where it came from: `stdout`, `stderr` or `log` (its logger).
+    pub fn stream(&self) -> crate::log::Stream {
+        self.stream
+    }
+
+    /// The line, without its newline.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+}
+
+impl Event for WorkerLog {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn data(&self) -> Option<Value> {
+        Some(
+            serde_json::json!({"worker": self.worker(), "stream": self.stream.name(), "line": self.line}),
+        )
+    }
+}
+
+/// On a worker's own bus: a command the daemon sent with `worker.send` or `worker.call` (or
+/// [`Workers::send`](super::Workers::send), [`Workers::call`](super::Workers::call)) that
+/// the worker's [`Worker::command`](super::Worker::command) forwarded (the default), named
+/// `daemon.worker.<command>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerCommand {
     name: String,
@@ -270,7 +352,7 @@ impl Event for WorkerLoop {
 }
 
 /// The command names the supervisor keeps for itself: [`Workers::send`](super::Workers::send)
-/// refuses them (use `stop`, `pause`, `resume`).
+/// and [`Workers::call`](super::Workers::call) refuse them (use `stop`, `pause`, `resume`).
 pub const RESERVED_COMMANDS: [&str; 5] = ["stop", "pause", "resume", "loopstart", "loopstop"];
 
 #[cfg(test)]
@@ -285,5 +367,16 @@ mod tests {
         assert_ne!(m.name(), WorkerExited::NAME);
         let dotted = WorkerMessage::new("a.b", "c.d", None);
         assert_eq!((dotted.worker(), dotted.command()), ("a.b", "c.d"));
+    }
+
+    #[test]
+    fn a_worker_log_line_has_its_name_and_data() {
+        let l = WorkerLog::new("w.0", crate::log::Stream::Stderr, "oops");
+        assert_eq!(l.name(), "daemon.log.w.0");
+        assert_eq!(l.worker(), "w.0");
+        assert_eq!(
+            l.data(),
+            Some(serde_json::json!({"worker": "w.0", "stream": "stderr", "line": "oops"}))
+        );
     }
 }

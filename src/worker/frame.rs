@@ -1,8 +1,8 @@
 //! What crosses a worker's channel: one typed frame per message, encoded as MessagePack.
 //!
 //! Down, from the daemon: the supervisor's own commands (`Stop`, `Pause`, `Resume`) and the
-//! user's commands. Up, from the worker: log lines, acknowledgements, and the user's
-//! messages. Each kind has its own tag, so a user's command or message can never be taken
+//! user's commands, sent (`Command`) or called (`Call`, answered). Up, from the worker: log
+//! lines, acknowledgements, the user's messages, and the replies to calls. Each kind has its own tag, so a user's command or message can never be taken
 //! for one of the supervisor's, whatever its name.
 //!
 //! The daemon trusts nothing it reads: a frame is measured by the MessagePack scanner
@@ -12,6 +12,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::CommandError;
 use crate::rpc::MAX_DEPTH;
 use crate::rpc::msgpack::{self, Scan};
 
@@ -31,8 +32,11 @@ pub enum Down {
     Pause(u64),
     /// Tick again; acknowledge with `seq` (0: no acknowledgement wanted).
     Resume(u64),
-    /// A user command: `daemon.worker.<command>` on the worker's bus.
+    /// A user command, its reply discarded: [`Worker::command`](super::Worker::command).
     Command(String, Option<Value>),
+    /// A user command whose reply is awaited, under the supervisor's id for it:
+    /// [`Worker::command`](super::Worker::command), answered with [`Up::Reply`].
+    Call(u64, String, Option<Value>),
 }
 
 /// From a worker to the daemon.
@@ -44,15 +48,23 @@ pub enum Up {
     Ack(u64, u32),
     /// A user message: `daemon.worker.message.<worker>.<command>` on the daemon's bus.
     Message(String, Option<Value>),
+    /// The answer to the [`Down::Call`] of this id: the handler's value or its error.
+    Reply(u64, Result<Value, CommandError>),
 }
 
 const STOP: u8 = 0;
 const PAUSE: u8 = 1;
 const RESUME: u8 = 2;
 const COMMAND: u8 = 3;
+const CALL: u8 = 4;
 const LOG: u8 = 16;
 const ACK: u8 = 17;
 const MESSAGE: u8 = 18;
+const REPLY: u8 = 19;
+const FAILED: u8 = 20;
+
+/// The longest error message of a reply that crosses a channel; a longer one is cut there.
+pub const MAX_ERROR_TEXT: usize = 16 * 1024;
 
 const _: () = assert!(MAX_DEPTH == 128, "TOO_DEEP names the limit");
 
@@ -81,6 +93,7 @@ impl Down {
             Down::Pause(seq) => Writer::new(PAUSE).part(seq),
             Down::Resume(seq) => Writer::new(RESUME).part(seq),
             Down::Command(c, p) => Writer::new(COMMAND).part(c).part(p),
+            Down::Call(id, c, p) => Writer::new(CALL).part(id).part(c).part(p),
         }
         .0
     }
@@ -108,6 +121,14 @@ impl Down {
                 };
                 Ok(Down::Command(c, payload(p)))
             }
+            (Some(CALL), [_, Value::Number(id), Value::String(_), _]) => {
+                let id = id.as_u64().ok_or("an id is a number")?;
+                let p = parts.pop().expect("four parts");
+                let Some(Value::String(c)) = parts.pop() else {
+                    unreachable!("matched above")
+                };
+                Ok(Down::Call(id, c, payload(p)))
+            }
             _ => Err("not a frame the daemon sends".into()),
         }
     }
@@ -120,6 +141,11 @@ impl Up {
             Up::Log(level, text) => Writer::new(LOG).part(level).part(text),
             Up::Ack(seq, state) => Writer::new(ACK).part(seq).part(state),
             Up::Message(c, p) => Writer::new(MESSAGE).part(c).part(p),
+            Up::Reply(id, Ok(v)) => Writer::new(REPLY).part(id).part(v),
+            Up::Reply(id, Err(e)) => Writer::new(FAILED)
+                .part(id)
+                .part(&e.code())
+                .part(&e.message()),
         }
         .0
     }
@@ -154,6 +180,20 @@ impl Up {
                 };
                 Ok(Up::Message(c, payload(p)))
             }
+            (Some(REPLY), [_, id, _]) => {
+                let id = number(id, "an id")?;
+                let value = parts.pop().expect("three parts");
+                Ok(Up::Reply(id, Ok(value)))
+            }
+            (Some(FAILED), [_, id, code, Value::String(_)]) => {
+                let id = number(id, "an id")?;
+                let code = code.as_i64().ok_or("a code is an integer")?;
+                let Some(Value::String(mut message)) = parts.pop() else {
+                    unreachable!("matched above")
+                };
+                truncate(&mut message, MAX_ERROR_TEXT);
+                Ok(Up::Reply(id, Err(CommandError::new(code, message))))
+            }
             _ => Err("not a frame a worker sends".into()),
         }
     }
@@ -175,7 +215,7 @@ fn payload(p: Value) -> Option<Value> {
 }
 
 /// The most parts a frame has.
-const MAX_PARTS: usize = 3;
+const MAX_PARTS: usize = 4;
 
 /// The frame's parts, each measured with the scanner (bounded depth and sizes) first.
 fn parts(frame: &[u8]) -> Result<Vec<Value>, String> {
@@ -263,6 +303,8 @@ mod tests {
             Down::Resume(u64::MAX),
             Down::Command("changename".into(), None),
             Down::Command("stop".into(), Some(json!({"a": [1, 2]}))),
+            Down::Call(9, "echo".into(), Some(json!([1]))),
+            Down::Call(u64::MAX, "echo".into(), None),
         ] {
             assert_eq!(Down::decode(&down.encode()).unwrap(), down);
             assert!(Up::decode(&down.encode()).is_err(), "{down:?} is not an Up");
@@ -272,6 +314,9 @@ mod tests {
             Up::Ack(1, 2),
             Up::Message("exited".into(), Some(json!({"crashed": true}))),
             Up::Message("ack".into(), None),
+            Up::Reply(3, Ok(json!({"done": true}))),
+            Up::Reply(4, Ok(Value::Null)),
+            Up::Reply(5, Err(CommandError::new(-7, "no"))),
         ] {
             assert_eq!(Up::decode(&up.encode()).unwrap(), up);
             assert!(Down::decode(&up.encode()).is_err(), "{up:?} is not a Down");
@@ -296,6 +341,31 @@ mod tests {
             Up::Message("x".into(), None)
         );
         assert!(Up::decode(b"\x12\xa1x\xc0\xc0").is_err(), "a part too many");
+        assert!(Up::decode(b"\x13\x01\xc0\xc0\xc0").is_err(), "five parts");
+        // A failed reply's code is an integer, its message a string.
+        assert!(Up::decode(b"\x14\x01\xa1x\xa1x").is_err());
+        assert!(Up::decode(b"\x14\x01\x01\x01").is_err());
+        // A reply's id is a non-negative integer.
+        assert!(Up::decode(b"\x13\xff\xc0").is_err());
+        assert!(Down::decode(b"\x04\xa1x\xa1x\xc0").is_err());
+    }
+
+    #[test]
+    fn a_reply_as_deep_as_the_limit_crosses_and_a_long_error_is_cut() {
+        let up = Up::Reply(1, Ok(nested(MAX_DEPTH)));
+        assert_eq!(Up::decode(&up.encode()).unwrap(), up);
+        assert!(Up::decode(&Up::Reply(1, Ok(nested(MAX_DEPTH + 1))).encode()).is_err());
+        let long = CommandError::new(1, "x".repeat(MAX_ERROR_TEXT + 10));
+        let Up::Reply(1, Err(e)) = Up::decode(&Up::Reply(1, Err(long)).encode()).unwrap() else {
+            panic!("a failed reply")
+        };
+        assert_eq!(e.message().len(), MAX_ERROR_TEXT);
+        // The code daimon keeps for itself never comes out of a frame.
+        let raw = Writer::new(FAILED).part(&1u64).part(&i64::MIN).part(&"m").0;
+        let Ok(Up::Reply(1, Err(e))) = Up::decode(&raw) else {
+            panic!("a failed reply")
+        };
+        assert_eq!(e.code(), -32000);
     }
 
     fn nested(depth: usize) -> Value {

@@ -161,4 +161,21 @@ impl<W: 'static> WorkerContext<'_, W> {
     pub fn send(&self, command: &str, payload: Option<Value>) -> Result<()> {
         self.host.send(command, payload)
     }
+
+    /// What the default [`Worker::command`](super::Worker::command) does: emits the
+    /// command on the worker's bus as a [`WorkerCommand`](super::WorkerCommand)
+    /// (`daemon.worker.<command>`, for its listeners, after the handler returns) and
+    /// answers `null`.
+    ///
+    /// # Errors
+    ///
+    /// Never: it returns a `Result` to be the tail of a handler's `match`.
+    pub fn forward(
+        &mut self,
+        command: &str,
+        payload: Option<Value>,
+    ) -> std::result::Result<Value, super::CommandError> {
+        self.bus.emit(super::WorkerCommand::new(command, payload));
+        Ok(Value::Null)
+    }
 }

@@ -1,6 +1,8 @@
 //! The `worker.*` RPC methods: ordinary methods over the supervisor, the one place where
 //! workers meet the RPC layer.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::Workers;
@@ -10,8 +12,8 @@ use crate::reactor::Signal;
 use crate::rpc::{CallContext, Method, Methods, Params, RpcError, Ticket, Type};
 
 /// Registers `worker.list`, `worker.status`, `worker.pause`, `worker.resume`,
-/// `worker.start`, `worker.stop`, `worker.restart`, `worker.send`, `worker.log` and `worker.signal` on `methods`, reaching
-/// the supervisor through `workers`.
+/// `worker.start`, `worker.stop`, `worker.restart`, `worker.send`, `worker.call`,
+/// `worker.log` and `worker.signal` on `methods`, reaching the supervisor through `workers`.
 pub(crate) fn register<H: Host>(
     methods: &mut Methods<H>,
     workers: fn(&mut H) -> &mut Workers,
@@ -104,6 +106,35 @@ pub(crate) fn register<H: Host>(
     .param(Type::String, "name")
     .param(Type::String, "command")
     .param(Type::Any, "payload");
+    let call = Method::new("worker.call", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
+        let payload = params.get("payload").filter(|p| !p.is_null()).cloned();
+        let (worker, command) = (params.str("name")?, params.str("command")?);
+        let timeout = call_timeout(params.get("timeout"))?;
+        let reply = ctx.defer(timeout)?;
+        workers(ctx.host()).call(worker, command, payload, reply)?;
+        // Not sent: the worker's answer is.
+        Ok(Value::Null)
+    })
+    .description("Calls a worker's command handler and replies with what it returns: its value, or its error (code and message); -32000 if the worker exits before replying or does not reply within timeout seconds (default 5). Not in a batch, a multicall or a notification")
+    .returns(Type::Any)
+    .param(Type::String, "name")
+    .param(Type::String, "command")
+    .signature()
+    .returns(Type::Any)
+    .param(Type::String, "name")
+    .param(Type::String, "command")
+    .param(Type::Any, "payload")
+    .signature()
+    .returns(Type::Any)
+    .param(Type::String, "name")
+    .param(Type::String, "command")
+    .param(Type::Any, "payload")
+    .param(Type::Double, "timeout")
+    .signature()
+    .returns(Type::Any)
+    .param(Type::String, "name")
+    .param(Type::String, "command")
+    .param(Type::Double, "timeout");
     let log = Method::new("worker.log", move |params: &Params<'_>, ctx: &mut CallContext<'_, H>| {
         let (count, after) = log_window(params)?;
         Ok(workers(ctx.host()).log(params.str("name")?, count, after)?)
@@ -142,7 +173,7 @@ pub(crate) fn register<H: Host>(
     .param(Type::String, "name")
     .param(Type::Int, "signal");
     for m in [
-        list, status, pause, resume, start, stop, restart, send, log, signal,
+        list, status, pause, resume, start, stop, restart, send, call, log, signal,
     ] {
         methods.register(m)?;
     }
@@ -168,6 +199,28 @@ fn parse_signal(value: &Value) -> Result<Signal, RpcError> {
             "parameter 'signal': unknown signal {value} (a name such as SIGHUP or HUP, or a number)"
         ))
     })
+}
+
+/// How long `worker.call` waits when not told.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest `worker.call` may be told to wait.
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The `timeout` param of `worker.call`: seconds, more than 0 and at most a day.
+fn call_timeout(value: Option<&Value>) -> Result<Duration, RpcError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(CALL_TIMEOUT);
+    };
+    value
+        .as_f64()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero() && *d <= MAX_CALL_TIMEOUT)
+        .ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "parameter 'timeout': {value} is not a number of seconds above 0 and at most 86400"
+            ))
+        })
 }
 
 fn name<'a>(params: &'a Params<'_>) -> Option<&'a str> {
@@ -224,6 +277,20 @@ mod tests {
             let e = parse_signal(&v).unwrap_err();
             assert_eq!(e.code, -32602, "{v}");
             assert!(e.to_string().contains(&v.to_string()), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn call_timeouts_default_and_are_bounded() {
+        assert_eq!(call_timeout(None).unwrap(), CALL_TIMEOUT);
+        assert_eq!(call_timeout(Some(&Value::Null)).unwrap(), CALL_TIMEOUT);
+        assert_eq!(
+            call_timeout(Some(&json!(0.25))).unwrap(),
+            Duration::from_millis(250)
+        );
+        for bad in [json!(0), json!(-1), json!(1e12), json!(f64::MAX)] {
+            let e = call_timeout(Some(&bad)).unwrap_err();
+            assert_eq!(e.code, -32602, "{bad}");
         }
     }
 }

@@ -33,6 +33,7 @@
 mod backlog;
 mod channel;
 pub(crate) mod child;
+mod command;
 mod configure;
 mod events;
 pub(crate) mod frame;
@@ -51,9 +52,10 @@ mod supervisor;
 pub(crate) use channel::Channel;
 #[cfg(any(fuzzing, feature = "internals"))]
 pub use channel::{Channel, ChannelError, Header, RING_CAPACITY};
+pub use command::CommandError;
 pub use events::{
-    RESERVED_COMMANDS, WorkerCommand, WorkerExited, WorkerFailed, WorkerLoop, WorkerMessage,
-    WorkerRestarting, WorkerStarted,
+    RESERVED_COMMANDS, WorkerCommand, WorkerExited, WorkerFailed, WorkerLog, WorkerLoop,
+    WorkerMessage, WorkerRestarting, WorkerStarted,
 };
 #[cfg(any(fuzzing, feature = "internals"))]
 pub use frame::{Down, Up, too_deep};
@@ -63,6 +65,8 @@ pub use process::Process;
 pub use spec::{GiveUp, Restart, Spec};
 pub(crate) use supervisor::Deadline;
 pub use supervisor::{Exit, WorkerInfo, Workers};
+
+use serde_json::Value;
 
 use crate::error::SetupError;
 
@@ -120,8 +124,8 @@ impl State {
 /// ended.
 pub trait Worker: Sized + 'static {
     /// Runs once when the worker process starts; subscribe the worker's listeners here (on
-    /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands). An error ends the
-    /// worker as a crash.
+    /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands that
+    /// [`Worker::command`] forwards). An error ends the worker as a crash.
     ///
     /// # Errors
     ///
@@ -133,6 +137,60 @@ pub trait Worker: Sized + 'static {
 
     /// The loop body, run every looptime (at a fixed rate; missed ticks are skipped).
     fn tick(&mut self, ctx: &mut WorkerContext<'_, Self>);
+
+    /// Handles a command from the daemon: `worker.call` (and [`Workers::call`]) waits for
+    /// what it returns, its value or its error (whose code and message reach the caller);
+    /// `worker.send` (and [`Workers::send`]) discards it (an error is logged). It runs in
+    /// the worker's loop, between ticks: a handler that blocks delays the ticks, and the
+    /// caller times out.
+    ///
+    /// The default emits the command on the worker's own bus, as a
+    /// [`WorkerCommand`] named `daemon.worker.<command>` for its listeners, and returns
+    /// `null` at once ([`WorkerContext::forward`]); a worker that matches its own commands
+    /// forwards the others the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use daimon::worker::{CommandError, Worker, WorkerContext};
+    /// use serde_json::{Value, json};
+    ///
+    /// struct Copier { target: String }
+    ///
+    /// impl Worker for Copier {
+    ///     fn tick(&mut self, _: &mut WorkerContext<'_, Self>) {}
+    ///
+    ///     fn command(
+    ///         &mut self,
+    ///         command: &str,
+    ///         payload: Option<Value>,
+    ///         ctx: &mut WorkerContext<'_, Self>,
+    ///     ) -> Result<Value, CommandError> {
+    ///         match command {
+    ///             "changename" => {
+    ///                 let Some(Value::String(name)) = payload else {
+    ///                     return Err(CommandError::new(-32602, "payload: the new name"));
+    ///                 };
+    ///                 self.target = name;
+    ///                 Ok(json!(self.target))
+    ///             }
+    ///             _ => ctx.forward(command, payload),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What the caller of `worker.call` gets instead of a value.
+    fn command(
+        &mut self,
+        command: &str,
+        payload: Option<Value>,
+        ctx: &mut WorkerContext<'_, Self>,
+    ) -> Result<Value, CommandError> {
+        ctx.forward(command, payload)
+    }
 
     /// Runs once before the worker process exits on a stop (asked by the daemon, or by the
     /// worker itself with [`WorkerContext::stop`]).

@@ -4,8 +4,7 @@ use serde_json::{Value, json};
 
 use super::{Deadline, Workers, worker_error};
 use crate::error::{Result, WorkerError};
-use crate::worker::events::RESERVED_COMMANDS;
-use crate::worker::frame::{self, Down};
+use crate::worker::frame::Down;
 
 /// Pause or resume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +41,10 @@ pub(super) struct Ack {
 }
 
 impl Workers {
-    /// Sends a user command, with an optional payload, to a worker, where it becomes a
-    /// `WorkerCommand` named `daemon.worker.<command>` on the worker's bus.
+    /// Sends a user command, with an optional payload, to a worker, whose
+    /// [`Worker::command`](crate::worker::Worker::command) handles it (by default, a
+    /// `WorkerCommand` named `daemon.worker.<command>` on the worker's bus); what it returns
+    /// is discarded (see [`Workers::call`] to wait for it).
     ///
     /// # Errors
     ///
@@ -53,29 +54,11 @@ impl Workers {
     /// or a payload nested deeper than [`MAX_DEPTH`](crate::rpc::MAX_DEPTH) (nothing is sent
     /// then).
     pub fn send(&mut self, name: &str, command: &str, payload: Option<Value>) -> Result<()> {
-        let i = self.index(name)?;
-        if command.is_empty() {
-            return Err(worker_error(
-                name,
-                WorkerError::Invalid("a command needs a name".into()),
-            ));
-        }
-        if RESERVED_COMMANDS.contains(&command) {
-            return Err(worker_error(
-                name,
-                WorkerError::Reserved(command.to_owned()),
-            ));
-        }
+        let i = self.command_target(name, command, payload.as_ref())?;
         let run = self.entries[i]
             .run
             .as_ref()
-            .ok_or_else(|| self.not_running(i))?;
-        if payload.as_ref().is_some_and(frame::too_deep) {
-            return Err(worker_error(
-                name,
-                WorkerError::Channel(frame::TOO_DEEP.into()),
-            ));
-        }
+            .expect("checked by command_target");
         let frame = Down::Command(command.to_owned(), payload).encode();
         run.channel()
             .send_frame(&frame)

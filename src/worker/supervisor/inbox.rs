@@ -1,4 +1,4 @@
-//! What workers send up: log lines, acknowledgements, and the user's messages.
+//! What workers send up: log lines, acknowledgements, the user's messages, and replies.
 
 use std::time::Instant;
 
@@ -204,6 +204,13 @@ impl Workers {
                 entry
                     .ring
                     .push(cap, crate::log::Stream::Log, Some(shown), &text);
+                self.tap.line(
+                    &self.logger,
+                    &mut self.out.events,
+                    name,
+                    crate::log::Stream::Log,
+                    &text,
+                );
                 if run.logs.take(text.len(), now) {
                     if run.logs.suppressed > 0 {
                         warn!(self.logger, "worker logged past its rate limit: log lines suppressed";
@@ -217,6 +224,7 @@ impl Workers {
                 let name = name.clone();
                 self.acknowledged(seq, &name, Value::from(state));
             }
+            Up::Reply(id, outcome) => self.replied(i, id, outcome),
             Up::Message(command, payload) => {
                 let cost = std::mem::size_of::<WorkerMessage>()
                     + WorkerMessage::PREFIX.len()

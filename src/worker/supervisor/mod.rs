@@ -2,8 +2,9 @@
 //!
 //! Split along its concepts: the registry of installed workers (this file), forking them
 //! behind the [`Processes`] trait (`spawn`), reaping and the restart policy (`reap`), what
-//! they send up (`inbox`), stops and their escalation (`stop`), and acknowledged commands
-//! (`acks`). Everything that happens to a worker goes through one state machine here, and
+//! they send up (`inbox`), stops and their escalation (`stop`), acknowledged commands
+//! (`acks`), calls that wait for a worker's reply (`calls`), and the workers' output
+//! (`output`). Everything that happens to a worker goes through one state machine here, and
 //! every deadline it arms names the process (or the restart) it belongs to, so a deadline
 //! that outlives its process is ignored instead of hitting the next one.
 //!
@@ -12,12 +13,14 @@
 //! Its unit tests drive it with a fake [`Processes`], without forking.
 
 mod acks;
+mod calls;
 mod inbox;
 mod info;
 mod output;
 mod reap;
 mod spawn;
 mod stop;
+mod tap;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +52,8 @@ pub(crate) enum Deadline {
     Restart { worker: usize, epoch: u64 },
     /// An acknowledgement is overdue.
     Ack(u64),
+    /// Calls whose replies are overdue fail (a sweep armed for this instant).
+    Calls(Instant),
 }
 
 /// What the supervisor hands to the daemon: events, deadlines, resolved acknowledgements, a
@@ -79,6 +84,8 @@ struct Run {
     logs: inbox::LogBudget,
     /// Its stdout and stderr pipes, until each reaches EOF or the process is reaped.
     output: [Option<output::Pipe>; 2],
+    /// The calls that wait for its reply, by the id sent with each.
+    calls: HashMap<u64, calls::Pending>,
 }
 
 impl Run {
@@ -152,6 +159,10 @@ pub struct Workers {
     pipe_buffer: Vec<u8>,
     /// The ring size (and the daemon's log format), changed at run time.
     log_control: crate::log::Control,
+    /// Where workers' lines become `daemon.log.<worker>` events.
+    tap: tap::LogTap,
+    /// The deadlines of the calls that wait for replies.
+    call_clock: calls::CallClock,
 }
 
 impl Default for Workers {
@@ -181,6 +192,8 @@ impl Workers {
             by_pipe: TokenMap::default(),
             pipe_buffer: Vec::new(),
             log_control: crate::log::Control::default(),
+            tap: tap::LogTap::default(),
+            call_clock: calls::CallClock::default(),
         }
     }
 
@@ -316,6 +329,13 @@ impl Workers {
     /// The time a stopping worker gets before SIGKILL (`shutdowntimeout`), from now on.
     pub(crate) fn set_stop_timeout(&mut self, timeout: Duration) {
         self.stop_timeout = timeout;
+    }
+
+    /// Whether some listener or subscription could receive a
+    /// [`WorkerLog`](crate::worker::WorkerLog) now: the workers' lines become events only
+    /// then (the daemon says so each turn).
+    pub(crate) fn set_log_listeners(&mut self, listening: bool) {
+        self.tap.listening = listening;
     }
 
     /// The control of the daemon's log: its rings' size.
@@ -491,6 +511,7 @@ impl Workers {
             Deadline::Escalate { worker, generation } => self.escalate(worker, generation),
             Deadline::Restart { worker, epoch } => self.restart_due(worker, epoch),
             Deadline::Ack(id) => self.ack_overdue(id),
+            Deadline::Calls(at) => self.sweep_calls(at),
         }
     }
 }

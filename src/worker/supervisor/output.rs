@@ -16,6 +16,8 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use slog::{Logger, info};
 
 use super::Workers;
+use super::tap::LogTap;
+use crate::bus::Event;
 use crate::log::ring::Ring;
 use crate::log::{MAX_LINE, Stream};
 use crate::reactor::{Handle, Interest, Source, Token};
@@ -115,12 +117,14 @@ impl Pipe {
     }
 }
 
-/// Where lines go: the daemon's logger and the worker's ring.
+/// Where lines go: the daemon's logger, the worker's ring, and (for listeners) the bus.
 pub(super) struct Sink<'a> {
     pub(super) logger: &'a Logger,
     pub(super) name: &'a str,
     pub(super) ring: &'a mut Ring,
     pub(super) cap: usize,
+    /// The tap and the outbox's events, for `daemon.log.<worker>` events.
+    pub(super) tap: Option<(&'a mut LogTap, &'a mut Vec<Box<dyn Event>>)>,
 }
 
 impl Sink<'_> {
@@ -129,6 +133,9 @@ impl Sink<'_> {
         let text = String::from_utf8_lossy(bytes);
         info!(self.logger, "{}", text; "worker" => self.name, "stream" => stream.name());
         self.ring.push(self.cap, stream, None, &text);
+        if let Some((tap, events)) = &mut self.tap {
+            tap.line(self.logger, events, self.name, stream, &text);
+        }
     }
 }
 
@@ -217,6 +224,7 @@ impl Workers {
             name: &entry.name,
             ring: &mut entry.ring,
             cap,
+            tap: Some((&mut self.tap, &mut self.out.events)),
         };
         let eof = match entry.run.as_mut().and_then(|r| r.output[which].as_mut()) {
             Some(pipe) => read(pipe, &mut buffer, BYTES_PER_TURN, &mut sink),
@@ -247,6 +255,7 @@ impl Workers {
                         name: &entry.name,
                         ring: &mut entry.ring,
                         cap,
+                        tap: Some((&mut self.tap, &mut self.out.events)),
                     };
                     finish(&mut pipe, &mut buffer, &mut sink);
                     self.by_pipe.remove(&pipe.token());
@@ -324,6 +333,7 @@ mod tests {
             name: "w",
             ring: &mut ring,
             cap: 100,
+            tap: None,
         };
         assert!(
             !read(&mut pipe, &mut buffer, 1 << 20, &mut sink),
@@ -345,6 +355,34 @@ mod tests {
     }
 
     #[test]
+    fn lines_become_log_events_for_listeners() {
+        let (mut pipe, w, mut ring, _reactor) = pipe_and_ring();
+        let logger = crate::log::discard();
+        let mut buffer = vec![0u8; 64];
+        let mut tap = LogTap::default();
+        tap.listening = true;
+        let mut events = Vec::new();
+        nix::unistd::write(&w, b"one\r\ntwo\n").unwrap();
+        let mut sink = Sink {
+            logger: &logger,
+            name: "w7",
+            ring: &mut ring,
+            cap: 100,
+            tap: Some((&mut tap, &mut events)),
+        };
+        read(&mut pipe, &mut buffer, 1 << 20, &mut sink);
+        let data: Vec<_> = events.iter().map(|e| e.data().unwrap()).collect();
+        assert_eq!(
+            data,
+            [
+                serde_json::json!({"worker": "w7", "stream": "stdout", "line": "one"}),
+                serde_json::json!({"worker": "w7", "stream": "stdout", "line": "two"}),
+            ]
+        );
+        assert_eq!(events[0].name(), "daemon.log.w7");
+    }
+
+    #[test]
     fn a_turn_reads_at_most_its_budget() {
         let (mut pipe, w, mut ring, _reactor) = pipe_and_ring();
         let logger = crate::log::discard();
@@ -355,6 +393,7 @@ mod tests {
             name: "w",
             ring: &mut ring,
             cap: 10_000,
+            tap: None,
         };
         read(&mut pipe, &mut buffer, 100, &mut sink);
         assert_eq!(texts(&ring).len(), 50);

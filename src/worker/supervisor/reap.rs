@@ -55,7 +55,11 @@ impl Workers {
         let now = self.procs.now();
         let shutting_down = self.shutting_down;
         let entry = &mut self.entries[i];
-        let Some(run) = entry.run.take() else { return };
+        let Some(mut run) = entry.run.take() else {
+            return;
+        };
+        // Its replies were read above: the calls left are the ones it never answered.
+        let unanswered = std::mem::take(&mut run.calls);
         let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);
         let suppressed = run.logs.suppressed;
         let exit = Exit {
@@ -98,6 +102,7 @@ impl Workers {
         }
         self.reap_groups();
         self.fail_acks_of(&name);
+        self.fail_calls(&name, unanswered);
         let next = self.decide(i, &exit);
         self.emit(WorkerExited { exit });
         match next {

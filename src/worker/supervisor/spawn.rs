@@ -303,6 +303,7 @@ impl Workers {
             killed: false,
             logs: super::inbox::LogBudget::new(now),
             output: [Some(out), Some(err)],
+            calls: std::collections::HashMap::new(),
         });
         entry.starts += 1;
         entry.restart_when_gone = false;

@@ -996,3 +996,5 @@ fn a_worker_that_shuts_its_wake_up_sockets_down_is_killed_once() {
     h.exits("w0", None, Some(9));
     assert!(h.pid("w0").is_some(), "handled as a crash: restarted");
 }
+
+mod calls;

@@ -191,21 +191,11 @@ fn a_worker_that_never_gets_there_is_an_error_in_bounded_time() {
         .assert_stderr_has("w0");
 }
 
-/// Needs `worker.call` (the worker-call track); until it is merged the daemon has no such
-/// method, and the test checks that the error says so instead.
 #[test]
 fn call_worker_prints_the_workers_answer() {
     let dir = TestDir::new();
     let _daemon = daemon(&dir, "worker_daemon", &[]);
     wait_looping(&dir, &["w0"]);
-    let methods = ctl(&dir, &["methods"]).stdout;
-    if !methods.lines().any(|m| m == "worker.call") {
-        ctl(&dir, &["call-worker", "w0", "echo", "hi"])
-            .assert_code(1)
-            .assert_stderr_has("worker.call")
-            .assert_stderr_has("-32601");
-        return;
-    }
     let out = ctl(&dir, &["call-worker", "w0", "echo", "hi"]);
     out.assert_code(0);
     assert_eq!(out.stdout, "hi\n");

@@ -197,7 +197,7 @@ fn map(pod: &Pod, root: &Path, word: &str) -> String {
         return common::example_named("log_daemon").display().to_string();
     }
     if word.ends_with("/daimonctl") {
-        return env!("CARGO_BIN_EXE_daimonctl").to_owned();
+        return common::daimonctl().display().to_string();
     }
     let mut word = word.to_owned();
     for m in pod.container["volumeMounts"].as_array().unwrap() {

@@ -547,7 +547,7 @@ fn logrotate_with_daemon_reopenlogs_loses_no_line() {
     no_line_lost(|dir| {
         format!(
             "{} --socket {} call daemon.reopenlogs",
-            env!("CARGO_BIN_EXE_daimonctl"),
+            common::daimonctl().display(),
             common::unix_addr(&dir.socket())
         )
     });

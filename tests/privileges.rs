@@ -457,7 +457,7 @@ fn socketpeers_owner_means_the_new_user() {
     give_dir(&dir, 65534, 65534);
     let mut daemon = foreground(&dir, &json!({"user": "nobody", "socketmode": "0666"}));
     let ctl = |uid: u32| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_daimonctl"));
+        let mut cmd = Command::new(common::daimonctl());
         cmd.arg("-s")
             .arg(common::unix_addr(&dir.socket()))
             .arg("status");

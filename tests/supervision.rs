@@ -168,7 +168,7 @@ fn daimonctl_drives_the_workers() {
     let dir = TestDir::new();
     let _daemon = start(&dir, &["--workers", "2"]);
     let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+        let out = Command::new(common::daimonctl())
             .arg("-s")
             .arg(unix_addr(&dir.socket()))
             .args(args)
@@ -193,15 +193,19 @@ fn daimonctl_drives_the_workers() {
     assert_eq!(ctl(&["pause", "w0"]), "PAUSED\n");
     assert_eq!(ctl(&["--json", "resume", "w0"]), "1\n");
     let before = pid_of(&dir, "w1").unwrap();
-    assert_eq!(ctl(&["restart", "w1"]), "ok\n");
+    // --no-wait: answered once the daemon took it.
+    assert_eq!(ctl(&["restart", "--no-wait", "w1"]), "ok\n");
     wait_until("w1 restarted", DEADLINE, || {
         pid_of(&dir, "w1").is_some_and(|p| p != before)
     });
     assert_eq!(ctl(&["send", "w0", "custom", "{\"k\": 1}"]), "ok\n");
-    assert_eq!(ctl(&["stop", "w0"]), "ok\n");
-    wait_until("w0 stopped", DEADLINE, || pid_of(&dir, "w0").is_none());
-    assert_eq!(ctl(&["start", "w0"]), "ok\n");
-    let missing = Command::new(env!("CARGO_BIN_EXE_daimonctl"))
+    // By default stop and start wait for the outcome (daimonctl's tests cover the waiting).
+    assert_eq!(ctl(&["stop", "w0"]), "w0 stopped (EXITED)\n");
+    assert_eq!(pid_of(&dir, "w0"), None);
+    let started = ctl(&["start", "w0"]);
+    let pid = pid_of(&dir, "w0").expect("w0 running once start returned");
+    assert_eq!(started, format!("w0 started (LOOPING, pid {pid})\n"));
+    let missing = Command::new(common::daimonctl())
         .args(["-s", &unix_addr(&dir.socket()), "pause", "nope"])
         .output()
         .unwrap();

@@ -7,6 +7,11 @@
 //! error the connection is out of step with the daemon and every later call fails: connect
 //! again. An error reply ([`Error::Rpc`]) leaves the connection usable.
 //!
+//! A client can also subscribe to the daemon's bus ([`Client::subscribe`]): the events come
+//! as notifications between the replies, and [`Client::next_event`] (or the iterator
+//! [`Client::events`]) returns them in order, those that arrived while a call waited for its
+//! reply first.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -20,16 +25,17 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
+use std::io::{self, ErrorKind, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::socket::Address;
-use wire::{decode_reply, encode, read_frame};
+use conn::{Conn, open};
+use events::Queue;
+pub use events::{Event, Events};
+use wire::{Framer, Incoming, decode, encode, reply_result};
 
 /// The timeout of [`Client::connect`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,14 +79,18 @@ pub enum Protocol {
 /// # Ok::<(), daimon::Error>(())
 /// ```
 pub struct Client {
-    reader: BufReader<Conn>,
+    conn: Conn,
+    /// What was read and is not yet a whole message.
+    framer: Framer,
     protocol: Protocol,
     /// The deadline of each call, from its start; `None` waits forever.
     timeout: Option<Duration>,
+    /// The deadline of the call or the wait in progress, for its timeout error.
+    waiting: Option<Duration>,
     /// The id of the next request.
     next_id: u64,
-    /// MessagePack bytes read past the previous reply.
-    pending: Vec<u8>,
+    /// The events that arrived while a call waited for its reply, for [`Client::next_event`].
+    events: Queue,
     /// The address, for error messages.
     address: String,
     /// Why the connection can no longer be used, after an I/O or protocol error.
@@ -155,14 +165,16 @@ impl Client {
             deadline: None,
         };
         Ok(Client {
-            reader: BufReader::with_capacity(64 << 10, conn),
+            conn,
+            framer: Framer::new(protocol),
             protocol,
             timeout,
+            waiting: timeout,
             next_id: match protocol {
                 Protocol::MessagePack => 0,
                 Protocol::Json | Protocol::ContentLength => 1,
             },
-            pending: Vec::new(),
+            events: Queue::default(),
             address: address.to_string(),
             broken: None,
         })
@@ -203,7 +215,21 @@ impl Client {
     ///   the timeout, [`ErrorKind::UnexpectedEof`] when the daemon closes the connection
     ///   first, or another I/O error;
     /// - [`Error::Protocol`] for a malformed reply, one with another id, or one over 64 MiB.
+    ///
+    /// The events of the client's subscriptions that arrive before the reply are kept for
+    /// [`Client::next_event`] (at most 1024; past that they are counted, and reported as one
+    /// `daemon.events.dropped` event once the kept ones are read).
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        self.call_within(method, params, self.timeout)
+    }
+
+    /// [`Client::call`] with its own deadline, `None` for none.
+    fn call_within(
+        &mut self,
+        method: &str,
+        params: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
         self.usable()?;
         let id = self.next_id;
         self.next_id = match self.protocol {
@@ -211,17 +237,29 @@ impl Client {
             Protocol::Json | Protocol::ContentLength => id + 1,
         };
         let request = encode(self.protocol, method, params, Some(id))?;
-        self.start_deadline();
+        self.start_deadline(timeout);
         let result = self
             .send(method, &request)
-            .and_then(|()| self.receive(method))
-            .and_then(|frame| decode_reply(self.protocol, &frame, id, method));
+            .and_then(|()| self.reply(id, method));
         if let Err(e) = &result {
             if !matches!(e, Error::Rpc { .. }) {
                 self.broken = Some(e.to_string());
             }
         }
         result
+    }
+
+    /// Reads until the reply to request `id`, keeping the events that come first.
+    fn reply(&mut self, id: u64, method: &str) -> Result<Value> {
+        let what = format!("reply to {method}");
+        loop {
+            match self.receive(&what)? {
+                Incoming::Reply(reply) => return reply_result(self.protocol, reply, id, method),
+                Incoming::Notification { method, params } => {
+                    self.events.push_notification(&method, params)?;
+                }
+            }
+        }
     }
 
     /// Sends a notification: `method` is called, but the daemon never replies, not even
@@ -241,7 +279,7 @@ impl Client {
     pub fn notify(&mut self, method: &str, params: Value) -> Result<()> {
         self.usable()?;
         let request = encode(self.protocol, method, params, None)?;
-        self.start_deadline();
+        self.start_deadline(self.timeout);
         let result = self.send(method, &request);
         if let Err(e) = &result {
             self.broken = Some(e.to_string());
@@ -288,29 +326,37 @@ impl Client {
         }
     }
 
-    fn start_deadline(&mut self) {
-        self.reader.get_mut().deadline = self.timeout.map(|t| Instant::now() + t);
+    /// Starts the deadline of what comes next (a call, a wait for an event).
+    fn start_deadline(&mut self, timeout: Option<Duration>) {
+        self.waiting = timeout;
+        self.conn.deadline = timeout.map(|t| Instant::now() + t);
     }
 
     fn send(&mut self, method: &str, request: &[u8]) -> Result<()> {
-        let conn = self.reader.get_mut();
+        let conn = &mut self.conn;
         conn.write_all(request)
             .and_then(|()| conn.flush())
             .map_err(|e| self.io_error(e, || format!("sending {method} to {}", self.address)))
     }
 
-    fn receive(&mut self, method: &str) -> Result<Vec<u8>> {
-        read_frame(&mut self.reader, self.protocol, &mut self.pending).map_err(|e| match e.kind() {
-            ErrorKind::InvalidData => Error::Protocol(format!("reply to {method}: {e}")),
-            ErrorKind::UnexpectedEof => Error::Io(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                format!(
-                    "{} closed the connection before replying to {method}",
-                    self.address
-                ),
-            )),
-            _ => self.io_error(e, || format!("no reply to {method} from {}", self.address)),
-        })
+    /// Reads one message before the connection's deadline; `what` names what is awaited
+    /// (`reply to M`, `event`), for the errors. A timeout keeps what was read so far.
+    fn receive(&mut self, what: &str) -> Result<Incoming> {
+        let frame = self
+            .framer
+            .read(&mut self.conn)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidData => Error::Protocol(format!("{what}: {e}")),
+                ErrorKind::UnexpectedEof => Error::Io(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!(
+                        "{} closed the connection (waiting for {what})",
+                        self.address
+                    ),
+                )),
+                _ => self.io_error(e, || format!("no {what} from {}", self.address)),
+            })?;
+        decode(self.protocol, &frame, what)
     }
 
     /// Adds what was being done to an I/O error; a timeout (a socket's `WouldBlock` too)
@@ -318,7 +364,7 @@ impl Client {
     fn io_error(&self, e: io::Error, doing: impl FnOnce() -> String) -> Error {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                let after = self.timeout.unwrap_or_default();
+                let after = self.waiting.unwrap_or_default();
                 Error::Io(io::Error::new(
                     ErrorKind::TimedOut,
                     format!("{}: timed out after {after:?}", doing()),
@@ -329,78 +375,8 @@ impl Client {
     }
 }
 
-/// Opens the socket; for TCP, tries each address `host` resolves to.
-fn open(address: &Address, timeout: Option<Duration>) -> io::Result<Stream> {
-    match address {
-        Address::Unix(path) => UnixStream::connect(path).map(Stream::Unix),
-        Address::Tcp { host, port } => {
-            let mut last = io::Error::new(ErrorKind::NotFound, "the host resolves to no address");
-            for addr in (host.as_str(), *port).to_socket_addrs()? {
-                let stream = match timeout {
-                    Some(t) => TcpStream::connect_timeout(&addr, t),
-                    None => TcpStream::connect(addr),
-                };
-                match stream {
-                    Ok(s) => {
-                        s.set_nodelay(true)?;
-                        return Ok(Stream::Tcp(s));
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        }
-    }
-}
-
-enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-/// The socket, with the deadline of the call in progress applied to every read and write.
-struct Conn {
-    stream: Stream,
-    deadline: Option<Instant>,
-}
-
-impl Conn {
-    /// What is left of the deadline: `Ok(None)` without one, `TimedOut` once it passed.
-    fn left(&self) -> io::Result<Option<Duration>> {
-        match self.deadline {
-            None => Ok(None),
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Ok(Some(left)),
-                _ => Err(ErrorKind::TimedOut.into()),
-            },
-        }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.left()?;
-        match &mut self.stream {
-            Stream::Unix(s) => s.set_read_timeout(left).and_then(|()| s.read(buf)),
-            Stream::Tcp(s) => s.set_read_timeout(left).and_then(|()| s.read(buf)),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = self.left()?;
-        match &mut self.stream {
-            Stream::Unix(s) => s.set_write_timeout(left).and_then(|()| s.write(buf)),
-            Stream::Tcp(s) => s.set_write_timeout(left).and_then(|()| s.write(buf)),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
+mod conn;
+mod events;
 mod wire;
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
+use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
+use std::time::UNIX_EPOCH;
 
 use serde_json::json;
 
@@ -67,6 +69,22 @@ fn exchange(
     f(&mut c);
     drop(c);
     server.join().unwrap()
+}
+
+/// A reader that hands out one byte per read.
+struct ByteByByte<'a>(&'a [u8]);
+
+impl Read for ByteByByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((&b, rest)), Some(slot)) => {
+                *slot = b;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
 }
 
 fn rpc(e: Error) -> (i64, String, Option<Value>) {
@@ -335,19 +353,21 @@ fn msgpack_frames_are_found_byte_by_byte() {
         stream.extend(rmp_serde::to_vec(v).unwrap());
     }
     stream.extend([0xc4, 2, 0xff, 0x00, 0xd6, 0xff, 0, 0, 0, 1]);
-    let mut reader = BufReader::with_capacity(1, &stream[..]);
-    let mut pending = Vec::new();
+    let mut reader = ByteByByte(&stream[..]);
+    let mut framer = Framer::new(Protocol::MessagePack);
     for v in &values {
-        let frame = read_frame(&mut reader, Protocol::MessagePack, &mut pending).unwrap();
+        let frame = framer.read(&mut reader).unwrap();
         let got = crate::rpc::msgpack::decode_value(&frame).unwrap();
         assert_eq!(&got, v);
     }
-    let frame = read_frame(&mut reader, Protocol::MessagePack, &mut pending).unwrap();
+    let frame = framer.read(&mut reader).unwrap();
     let got = crate::rpc::msgpack::decode_value(&frame).unwrap();
     assert_eq!(got, "/wA=");
     // A timestamp ext: framed whole even though it does not decode to JSON.
-    let frame = read_frame(&mut reader, Protocol::MessagePack, &mut pending).unwrap();
+    let frame = framer.read(&mut reader).unwrap();
     assert_eq!(frame.len(), 6);
-    let e = read_frame(&mut reader, Protocol::MessagePack, &mut pending).unwrap_err();
+    let e = framer.read(&mut reader).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
 }
+
+mod events;

@@ -1,7 +1,8 @@
-//! The client's side of the wire: encoding requests, reading reply frames, decoding replies.
+//! The client's side of the wire: encoding requests, cutting what the daemon sends into
+//! messages, telling replies from notifications, decoding replies.
 
 use std::fmt;
-use std::io::{self, BufRead, ErrorKind, Read};
+use std::io::{self, ErrorKind, Read};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -66,111 +67,216 @@ pub(super) fn encode(
     }
 }
 
-/// An error of the reply's framing, reported as [`Error::Protocol`].
+/// An error of the framing, reported as [`Error::Protocol`].
 fn malformed(message: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, message)
 }
 
-/// Reads the bytes of one reply: a JSON line (without its `\n`), a `Content-Length` body,
-/// or one MessagePack value. Framing violations are `InvalidData` errors.
-pub(super) fn read_frame(
-    reader: &mut impl BufRead,
+/// How many bytes one read asks for.
+const CHUNK: usize = 64 << 10;
+
+/// Cuts the bytes read from the daemon into messages (replies and notifications): a JSON
+/// line (without its `\n`), a `Content-Length` body, or one MessagePack value.
+///
+/// Every byte read stays here until a message is complete, so a read that times out
+/// between two messages, or in the middle of one, loses nothing: the next read goes on
+/// where it stopped. That is what lets [`super::Client::next_event`] wait for a while and
+/// then give up without putting the connection out of step.
+#[derive(Debug)]
+pub(super) struct Framer {
     protocol: Protocol,
-    pending: &mut Vec<u8>,
-) -> io::Result<Vec<u8>> {
-    let too_large = || malformed(format!("reply larger than {MAX_REPLY} bytes"));
-    match protocol {
-        Protocol::Json => loop {
-            let mut line = Vec::new();
-            reader
-                .take(MAX_REPLY as u64 + 1)
-                .read_until(b'\n', &mut line)?;
-            if line.pop() != Some(b'\n') {
-                return Err(if line.len() >= MAX_REPLY {
-                    too_large()
-                } else {
-                    ErrorKind::UnexpectedEof.into()
-                });
+    /// Bytes read and not yet handed out.
+    buf: Vec<u8>,
+    /// JSON: how far `buf` is known to hold no `\n`.
+    scanned: usize,
+    /// MessagePack: where the value being read ends, found incrementally.
+    scanner: Scanner,
+}
+
+impl Framer {
+    pub(super) fn new(protocol: Protocol) -> Framer {
+        Framer {
+            protocol,
+            buf: Vec::new(),
+            scanned: 0,
+            scanner: Scanner::default(),
+        }
+    }
+
+    /// Reads until a whole message is there and returns it. Framing violations (a message
+    /// over 64 MiB, bad headers, bytes that are not MessagePack) are `InvalidData` errors,
+    /// the daemon closing the connection `UnexpectedEof`.
+    pub(super) fn read(&mut self, reader: &mut impl Read) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(frame) = self.next()? {
+                return Ok(frame);
             }
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                return Ok(line);
+            self.fill(reader)?;
+        }
+    }
+
+    /// Appends what one read brings.
+    fn fill(&mut self, reader: &mut impl Read) -> io::Result<()> {
+        let mut chunk = [0; CHUNK];
+        let n = loop {
+            match reader.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other?,
             }
-        },
-        Protocol::ContentLength => {
-            let mut length = None;
-            for _ in 0..MAX_HEADERS {
-                let mut line = Vec::new();
-                reader.take(MAX_HEADER_LINE).read_until(b'\n', &mut line)?;
-                if line.last() != Some(&b'\n') {
-                    return Err(if line.len() as u64 >= MAX_HEADER_LINE {
-                        malformed("reply header line too long".into())
-                    } else {
-                        ErrorKind::UnexpectedEof.into()
-                    });
-                }
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\r', '\n']);
-                if line.is_empty() {
-                    let length = length
-                        .ok_or_else(|| malformed("reply without a Content-Length header".into()))?;
-                    if length > MAX_REPLY {
+        };
+        if n == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// The first whole message in the buffer, taken out of it; `None` until more is read.
+    fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let too_large = || malformed(format!("reply larger than {MAX_REPLY} bytes"));
+        match self.protocol {
+            Protocol::Json => loop {
+                let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() > MAX_REPLY {
                         return Err(too_large());
                     }
-                    let mut body = Vec::new();
-                    reader.take(length as u64).read_to_end(&mut body)?;
-                    if body.len() < length {
-                        return Err(ErrorKind::UnexpectedEof.into());
-                    }
-                    return Ok(body);
+                    return Ok(None);
+                };
+                let end = self.scanned + at;
+                if end > MAX_REPLY {
+                    return Err(too_large());
                 }
-                let (name, value) = line
-                    .split_once(':')
-                    .ok_or_else(|| malformed(format!("malformed reply header '{line}'")))?;
-                if name.trim().eq_ignore_ascii_case("content-length") {
-                    let value = value.trim();
-                    length = Some(value.parse::<usize>().map_err(|_| {
-                        malformed(format!("malformed Content-Length '{value}' in a reply"))
-                    })?);
+                let mut line = self.take(end + 1);
+                line.pop();
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Some(line));
                 }
+            },
+            Protocol::ContentLength => {
+                let Some((body_at, length)) = self.headers()? else {
+                    return Ok(None);
+                };
+                if length > MAX_REPLY {
+                    return Err(too_large());
+                }
+                if self.buf.len() < body_at + length {
+                    return Ok(None);
+                }
+                let mut frame = self.take(body_at + length);
+                frame.drain(..body_at);
+                Ok(Some(frame))
             }
-            Err(malformed(format!(
-                "more than {MAX_HEADERS} header lines in a reply"
-            )))
+            Protocol::MessagePack => match self.scanner.scan(&self.buf, MAX_REPLY) {
+                Scan::Complete(end) => Ok(Some(self.take(end))),
+                Scan::Incomplete => Ok(None),
+                Scan::TooLarge => Err(too_large()),
+                Scan::Invalid(why) => Err(malformed(format!("bad MessagePack: {why}"))),
+            },
         }
-        Protocol::MessagePack => {
-            let mut scanner = Scanner::default();
-            let end = loop {
-                match scanner.scan(pending, MAX_REPLY) {
-                    Scan::Complete(end) => break end,
-                    Scan::Incomplete => {}
-                    Scan::TooLarge => return Err(too_large()),
-                    Scan::Invalid(why) => return Err(malformed(format!("bad MessagePack: {why}"))),
-                }
-                let chunk = reader.fill_buf()?;
-                if chunk.is_empty() {
-                    return Err(ErrorKind::UnexpectedEof.into());
-                }
-                let n = chunk.len();
-                pending.extend_from_slice(chunk);
-                reader.consume(n);
+    }
+
+    /// The first `n` bytes of the buffer, taken out of it.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let rest = self.buf.split_off(n);
+        self.scanned = 0;
+        std::mem::replace(&mut self.buf, rest)
+    }
+
+    /// Reads the `Content-Length` headers at the start of the buffer: where the body starts
+    /// and how long it is, or `None` until the blank line that ends them has arrived.
+    fn headers(&self) -> io::Result<Option<(usize, usize)>> {
+        let mut length = None;
+        let mut at = 0;
+        for _ in 0..MAX_HEADERS {
+            let rest = &self.buf[at..];
+            let window = &rest[..rest.len().min(MAX_HEADER_LINE as usize)];
+            let Some(end) = window.iter().position(|&b| b == b'\n') else {
+                return if window.len() >= MAX_HEADER_LINE as usize {
+                    Err(malformed("reply header line too long".into()))
+                } else {
+                    Ok(None)
+                };
             };
-            let rest = pending.split_off(end);
-            Ok(std::mem::replace(pending, rest))
+            let line = String::from_utf8_lossy(&rest[..end]);
+            let line = line.trim_end_matches('\r');
+            at += end + 1;
+            if line.is_empty() {
+                let length = length
+                    .ok_or_else(|| malformed("reply without a Content-Length header".into()))?;
+                return Ok(Some((at, length)));
+            }
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| malformed(format!("malformed reply header '{line}'")))?;
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                let value = value.trim();
+                length = Some(value.parse::<usize>().map_err(|_| {
+                    malformed(format!("malformed Content-Length '{value}' in a reply"))
+                })?);
+            }
         }
+        Err(malformed(format!(
+            "more than {MAX_HEADERS} header lines in a reply"
+        )))
     }
 }
 
-/// Decodes a reply frame and checks its id: the result, or the error it carries.
-pub(super) fn decode_reply(
+/// A message from the daemon, decoded.
+#[derive(Debug)]
+pub(super) enum Incoming {
+    /// A reply: its whole decoded form, still to be checked by [`reply_result`].
+    Reply(Value),
+    /// A notification (JSON-RPC without an id, MessagePack-RPC type 2).
+    Notification { method: String, params: Value },
+}
+
+/// Decodes a message and tells a notification from a reply. `what` names what was being
+/// waited for, for the error.
+pub(super) fn decode(protocol: Protocol, frame: &[u8], what: &str) -> Result<Incoming> {
+    let bad = |why: String| Error::Protocol(format!("{what}: {why}"));
+    if protocol == Protocol::MessagePack {
+        let message = msgpack::decode_value(frame)
+            .map_err(|e| bad(format!("undecodable MessagePack: {e}")))?;
+        if let Value::Array(parts) = &message
+            && parts.len() == 3
+            && parts[0] == 2
+            && let Value::String(method) = &parts[1]
+        {
+            let method = method.clone();
+            let Value::Array(mut parts) = message else {
+                unreachable!("matched above")
+            };
+            return Ok(Incoming::Notification {
+                method,
+                params: parts.pop().unwrap_or_default(),
+            });
+        }
+        return Ok(Incoming::Reply(message));
+    }
+    let mut message: Value =
+        serde_json::from_slice(frame).map_err(|e| bad(format!("bad JSON: {e}")))?;
+    if let Value::Object(m) = &mut message
+        && !m.contains_key("id")
+        && let Some(Value::String(method)) = m.remove("method")
+    {
+        return Ok(Incoming::Notification {
+            method,
+            params: m.remove("params").unwrap_or_default(),
+        });
+    }
+    Ok(Incoming::Reply(message))
+}
+
+/// Checks a decoded reply's id and returns its result, or the error it carries.
+pub(super) fn reply_result(
     protocol: Protocol,
-    frame: &[u8],
+    reply: Value,
     id: u64,
     method: &str,
 ) -> Result<Value> {
     let bad = |what: String| Error::Protocol(format!("reply to {method}: {what}"));
     if protocol == Protocol::MessagePack {
-        let reply = msgpack::decode_value(frame)
-            .map_err(|e| bad(format!("undecodable MessagePack: {e}")))?;
         let Value::Array(mut parts) = reply else {
             return Err(bad(format!(
                 "expected [1, msgid, error, result], got {reply}"
@@ -203,7 +309,6 @@ pub(super) fn decode_reply(
             other => Err(bad(format!("malformed error {other}"))),
         };
     }
-    let reply: Value = serde_json::from_slice(frame).map_err(|e| bad(format!("bad JSON: {e}")))?;
     let Value::Object(mut reply) = reply else {
         return Err(bad(format!("expected an object, got {reply}")));
     };

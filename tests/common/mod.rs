@@ -63,6 +63,58 @@ pub fn example_named(name: &str) -> PathBuf {
     path
 }
 
+/// The `daimonctl` binary of the workspace's `daimonctl` crate, built once per test binary
+/// (`cargo build -q -p daimonctl`; cargo's own lock serialises concurrent builds), in the
+/// workspace's target dir (`CARGO_TARGET_DIR` when set).
+///
+/// `env!("CARGO_BIN_EXE_daimonctl")` names the binaries of the test's own package only, and
+/// daimonctl is a crate of its own, so the root's tests find it here.
+///
+/// # Panics
+///
+/// If the build fails: the tests never skip.
+pub fn daimonctl() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    // In daimonctl's own tests cargo names the binary it built for them.
+    if let Some(path) = option_env!("CARGO_BIN_EXE_daimonctl") {
+        return PathBuf::from(path);
+    }
+    let built = BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "-q", "-p", "daimonctl"])
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running cargo build -p daimonctl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build -p daimonctl failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|t| if t.is_absolute() { t } else { root.join(t) })
+            .unwrap_or_else(|| root.join("target"));
+        let path = target.join("debug").join("daimonctl");
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "cargo built daimonctl, but {} is missing",
+                path.display()
+            ))
+        }
+    });
+    match built {
+        Ok(path) => path.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Polls `cond` every 10 ms until it holds.
 ///
 /// # Panics
@@ -573,6 +625,15 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// The workspace's root: the root crate's directory, also from the tests of a member crate
+/// (`daimonctl/tests/` reaches this module by path).
+pub fn workspace_root() -> &'static Path {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.ancestors()
+        .find(|d| d.join("scripts/install-test-deps").is_file())
+        .unwrap_or(dir)
+}
+
 /// Runs `scripts/install-test-deps` once per test binary (quick when all is there): Debian's
 /// systemd and logrotate, and the Python venv at `target/pyenv`.
 ///
@@ -581,7 +642,7 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
 /// When the script fails: a test that needs these tools never skips.
 pub fn install_test_deps() {
     static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = workspace_root();
     let installed = INSTALLED.get_or_init(|| {
         let out = Command::new(root.join("scripts/install-test-deps"))
             .output()

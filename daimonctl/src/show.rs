@@ -53,17 +53,6 @@ pub(crate) fn workers_table(list: &Value) -> String {
     columns(&rows)
 }
 
-/// `[ret, param...]` as `ret method(param, ...)`.
-pub(crate) fn signature_line(method: &str, signature: &Value) -> String {
-    match signature.as_array().map(Vec::as_slice) {
-        Some([ret, params @ ..]) => {
-            let params: Vec<String> = params.iter().map(raw).collect();
-            format!("{} {method}({})", raw(ret), params.join(", "))
-        }
-        _ => raw(signature),
-    }
-}
-
 /// A duration as an operator reads it, to the two largest units: `45s`, `3m 07s`,
 /// `2h 03m`, `1d 02h` (rounded down).
 pub(crate) fn uptime(d: Duration) -> String {
@@ -240,13 +229,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn signatures_read_like_declarations() {
-        let s = json!(["string", "string", "int"]);
-        assert_eq!(signature_line("m", &s), "string m(string, int)");
-        assert_eq!(signature_line("m", &json!(["array"])), "array m()");
-    }
 
     #[test]
     fn workers_read_as_a_table() {

@@ -3,32 +3,42 @@
 //! ```text
 //! daimonctl -s unix:///run/echo.sock status
 //! daimonctl call examples.echo hello
+//! daimonctl call examples.echo message=hello
+//! daimonctl help worker.signal
 //! DAIMON_SOCKET=tcp://127.0.0.1:10042 daimonctl --secret s3cret --json methods
 //! daimonctl log handyman -n 20 -f
+//! daimonctl events 'daemon.worker.*'
+//! daimonctl restart handyman
+//! daimonctl call-worker handyman stats
+//! daimonctl top
 //! daimonctl signal handyman HUP
 //! daimonctl reload
 //! ```
 //!
-//! Results are printed for people, or with `--json` as compact JSON on one line (`log`: one
-//! JSON object per line). Errors go to standard error as `error: ...` with exit code 1
+//! Results are printed for people, or with `--json` as compact JSON on one line (`log` and
+//! `events`: one JSON object per line). Errors go to standard error as `error: ...` with exit code 1
 //! (the daemon refused, or could not be reached); usage errors exit with 2.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use args::{
-    Args, Command, DEFAULT_SOCKET, PauseArgs, RestartArgs, ResumeArgs, StartArgs, StopArgs,
-};
+use args::{Args, Command, DEFAULT_SOCKET, PauseArgs, ResumeArgs};
+use call::parse_arg;
 use daimon::Error;
 use daimon::client::{Client, Protocol};
 use daimon::socket::Address;
 use serde_json::{Value, json};
-use show::{pretty, raw, signature_line, state_name, workers_table};
+use show::{pretty, raw, state_name, workers_table};
+use wait::Goal;
 
 mod args;
+mod call;
+mod events;
 mod log;
 mod show;
+mod top;
+mod wait;
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
@@ -115,8 +125,8 @@ fn run(args: &Args) -> Result<String, Failure> {
     let (result, text) = match &args.command {
         Command::Call(c) => {
             let (method, params) = c.words.split_first().expect("checked above");
-            let params = params.iter().map(|a| parse_arg(a)).collect();
-            let result = call(method, Value::Array(params))?;
+            let params = call::params(params)?;
+            let result = call(method, params)?;
             let text = match &result {
                 Value::String(s) => s.clone(),
                 other => pretty(other),
@@ -161,18 +171,7 @@ fn run(args: &Args) -> Result<String, Failure> {
             };
             (result, text)
         }
-        Command::Help(h) => {
-            let description = call("system.methodHelp", json!([h.method]))?;
-            let signatures = call("system.methodSignature", json!([h.method]))?;
-            let mut lines = vec![raw(&description)];
-            if let Value::Array(signatures) = &signatures {
-                for signature in signatures {
-                    lines.push(signature_line(&h.method, signature));
-                }
-            }
-            let result = json!({"description": description, "signatures": signatures});
-            (result, lines.join("\n"))
-        }
+        Command::Help(h) => call::help(&mut client, &h.method)?,
         Command::Shutdown(_) => {
             let result = call("daemon.shutdown", Value::Null)?;
             let text = raw(&result);
@@ -192,16 +191,29 @@ fn run(args: &Args) -> Result<String, Failure> {
             let text = state_name(&result).to_owned();
             (result, text)
         }
-        Command::Start(StartArgs { worker })
-        | Command::Stop(StopArgs { worker })
-        | Command::Restart(RestartArgs { worker }) => {
-            let method = match &args.command {
-                Command::Start(_) => "worker.start",
-                Command::Stop(_) => "worker.stop",
-                _ => "worker.restart",
+        Command::Start(a) => waiting(&mut client, Goal::Start, &a.worker, a.timeout, a.no_wait)?,
+        Command::Stop(a) => waiting(&mut client, Goal::Stop, &a.worker, a.timeout, a.no_wait)?,
+        Command::Restart(a) => {
+            waiting(&mut client, Goal::Restart, &a.worker, a.timeout, a.no_wait)?
+        }
+        Command::CallWorker(c) => {
+            let payload = c.payload.as_deref().map(parse_arg);
+            let result = client
+                .call_worker(&c.worker, &c.command, payload, timeout)
+                .map_err(|e| in_call("worker.call", e))?;
+            let text = match &result {
+                Value::String(s) => s.clone(),
+                other => pretty(other),
             };
-            let result = call(method, json!([worker]))?;
-            (result, "ok".to_owned())
+            (result, text)
+        }
+        Command::Events(e) => {
+            events::run(&mut client, e, args.json)?;
+            return Ok(String::new());
+        }
+        Command::Top(_) | Command::Watch(_) => {
+            top::run(client)?;
+            return Ok(String::new());
         }
         Command::Send(s) => {
             let mut params = vec![json!(s.worker), json!(s.command)];
@@ -228,24 +240,18 @@ pub(crate) fn in_call(method: &str, e: Error) -> Failure {
     }
 }
 
-/// A command-line argument as a parameter: JSON when it parses, else the string itself.
-fn parse_arg(arg: &str) -> Value {
-    serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args_are_json_or_strings() {
-        assert_eq!(parse_arg("5"), json!(5));
-        assert_eq!(parse_arg("true"), json!(true));
-        assert_eq!(parse_arg("[1,2]"), json!([1, 2]));
-        assert_eq!(parse_arg(r#"{"a":1}"#), json!({"a": 1}));
-        assert_eq!(parse_arg(r#""5""#), json!("5"));
-        assert_eq!(parse_arg("hello"), json!("hello"));
-        assert_eq!(parse_arg("[1,"), json!("[1,"));
-        assert_eq!(parse_arg(""), json!(""));
-    }
+/// `start`, `stop`, `restart`: the request, then (unless `--no-wait`) its outcome.
+fn waiting(
+    client: &mut Client,
+    goal: Goal,
+    worker: &str,
+    timeout: f64,
+    no_wait: bool,
+) -> Result<(Value, String), Failure> {
+    let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
+        Error::Usage(format!(
+            "--timeout: expected a number of seconds, got {timeout}"
+        ))
+    })?;
+    wait::run(client, goal, worker, timeout, no_wait)
 }

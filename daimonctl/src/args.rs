@@ -43,6 +43,10 @@ pub(crate) enum Command {
     Stop(StopArgs),
     Restart(RestartArgs),
     Send(SendArgs),
+    CallWorker(CallWorkerArgs),
+    Events(EventsArgs),
+    Top(TopArgs),
+    Watch(WatchArgs),
     Log(LogArgs),
     Signal(SignalArgs),
     Reload(ReloadArgs),
@@ -74,13 +78,41 @@ worker_command!(
     "resume",
     "Resume a worker; returns once it acknowledged."
 );
-worker_command!(StartArgs, "start", "Start a worker that is not running.");
-worker_command!(
+/// The subcommands that change a worker's life and wait for the outcome.
+macro_rules! waiting_command {
+    ($name:ident, $cmd:literal, $doc:literal) => {
+        #[derive(FromArgs)]
+        #[doc = $doc]
+        #[argh(subcommand, name = $cmd)]
+        pub(crate) struct $name {
+            /// the worker
+            #[argh(positional)]
+            pub(crate) worker: String,
+            /// seconds to wait for the outcome (default 30)
+            #[argh(option, default = "30.0")]
+            pub(crate) timeout: f64,
+            /// return once the daemon took the request, without waiting for the outcome
+            #[argh(switch)]
+            pub(crate) no_wait: bool,
+        }
+    };
+}
+
+waiting_command!(
+    StartArgs,
+    "start",
+    "Start a worker that is not running; waits until it is LOOPING."
+);
+waiting_command!(
     StopArgs,
     "stop",
-    "Stop a worker (no restart until started)."
+    "Stop a worker (no restart until started); waits until it is EXITED."
 );
-worker_command!(RestartArgs, "restart", "Stop a worker and start it again.");
+waiting_command!(
+    RestartArgs,
+    "restart",
+    "Stop a worker and start it again; waits until a new process is LOOPING."
+);
 
 #[derive(FromArgs)]
 /// List the workers (worker.list).
@@ -103,14 +135,53 @@ pub(crate) struct SendArgs {
 }
 
 #[derive(FromArgs)]
-/// Call a method with positional parameters: each ARG that parses as JSON (5, true,
-/// "quoted", an array, an object) is that value, anything else a string.
+/// Call a method: with named parameters (every ARG is NAME=VALUE) or positional ones. A
+/// VALUE or ARG that parses as JSON (5, true, "quoted", an array, an object) is that value,
+/// anything else a string; quote a positional string holding '=' as JSON ('"a=b"').
 #[argh(subcommand, name = "call")]
 pub(crate) struct CallArgs {
     /// the method, then its parameters (a parameter may start with '-': `call m -5`)
     #[argh(positional, greedy, arg_name = "method arg")]
     pub(crate) words: Vec<String>,
 }
+
+#[derive(FromArgs)]
+/// Call a worker's command and print its answer (worker.call); the daemon waits --timeout
+/// seconds for the worker.
+#[argh(subcommand, name = "call-worker")]
+pub(crate) struct CallWorkerArgs {
+    /// the worker
+    #[argh(positional)]
+    pub(crate) worker: String,
+    /// the command
+    #[argh(positional)]
+    pub(crate) command: String,
+    /// the payload: JSON when it parses, else a string
+    #[argh(positional)]
+    pub(crate) payload: Option<String>,
+}
+
+#[derive(FromArgs)]
+/// Print the daemon's events as they happen (daemon.subscribe), one per line:
+/// `HH:MM:SS.mmm NAME KEY=VALUE...` (UTC); --json: one JSON object per line. Ends on
+/// Ctrl-C or when the output is closed (exit 0), or when the daemon goes away (exit 1).
+#[argh(subcommand, name = "events")]
+pub(crate) struct EventsArgs {
+    /// the events to print: names, or prefixes ending in '*' (default '*': all)
+    #[argh(positional, arg_name = "pattern")]
+    pub(crate) patterns: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// A live view of the daemon and its workers (state, pid, restarts, uptime, CPU, memory,
+/// last output line), refreshed from its events; q, Esc or Ctrl-C quits.
+#[argh(subcommand, name = "top")]
+pub(crate) struct TopArgs {}
+
+#[derive(FromArgs)]
+/// The same as top.
+#[argh(subcommand, name = "watch")]
+pub(crate) struct WatchArgs {}
 
 #[derive(FromArgs)]
 /// Show the daemon's status and its workers as a table (daemon.status, worker.list);
@@ -126,7 +197,8 @@ pub(crate) struct MethodsArgs {}
 // argh reserves the name `help` for itself: this subcommand is a dynamic one, and `help`
 // is not a help trigger of `Args`.
 #[derive(FromArgs)]
-/// Describe a method and its signatures.
+/// Describe a method: its description, then each signature with its parameters' types and
+/// names.
 #[argh(help_triggers("-h", "--help"))]
 pub(crate) struct HelpArgs {
     /// the method
@@ -139,7 +211,7 @@ impl argh::DynamicSubCommand for HelpArgs {
         &[&argh::CommandInfo {
             name: "help",
             short: &'\0',
-            description: "Describe a method and its signatures.",
+            description: "Describe a method: its parameters' names and types.",
         }]
     }
 

@@ -103,7 +103,7 @@ fn print(out: &mut impl Write, reply: &Value, json: bool) -> Result<Printed, Fai
 
 /// Waits up to `ms` for standard output to report an error: a pipe whose reader is gone
 /// does (POLLERR), a terminal or a file does not, so this is the pause between two calls.
-fn reader_gone(ms: u16) -> bool {
+pub(crate) fn reader_gone(ms: u16) -> bool {
     let stdout = io::stdout();
     let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::empty())];
     match poll(&mut fds, PollTimeout::from(ms)) {

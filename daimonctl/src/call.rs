@@ -8,10 +8,6 @@ use serde_json::{Map, Value, json};
 use crate::show::raw;
 use crate::{Failure, in_call};
 
-/// The one key of the params `help` sends to learn the parameters' names: no signature
-/// has a parameter of that name, so the call never binds and the method never runs.
-const PROBE: &str = "\u{1}daimonctl-help";
-
 /// A command-line argument as a parameter: JSON when it parses, else the string itself.
 pub(crate) fn parse_arg(arg: &str) -> Value {
     serde_json::from_str(arg).unwrap_or_else(|_| Value::String(arg.into()))
@@ -57,42 +53,26 @@ pub(crate) fn params(args: &[String]) -> Result<Value, Failure> {
     Ok(Value::Object(map))
 }
 
-/// `help METHOD`: the description and each signature with its parameters' names (when the
-/// daemon tells them), as text and as JSON.
+/// `help METHOD`: the description and each signature with its parameters' names and
+/// types (`system.methodParams`), as text and as JSON.
 pub(crate) fn help(client: &mut Client, method: &str) -> Result<(Value, String), Failure> {
     let mut call =
         |name: &str, params: Value| client.call(name, params).map_err(|e| in_call(name, e));
     let description = call("system.methodHelp", json!([method]))?;
-    let signatures = call("system.methodSignature", json!([method]))?;
-    let signatures = signatures.as_array().cloned().unwrap_or_default();
-    // system.methodSignature gives the types only; the names are in the text of the
-    // Invalid params reply to a call whose params fit no signature.
-    let described = match client.call(method, json!({ PROBE: null })) {
-        Err(Error::Rpc {
-            code: -32602,
-            data: Some(Value::String(text)),
-            ..
-        }) => text,
-        _ => String::new(),
-    };
-    let names = param_names(method, &signatures, &described);
+    let described = call("system.methodParams", json!([method]))?;
+    let described = described.as_array().cloned().unwrap_or_default();
     let mut lines = vec![raw(&description)];
+    let mut signatures = Vec::new();
     let mut params = Vec::new();
-    for (signature, names) in signatures.iter().zip(&names) {
-        lines.push(signature_line(method, signature, names.as_deref()));
-        let types = signature
-            .as_array()
-            .map_or(&[][..], |s| s.get(1..).unwrap_or(&[]));
-        params.push(Value::Array(
-            types
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let name = names.as_ref().map(|n| n[i].clone());
-                    json!({"name": name, "type": t})
-                })
-                .collect(),
-        ));
+    for d in &described {
+        let list = d["params"].as_array().cloned().unwrap_or_default();
+        let mut signature = vec![d["returns"].clone()];
+        signature.extend(list.iter().map(|p| p["type"].clone()));
+        let names: Vec<String> = list.iter().map(|p| raw(&p["name"])).collect();
+        let signature = Value::Array(signature);
+        lines.push(signature_line(method, &signature, Some(&names)));
+        signatures.push(signature);
+        params.push(Value::Array(list));
     }
     let result = json!({"description": description, "signatures": signatures, "params": params});
     Ok((result, lines.join("\n")))
@@ -115,54 +95,6 @@ pub(crate) fn signature_line(method: &str, signature: &Value, names: Option<&[St
         }
         _ => raw(signature),
     }
-}
-
-/// The parameters' names of each signature, read from the daemon's description of them
-/// (`expected string m(string message) or int m(int a, int b)`), checked against the types
-/// `system.methodSignature` gave; `None` for a signature whose names cannot be read.
-pub(crate) fn param_names(
-    method: &str,
-    signatures: &[Value],
-    described: &str,
-) -> Vec<Option<Vec<String>>> {
-    let pieces: Vec<&str> = described
-        .strip_prefix("expected ")
-        .map(|d| d.split(" or ").collect())
-        .unwrap_or_default();
-    if pieces.len() != signatures.len() {
-        return vec![None; signatures.len()];
-    }
-    signatures
-        .iter()
-        .zip(pieces)
-        .map(|(signature, piece)| names_of(method, signature, piece))
-        .collect()
-}
-
-/// The names in one `ret method(type name, ...)`, if it has the types of `signature`.
-fn names_of(method: &str, signature: &Value, piece: &str) -> Option<Vec<String>> {
-    let [ret, types @ ..] = signature.as_array()?.as_slice() else {
-        return None;
-    };
-    let inner = piece
-        .strip_prefix(&format!("{} {method}(", ret.as_str()?))?
-        .strip_suffix(')')?;
-    let params: Vec<&str> = if inner.is_empty() {
-        Vec::new()
-    } else {
-        inner.split(", ").collect()
-    };
-    if params.len() != types.len() {
-        return None;
-    }
-    params
-        .iter()
-        .zip(types)
-        .map(|(param, t)| {
-            let name = param.strip_prefix(t.as_str()?)?.strip_prefix(' ')?;
-            (!name.is_empty()).then(|| name.to_owned())
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -213,22 +145,12 @@ mod tests {
     }
 
     #[test]
-    fn names_come_from_the_description_matching_the_types() {
+    fn a_signature_reads_with_or_without_names() {
         let sigs = [
             json!(["string", "string"]),
             json!(["int", "int", "boolean"]),
             json!(["array"]),
         ];
-        let text = "expected string m(string message) or int m(int a_1, boolean on) or array m()";
-        let names = param_names("m", &sigs, text);
-        assert_eq!(
-            names,
-            [
-                Some(vec!["message".to_owned()]),
-                Some(vec!["a_1".to_owned(), "on".to_owned()]),
-                Some(vec![])
-            ]
-        );
         let message = ["message".to_owned()];
         assert_eq!(
             signature_line("m", &sigs[0], Some(&message)),
@@ -236,20 +158,5 @@ mod tests {
         );
         assert_eq!(signature_line("m", &sigs[1], None), "int m(int, boolean)");
         assert_eq!(signature_line("m", &sigs[2], Some(&[])), "array m()");
-        // A description that does not fit the types: no names, nothing made up.
-        assert_eq!(
-            param_names("m", &sigs[..1], "expected string m(int message)"),
-            [None]
-        );
-        assert_eq!(
-            param_names("m", &sigs[..1], "expected string n(string message)"),
-            [None]
-        );
-        assert_eq!(
-            param_names("m", &sigs[..1], "params must be an array"),
-            [None]
-        );
-        assert_eq!(param_names("m", &sigs[..2], text), [None, None]);
-        assert_eq!(param_names("m", &sigs[..1], ""), [None]);
     }
 }

@@ -25,6 +25,7 @@ enum Builtin {
     ListMethods,
     MethodHelp,
     MethodSignature,
+    MethodParams,
     GetCapabilities,
     Multicall,
     Auth,
@@ -258,6 +259,10 @@ impl<H: Host> Methods<H> {
                 .description("Lists a method's signatures, each [return, param...]")
                 .returns(Type::Array)
                 .param(Type::String, "method"),
+            builtin("system.methodParams", Builtin::MethodParams)
+                .description("Lists a method's signatures with their parameters' names: [{returns, params: [{name, type}...]}...]")
+                .returns(Type::Array)
+                .param(Type::String, "method"),
             builtin("system.getCapabilities", Builtin::GetCapabilities)
                 .description("Lists the specifications this server follows")
                 .returns(Type::Struct),
@@ -394,6 +399,13 @@ impl<H: Host> Methods<H> {
                     .collect();
                 Ok(Value::Array(sigs))
             }
+            Builtin::MethodParams => Ok(Value::Array(
+                named(&args)?
+                    .signatures
+                    .iter()
+                    .map(Signature::to_named_json)
+                    .collect(),
+            )),
             Builtin::GetCapabilities => Ok(capabilities()),
             Builtin::Multicall => {
                 let Value::Array(calls) = args.swap_remove(0) else {

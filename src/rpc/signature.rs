@@ -111,6 +111,16 @@ impl Signature {
         Value::Array(list)
     }
 
+    /// `{"returns": type, "params": [{"name", "type"}...]}`, for `system.methodParams`.
+    pub fn to_named_json(&self) -> Value {
+        let params: Vec<Value> = self
+            .params
+            .iter()
+            .map(|(n, t)| serde_json::json!({"name": n, "type": t.name()}))
+            .collect();
+        serde_json::json!({"returns": self.returns.name(), "params": params})
+    }
+
     /// Takes the values out of `params` (an array, an object, or null for none) in this
     /// signature's order, if they fit it.
     fn bind(&self, params: &mut Value) -> Option<Vec<Value>> {

@@ -161,6 +161,16 @@ fn introspection_and_multicall() {
             &mut m,
             &mut bus,
             &mut host,
+            "system.methodParams",
+            json!(["examples.echo"])
+        ),
+        Ok(json!([{"returns": "string", "params": [{"name": "message", "type": "string"}]}]))
+    );
+    assert_eq!(
+        call(
+            &mut m,
+            &mut bus,
+            &mut host,
             "system.methodSignature",
             json!(["nope"])
         )

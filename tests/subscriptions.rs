@@ -210,11 +210,22 @@ fn every_standard_kind_of_event_has_its_json_form() {
     let hup = event_named(&mut c, "daemon.posix.SIGHUP");
     assert_eq!(hup["data"], json!({"signal": "SIGHUP", "number": 1}));
     event_named(&mut c, "daemon.reload");
-    // The stop: the subscriber hears it begin.
+    // The stop: a subscriber hears it to the end (the socket file is gone meanwhile, and the
+    // other connections closed), then the connection closes.
+    let mut bystander = unix(&dir);
+    bystander.echo_status();
     daemon.signal(Signal::SIGTERM);
     let stopping = event_named(&mut c, "daemon.stopping");
     assert_eq!(stopping["data"], json!({}));
+    let exited = event_named(&mut c, "daemon.worker.exited");
+    assert_eq!(exited["data"]["worker"], "w1");
+    assert_eq!(exited["data"]["requested"], true);
+    let stop = event_named(&mut c, "daemon.stop");
+    assert_eq!(stop["data"], json!({}));
+    c.wait_closed(DEADLINE);
+    bystander.wait_closed(DEADLINE);
     daemon.wait_exit();
+    assert!(!dir.socket().exists());
 }
 
 #[test]

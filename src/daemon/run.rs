@@ -389,8 +389,12 @@ impl Daemon {
         r.bus.emit(DaemonEvent::Stopping);
         drain_bus(r);
         // The listener removes its socket file as it closes (a guard, so every failure path
-        // after the bind removes it too).
-        if let Some(path) = r.server.take().and_then(Server::close) {
+        // after the bind removes it too). Subscribers stay, to hear the workers stop.
+        let closed = r
+            .server
+            .as_mut()
+            .and_then(|s| s.stop_accepting(&mut r.socket_events));
+        if let Some(path) = closed {
             if path.exists() && !r.inherited {
                 warn!(r.host.logger, "the socket file is still there after closing";
                     "path" => %path.display());
@@ -422,6 +426,9 @@ impl Daemon {
         drain_bus(r);
         r.bus.emit(DaemonEvent::Stop);
         drain_bus(r);
+        if let Some(server) = r.server.take() {
+            server.close();
+        }
         info!(r.host.logger, "stopped");
         code
     }

@@ -79,6 +79,8 @@ pub struct Connection {
     pending: Option<Pending>,
     /// Events not sent since the output was last too full for them.
     dropped_events: u64,
+    /// Takes no more requests: the daemon is stopping (see [`Connection::stop_requests`]).
+    draining: bool,
     /// Set by the gate when a call's reply was deferred (with how long it may take, when
     /// the connection times it out).
     deferred: Option<(Ticket, Option<Duration>)>,
@@ -135,6 +137,7 @@ impl Connection {
             pending: None,
             deferred: None,
             dropped_events: 0,
+            draining: false,
         }
     }
 
@@ -162,7 +165,7 @@ impl Connection {
     /// Takes bytes read from the peer and answers every whole request among them.
     /// `connections` is the number of open connections, for `daemon.status`.
     pub fn receive(&mut self, data: &[u8], engine: &mut dyn Engine, connections: usize) {
-        if self.closing {
+        if self.closing || self.draining {
             return;
         }
         self.input.extend_from_slice(data);
@@ -525,9 +528,15 @@ impl Connection {
 
     /// Whether the connection takes more bytes: not while it closes, nor while a whole
     /// `max_output` of replies waits unsent (the client is slow to read; it gets the rest of
-    /// its answers once it catches up).
+    /// its answers once it catches up), nor once it takes no more requests.
     pub fn wants_input(&self) -> bool {
-        !self.closing && !self.output.is_full()
+        !self.closing && !self.draining && !self.output.is_full()
+    }
+
+    /// Takes no more requests (what arrives is ignored), but still writes its pending
+    /// replies and the events it is sent: a subscriber while the daemon stops.
+    pub(crate) fn stop_requests(&mut self) {
+        self.draining = true;
     }
 
     /// Answers the requests buffered while the output was full, now that it drained; returns

@@ -24,7 +24,10 @@ impl Server {
         // sweeping finds hang-ups.
         let mut sweep = true;
         for _ in 0..ACCEPTS_PER_TURN {
-            let accepted = self.listener.get_ref().accept();
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let accepted = listener.get_ref().accept();
             // The episode ends when the backlog is drained, not at the first accept that
             // a freed descriptor lets through.
             if matches!(accepted, Ok(None)) && self.starved {
@@ -121,8 +124,11 @@ impl Server {
             warn!(self.logger, "cannot accept connections; pausing accepts until it can";
                 "error" => %e, "retry_ms" => ACCEPT_PAUSE.as_millis());
         }
-        let token = self.listener.token();
-        if let Err(e) = self.listener.set_interest(Interest::NONE) {
+        let Some(listener) = &mut self.listener else {
+            return;
+        };
+        let token = listener.token();
+        if let Err(e) = listener.set_interest(Interest::NONE) {
             warn!(self.logger, "cannot poll the listener"; "error" => %e);
         }
         let id = self.deadlines.arm(Instant::now() + ACCEPT_PAUSE, token);
@@ -133,7 +139,10 @@ impl Server {
         if self.accept_paused.take().is_none() {
             return;
         }
-        if let Err(e) = self.listener.set_interest(Interest::READ) {
+        let Some(listener) = &mut self.listener else {
+            return;
+        };
+        if let Err(e) = listener.set_interest(Interest::READ) {
             warn!(self.logger, "cannot poll the listener"; "error" => %e);
         }
     }

@@ -90,7 +90,10 @@ impl Client {
 /// The listening socket and its connections.
 pub struct Server {
     handle: Handle,
-    listener: Source<Listener>,
+    /// The listening socket; `None` once the daemon stops accepting (it is stopping, and
+    /// only its subscribers are still served, their events and nothing else).
+    listener: Option<Source<Listener>>,
+    listener_token: Token,
     clients: TokenMap<Client>,
     admitted: usize,
     refused: usize,
@@ -149,7 +152,8 @@ impl Server {
         }
         Ok(Server {
             handle,
-            listener,
+            listener_token: listener.token(),
+            listener: Some(listener),
             clients: TokenMap::default(),
             admitted: 0,
             refused: 0,
@@ -210,7 +214,7 @@ impl Server {
         engine: &mut dyn Engine,
         events: &mut Vec<SocketEvent>,
     ) -> bool {
-        if token == self.listener.token() {
+        if token == self.listener_token && self.listener.is_some() {
             self.accept(events);
             return true;
         }
@@ -320,7 +324,9 @@ impl Server {
             return;
         }
         let interest = match (client.conn.wants_input(), pending) {
-            (false, _) => Interest::WRITE,
+            // Takes no more requests (the daemon is stopping): only its events are written.
+            (false, false) => Interest::NONE,
+            (false, true) => Interest::WRITE,
             (true, true) => Interest::BOTH,
             (true, false) => Interest::READ,
         };
@@ -459,7 +465,7 @@ impl Server {
         engine: &mut dyn Engine,
         events: &mut Vec<SocketEvent>,
     ) {
-        if token == self.listener.token() {
+        if token == self.listener_token && self.listener.is_some() {
             self.resume_accepting();
             return;
         }
@@ -519,8 +525,33 @@ impl Server {
         true
     }
 
+    /// The daemon is stopping: closes the listening socket (returning the unix socket path
+    /// it removed), and every connection but the subscribed ones, which take no more requests
+    /// but go on receiving events (the workers' exits, `daemon.stop`) until [`Server::close`].
+    pub(crate) fn stop_accepting(&mut self, events: &mut Vec<SocketEvent>) -> Option<PathBuf> {
+        if let Some(id) = self.accept_paused.take() {
+            self.deadlines.cancel(id);
+        }
+        let listener = self.listener.take()?;
+        let path = listener.get_ref().unix_path().map(PathBuf::from);
+        drop(listener);
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for token in tokens {
+            self.flush(token);
+            let client = self.clients.get_mut(&token).expect("listed above");
+            if client.subscribed && client.admitted {
+                client.conn.stop_requests();
+                self.settle(token, events);
+            } else {
+                self.drop_client(token, events);
+            }
+        }
+        path
+    }
+
     /// Stops accepting, writes what it can of pending replies without waiting, closes every
-    /// connection; returns the unix socket path to remove.
+    /// connection; returns the unix socket path to remove (if it was not removed already by
+    /// [`Server::stop_accepting`]).
     pub fn close(mut self) -> Option<PathBuf> {
         if let Some(id) = self.accept_paused.take() {
             self.deadlines.cancel(id);
@@ -529,7 +560,10 @@ impl Server {
         for token in tokens {
             self.flush(token);
         }
-        let path = self.listener.get_ref().unix_path().map(PathBuf::from);
+        let path = self
+            .listener
+            .as_ref()
+            .and_then(|l| l.get_ref().unix_path().map(PathBuf::from));
         drop(self.clients);
         drop(self.listener);
         path

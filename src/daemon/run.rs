@@ -151,11 +151,13 @@ impl Driven for Running {
                 server.complete(ticket, outcome, &mut engine, &mut self.socket_events);
             }
         }
-        if let Some(server) = &mut self.server {
-            server.publish(
+        match &mut self.server {
+            Some(server) => server.publish(
                 &mut self.host.subscribers.subscribers,
                 &mut self.socket_events,
-            );
+            ),
+            // No connection to write to: nothing may wait for one.
+            None => drop(self.host.subscribers.subscribers.take_published()),
         }
         let mut forgot = false;
         for e in self.socket_events.drain(..) {

@@ -7,8 +7,8 @@
 //! ```text
 //! mkdir -p tmp && echo hello > tmp/test.txt
 //! cargo run --example copy_daemon -- -f --dir tmp --looptime 1
-//! cargo run --bin daimonctl -- workers
-//! cargo run --bin daimonctl -- call handyman.changename
+//! cargo run -p daimonctl -- workers
+//! cargo run -p daimonctl -- call handyman.changename
 //! ```
 
 use std::fs;

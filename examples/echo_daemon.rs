@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --example echo_daemon -- -f -v
-//! cargo run --bin daimonctl -- call examples.echo hello
+//! cargo run -p daimonctl -- call examples.echo hello
 //! ```
 //!
 //! Over tcp, give it a secret (a tcp socket without one is refused):
@@ -12,7 +12,7 @@
 //! ```text
 //! echo '{"socketsecret": "s3cret"}' > echo.json
 //! cargo run --example echo_daemon -- -f --config echo.json --socket tcp://127.0.0.1:10042
-//! cargo run --bin daimonctl -- -s tcp://127.0.0.1:10042 --secret s3cret call examples.echo hello
+//! cargo run -p daimonctl -- -s tcp://127.0.0.1:10042 --secret s3cret call examples.echo hello
 //! ```
 //!
 //! SIGHUP is caught and logged (the daemon has nothing to reload), SIGUSR1 reopens the log

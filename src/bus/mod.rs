@@ -183,6 +183,7 @@ impl<H> Registry<H> {
         };
         if deferred {
             self.pending.push(sub);
+            self.generation += 1;
         } else {
             self.place(sub);
         }
@@ -226,6 +227,10 @@ impl<H> Registry<H> {
 pub struct Bus<H> {
     registry: Registry<H>,
     queue: VecDeque<Box<dyn Event>>,
+    /// What [`Bus::may_receive`] answered, by event type and prefix, for the registry's
+    /// generation it was computed at: asked on every call, it changes only when a
+    /// subscription does.
+    receivers: std::cell::RefCell<Vec<(TypeId, &'static str, u64, bool)>>,
 }
 
 impl<H> Default for Bus<H> {
@@ -233,6 +238,7 @@ impl<H> Default for Bus<H> {
         Bus {
             registry: Registry::default(),
             queue: VecDeque::new(),
+            receivers: std::cell::RefCell::new(Vec::new()),
         }
     }
 }
@@ -438,9 +444,29 @@ impl<H: Host> Bus<H> {
     }
 
     /// Whether some subscription could receive an event of type `E` whose name starts with
-    /// `prefix` (a cheap test before building an event nobody listens to).
-    pub(crate) fn may_receive<E: Event>(&self, prefix: &str) -> bool {
+    /// `prefix` (a cheap test before building an event nobody listens to). The answer is
+    /// remembered until the subscriptions change, so the hot path pays a lookup, not a scan.
+    pub(crate) fn may_receive<E: Event>(&self, prefix: &'static str) -> bool {
         let typed = TypeId::of::<E>();
+        let generation = self.registry.generation;
+        let mut memo = self.receivers.borrow_mut();
+        let found = memo
+            .iter_mut()
+            .find(|(t, p, _, _)| *t == typed && (std::ptr::eq(*p, prefix) || *p == prefix));
+        if let Some((_, _, seen, answer)) = found {
+            if *seen == generation {
+                return *answer;
+            }
+            *answer = self.scan_receivers(typed, prefix);
+            *seen = generation;
+            return *answer;
+        }
+        let answer = self.scan_receivers(typed, prefix);
+        memo.push((typed, prefix, generation, answer));
+        answer
+    }
+
+    fn scan_receivers(&self, typed: TypeId, prefix: &str) -> bool {
         self.registry
             .subs
             .iter()

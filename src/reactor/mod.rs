@@ -24,6 +24,8 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+#[cfg(target_os = "linux")]
+mod direct;
 mod signal;
 mod source;
 mod timer;
@@ -147,6 +149,9 @@ pub enum Ready<T> {
 pub struct Reactor<T = ()> {
     handle: Handle,
     events: Events,
+    /// The direct wait's scratch space and what it found (Linux).
+    #[cfg(target_os = "linux")]
+    direct: (Vec<nix::libc::epoll_event>, Vec<direct::Readiness>),
     /// The one timer queue: shared with the parts of the daemon that arm their own
     /// deadlines on it (see [`Reactor::queue`]).
     timers: Rc<RefCell<Timers<T>>>,
@@ -190,6 +195,8 @@ impl<T: Clone> Reactor<T> {
                 }),
             },
             events: Events::new(),
+            #[cfg(target_os = "linux")]
+            direct: (Vec::new(), Vec::new()),
             timers: Rc::default(),
             signals: None,
             expired: Vec::new(),
@@ -291,6 +298,31 @@ impl<T: Clone> Reactor<T> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        #[cfg(target_os = "linux")]
+        if direct::usable(&self.handle.poller) {
+            let (mut buf, mut found) = std::mem::take(&mut self.direct);
+            found.clear();
+            let waited = direct::wait(&self.handle.poller, &mut buf, &mut found, timeout);
+            if let Err(e) = waited {
+                self.direct = (buf, found);
+                return Err(e);
+            }
+            if let Some(s) = &self.signals {
+                if found.iter().any(|r| r.key == SIGNAL_KEY) {
+                    s.pipe.drain(|sig| out.push(Ready::Signal(sig)));
+                }
+            }
+            self.expire(out);
+            for r in found.iter().filter(|r| r.key != SIGNAL_KEY) {
+                out.push(Ready::Io {
+                    token: Token(r.key),
+                    readable: r.readable,
+                    writable: r.writable,
+                });
+            }
+            self.direct = (buf, found);
+            return Ok(());
+        }
         self.events.clear();
         match self.handle.poller.wait(&mut self.events, timeout) {
             Ok(_) => {}
@@ -302,10 +334,7 @@ impl<T: Clone> Reactor<T> {
                 s.pipe.drain(|sig| out.push(Ready::Signal(sig)));
             }
         }
-        self.timers
-            .borrow_mut()
-            .expire(Instant::now(), &mut self.expired);
-        out.extend(self.expired.drain(..).map(|(id, p)| Ready::Timer(id, p)));
+        self.expire(out);
         for ev in self.events.iter().filter(|e| e.key != SIGNAL_KEY) {
             out.push(Ready::Io {
                 token: Token(ev.key),
@@ -314,6 +343,14 @@ impl<T: Clone> Reactor<T> {
             });
         }
         Ok(())
+    }
+
+    /// Appends the timers that are due.
+    fn expire(&mut self, out: &mut Vec<Ready<T>>) {
+        self.timers
+            .borrow_mut()
+            .expire(Instant::now(), &mut self.expired);
+        out.extend(self.expired.drain(..).map(|(id, p)| Ready::Timer(id, p)));
     }
 }
 

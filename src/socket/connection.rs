@@ -181,6 +181,10 @@ impl Connection {
             }
         }
         self.input.drain(..start);
+        if self.input.is_empty() && self.input.capacity() > output::IDLE_CAPACITY {
+            // A large request is answered: an idle connection holds no large buffer.
+            self.input = Vec::new();
+        }
         // (With the output full, what is buffered is whole requests waiting their turn, at
         // most one read's worth: the server reads nothing more until the output drains.)
         if !self.closing

@@ -95,6 +95,9 @@ pub struct Server {
     listener: Option<Source<Listener>>,
     listener_token: Token,
     clients: TokenMap<Client>,
+    /// The connection that waits for each deferred reply: a reply finds its connection at
+    /// once, however many connections wait.
+    waiting: std::collections::HashMap<Ticket, Token>,
     admitted: usize,
     refused: usize,
     max_connections: usize,
@@ -155,6 +158,7 @@ impl Server {
             listener_token: listener.token(),
             listener: Some(listener),
             clients: TokenMap::default(),
+            waiting: std::collections::HashMap::new(),
             admitted: 0,
             refused: 0,
             max_connections: config.socketmaxconnections,
@@ -318,6 +322,9 @@ impl Server {
     /// client that stops reading is dropped by its deadline, one that reads slowly is served.
     fn settle(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
         let client = self.clients.get_mut(&token).expect("checked by the caller");
+        if let Some(ticket) = client.conn.waiting_for() {
+            self.waiting.insert(ticket, token);
+        }
         let pending = !client.conn.output().is_empty();
         if client.conn.is_closing() && !pending {
             self.drop_client(token, events);
@@ -396,10 +403,13 @@ impl Server {
         events: &mut Vec<SocketEvent>,
     ) {
         let connections = self.admitted;
-        let Some((&token, client)) = self
+        let Some(token) = self.waiting.remove(&ticket) else {
+            return;
+        };
+        let Some(client) = self
             .clients
-            .iter_mut()
-            .find(|(_, c)| c.conn.waiting_for() == Some(ticket))
+            .get_mut(&token)
+            .filter(|c| c.conn.waiting_for() == Some(ticket))
         else {
             return;
         };
@@ -511,6 +521,9 @@ impl Server {
     /// Forgets a connection (closing its socket); always true, for [`Server::ready`].
     fn drop_client(&mut self, token: Token, events: &mut Vec<SocketEvent>) -> bool {
         if let Some(client) = self.clients.remove(&token) {
+            if let Some(ticket) = client.conn.waiting_for() {
+                self.waiting.remove(&ticket);
+            }
             if let Some((id, _)) = client.deadline {
                 self.deadlines.cancel(id);
             }

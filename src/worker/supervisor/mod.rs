@@ -23,6 +23,7 @@ mod stop;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod unshared;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -86,6 +87,8 @@ struct Run {
     output: [Option<output::Pipe>; 2],
     /// The calls that wait for its reply, by the id sent with each.
     calls: HashMap<u64, calls::Pending>,
+    /// Its region is left out of later forks (see `unshared`).
+    unshared: bool,
 }
 
 impl Run {
@@ -147,6 +150,10 @@ pub struct Workers {
     next_generation: u64,
     /// The entry of each running worker's channel token.
     by_token: TokenMap<usize>,
+    /// The entry of each running worker's pid.
+    by_pid: HashMap<Pid, usize>,
+    /// Running workers whose region later forks still copy (it could not be marked).
+    copied_regions: usize,
     buffer: Vec<u8>,
     /// The memory held by this supervisor's worker messages still waiting on the bus.
     backlog: Backlog,
@@ -185,6 +192,8 @@ impl Workers {
             acks: Vec::new(),
             next_generation: 1,
             by_token: TokenMap::default(),
+            by_pid: HashMap::new(),
+            copied_regions: 0,
             buffer: Vec::new(),
             backlog: Backlog::default(),
             groups: Vec::new(),

@@ -66,7 +66,7 @@ mod tests {
         assert!(keep_out_of_forks(&channel), "the region is found and marked");
         let start = std::ptr::from_ref(channel.header()) as usize;
         let len = REGION_LEN.get().copied().flatten().expect("probed");
-        assert!(len >= 2 * crate::worker::RING_CAPACITY);
+        assert!(len >= 2 * crate::worker::channel::RING_CAPACITY);
         // The same mapping, one line, marked `dd` (dontcopy) in smaps.
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let header = format!("{start:x}-{:x} ", start + len);

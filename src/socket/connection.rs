@@ -141,6 +141,12 @@ impl Connection {
         }
     }
 
+    /// Refuses the connection before its first request: every call gets `error`, then it
+    /// closes (a connection accepted at the cap that still finds no slot).
+    pub(crate) fn refuse_admission(&mut self, error: RpcError) {
+        self.admission = Admission::Refused(error);
+    }
+
     /// The peer.
     pub fn peer(&self) -> &str {
         &self.peer

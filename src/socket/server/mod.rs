@@ -14,7 +14,9 @@
 //!   idle unix peer that `socketpeers` lets in but is neither root nor the daemon's user
 //!   makes room for one that is (authenticated and owner peers are never evicted);
 //! - before an accept is refused at the cap, connections whose peer already hung up are
-//!   dropped, so they stop counting;
+//!   dropped, so they stop counting; one accepted at the cap all the same is admitted or
+//!   refused at its first request, when the cap is checked again (a client that connects
+//!   anew for each call opens the next connection before it closes the last);
 //! - out of descriptors (EMFILE, ENFILE), accepting pauses for [`ACCEPT_PAUSE`] instead of
 //!   spinning on the pending connection, with one log line per episode;
 //! - the error to a failed `system.auth` (or anything else that closes an unauthenticated
@@ -69,6 +71,9 @@ struct Client {
     deadline: Option<(TimerId, Instant)>,
     /// It holds event subscriptions: never idle.
     subscribed: bool,
+    /// Accepted at the cap (and counted as refused): admitted or refused at its first
+    /// request.
+    provisional: bool,
 }
 
 impl Client {
@@ -227,6 +232,9 @@ impl Server {
         };
         if client.clock.held_until.is_some() {
             return true;
+        }
+        if readable && client.provisional && !admission::hung_up(client.source.get_ref()) {
+            self.admit_late(token, events);
         }
         if readable && !self.read(token, engine) {
             return self.drop_client(token, events);

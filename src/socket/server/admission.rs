@@ -267,9 +267,18 @@ impl Server {
     }
 }
 
+/// Whether `stream` has bytes to read (a non-blocking peek).
+pub(super) fn has_input(stream: &Stream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(stream.as_fd().as_raw_fd(), &mut byte, flags), Ok(n) if n > 0)
+}
+
 /// Whether the peer of `stream` has closed its end and nothing it sent is left unread (a
 /// non-blocking peek that reads end of file), or the connection failed.
-pub(super) fn hung_up(stream: &Stream) -> bool {
+fn hung_up(stream: &Stream) -> bool {
     use nix::errno::Errno;
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::{AsFd, AsRawFd};

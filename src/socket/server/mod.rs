@@ -233,7 +233,7 @@ impl Server {
         if client.clock.held_until.is_some() {
             return true;
         }
-        if readable && client.provisional && !admission::hung_up(client.source.get_ref()) {
+        if readable && client.provisional && admission::has_input(client.source.get_ref()) {
             self.admit_late(token, events);
         }
         if readable && !self.read(token, engine) {

@@ -136,7 +136,10 @@ fn main() {
     let mut results = Results::default();
     // Forks first, while this process has one thread.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
-    let on = |group: &str| only.as_deref().is_none_or(|o| o.split(',').any(|g| g == group));
+    let on = |group: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+    };
     let channel = channel::run(scale, &mut results);
     if on("bus") {
         bus::run(scale, &mut results);

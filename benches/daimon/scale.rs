@@ -74,8 +74,8 @@ impl Drop for Fleet {
             return;
         };
         let pid = daemon.pid();
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         drop(daemon);
         // Each worker leads a process group: it and whatever it started.
         for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
@@ -105,7 +105,10 @@ fn fleet(n: usize, results: &mut Results) -> (f64, usize) {
     let mut stream = fleet.daemon().connect();
     let deadline = Instant::now() + Duration::from_secs(300);
     while !list(&mut stream).0.iter().all(|&s| s == 1) {
-        assert!(Instant::now() < deadline, "{n} workers did not all reach LOOPING");
+        assert!(
+            Instant::now() < deadline,
+            "{n} workers did not all reach LOOPING"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = fleet.daemon().pid();

@@ -2,7 +2,6 @@
 //! `scale`).
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn a_region_is_found_and_marked_whole() {
         let channel = Channel::new().unwrap();
-        assert!(keep_out_of_forks(&channel), "the region is found and marked");
+        assert!(
+            keep_out_of_forks(&channel),
+            "the region is found and marked"
+        );
         let start = std::ptr::from_ref(channel.header()) as usize;
         let len = REGION_LEN.get().copied().flatten().expect("probed");
         assert!(len >= 2 * crate::worker::channel::RING_CAPACITY);

@@ -139,6 +139,8 @@ struct Entry {
 /// restarts, install a factory with [`Workers::install_with`].
 pub struct Workers {
     entries: Vec<Entry>,
+    /// The entry of each name (entries are never removed).
+    by_name: HashMap<String, usize>,
     procs: Box<dyn Processes>,
     handle: Option<Handle>,
     logger: Logger,
@@ -182,6 +184,7 @@ impl Workers {
     pub(crate) fn with_processes(procs: Box<dyn Processes>) -> Workers {
         Workers {
             entries: Vec::new(),
+            by_name: HashMap::new(),
             procs,
             handle: None,
             logger: Logger::root(slog::Discard, slog::o!()),
@@ -264,6 +267,7 @@ impl Workers {
                 WorkerError::Invalid("its looptime must be more than 0".into()),
             ));
         }
+        self.by_name.insert(name.to_owned(), self.entries.len());
         self.entries.push(Entry {
             name: name.to_owned(),
             template,
@@ -353,7 +357,7 @@ impl Workers {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.entries.iter().position(|e| e.name == name)
+        self.by_name.get(name).copied()
     }
 
     fn index(&self, name: &str) -> Result<usize> {

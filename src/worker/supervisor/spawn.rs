@@ -156,6 +156,12 @@ impl Processes for Fork {
     }
 
     fn reap_group(&mut self, pgid: Pid) -> bool {
+        // No process at all in the group, not even a zombie (most often: the worker started
+        // nothing): done, without the wait below, which the kernel answers by going through
+        // every child of the daemon.
+        if killpg(pgid, None::<Signal>) == Err(Errno::ESRCH) {
+            return true;
+        }
         // Only children in this group: a child the user's code spawned is left to its owner.
         loop {
             match waitpid(Pid::from_raw(-pgid.as_raw()), Some(WaitPidFlag::WNOHANG)) {

@@ -50,10 +50,11 @@ struct Fleet(Option<Daemon>);
 impl Fleet {
     fn start(n: usize) -> (Fleet, Duration) {
         let count = n.to_string();
-        let (daemon, took) = Daemon::start(
+        let (daemon, took) = Daemon::start_within(
             "worker_daemon",
             &["--workers", &count, "--looptime", "3600"],
             None,
+            Duration::from_secs(300),
         );
         (Fleet(Some(daemon)), took)
     }

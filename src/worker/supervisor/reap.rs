@@ -30,8 +30,15 @@ impl Workers {
     pub fn reap(&mut self) {
         // The workers that ended, one by one as the kernel names them: a reap costs what
         // ended, not the number of workers. A child that is not a worker (a gone worker's
-        // orphan, a child of the user's code) stops this: then every worker is asked.
+        // orphan, a child of the user's code) stops this: then every worker is asked. So
+        // does a reap that goes on past one exit per worker (workers that restart and end
+        // again at once): this one reap never spins.
+        let mut budget = self.entries.len() + 1;
         loop {
+            if budget == 0 {
+                return self.reap_each();
+            }
+            budget -= 1;
             let pid = match self.procs.peek_exited() {
                 Exited::None => break,
                 Exited::Child(pid) => pid,

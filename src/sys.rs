@@ -60,11 +60,12 @@ pub(crate) fn is_anon_inode(fd: RawFd) -> bool {
 /// from now on.
 pub(crate) fn close_owned_except(keep: &[RawFd]) {
     RECORDING.store(false, Ordering::Relaxed);
-    let fds = std::mem::take(&mut *owned());
+    // Never freed: freeing would write to (and so copy) pages shared with the daemon.
+    let fds = std::mem::ManuallyDrop::new(std::mem::take(&mut *owned()));
     // Runs of consecutive descriptors (most of them: channels come in pairs, connections in
     // order) are closed with one call each.
     let mut run: Option<(RawFd, RawFd)> = None;
-    for fd in fds.into_iter().filter(|fd| !keep.contains(fd)) {
+    for &fd in fds.iter().filter(|fd| !keep.contains(fd)) {
         run = match run {
             Some((low, high)) if fd == high + 1 => Some((low, fd)),
             Some((low, high)) => {

@@ -78,6 +78,37 @@ fn connection_over_the_cap_is_refused_in_its_own_framing() {
     );
 }
 
+/// A client that opens its next connection before it closes the last (a new connection per
+/// call) is not refused at the cap: a connection accepted while the cap is full is admitted
+/// at its first request if a slot is free by then, and refused if none is.
+#[test]
+fn a_connection_accepted_at_the_cap_is_served_once_a_slot_frees() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, json!({"socketmaxconnections": 1}));
+    // The readiness probe's connection may still count for a moment: wait for the slot.
+    let mut first = None;
+    wait_until("the only slot", DEADLINE, || {
+        let mut conn = unix(&dir);
+        conn.send(&request("examples.echo", json!(["holds the only slot"]), 1));
+        let ok = conn.json()["result"] == "holds the only slot";
+        first = ok.then_some(conn);
+        ok
+    });
+    let mut first = first.expect("the slot");
+    let mut next = unix(&dir);
+    // The daemon accepted `next` at the cap by the time it answers this (it was waiting in
+    // the backlog before this request was sent).
+    first.echo("still the only one", 2);
+    drop(first);
+    next.echo("the next call's connection", 3);
+    let mut over = unix(&dir);
+    next.echo("still served", 4);
+    over.send(&request("examples.echo", json!(["over"]), 5));
+    assert_json_error(&over.json(), -32000, "too many connections", json!(5));
+    over.assert_closed(CLOSE_BOUND);
+    next.echo("served after the refusal", 6);
+}
+
 // ---------------------------------------------------------------------------------------
 // maxrequestsize
 

@@ -511,3 +511,37 @@ impl StatusCall for Conn<UnixStream> {
         assert!(self.json()["result"]["pid"].is_u64());
     }
 }
+
+/// Many connections wait for deferred replies at once; answered in the reverse order of
+/// the calls, each reply reaches its own connection (the server finds it by its ticket).
+#[test]
+fn deferred_replies_reach_their_own_connections_in_any_order() {
+    let dir = TestDir::new();
+    let _daemon = start(&dir, &[], Some(json!({"socketmaxconnections": 64})));
+    let n = 24u64;
+    let mut conns: Vec<Conn<UnixStream>> = (0..n).map(|_| unix(&dir)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let i = i as u64;
+        // The first call is answered last.
+        let ms = 20 * (n - i);
+        c.send(&request(
+            "examples.later",
+            json!([ms, format!("for {i}")]),
+            100 + i,
+        ));
+    }
+    for (i, c) in conns.iter_mut().enumerate().rev() {
+        let reply = c.json();
+        assert_eq!(reply["id"], 100 + i as u64, "{reply}");
+        assert_eq!(
+            reply["result"],
+            json!({"later": format!("for {i}")}),
+            "{reply}"
+        );
+    }
+    // And each connection is served again afterwards.
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send(&request("examples.later", json!([0, i]), 7));
+        assert_eq!(c.json()["result"], json!({"later": i}));
+    }
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! scripts/bench            # the full run (about 2 minutes on 2 cores)
 //! scripts/bench --quick    # a smoke run (under 30 s)
+//! scripts/bench --only rpc,scale   # some groups only (the channel's always runs: it forks first)
 //! ```
 //!
 //! Prints a table and writes `target/bench/results.json`: a list of
@@ -17,6 +18,7 @@ mod events;
 mod logs;
 mod procs;
 mod rpc;
+mod scale;
 mod system;
 
 use std::path::PathBuf;
@@ -133,13 +135,33 @@ fn main() {
     );
     let mut results = Results::default();
     // Forks first, while this process has one thread.
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let on = |group: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+    };
     let channel = channel::run(scale, &mut results);
-    bus::run(scale, &mut results);
-    rpc::run(scale, &mut results);
-    calls::run(scale, &mut results, channel);
-    system::run(scale, &mut results);
-    logs::run(scale, &mut results);
-    events::run(scale, &mut results);
+    if on("bus") {
+        bus::run(scale, &mut results);
+    }
+    if on("rpc") {
+        rpc::run(scale, &mut results);
+    }
+    if on("calls") {
+        calls::run(scale, &mut results, channel);
+    }
+    if on("system") {
+        system::run(scale, &mut results);
+    }
+    if on("scale") {
+        scale::run(scale, &mut results);
+    }
+    if on("logs") {
+        logs::run(scale, &mut results);
+    }
+    if on("events") {
+        events::run(scale, &mut results);
+    }
     let dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
     let path: PathBuf = dir.join("results.json");

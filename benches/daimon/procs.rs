@@ -78,6 +78,17 @@ impl Daemon {
     /// Starts `example -f` on a unix socket in a scratch dir, with `extra` arguments, and
     /// waits until it answers. Returns it and the time from launch to the first answer.
     pub fn start(example_name: &str, extra: &[&str], config: Option<Value>) -> (Daemon, Duration) {
+        Daemon::start_within(example_name, extra, config, Duration::from_secs(30))
+    }
+
+    /// As [`Daemon::start`], waiting up to `patience` for the first answer (a fleet of
+    /// workers is all forked before the daemon answers).
+    pub fn start_within(
+        example_name: &str,
+        extra: &[&str],
+        config: Option<Value>,
+        patience: Duration,
+    ) -> (Daemon, Duration) {
         let scratch = Scratch::new(example_name);
         let socket = scratch.0.join("d.sock");
         let mut cmd = Command::new(example(example_name));
@@ -103,7 +114,7 @@ impl Daemon {
             socket,
             scratch,
         };
-        let deadline = launched + Duration::from_secs(30);
+        let deadline = launched + patience;
         loop {
             if let Ok(mut c) = UnixStream::connect(&daemon.socket) {
                 if call(&mut c, "daemon.status", json!([])).is_some() {
@@ -112,7 +123,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "{example_name} did not answer in 30 s"
+                "{example_name} did not answer in {patience:?}"
             );
             std::thread::sleep(Duration::from_micros(200));
         }

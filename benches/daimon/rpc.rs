@@ -190,8 +190,9 @@ fn tcp_daemon() -> (TcpDaemon, TcpStream) {
 }
 
 /// Calls per second of `clients` threads for `window`, each calling through `connect()`
-/// once (persistent) or per call.
-fn throughput(daemon: &Daemon, clients: usize, window: Duration, per_call: bool) -> f64 {
+/// once (persistent) or per call, and the calls that were refused (a connection refused,
+/// closed before its reply, or answered with an error).
+fn throughput(daemon: &Daemon, clients: usize, window: Duration, per_call: bool) -> (f64, u64) {
     let barrier = Arc::new(Barrier::new(clients + 1));
     let socket = daemon.socket.clone();
     let threads: Vec<_> = (0..clients)
@@ -201,24 +202,49 @@ fn throughput(daemon: &Daemon, clients: usize, window: Duration, per_call: bool)
                 let mut buf = Vec::new();
                 let mut stream = UnixStream::connect(&socket).unwrap();
                 barrier.wait();
-                let (start, mut calls) = (Instant::now(), 0u64);
+                let (start, mut calls, mut refused) = (Instant::now(), 0u64, 0u64);
                 while start.elapsed() < window {
                     if per_call {
-                        stream = UnixStream::connect(&socket).unwrap();
+                        match UnixStream::connect(&socket) {
+                            Ok(s) => stream = s,
+                            Err(_) => {
+                                refused += 1;
+                                continue;
+                            }
+                        }
                     }
-                    stream.write_all(JSON_CALL).unwrap();
-                    read_reply(&mut stream, &mut buf, false);
-                    assert!(
-                        buf.starts_with(b"{\"id\":1,\"jsonrpc\":\"2.0\",\"result\":\"hello\"}")
-                    );
-                    calls += 1;
+                    let answered = stream.write_all(JSON_CALL).is_ok()
+                        && try_read_reply(&mut stream, &mut buf)
+                        && buf.starts_with(b"{\"id\":1,\"jsonrpc\":\"2.0\",\"result\":\"hello\"}");
+                    if answered {
+                        calls += 1;
+                    } else {
+                        assert!(per_call, "a persistent connection's call failed");
+                        refused += 1;
+                    }
                 }
-                calls as f64 / start.elapsed().as_secs_f64()
+                (calls as f64 / start.elapsed().as_secs_f64(), refused)
             })
         })
         .collect();
     barrier.wait();
-    threads.into_iter().map(|t| t.join().unwrap()).sum()
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0.0, 0), |(r, n), (rate, refused)| (r + rate, n + refused))
+}
+
+/// Reads one JSON reply line into `buf`; false if the connection ends first.
+fn try_read_reply(stream: &mut UnixStream, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(b"\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
 }
 
 pub fn run(scale: Scale, results: &mut Results) {
@@ -278,9 +304,18 @@ pub fn run(scale: Scale, results: &mut Results) {
     }
     let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(daemon.pid()), &set);
     let window = scale.pick(Duration::from_secs(3), Duration::from_millis(500));
-    let rate = throughput(&daemon, 8, window, false);
-    results.add("rpc_unix_json_8c_calls_per_s", rate, "calls/s");
-    let rate = throughput(&daemon, 8, window, true);
-    results.add("rpc_unix_json_percall_8c_calls_per_s", rate, "calls/s");
+    let (persistent, _) = throughput(&daemon, 8, window, false);
+    results.add("rpc_unix_json_8c_calls_per_s", persistent, "calls/s");
+    daemon.stop();
+    // A new connection per call, at the default limits (10 connections): none refused.
+    let (daemon, _) = Daemon::start("echo_daemon", &[], None);
+    let (rate, refused) = throughput(&daemon, 8, window, true);
+    results.vs(
+        "rpc_unix_json_percall_8c_calls_per_s",
+        rate,
+        "calls/s",
+        persistent,
+    );
+    results.add("rpc_unix_json_percall_8c_refused", refused as f64, "calls");
     daemon.stop();
 }

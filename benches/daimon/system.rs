@@ -1,7 +1,7 @@
-//! Whole-daemon figures: readiness, restart, shutdown, memory, idle wakeups, scale.
+//! Whole-daemon figures: readiness, restart, shutdown, memory, idle wakeups (scale is in
+//! `scale`).
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -209,60 +209,10 @@ fn idle(scale: Scale, results: &mut Results) {
     daemon.stop();
 }
 
-/// 1,000 workers: launch until ready (every worker forked), and the daemon's RSS.
-fn thousand_workers(results: &mut Results) {
-    let (daemon, took) = Daemon::start(
-        "worker_daemon",
-        &["--workers", "1000", "--looptime", "3600"],
-        None,
-    );
-    results.add("workers_1000_spawn_ms", ms(took), "ms");
-    results.add(
-        "workers_1000_daemon_rss_kib",
-        proc_kib(daemon.pid(), "status", "VmRSS:"),
-        "KiB",
-    );
-    daemon.stop();
-}
-
-/// 1,000 concurrent connections, the limit raised: each is served.
-fn thousand_connections(results: &mut Results) {
-    let (daemon, _) = Daemon::start(
-        "echo_daemon",
-        &[],
-        Some(json!({"socketmaxconnections": 1100})),
-    );
-    let mut streams: Vec<UnixStream> = (0..1000).map(|_| daemon.connect()).collect();
-    let call = b"{\"jsonrpc\":\"2.0\",\"method\":\"examples.echo\",\"params\":[\"x\"],\"id\":7}\n";
-    for s in &mut streams {
-        s.write_all(call).expect("sending");
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    let ok = streams
-        .iter_mut()
-        .filter(|s| {
-            let mut s: &UnixStream = s;
-            let mut reply = Vec::new();
-            let mut byte = [0u8; 1];
-            while std::io::Read::read(&mut s, &mut byte).is_ok_and(|n| n == 1) {
-                reply.push(byte[0]);
-                if byte[0] == b'\n' {
-                    break;
-                }
-            }
-            reply.starts_with(b"{\"id\":7,\"jsonrpc\":\"2.0\",\"result\":\"x\"}")
-        })
-        .count();
-    results.add("connections_1000_ok", ok as f64, "ok");
-    daemon.stop();
-}
-
 pub fn run(scale: Scale, results: &mut Results) {
     ready(scale, results);
     hostile(results);
     restart(scale, results);
     shutdown(scale, results);
     idle(scale, results);
-    thousand_workers(results);
-    thousand_connections(results);
 }

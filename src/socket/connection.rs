@@ -141,6 +141,12 @@ impl Connection {
         }
     }
 
+    /// Refuses the connection before its first request: every call gets `error`, then it
+    /// closes (a connection accepted at the cap that still finds no slot).
+    pub(crate) fn refuse_admission(&mut self, error: RpcError) {
+        self.admission = Admission::Refused(error);
+    }
+
     /// The peer.
     pub fn peer(&self) -> &str {
         &self.peer
@@ -181,6 +187,10 @@ impl Connection {
             }
         }
         self.input.drain(..start);
+        if self.input.is_empty() && self.input.capacity() > output::IDLE_CAPACITY {
+            // A large request is answered: an idle connection holds no large buffer.
+            self.input = Vec::new();
+        }
         // (With the output full, what is buffered is whole requests waiting their turn, at
         // most one read's worth: the server reads nothing more until the output drains.)
         if !self.closing

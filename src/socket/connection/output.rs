@@ -8,6 +8,10 @@
 
 use std::io::{self, Write};
 
+/// The most a buffer keeps once it is empty (a small reply's worth, reused by the next):
+/// past it, the allocation is given back.
+pub(super) const IDLE_CAPACITY: usize = 4096;
+
 /// The framing a reply is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
@@ -61,9 +65,10 @@ impl Output {
         if self.written >= self.buf.len() {
             self.buf.clear();
             self.written = 0;
-            // A reply near the cap left a large allocation: give it back once sent.
-            if self.buf.capacity() > 64 * 1024 {
-                self.buf.shrink_to(64 * 1024);
+            // A large reply left a large allocation: give it back once sent, so an idle
+            // connection holds a small buffer at most (many idle connections stay small).
+            if self.buf.capacity() > IDLE_CAPACITY {
+                self.buf = Vec::new();
             }
         } else if self.written > 64 * 1024 {
             self.buf.drain(..self.written);

@@ -70,8 +70,16 @@ impl Server {
             if allowed && self.admitted >= self.max_connections {
                 self.make_room(&peer, owner, events);
             }
-            let admission = self.admission(&peer);
-            let admitted = admission == Admission::Open;
+            // Still full after that: the connection waits for its first request to be
+            // admitted or refused, when the cap is checked again (a client that connects
+            // anew for each call has hung up its last connection by then).
+            let provisional = allowed && self.admitted >= self.max_connections;
+            let admission = if provisional {
+                Admission::Open
+            } else {
+                self.admission(&peer)
+            };
+            let admitted = admission == Admission::Open && !provisional;
             if !admitted && self.refused >= self.max_connections {
                 if let Some(suppressed) = self.quiet(Noise::ClosedAtOnce) {
                     warn!(self.logger, "connection closed at once: too many refused connections";
@@ -110,6 +118,7 @@ impl Server {
                     delayed: false,
                     deadline: None,
                     subscribed: false,
+                    provisional,
                 },
             );
             self.schedule(token);
@@ -145,6 +154,37 @@ impl Server {
         if let Err(e) = listener.set_interest(Interest::READ) {
             warn!(self.logger, "cannot poll the listener"; "error" => %e);
         }
+    }
+
+    /// The first bytes of a connection accepted at the cap (counted as refused meanwhile):
+    /// admitted if a slot is free now, once the connections whose peer hung up are gone;
+    /// refused otherwise.
+    pub(super) fn admit_late(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
+        if self.admitted >= self.max_connections {
+            self.sweep_hangups(events);
+        }
+        let full = self.admitted >= self.max_connections;
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.provisional = false;
+        if full {
+            let peer = client.conn.peer().to_owned();
+            client
+                .conn
+                .refuse_admission(RpcError::server_error("too many connections"));
+            if let Some(suppressed) = self.quiet(Noise::Refused) {
+                warn!(self.logger, "connection refused: too many connections";
+                    "peer" => peer, "socketmaxconnections" => self.max_connections,
+                    "suppressed" => suppressed);
+            }
+            return;
+        }
+        client.admitted = true;
+        self.refused -= 1;
+        self.admitted += 1;
+        debug!(self.logger, "client connected"; "peer" => client.conn.peer());
+        events.push(SocketEvent::connect(client.conn.peer().to_owned()));
     }
 
     /// Drops the connections whose peer hung up and that have nothing left to do (the read
@@ -225,6 +265,15 @@ impl Server {
     pub(super) fn quiet(&mut self, noise: Noise) -> Option<u64> {
         self.quiet[noise as usize].allow(Instant::now())
     }
+}
+
+/// Whether `stream` has bytes to read (a non-blocking peek).
+pub(super) fn has_input(stream: &Stream) -> bool {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(stream.as_fd().as_raw_fd(), &mut byte, flags), Ok(n) if n > 0)
 }
 
 /// Whether the peer of `stream` has closed its end and nothing it sent is left unread (a

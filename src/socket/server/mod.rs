@@ -14,7 +14,9 @@
 //!   idle unix peer that `socketpeers` lets in but is neither root nor the daemon's user
 //!   makes room for one that is (authenticated and owner peers are never evicted);
 //! - before an accept is refused at the cap, connections whose peer already hung up are
-//!   dropped, so they stop counting;
+//!   dropped, so they stop counting; one accepted at the cap all the same is admitted or
+//!   refused at its first request, when the cap is checked again (a client that connects
+//!   anew for each call opens the next connection before it closes the last);
 //! - out of descriptors (EMFILE, ENFILE), accepting pauses for [`ACCEPT_PAUSE`] instead of
 //!   spinning on the pending connection, with one log line per episode;
 //! - the error to a failed `system.auth` (or anything else that closes an unauthenticated
@@ -69,6 +71,9 @@ struct Client {
     deadline: Option<(TimerId, Instant)>,
     /// It holds event subscriptions: never idle.
     subscribed: bool,
+    /// Accepted at the cap (and counted as refused): admitted or refused at its first
+    /// request.
+    provisional: bool,
 }
 
 impl Client {
@@ -95,6 +100,9 @@ pub struct Server {
     listener: Option<Source<Listener>>,
     listener_token: Token,
     clients: TokenMap<Client>,
+    /// The connection that waits for each deferred reply: a reply finds its connection at
+    /// once, however many connections wait.
+    waiting: std::collections::HashMap<Ticket, Token>,
     admitted: usize,
     refused: usize,
     max_connections: usize,
@@ -155,6 +163,7 @@ impl Server {
             listener_token: listener.token(),
             listener: Some(listener),
             clients: TokenMap::default(),
+            waiting: std::collections::HashMap::new(),
             admitted: 0,
             refused: 0,
             max_connections: config.socketmaxconnections,
@@ -223,6 +232,9 @@ impl Server {
         };
         if client.clock.held_until.is_some() {
             return true;
+        }
+        if readable && client.provisional && admission::has_input(client.source.get_ref()) {
+            self.admit_late(token, events);
         }
         if readable && !self.read(token, engine) {
             return self.drop_client(token, events);
@@ -318,6 +330,9 @@ impl Server {
     /// client that stops reading is dropped by its deadline, one that reads slowly is served.
     fn settle(&mut self, token: Token, events: &mut Vec<SocketEvent>) {
         let client = self.clients.get_mut(&token).expect("checked by the caller");
+        if let Some(ticket) = client.conn.waiting_for() {
+            self.waiting.insert(ticket, token);
+        }
         let pending = !client.conn.output().is_empty();
         if client.conn.is_closing() && !pending {
             self.drop_client(token, events);
@@ -396,10 +411,13 @@ impl Server {
         events: &mut Vec<SocketEvent>,
     ) {
         let connections = self.admitted;
-        let Some((&token, client)) = self
+        let Some(token) = self.waiting.remove(&ticket) else {
+            return;
+        };
+        let Some(client) = self
             .clients
-            .iter_mut()
-            .find(|(_, c)| c.conn.waiting_for() == Some(ticket))
+            .get_mut(&token)
+            .filter(|c| c.conn.waiting_for() == Some(ticket))
         else {
             return;
         };
@@ -511,6 +529,9 @@ impl Server {
     /// Forgets a connection (closing its socket); always true, for [`Server::ready`].
     fn drop_client(&mut self, token: Token, events: &mut Vec<SocketEvent>) -> bool {
         if let Some(client) = self.clients.remove(&token) {
+            if let Some(ticket) = client.conn.waiting_for() {
+                self.waiting.remove(&ticket);
+            }
             if let Some((id, _)) = client.deadline {
                 self.deadlines.cancel(id);
             }

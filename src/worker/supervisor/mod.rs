@@ -23,6 +23,7 @@ mod stop;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod unshared;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -86,6 +87,8 @@ struct Run {
     output: [Option<output::Pipe>; 2],
     /// The calls that wait for its reply, by the id sent with each.
     calls: HashMap<u64, calls::Pending>,
+    /// Its region is left out of later forks (see `unshared`).
+    unshared: bool,
 }
 
 impl Run {
@@ -136,6 +139,8 @@ struct Entry {
 /// restarts, install a factory with [`Workers::install_with`].
 pub struct Workers {
     entries: Vec<Entry>,
+    /// The entry of each name (entries are never removed).
+    by_name: HashMap<String, usize>,
     procs: Box<dyn Processes>,
     handle: Option<Handle>,
     logger: Logger,
@@ -147,6 +152,10 @@ pub struct Workers {
     next_generation: u64,
     /// The entry of each running worker's channel token.
     by_token: TokenMap<usize>,
+    /// The entry of each running worker's pid.
+    by_pid: HashMap<Pid, usize>,
+    /// Running workers whose region later forks still copy (it could not be marked).
+    copied_regions: usize,
     buffer: Vec<u8>,
     /// The memory held by this supervisor's worker messages still waiting on the bus.
     backlog: Backlog,
@@ -175,6 +184,7 @@ impl Workers {
     pub(crate) fn with_processes(procs: Box<dyn Processes>) -> Workers {
         Workers {
             entries: Vec::new(),
+            by_name: HashMap::new(),
             procs,
             handle: None,
             logger: Logger::root(slog::Discard, slog::o!()),
@@ -185,6 +195,8 @@ impl Workers {
             acks: Vec::new(),
             next_generation: 1,
             by_token: TokenMap::default(),
+            by_pid: HashMap::new(),
+            copied_regions: 0,
             buffer: Vec::new(),
             backlog: Backlog::default(),
             groups: Vec::new(),
@@ -255,6 +267,7 @@ impl Workers {
                 WorkerError::Invalid("its looptime must be more than 0".into()),
             ));
         }
+        self.by_name.insert(name.to_owned(), self.entries.len());
         self.entries.push(Entry {
             name: name.to_owned(),
             template,
@@ -344,7 +357,7 @@ impl Workers {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.entries.iter().position(|e| e.name == name)
+        self.by_name.get(name).copied()
     }
 
     fn index(&self, name: &str) -> Result<usize> {

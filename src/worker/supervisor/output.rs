@@ -109,12 +109,6 @@ impl Pipe {
     pub(super) fn token(&self) -> Token {
         self.source.token()
     }
-
-    /// In a forked child: forgets the daemon's registration without touching the shared
-    /// poller, and closes the descriptor.
-    pub(super) fn forget_in_child(self) {
-        drop(self.source.leak_registration());
-    }
 }
 
 /// Where lines go: the daemon's logger, the worker's ring, and (for listeners) the bus.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use slog::{error, info, warn};
 
+use super::spawn::Exited;
 use super::{Deadline, Workers, worker_error};
 use crate::error::WorkerError;
 use crate::worker::{Exit, GiveUp, Restart, State, WorkerExited, WorkerFailed, WorkerRestarting};
@@ -27,6 +28,35 @@ impl Workers {
     /// user's code spawned is left to its owner) and applies the restart policy. Run on
     /// SIGCHLD; the events (`daemon.worker.exited`...) follow on the bus.
     pub fn reap(&mut self) {
+        // The workers that ended, one by one as the kernel names them: a reap costs what
+        // ended, not the number of workers. A child that is not a worker (a gone worker's
+        // orphan, a child of the user's code) stops this: then every worker is asked. So
+        // does a reap that goes on past one exit per worker (workers that restart and end
+        // again at once): this one reap never spins.
+        let mut budget = self.entries.len() + 1;
+        loop {
+            if budget == 0 {
+                return self.reap_each();
+            }
+            budget -= 1;
+            let pid = match self.procs.peek_exited() {
+                Exited::None => break,
+                Exited::Child(pid) => pid,
+                Exited::Unknown => return self.reap_each(),
+            };
+            let Some(&i) = self.by_pid.get(&pid) else {
+                return self.reap_each();
+            };
+            match self.procs.try_wait(pid) {
+                Some((code, signal)) => self.gone(i, code, signal),
+                None => return self.reap_each(),
+            }
+        }
+        self.reap_groups();
+    }
+
+    /// Asks every running worker whether it ended, and reaps the orphans of gone ones.
+    fn reap_each(&mut self) {
         for i in 0..self.entries.len() {
             let Some(pid) = self.entries[i].run.as_ref().map(|r| r.pid) else {
                 continue;
@@ -58,6 +88,10 @@ impl Workers {
         let Some(mut run) = entry.run.take() else {
             return;
         };
+        self.by_pid.remove(&run.pid);
+        if !run.unshared {
+            self.copied_regions -= 1;
+        }
         // Its replies were read above: the calls left are the ones it never answered.
         let unanswered = std::mem::take(&mut run.calls);
         let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);

@@ -63,6 +63,11 @@ pub(crate) trait Processes {
     fn signal_group(&mut self, pgid: Pid, signal: Signal);
     /// Reaps `pid` if it ended: its exit code or the signal that killed it.
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)>;
+    /// Which child ended and waits to be reaped, without reaping it, so that the
+    /// supervisor reaps the workers that ended without asking each one of them.
+    fn peek_exited(&mut self) -> Exited {
+        Exited::Unknown
+    }
     /// Reaps what ended of the process group `pgid` (a gone worker's orphans, which the
     /// daemon adopted as a subreaper), never any other child; true once no process is left
     /// in the group.
@@ -74,6 +79,17 @@ pub(crate) trait Processes {
     fn now(&self) -> Instant;
     /// A random number, for jitter.
     fn random(&mut self) -> u64;
+}
+
+/// What [`Processes::peek_exited`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exited {
+    /// No child waits to be reaped.
+    None,
+    /// This child ended (the first of those that did).
+    Child(Pid),
+    /// It cannot tell: every process has to be asked.
+    Unknown,
 }
 
 /// The real process control.
@@ -140,6 +156,12 @@ impl Processes for Fork {
     }
 
     fn reap_group(&mut self, pgid: Pid) -> bool {
+        // No process at all in the group, not even a zombie (most often: the worker started
+        // nothing): done, without the wait below, which the kernel answers by going through
+        // every child of the daemon.
+        if killpg(pgid, None::<Signal>) == Err(Errno::ESRCH) {
+            return true;
+        }
         // Only children in this group: a child the user's code spawned is left to its owner.
         loop {
             match waitpid(Pid::from_raw(-pgid.as_raw()), Some(WaitPidFlag::WNOHANG)) {
@@ -164,6 +186,19 @@ impl Processes for Fork {
             // Not ours any more (someone else reaped it): report it gone.
             Err(nix::errno::Errno::ECHILD) => Some((None, None)),
             _ => None,
+        }
+    }
+
+    fn peek_exited(&mut self) -> Exited {
+        use nix::sys::wait::{Id, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        loop {
+            return match waitid(Id::All, flags) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => Exited::None,
+                Ok(status) => status.pid().map_or(Exited::Unknown, Exited::Child),
+                Err(Errno::EINTR) => continue,
+                Err(_) => Exited::Unknown,
+            };
         }
     }
 
@@ -258,16 +293,25 @@ impl Workers {
         };
         let mut template = std::mem::replace(&mut entry.template, Box::new(Gone));
         let entries = &mut self.entries;
+        let copied = self.copied_regions;
         let mut in_child = || {
             // Its stdout and stderr are its pipes to the daemon (dup2 and close only).
             pipes.install_in_child();
-            // The other workers' channels and pipes are not this worker's business: unmap
-            // and close them, leaving the daemon's registrations in the shared poller alone.
+            // The other workers' channels and pipes are not this worker's business. Their
+            // descriptors are daimon's: the worker closes them with the daemon's others.
+            // Their regions were kept out of this fork (see `unshared`), but for those
+            // that could not be: unmap these, leaving the daemon's registrations in the
+            // shared poller alone. Nothing else of the daemon's is touched (each write
+            // would copy a page of the daemon's memory into the child).
+            if copied == 0 {
+                return;
+            }
             for (j, e) in entries.iter_mut().enumerate() {
-                if let (true, Some(mut run)) = (j != i, e.run.take()) {
-                    for pipe in run.output.iter_mut().filter_map(Option::take) {
-                        pipe.forget_in_child();
-                    }
+                if j == i || e.run.as_ref().is_none_or(|r| r.unshared) {
+                    continue;
+                }
+                if let Some(run) = e.run.take() {
+                    std::mem::forget(run.output);
                     run.source.leak_registration().forget_in_child();
                 }
             }
@@ -285,6 +329,12 @@ impl Workers {
                 return Err(fail(e));
             }
         };
+        // From now on, forks leave this worker's region out.
+        let unshared = super::unshared::keep_out_of_forks(source.get_ref());
+        if !unshared {
+            self.copied_regions += 1;
+        }
+        self.by_pid.insert(pid, i);
         self.by_token.insert(source.token(), i);
         self.by_pipe.insert(out.token(), (i, 0));
         self.by_pipe.insert(err.token(), (i, 1));
@@ -304,6 +354,7 @@ impl Workers {
             logs: super::inbox::LogBudget::new(now),
             output: [Some(out), Some(err)],
             calls: std::collections::HashMap::new(),
+            unshared,
         });
         entry.starts += 1;
         entry.restart_when_gone = false;

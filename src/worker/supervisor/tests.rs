@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use super::spawn::Exited;
 use super::*;
 use crate::bus::Event;
 use crate::reactor::{Reactor, Ready, Timers};
@@ -41,6 +42,10 @@ struct World {
     /// The groups `reap_group` was asked about.
     group_reaps: Vec<Pid>,
     subreaper: bool,
+    /// Whether `peek_exited` names the exited children (the real one does), and a child
+    /// that is no worker's, named first while set.
+    peeking: bool,
+    stranger: Option<Pid>,
 }
 
 struct Fake(Rc<RefCell<World>>);
@@ -66,6 +71,17 @@ impl Processes for Fake {
         let mut w = self.0.borrow_mut();
         w.waited.push(pid);
         w.exits.remove(&pid)
+    }
+
+    fn peek_exited(&mut self) -> Exited {
+        let w = self.0.borrow();
+        if !w.peeking {
+            return Exited::Unknown;
+        }
+        match w.stranger.or_else(|| w.exits.keys().min().copied()) {
+            Some(pid) => Exited::Child(pid),
+            None => Exited::None,
+        }
     }
 
     fn reap_group(&mut self, pgid: Pid) -> bool {
@@ -998,3 +1014,4 @@ fn a_worker_that_shuts_its_wake_up_sockets_down_is_killed_once() {
 }
 
 mod calls;
+mod reap;

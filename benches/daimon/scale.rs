@@ -1,0 +1,218 @@
+//! Scale: a fleet of workers (spawn time, the daemon's RSS, `worker.list`, SIGTERM to exit)
+//! and a crowd of idle connections (the daemon's RSS per connection), as curves: one row
+//! per count, so a chart can plot them against the count.
+//!
+//! The full run goes to 10,000 workers and 10,000 connections, the quick one to 2,000. The
+//! descriptor limit is raised as far as this process may; where its hard limit is too low
+//! for 10,000 workers (each costs the daemon a few descriptors), the fleet stops at the
+//! largest count that fits, and `workers_max` says which.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use crate::procs::{Daemon, proc_kib};
+use crate::{Results, Scale, ms, percentile};
+
+/// Descriptors the daemon keeps besides its workers' (poller, sockets, log, slack).
+const FD_RESERVE: u64 = 64;
+
+/// The descriptors open in `pid`.
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Raises `resource` to at least `want` (the hard limit too where this process may);
+/// returns the soft limit now in force.
+fn raise(resource: Resource, want: u64) -> u64 {
+    let Ok((soft, hard)) = getrlimit(resource) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    if hard < want && setrlimit(resource, want, want).is_ok() {
+        return want;
+    }
+    let _ = setrlimit(resource, hard.min(want), hard);
+    getrlimit(resource).map_or(soft, |(s, _)| s)
+}
+
+/// A worker daemon with `n` workers; every process of it is killed when it is dropped,
+/// whatever happened (its workers die with it by their parent-death signal too).
+struct Fleet(Option<Daemon>);
+
+impl Fleet {
+    fn start(n: usize) -> (Fleet, Duration) {
+        let count = n.to_string();
+        let (daemon, took) = Daemon::start_within(
+            "worker_daemon",
+            &["--workers", &count, "--looptime", "3600"],
+            None,
+            Duration::from_secs(300),
+        );
+        (Fleet(Some(daemon)), took)
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.0.as_ref().expect("running")
+    }
+
+    /// SIGTERM until the daemon exited.
+    fn stop(mut self) -> Duration {
+        self.0.take().expect("running").stop()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let Some(daemon) = self.0.take() else {
+            return;
+        };
+        let pid = daemon.pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        drop(daemon);
+        // Each worker leads a process group: it and whatever it started.
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The states of every worker and how long `worker.list` took.
+fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
+    let t = Instant::now();
+    let list = crate::procs::call(stream, "worker.list", json!([])).expect("worker.list");
+    let took = t.elapsed();
+    let states = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|w| w["state"].as_u64().unwrap_or(9))
+        .collect();
+    (states, took)
+}
+
+/// One fleet of `n`: its figures, and the daemon's RSS and descriptors.
+fn fleet(n: usize, results: &mut Results) -> (f64, usize) {
+    let (fleet, took) = Fleet::start(n);
+    let mut stream = fleet.daemon().connect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !list(&mut stream).0.iter().all(|&s| s == 1) {
+        assert!(
+            Instant::now() < deadline,
+            "{n} workers did not all reach LOOPING"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = fleet.daemon().pid();
+    let rss = proc_kib(pid, "status", "VmRSS:");
+    let fds = open_fds(pid);
+    let mut lists: Vec<Duration> = (0..5).map(|_| list(&mut stream).1).collect();
+    drop(stream);
+    let stop = fleet.stop();
+    if n > 0 {
+        results.add(&format!("workers_{n}_spawn_ms"), ms(took), "ms");
+        results.add(&format!("workers_{n}_daemon_rss_kib"), rss, "KiB");
+        let list_ms = ms(percentile(&mut lists, 50.0));
+        results.add(&format!("workers_{n}_list_ms"), list_ms, "ms");
+        results.add(&format!("workers_{n}_stop_ms"), ms(stop), "ms");
+    }
+    (rss, fds)
+}
+
+/// The fleet curve: 0, 1,000, 3,000 and 10,000 workers (0, 1,000, 2,000 in a quick run).
+fn workers(scale: Scale, results: &mut Results) {
+    let top = scale.pick(10_000, 2_000);
+    let _ = raise(Resource::RLIMIT_NPROC, 4 * top as u64);
+    let (rss0, fds0) = fleet(0, results);
+    results.add("workers_0_daemon_rss_kib", rss0, "KiB");
+    let (rss1k, fds1k) = fleet(1000, results);
+    // What one worker costs the daemon in descriptors decides how far the limit lets us go.
+    let per_worker = (fds1k.saturating_sub(fds0) as f64 / 1000.0).max(1.0);
+    results.add("workers_fds_per_worker", per_worker, "fds");
+    let want = fds0 as u64 + (per_worker * top as f64).ceil() as u64 + FD_RESERVE;
+    let limit = raise(Resource::RLIMIT_NOFILE, want);
+    let fits = ((limit.saturating_sub(fds0 as u64 + FD_RESERVE)) as f64 / per_worker) as usize;
+    let max = top.min(fits / 100 * 100);
+    if max < top {
+        println!(
+            "# RLIMIT_NOFILE is {limit} here (hard): {per_worker:.1} descriptors per worker \
+             fit {max} workers, not {top}"
+        );
+    }
+    let mut counts = scale.pick(vec![3000, max], vec![max]);
+    counts.retain(|&n| n > 1000 && n <= max);
+    counts.dedup();
+    let mut top_rss = rss1k;
+    for n in counts {
+        top_rss = fleet(n, results).0;
+    }
+    results.add("workers_max", max as f64, "workers");
+    if max > 0 {
+        let per = (top_rss - rss0) / max.max(1000) as f64;
+        results.add("workers_daemon_kib_per_worker", per, "KiB");
+    }
+}
+
+/// Opens connections up to each count of the curve, each making one call, and the daemon's
+/// RSS with all of them idle; every call must be answered.
+fn connections(scale: Scale, results: &mut Results) {
+    let top = scale.pick(10_000, 2_000);
+    let _ = raise(Resource::RLIMIT_NOFILE, 2 * top as u64 + FD_RESERVE);
+    let (daemon, _) = Daemon::start(
+        "echo_daemon",
+        &[],
+        Some(json!({"socketmaxconnections": top + 100})),
+    );
+    let rss0 = proc_kib(daemon.pid(), "status", "VmRSS:");
+    results.add("connections_0_daemon_rss_kib", rss0, "KiB");
+    let call = b"{\"jsonrpc\":\"2.0\",\"method\":\"examples.echo\",\"params\":[\"x\"],\"id\":7}\n";
+    let expected = b"{\"id\":7,\"jsonrpc\":\"2.0\",\"result\":\"x\"}\n";
+    let mut streams: Vec<UnixStream> = Vec::with_capacity(top);
+    let mut ok = 0;
+    let mut rss = rss0;
+    for n in scale.pick(vec![1000, 3000, top], vec![1000, top]) {
+        let batch: Vec<UnixStream> = (streams.len()..n).map(|_| daemon.connect()).collect();
+        for mut s in &batch {
+            s.write_all(call).expect("sending");
+        }
+        for mut s in &batch {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut reply = [0u8; 64];
+            let mut got = 0;
+            while got < expected.len() {
+                match s.read(&mut reply[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got += k,
+                }
+            }
+            ok += usize::from(&reply[..got] == expected);
+        }
+        streams.extend(batch);
+        // Let the last replies' writes settle before reading the RSS.
+        std::thread::sleep(Duration::from_millis(100));
+        rss = proc_kib(daemon.pid(), "status", "VmRSS:");
+        results.add(&format!("connections_{n}_daemon_rss_kib"), rss, "KiB");
+    }
+    results.add(&format!("connections_{top}_ok"), ok as f64, "ok");
+    results.add(
+        "connection_idle_rss_bytes",
+        (rss - rss0) * 1024.0 / top as f64,
+        "B",
+    );
+    drop(streams);
+    daemon.stop();
+}
+
+pub fn run(scale: Scale, results: &mut Results) {
+    workers(scale, results);
+    connections(scale, results);
+}

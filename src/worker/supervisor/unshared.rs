@@ -1,0 +1,89 @@
+//! Keeping each worker's shared region out of the forks that follow its own.
+//!
+//! A worker needs its own channel's region and nobody else's. Without care, the fork of the
+//! n-th worker copies the n − 1 regions before it into the child, which must then unmap
+//! them one by one: n syscalls per fork, n² over a fleet, and every child's exit tearing
+//! down what it unmapped or kept. So right after a worker is forked, the daemon marks its
+//! region `MADV_DONTFORK`: the kernel leaves it out of every later fork, and a child has
+//! nothing of the others' regions to unmap.
+//!
+//! `madvise` wants the region's exact extent, which the channel does not expose: it is
+//! found once, from `/proc/self/maps`, as the mapping that starts at the channel's header
+//! (every region has the same size, the rings' capacity being a constant). Where that
+//! cannot be found (no `/proc`, a layout whose header is not where its mapping starts), no
+//! region is marked and each child unmaps the others as before.
+
+use std::sync::OnceLock;
+
+use nix::libc;
+
+use crate::worker::Channel;
+
+/// The size of a channel's mapping, found from the first one: `None` if it cannot be.
+static REGION_LEN: OnceLock<Option<usize>> = OnceLock::new();
+
+/// Marks `channel`'s region so that no later fork copies it; true if it is marked.
+pub(super) fn keep_out_of_forks(channel: &Channel) -> bool {
+    let start = std::ptr::from_ref(channel.header()) as usize;
+    if start % page_size() != 0 {
+        return false;
+    }
+    let Some(len) = *REGION_LEN.get_or_init(|| mapping_len(start)) else {
+        return false;
+    };
+    // SAFETY: `[start, start + len)` is exactly one mapping: the channel's region (the
+    // mapping found at its header has this size, and every region is the same size).
+    // MADV_DONTFORK changes nothing in this process: the region stays mapped and shared
+    // with the worker already forked; only processes forked from now on go without it.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTFORK) };
+    rc == 0
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the system.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096)
+}
+
+/// The length of the mapping that starts at `start`, by `/proc/self/maps`.
+fn mapping_len(start: usize) -> Option<usize> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let (low, high) = line.split_whitespace().next()?.split_once('-')?;
+        let low = usize::from_str_radix(low, 16).ok()?;
+        let high = usize::from_str_radix(high, 16).ok()?;
+        (low == start).then(|| high - low)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_is_found_and_marked_whole() {
+        let channel = Channel::new().unwrap();
+        assert!(
+            keep_out_of_forks(&channel),
+            "the region is found and marked"
+        );
+        let start = std::ptr::from_ref(channel.header()) as usize;
+        let len = REGION_LEN.get().copied().flatten().expect("probed");
+        assert!(len >= 2 * crate::worker::channel::RING_CAPACITY);
+        // The same mapping, one line, marked `dd` (dontcopy) in smaps.
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let header = format!("{start:x}-{:x} ", start + len);
+        let entry = smaps.split_once(&header).expect("the mapping").1;
+        let flags = entry
+            .lines()
+            .find(|l| l.starts_with("VmFlags:"))
+            .expect("its flags");
+        assert!(flags.contains(" dc"), "MADV_DONTFORK shows as dc: {flags}");
+        // Still mapped and working here.
+        let worker = channel.worker_end();
+        channel.send_frame(b"still here").unwrap();
+        let mut buf = Vec::new();
+        assert!(worker.receive_frame(&mut buf).unwrap());
+        assert_eq!(buf, b"still here");
+    }
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! scripts/bench            # the full run (about 2 minutes on 2 cores)
 //! scripts/bench --quick    # a smoke run (under 30 s)
+//! scripts/bench --quick channel   # only these groups: channel bus rpc calls system logs events
 //! ```
 //!
 //! Prints a table and writes `target/bench/results.json`: a list of
@@ -125,6 +126,11 @@ pub fn ms(d: Duration) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = Scale { quick };
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let on = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
     procs::raise_fd_limit();
     let started = Instant::now();
     println!(
@@ -133,13 +139,26 @@ fn main() {
     );
     let mut results = Results::default();
     // Forks first, while this process has one thread.
-    let channel = channel::run(scale, &mut results);
-    bus::run(scale, &mut results);
-    rpc::run(scale, &mut results);
-    calls::run(scale, &mut results, channel);
-    system::run(scale, &mut results);
-    logs::run(scale, &mut results);
-    events::run(scale, &mut results);
+    // (`calls` compares with the channel's round trip.)
+    let channel = (on("channel") || on("calls")).then(|| channel::run(scale, &mut results));
+    if on("bus") {
+        bus::run(scale, &mut results);
+    }
+    if on("rpc") {
+        rpc::run(scale, &mut results);
+    }
+    if let Some(channel) = channel.filter(|_| on("calls")) {
+        calls::run(scale, &mut results, channel);
+    }
+    if on("system") {
+        system::run(scale, &mut results);
+    }
+    if on("logs") {
+        logs::run(scale, &mut results);
+    }
+    if on("events") {
+        events::run(scale, &mut results);
+    }
     let dir = procs::target_dir().join("bench");
     std::fs::create_dir_all(&dir).expect("creating target/bench");
     let path: PathBuf = dir.join("results.json");

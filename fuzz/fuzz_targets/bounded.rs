@@ -48,10 +48,7 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(Refusal::Syntax(_)), Err(_)) => {}
         (Err(Refusal::Batch(n)), Ok(v)) => {
-            assert!(
-                v.as_array().is_some_and(|a| a.len() > *n),
-                "a false batch refusal"
-            );
+            assert!(v.as_array().is_some_and(|a| a.len() > *n), "a false batch refusal");
         }
         (Err(Refusal::Values(n)), Ok(v)) => {
             // Every value parsed counts, a repeated key's too (serde_json keeps the last): the

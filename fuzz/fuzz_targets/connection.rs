@@ -188,10 +188,7 @@ fuzz_target!(|data: &[u8]| {
     // The same stream in one read, and in the planned reads with the client reading nothing
     // until the end: the same messages (what waits unsent only changes when they are sent).
     let whole = run(flags, &[(0, stream)]);
-    let split = run(
-        flags,
-        &reads.iter().map(|&(_, r)| (0, r)).collect::<Vec<_>>(),
-    );
+    let split = run(flags, &reads.iter().map(|&(_, r)| (0, r)).collect::<Vec<_>>());
     assert_eq!(whole.protocol, split.protocol);
     assert_eq!(
         whole.closing, split.closing,

@@ -267,7 +267,7 @@ unsafe impl Sync for Region {}
 
 impl Channel {
     /// Maps a region and creates the wake-up sockets, for the daemon; the forked worker
-    /// switches its copy with [`Channel::into_worker_end`].
+    /// takes its end with [`Channel::worker_end`].
     ///
     /// # Errors
     ///

@@ -71,6 +71,7 @@ pub struct Seen {
 
 impl Seen {
     /// Hints of these positions (any values: they are checked before use).
+    #[cfg(any(test, fuzzing, feature = "internals"))]
     pub fn new(head: u64, tail: u64) -> Seen {
         Seen {
             head: AtomicU64::new(head),

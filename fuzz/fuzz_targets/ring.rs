@@ -1,6 +1,8 @@
 //! The worker channel's ring reader and frame decoder against corrupted memory.
 //!
-//! Input: byte 0 picks the capacity (2..=34 words of 8 bytes); bytes 1..17 are the head and
+//! Input: byte 0 picks the capacity (2..=34 words of 8 bytes, or with its top bit 128..=255
+//! words: a ring large enough that the producer keeps off the consumer's cache line,
+//! `ring::LINED`); bytes 1..17 are the head and
 //! tail the other process claims; the rest fills the ring's data, then feeds a model check
 //! and a run of the doorbell.
 //!
@@ -26,7 +28,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use daimon::worker::doorbell;
-use daimon::worker::ring::{Ring, Seen};
+use daimon::worker::ring::{LINE, LINED, Ring, Seen};
 use daimon::worker::{Down, Up, too_deep};
 use libfuzzer_sys::fuzz_target;
 
@@ -81,7 +83,10 @@ fuzz_target!(|input: &[u8]| {
     if input[1] % 8 == 0 {
         check_depth(usize::from(input[0]) % 141 + 60);
     }
-    let words = 2 + usize::from(input[0]) % 33;
+    let words = match input[0] {
+        small @ 0..0x80 => 2 + usize::from(small) % 33,
+        large => usize::from(large),
+    };
     let capacity = 8 * words;
     let head = AtomicU64::new(u64::from_le_bytes(input[1..9].try_into().unwrap()));
     let tail = AtomicU64::new(u64::from_le_bytes(input[9..17].try_into().unwrap()));
@@ -155,15 +160,25 @@ fuzz_target!(|input: &[u8]| {
     let seen = Seen::default();
     let ring = Ring::new(&head, &tail, &data, &seen);
     let mut queue = VecDeque::new();
+    let guard = if capacity >= LINED { LINE } else { 1 };
     for chunk in rest.chunks(7) {
         let size = chunk[0] as usize % (capacity + 8);
         let payload: Vec<u8> = (0..size).map(|i| chunk[i % chunk.len()]).collect();
         let used = head.load(Ordering::Relaxed) - tail.load(Ordering::Relaxed);
+        // The free space ends where the consumer's cache line starts, in a large ring.
+        let t = tail.load(Ordering::Relaxed);
+        let guarded = head.load(Ordering::Relaxed) - (t - t % guard);
         match ring.push(&payload) {
-            Ok(()) => queue.push_back(payload),
+            Ok(()) => {
+                assert!(
+                    guarded + 4 + payload.len() as u64 <= capacity as u64,
+                    "written over the consumer's line"
+                );
+                queue.push_back(payload);
+            }
             Err(full) => {
                 assert!(
-                    used + 4 + payload.len() as u64 > capacity as u64,
+                    guarded + 4 + payload.len() as u64 > capacity as u64,
                     "refused though it fits"
                 );
                 assert_eq!(full.needed, 4 + payload.len());

@@ -27,6 +27,16 @@ const PREFIX: usize = 4;
 /// The bytes of a word of the ring's data.
 pub const WORD: usize = 8;
 
+/// The bytes of a cache line. In a ring of [`LINED`] bytes or more, the producer never
+/// writes into the line that holds the consumer's position (the free space ends where that
+/// line starts): a full ring would otherwise have the producer write each freed slot into
+/// the very line the consumer reads next, and the line would cross CPUs on every frame.
+pub const LINE: u64 = 64;
+
+/// The smallest ring whose producer keeps off the consumer's cache line (smaller ones, in
+/// tests, use every byte).
+pub const LINED: usize = 1024;
+
 /// A frame this small is gathered (prefix and payload) on the stack and written in one pass.
 const GATHERED: usize = 64 - PREFIX;
 
@@ -35,7 +45,8 @@ const GATHERED: usize = 64 - PREFIX;
 pub struct Full {
     /// The bytes the frame needed, prefix included.
     pub needed: usize,
-    /// The bytes free.
+    /// The bytes free (in a ring of [`LINED`] bytes or more, up to the start of the
+    /// consumer's cache line).
     pub free: usize,
 }
 
@@ -111,9 +122,15 @@ impl<'a> Ring<'a> {
         self.words.len() * WORD
     }
 
-    /// The largest frame payload that can ever fit.
+    /// The largest frame payload that can ever fit (in an empty ring, wherever its
+    /// position).
     pub fn max_frame(&self) -> usize {
-        self.capacity() - PREFIX
+        self.capacity() - PREFIX - (self.guard() - 1) as usize
+    }
+
+    /// The positions the free space ends on: the start of a cache line, or any byte.
+    fn guard(&self) -> u64 {
+        if self.capacity() >= LINED { LINE } else { 1 }
     }
 
     /// Where position `at` falls: the index of its word, and its byte in the word.
@@ -204,8 +221,10 @@ impl<'a> Ring<'a> {
         let needed = PREFIX + payload.len();
         // Positions live in shared memory the other process can overwrite: wrapping
         // arithmetic, so garbage is detected downstream instead of overflowing here.
+        let guard = self.guard();
         let fits = |tail: u64| {
-            let used = head.wrapping_sub(tail);
+            // The space up to the start of the consumer's line (see `LINE`).
+            let used = head.wrapping_sub(tail - tail % guard);
             let free = capacity.saturating_sub(used) as usize;
             (used <= capacity && needed <= free, free)
         };
@@ -392,6 +411,30 @@ mod tests {
                 assert!(!m.ring().pop(&mut out).unwrap());
             }
         }
+    }
+
+    #[test]
+    fn a_large_ring_keeps_the_producer_off_the_consumers_cache_line() {
+        let m = mem(LINED);
+        let mut out = Vec::new();
+        assert_eq!(m.ring().max_frame(), LINED - PREFIX - 63);
+        // The consumer at byte 100: its line starts at 64, and the free space ends there.
+        m.head.store(100, Ordering::Relaxed);
+        m.tail.store(100, Ordering::Relaxed);
+        let room = LINED - 36;
+        assert_eq!(
+            m.ring().push(&vec![1; room - PREFIX + 1]),
+            Err(Full {
+                needed: room + 1,
+                free: room
+            })
+        );
+        m.ring().push(&vec![2; room - PREFIX]).unwrap();
+        assert!(m.ring().pop(&mut out).unwrap());
+        assert_eq!(out, vec![2; room - PREFIX]);
+        // On a line's first byte, every byte up to it is free; the largest frame always fits.
+        m.ring().push(&vec![3; m.ring().max_frame()]).unwrap();
+        assert!(m.ring().pop(&mut out).unwrap() && out.len() == m.ring().max_frame());
     }
 
     #[test]

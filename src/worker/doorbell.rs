@@ -21,10 +21,10 @@
 //! order of `SeqCst` operations. If the producer's fence comes first, the consumer's
 //! re-check, after its own fence, sees the frame published before the producer's; if the
 //! consumer's comes first, the producer's load of the flag, after its fence, sees
-//! `SLEEPING` (or a later value: `AWAKE` stored by the consumer woken since, which drains
-//! again before it sleeps again, or by another producer swap, which rang). The model in
-//! `doorbell/model.rs` runs every interleaving of these steps, store buffers included, and
-//! finds the lost wake-up when either fence is taken out.
+//! `SLEEPING` or a later value: `AWAKE` stored by the consumer since it woke (it drains again
+//! before it sleeps again, and will see the frame then). The model in `doorbell/model.rs`
+//! runs every interleaving of these steps, store buffers included, and finds the lost
+//! wake-up when either fence, or the re-check, is taken out.
 //!
 //! "Sleeping" means "will not look at the ring again before its descriptor is readable":
 //! a reactor that sets the flag and then runs timers or a worker's long `tick` before it
@@ -33,8 +33,9 @@
 //! budget for the turn is spent) stays `AWAKE` and wakes itself instead.
 //!
 //! The other process can write any value to any flag. The daemon never reads its own flag
-//! (the one of the ring it consumes) to decide anything: it stores it, and sleeps exactly
-//! when the ring it reads is empty, as before; a worker that clears it only withholds its
+//! (the one of the ring it consumes) to decide anything (only to skip a store that would
+//! change nothing): it stores it, and sleeps exactly when the ring it reads is empty, as
+//! before; a worker that clears it only withholds its
 //! own wake-ups, which it could always do by not writing. The daemon reads the worker's
 //! flag as a producer, and any value but `AWAKE` rings: garbage costs a wake-up byte sent
 //! without blocking (the sockets take `MSG_DONTWAIT`), never a stall.

@@ -1,5 +1,7 @@
-//! The worker channel between two processes: round trip and one-way rate, next to a pipe
-//! ping-pong between two processes (the floor).
+//! The worker channel between two processes: round trip, next to a pipe ping-pong between
+//! two processes (the floor); one-way rates of raw frames (16 bytes: messages per second;
+//! 4 KiB: bytes per second, next to a `memcpy` of the same bytes in this process, the floor)
+//! and of small frames decoded as a worker decodes them.
 //!
 //! Runs first: it forks, and the harness has a single thread until the RPC figures start.
 
@@ -123,9 +125,15 @@ fn pipe_rtt(n: usize) -> Vec<Duration> {
     )
 }
 
-/// Messages per second, one way, of `count` messages with a payload of `size` bytes.
-fn channel_rate(count: usize, size: usize) -> f64 {
-    let message = Down::Command("m".into(), Some(json!("x".repeat(size)))).encode();
+/// Frames of `size` bytes per second, one way, `count` of them: raw frames (the channel
+/// alone), or with `decoded`, a `Down::Command` carrying a string of `size` bytes that the
+/// worker's side decodes, as a worker does.
+fn channel_rate(count: usize, size: usize, decoded: bool) -> f64 {
+    let message = if decoded {
+        Down::Command("m".into(), Some(json!("x".repeat(size)))).encode()
+    } else {
+        vec![0x5a; size]
+    };
     with_child(
         Channel::new().expect("a channel"),
         |channel| {
@@ -134,7 +142,11 @@ fn channel_rate(count: usize, size: usize) -> f64 {
             let mut seen = 0;
             while seen < count {
                 while worker.receive_frame(&mut buf).expect("a sane channel") {
-                    Down::decode(&buf).expect("a frame");
+                    if decoded {
+                        Down::decode(&buf).expect("a frame");
+                    } else {
+                        assert_eq!(buf.len(), size);
+                    }
                     seen += 1;
                 }
                 if seen < count {
@@ -157,6 +169,22 @@ fn channel_rate(count: usize, size: usize) -> f64 {
     )
 }
 
+/// The floor of the channel's bytes per second: the same `count` messages of `size` bytes
+/// copied (`copy_from_slice`) into a buffer of the ring's size, slot after slot, in this
+/// process, on one CPU. Bytes per second.
+fn memcpy_rate(count: usize, size: usize) -> f64 {
+    let message = vec![0x5a_u8; size];
+    let mut ring = vec![0u8; daimon::worker::RING_CAPACITY];
+    let slots = ring.len() / size;
+    let t = Instant::now();
+    for i in 0..count {
+        let at = (i % slots) * size;
+        ring[at..at + size].copy_from_slice(std::hint::black_box(&message));
+        std::hint::black_box(&mut ring);
+    }
+    (count * size) as f64 / t.elapsed().as_secs_f64()
+}
+
 /// The CPU the forked side runs on (see `rpc::run` on why placement is explicit).
 static SERVER_CPU: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -171,12 +199,20 @@ pub fn run(scale: Scale, results: &mut Results) -> (Duration, Duration) {
     results.vs("channel_rtt_p50_us", us(p50), "us", us(f50));
     let (p99, f99) = (percentile(&mut ours, 99.0), percentile(&mut floor, 99.0));
     results.vs("channel_rtt_p99_us", us(p99), "us", us(f99));
-    let count = scale.pick(2_000_000, 200_000);
-    results.add("channel_msgs_per_s_16b", channel_rate(count, 16), "msgs/s");
+    let count = scale.pick(10_000_000, 1_000_000);
     results.add(
-        "channel_msgs_per_s_4k",
-        channel_rate(count / 10, 4096),
+        "channel_msgs_per_s_16b",
+        channel_rate(count, 16, false),
         "msgs/s",
     );
+    results.add(
+        "channel_decoded_msgs_per_s_16b",
+        channel_rate(count / 5, 16, true),
+        "msgs/s",
+    );
+    let count_4k = scale.pick(1_000_000, 100_000);
+    let floor = memcpy_rate(count_4k, 4096) / 1e9;
+    let ours = channel_rate(count_4k, 4096, false) * 4096.0 / 1e9;
+    results.vs("channel_bytes_per_s_4k", ours, "GB/s", floor);
     (p50, p99)
 }

@@ -4,7 +4,8 @@
 //! ```text
 //! scripts/bench            # the full run (about 2 minutes on 2 cores)
 //! scripts/bench --quick    # a smoke run (under 30 s)
-//! scripts/bench --only rpc,scale   # some groups only (the channel's always runs: it forks first)
+//! scripts/bench --quick channel   # only these groups: channel bus rpc calls system scale logs events
+//! scripts/bench --only rpc,scale   # the same, comma-separated
 //! ```
 //!
 //! Prints a table and writes `target/bench/results.json`: a list of
@@ -127,6 +128,12 @@ pub fn ms(d: Duration) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = Scale { quick };
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .flat_map(|a| a.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let on = |group: &str| only.is_empty() || only.iter().any(|g| g == group);
     procs::raise_fd_limit();
     let started = Instant::now();
     println!(
@@ -135,19 +142,15 @@ fn main() {
     );
     let mut results = Results::default();
     // Forks first, while this process has one thread.
-    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
-    let on = |group: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|g| g == group))
-    };
-    let channel = channel::run(scale, &mut results);
+    // (`calls` compares with the channel's round trip.)
+    let channel = (on("channel") || on("calls")).then(|| channel::run(scale, &mut results));
     if on("bus") {
         bus::run(scale, &mut results);
     }
     if on("rpc") {
         rpc::run(scale, &mut results);
     }
-    if on("calls") {
+    if let Some(channel) = channel.filter(|_| on("calls")) {
         calls::run(scale, &mut results, channel);
     }
     if on("system") {

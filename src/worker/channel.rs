@@ -1,5 +1,6 @@
 //! The channel between the daemon and one worker: an anonymous shared region (a header and
-//! two rings) and a socket pair whose bytes wake the reader.
+//! two rings) and a socket pair whose bytes wake the reader, sent only when the reader
+//! sleeps (see [`doorbell`](super::doorbell)).
 //!
 //! The region is mapped `MAP_SHARED | MAP_ANONYMOUS` before the fork: nothing is named in
 //! `/dev/shm` or SysV, so nothing can outlive the two processes. The daemon trusts nothing it
@@ -11,18 +12,21 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
-use super::ring::{Corrupt, Full, Ring};
+use super::doorbell;
+use super::ring::{Corrupt, Full, Ring, Seen, WORD};
 use crossbeam_utils::CachePadded;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 use nix::sys::socket::{MsgFlags, recv, send};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// The bytes of each ring.
 pub const RING_CAPACITY: usize = 64 * 1024;
+
+const _: () = assert!(RING_CAPACITY % WORD == 0, "a ring is whole words");
 
 /// The header at the start of the region. All-zero bytes are a valid value (the kernel
 /// zeroes anonymous mappings), and every field is atomic because two processes share it.
@@ -48,10 +52,14 @@ pub struct Header {
     pub ready: AtomicU32,
 }
 
+/// One ring's shared state, each part on its own cache line: the producer writes `head`,
+/// the consumer `tail` and `sleeping` (its doorbell flag, read by the producer on every
+/// frame and written only when the consumer goes to sleep or wakes).
 #[repr(C)]
 struct Positions {
     head: CachePadded<AtomicU64>,
     tail: CachePadded<AtomicU64>,
+    sleeping: CachePadded<AtomicU32>,
 }
 
 #[repr(C)]
@@ -94,6 +102,12 @@ impl Region {
             .header
             .version
             .store(VERSION, Ordering::Relaxed);
+        // Until a consumer has looked at its ring, a frame sent to it rings.
+        for positions in [&region.layout().down, &region.layout().up] {
+            positions
+                .sleeping
+                .store(doorbell::SLEEPING, Ordering::Relaxed);
+        }
         Ok(region)
     }
 
@@ -103,15 +117,21 @@ impl Region {
         unsafe { self.ptr.cast::<Layout>().as_ref() }
     }
 
-    fn data(&self, index: usize) -> &[AtomicU8] {
+    fn data(&self, index: usize) -> &[AtomicU64] {
+        const {
+            assert!(std::mem::size_of::<Layout>() % std::mem::align_of::<AtomicU64>() == 0);
+        }
         let offset = std::mem::size_of::<Layout>() + index * RING_CAPACITY;
         debug_assert!(offset + RING_CAPACITY <= self.len);
         // SAFETY: by the invariant the bytes at `offset..offset + RING_CAPACITY` are mapped for
-        // the life of `self`; `AtomicU8` has the size and alignment of `u8`, any byte is valid.
+        // the life of `self`, and only ever accessed through atomics. The mapping is
+        // page-aligned and `offset` is a multiple of 8 (the layout's size is, as asserted
+        // above, and so is `RING_CAPACITY`), the alignment of `AtomicU64`; any 8 bytes are a
+        // valid `AtomicU64`, so whatever the other process wrote there is a value, not UB.
         unsafe {
             std::slice::from_raw_parts(
-                self.ptr.as_ptr().add(offset).cast::<AtomicU8>(),
-                RING_CAPACITY,
+                self.ptr.as_ptr().add(offset).cast::<AtomicU64>(),
+                RING_CAPACITY / WORD,
             )
         }
     }
@@ -234,6 +254,9 @@ pub struct Channel {
     region: Arc<Region>,
     events: Arc<Events>,
     end: End,
+    /// What this handle has seen of the down ring and of the up ring (this process's own
+    /// memory; each handle starts afresh, the hints are checked before use).
+    seen: [Seen; 2],
 }
 
 // SAFETY: the region is only ever accessed through atomics (see `Region::layout` and
@@ -244,7 +267,7 @@ unsafe impl Sync for Region {}
 
 impl Channel {
     /// Maps a region and creates the wake-up sockets, for the daemon; the forked worker
-    /// switches its copy with [`Channel::into_worker_end`].
+    /// takes its end with [`Channel::worker_end`].
     ///
     /// # Errors
     ///
@@ -264,6 +287,7 @@ impl Channel {
                 worker: OwnedSocket(worker),
             }),
             end: End::Daemon,
+            seen: Default::default(),
         })
     }
 
@@ -274,6 +298,7 @@ impl Channel {
             region: self.region.clone(),
             events: self.events.clone(),
             end: End::Worker,
+            seen: Default::default(),
         }
     }
 
@@ -283,6 +308,7 @@ impl Channel {
             region: self.region.clone(),
             events: self.events.clone(),
             end: self.end,
+            seen: Default::default(),
         }
     }
 
@@ -298,22 +324,31 @@ impl Channel {
         h.magic.load(Ordering::Relaxed) == MAGIC && h.version.load(Ordering::Relaxed) == VERSION
     }
 
-    fn ring(&self, index: usize) -> Ring<'_> {
+    /// Ring `index` (0: down, 1: up) and its consumer's doorbell flag.
+    fn ring(&self, index: usize) -> (Ring<'_>, &AtomicU32) {
         let layout = self.region.layout();
         let positions = if index == 0 { &layout.down } else { &layout.up };
-        Ring::new(&positions.head, &positions.tail, self.region.data(index))
+        let ring = Ring::new(
+            &positions.head,
+            &positions.tail,
+            self.region.data(index),
+            &self.seen[index],
+        );
+        (ring, &positions.sleeping)
     }
 
-    /// The outgoing ring, and this end's own socket (sending on it wakes the other end).
-    fn outgoing(&self) -> (Ring<'_>, &OwnedSocket) {
+    /// The outgoing ring with its consumer's flag, and this end's own socket (sending on it
+    /// wakes the other end).
+    fn outgoing(&self) -> ((Ring<'_>, &AtomicU32), &OwnedSocket) {
         match self.end {
             End::Daemon => (self.ring(0), &self.events.daemon),
             End::Worker => (self.ring(1), &self.events.worker),
         }
     }
 
-    /// The incoming ring, and the other end's socket (sending on it wakes this end).
-    fn incoming(&self) -> (Ring<'_>, &OwnedSocket) {
+    /// The incoming ring with this end's flag, and the other end's socket (sending on it
+    /// wakes this end).
+    fn incoming(&self) -> ((Ring<'_>, &AtomicU32), &OwnedSocket) {
         match self.end {
             End::Daemon => (self.ring(1), &self.events.worker),
             End::Worker => (self.ring(0), &self.events.daemon),
@@ -338,20 +373,22 @@ impl Channel {
         [self.events.daemon.fd(), self.events.worker.fd()]
     }
 
-    /// Sends one encoded frame and wakes the other end.
+    /// Sends one encoded frame, and wakes the other end if it sleeps.
     ///
     /// # Errors
     ///
     /// [`ChannelError::Full`] when the ring has no room now, [`ChannelError::TooLarge`] when
     /// the frame could never fit. Nothing is sent then.
     pub fn send_frame(&self, frame: &[u8]) -> Result<(), ChannelError> {
-        let (ring, event) = self.outgoing();
+        let ((ring, sleeping), event) = self.outgoing();
         if frame.len() > ring.max_frame() {
             return Err(ChannelError::TooLarge(frame.len()));
         }
         ring.push(frame).map_err(ChannelError::Full)?;
-        // Dropped if the other end's buffer is full: it has wake-ups unread then.
-        event.wake_peer();
+        if doorbell::must_ring(sleeping) {
+            // Dropped if the other end's buffer is full: it has wake-ups unread then.
+            event.wake_peer();
+        }
         Ok(())
     }
 
@@ -367,7 +404,7 @@ impl Channel {
         if header {
             self.header().magic.store(0xdead_beef, Ordering::Relaxed);
         } else {
-            let _ = self.outgoing().0.push(&[0xc1, 0xc1, 0xc1]);
+            let _ = self.outgoing().0.0.push(&[0xc1, 0xc1, 0xc1]);
         }
         self.outgoing().1.wake_peer();
     }
@@ -389,21 +426,31 @@ impl Channel {
         self.outgoing().1.wake_peer();
     }
 
-    /// Clears the wake-up, before draining with [`Channel::receive`].
+    /// Says this end is awake and clears its wake-up, before draining with
+    /// [`Channel::receive_frame`]: until that finds the ring empty, the other end sends no
+    /// wake-up, so drain until it does (or wake this end with [`Channel::wake_self`])
+    /// before waiting for the descriptor again.
     ///
     /// Returns false when the wake-up sockets were shut down (only a hostile or broken
     /// worker does that): the channel can no longer wake this end.
     pub fn clear_wakeup(&self) -> bool {
+        doorbell::wake(self.incoming().0.1);
         self.own().clear()
     }
 
-    /// Takes the next frame into `buffer`; false when there is none.
+    /// Takes the next frame into `buffer`; false when there is none, and then this end is
+    /// marked sleeping: the next frame sent wakes it (its descriptor becomes readable).
     ///
     /// # Errors
     ///
     /// [`ChannelError::Corrupt`] when the ring is not what this end's peer may write.
     pub fn receive_frame(&self, buffer: &mut Vec<u8>) -> Result<bool, ChannelError> {
-        self.incoming().0.pop(buffer).map_err(ChannelError::Corrupt)
+        let (ring, sleeping) = self.incoming().0;
+        match ring.pop(buffer) {
+            Ok(false) if !doorbell::sleep(sleeping, &ring) => ring.pop(buffer),
+            other => other,
+        }
+        .map_err(ChannelError::Corrupt)
     }
 
     /// In a forked child, unmaps another worker's region and forgets its descriptors without
@@ -427,29 +474,68 @@ impl AsFd for Channel {
 mod tests {
     use super::*;
 
+    /// The wake-up bytes waiting on `end`'s descriptor (taken).
+    fn wakeups(end: &Channel) -> usize {
+        let mut bytes = [0u8; 64];
+        let fd = end.incoming_fd().as_raw_fd();
+        recv(fd, &mut bytes, MsgFlags::MSG_DONTWAIT).unwrap_or(0)
+    }
+
     #[test]
-    fn frames_cross_in_both_directions_and_count_wakeups() {
+    fn frames_cross_in_both_directions_and_ring_only_a_sleeping_reader() {
         let daemon = Channel::new().unwrap();
         assert!(daemon.header_ok());
         let worker = daemon.worker_end();
         let mut buf = Vec::new();
+        // The worker has not looked yet: it counts as sleeping, the first frame rings, the
+        // second does not (the wake-up is pending).
         daemon.send_frame(b"one").unwrap();
         daemon.send_frame(b"two").unwrap();
+        assert_eq!(wakeups(&worker), 1);
+        assert!(worker.clear_wakeup());
         assert!(worker.receive_frame(&mut buf).unwrap());
         assert_eq!(buf, b"one");
-        assert!(worker.receive_frame(&mut buf).unwrap());
-        assert_eq!(buf, b"two");
+        // Awake and draining: nothing rings.
+        daemon.send_frame(b"three").unwrap();
+        assert_eq!(wakeups(&worker), 0);
+        for expected in [&b"two"[..], b"three"] {
+            assert!(worker.receive_frame(&mut buf).unwrap());
+            assert_eq!(buf, expected);
+        }
+        // Found empty: asleep again, and the next frame rings.
         assert!(!worker.receive_frame(&mut buf).unwrap());
+        daemon.send_frame(b"four").unwrap();
+        assert_eq!(wakeups(&worker), 1);
         worker.send_frame(b"up").unwrap();
+        assert_eq!(wakeups(&daemon), 1);
         assert!(daemon.receive_frame(&mut buf).unwrap());
         assert_eq!(buf, b"up");
-        // Wake-ups: the two sends down reached the worker's socket, the one up the daemon's.
-        let mut bytes = [0u8; 8];
-        let worker_fd = worker.incoming_fd().as_raw_fd();
-        assert_eq!(recv(worker_fd, &mut bytes, MsgFlags::MSG_DONTWAIT), Ok(2));
-        daemon.clear_wakeup();
-        let daemon_fd = daemon.incoming_fd().as_raw_fd();
-        assert!(recv(daemon_fd, &mut bytes, MsgFlags::MSG_DONTWAIT).is_err());
+    }
+
+    #[test]
+    fn a_worker_that_scribbles_over_the_flags_changes_no_frame() {
+        let daemon = Channel::new().unwrap();
+        let worker = daemon.worker_end();
+        let layout = daemon.region.layout();
+        let mut buf = Vec::new();
+        for (i, garbage) in [0, 1, 2, 0xffff_ffff].into_iter().enumerate() {
+            layout.down.sleeping.store(garbage, Ordering::Relaxed);
+            layout.up.sleeping.store(garbage, Ordering::Relaxed);
+            daemon.send_frame(&[i as u8; 9]).unwrap();
+            // Any value but awake rings; the daemon's own flag decides nothing it does.
+            assert_eq!(wakeups(&worker), usize::from(garbage != doorbell::AWAKE));
+            assert!(worker.receive_frame(&mut buf).unwrap());
+            assert_eq!(buf, [i as u8; 9]);
+            worker.send_frame(&[i as u8; 3]).unwrap();
+            assert!(daemon.receive_frame(&mut buf).unwrap());
+            assert_eq!(buf, [i as u8; 3]);
+            assert!(!daemon.receive_frame(&mut buf).unwrap());
+            assert_eq!(
+                layout.up.sleeping.load(Ordering::Relaxed),
+                doorbell::SLEEPING
+            );
+            wakeups(&daemon);
+        }
     }
 
     #[test]
@@ -466,9 +552,11 @@ mod tests {
         // The worker never clears its wake-ups: its buffer fills, and the daemon's further
         // wake-ups are dropped, not blocked on.
         let mut buf = Vec::new();
+        // (It drains its ring to empty each time: it sleeps, so every frame rings.)
         for _ in 0..200_000 {
             daemon.send_frame(b"").unwrap();
             assert!(worker.receive_frame(&mut buf).unwrap());
+            assert!(!worker.receive_frame(&mut buf).unwrap());
         }
         daemon.wake_self();
         assert!(daemon.clear_wakeup());

@@ -35,6 +35,10 @@ mod channel;
 pub(crate) mod child;
 mod command;
 mod configure;
+#[cfg(any(test, fuzzing, feature = "internals"))]
+pub mod doorbell;
+#[cfg(not(any(test, fuzzing, feature = "internals")))]
+mod doorbell;
 mod events;
 pub(crate) mod frame;
 mod host;

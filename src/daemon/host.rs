@@ -51,7 +51,7 @@ pub struct DaemonHost {
     /// The declared application keys' defaults (`Daemon::app_key`).
     pub(super) app_defaults: serde_json::Map<String, serde_json::Value>,
     /// The control socket's event subscriptions.
-    pub(super) subscribers: super::subscribe::Subscriptions,
+    pub(super) subscribers: crate::socket::subscribers::Subscribers,
     /// Deferred replies answered with [`DaemonHost::reply`], for the loop to write.
     pub(super) answers: Vec<(
         crate::rpc::Ticket,

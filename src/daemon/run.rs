@@ -34,7 +34,26 @@ struct Running {
     inherited: bool,
 }
 
+/// See [`Running::serving`].
+type Serving<'a> = (
+    &'a mut Server,
+    DaemonEngine<'a, DaemonHost>,
+    &'a mut Vec<SocketEvent>,
+);
+
 impl Running {
+    /// The server (if it runs), the engine that answers its calls and where it tells of
+    /// connections, borrowed apart.
+    fn serving(&mut self) -> Option<Serving<'_>> {
+        let server = self.server.as_mut()?;
+        let engine = DaemonEngine {
+            methods: &mut self.methods,
+            bus: &mut self.bus,
+            host: &mut self.host,
+        };
+        Some((server, engine, &mut self.socket_events))
+    }
+
     /// Moves what the supervisor produced where it belongs: events to the bus, deadlines to
     /// the timer queue, resolved tickets to the answers.
     fn take_outbox(&mut self) {
@@ -69,19 +88,8 @@ impl Driven for Running {
 
     fn io(&mut self, token: Token, readable: bool, writable: bool) {
         // Connections first (the hot path), then the workers' channels.
-        if let Some(server) = &mut self.server {
-            let mut engine = DaemonEngine {
-                methods: &mut self.methods,
-                bus: &mut self.bus,
-                host: &mut self.host,
-            };
-            if server.ready(
-                token,
-                readable,
-                writable,
-                &mut engine,
-                &mut self.socket_events,
-            ) {
+        if let Some((server, mut engine, events)) = self.serving() {
+            if server.ready(token, readable, writable, &mut engine, events) {
                 return;
             }
         }
@@ -92,13 +100,8 @@ impl Driven for Running {
         match deadline {
             Deadline::Worker(d) => self.host.workers.deadline(d),
             Deadline::Connection(token) => {
-                if let Some(server) = &mut self.server {
-                    let mut engine = DaemonEngine {
-                        methods: &mut self.methods,
-                        bus: &mut self.bus,
-                        host: &mut self.host,
-                    };
-                    server.deadline(token, now, &mut engine, &mut self.socket_events);
+                if let Some((server, mut engine, events)) = self.serving() {
+                    server.deadline(token, now, &mut engine, events);
                 }
             }
             Deadline::Notify(timer) => {
@@ -140,36 +143,23 @@ impl Driven for Running {
         while self.host.workers.has_outbox() || !self.host.answers.is_empty() {
             self.take_outbox();
             for (ticket, outcome) in std::mem::take(&mut self.host.answers) {
-                let Some(server) = &mut self.server else {
-                    continue;
-                };
-                let mut engine = DaemonEngine {
-                    methods: &mut self.methods,
-                    bus: &mut self.bus,
-                    host: &mut self.host,
-                };
-                server.complete(ticket, outcome, &mut engine, &mut self.socket_events);
+                if let Some((server, mut engine, events)) = self.serving() {
+                    server.complete(ticket, outcome, &mut engine, events);
+                }
             }
         }
         match &mut self.server {
-            Some(server) => server.publish(
-                &mut self.host.subscribers.subscribers,
-                &mut self.socket_events,
-            ),
+            Some(server) => server.publish(&mut self.host.subscribers, &mut self.socket_events),
             // No connection to write to: nothing may wait for one.
-            None => drop(self.host.subscribers.subscribers.take_published()),
+            None => drop(self.host.subscribers.take_published()),
         }
-        let mut forgot = false;
         for e in self.socket_events.drain(..) {
             if let (true, Some(conn)) = (e.is_hangup(), e.connection()) {
                 self.host.subscribers.forget(conn);
-                forgot = true;
             }
             self.bus.emit(e);
         }
-        if forgot {
-            super::subscribe::renew(&mut self.bus, &mut self.host.subscribers);
-        }
+        super::subscribe::renew(&mut self.bus, &mut self.host.subscribers);
     }
 
     fn max_wait(&mut self) -> Option<Duration> {

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::DaemonHost;
-use crate::bus::{Bus, Context, Event, Listener, PostAction, SubscriptionId};
+use crate::bus::{Bus, Context, Event, Listener, PostAction};
 use crate::rpc::{CallContext, Method, Methods, Params, RpcError, Type};
 use crate::socket::subscribers::Subscribers;
 
@@ -22,28 +22,10 @@ impl Listener<DaemonHost> for Forward {
     }
 }
 
-/// The control socket's subscriptions and the bus listener that feeds them.
-#[derive(Default)]
-pub(crate) struct Subscriptions {
-    pub(crate) subscribers: Subscribers,
-    forward: Option<SubscriptionId>,
-}
-
-impl Subscriptions {
-    /// Hands `event` to the subscriptions it matches.
-    pub(crate) fn publish(&mut self, event: &dyn Event) {
-        self.subscribers.publish(event);
-    }
-
-    /// Forgets the subscriptions of a connection that closed.
-    pub(crate) fn forget(&mut self, conn: crate::rpc::ConnectionId) {
-        self.subscribers.forget(conn);
-    }
-}
-
-/// Subscribes the forwarding listener anew if the clients' patterns changed.
-pub(crate) fn renew(bus: &mut Bus<DaemonHost>, subs: &mut Subscriptions) {
-    let Some(patterns) = subs.subscribers.take_change() else {
+/// Subscribes the forwarding listener anew if the clients' patterns changed (a no-op
+/// otherwise, so the loop calls it after every change it might have caused).
+pub(crate) fn renew(bus: &mut Bus<DaemonHost>, subs: &mut Subscribers) {
+    let Some(patterns) = subs.take_change() else {
         return;
     };
     if let Some(old) = subs.forward.take() {
@@ -79,7 +61,6 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
                 let id = ctx
                     .host
                     .subscribers
-                    .subscribers
                     .subscribe(conn, &patterns)
                     .map_err(|e| match e {
                         crate::Error::BadPattern(p) => RpcError::invalid_params(format!(
@@ -106,7 +87,7 @@ pub(super) fn register(methods: &mut Methods<DaemonHost>) -> crate::Result<()> {
                 let conn = connection(ctx)?;
                 let id = params.i64("subscription")?;
                 let id = u64::try_from(id).unwrap_or(0);
-                if !ctx.host.subscribers.subscribers.unsubscribe(conn, id) {
+                if !ctx.host.subscribers.unsubscribe(conn, id) {
                     return Err(RpcError::server_error(format!(
                         "no subscription {id} on this connection"
                     )));

@@ -26,18 +26,12 @@ use std::time::Duration;
 use nix::libc;
 use polling::{Event, Events, Poller};
 
+use super::Readiness;
+
 /// polling's key for its own notifier and timer.
 const NOTIFY_KEY: u64 = usize::MAX as u64;
 /// The key of the self-check's registration.
 const CHECK_KEY: usize = usize::MAX - 1;
-
-/// What epoll reported for one registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Readiness {
-    pub(super) key: usize,
-    pub(super) readable: bool,
-    pub(super) writable: bool,
-}
 
 /// Whether waiting directly gives what polling's `wait` would (checked once per process;
 /// a forked worker keeps the parent's answer, the same code on the same kernel).

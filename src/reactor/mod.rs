@@ -96,6 +96,14 @@ impl Drop for OwnedPoller {
     }
 }
 
+/// What the poller reported for one registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub(crate) key: usize,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
 /// The key of the signal pipe; sources get keys from 1 up.
 const SIGNAL_KEY: usize = 0;
 
@@ -149,9 +157,11 @@ pub enum Ready<T> {
 pub struct Reactor<T = ()> {
     handle: Handle,
     events: Events,
-    /// The direct wait's scratch space and what it found (Linux).
+    /// What the last wait found, kept for its allocation.
+    found: Vec<Readiness>,
+    /// The direct wait's scratch space (Linux).
     #[cfg(target_os = "linux")]
-    direct: (Vec<nix::libc::epoll_event>, Vec<direct::Readiness>),
+    direct: Vec<nix::libc::epoll_event>,
     /// The one timer queue: shared with the parts of the daemon that arm their own
     /// deadlines on it (see [`Reactor::queue`]).
     timers: Rc<RefCell<Timers<T>>>,
@@ -195,8 +205,9 @@ impl<T: Clone> Reactor<T> {
                 }),
             },
             events: Events::new(),
+            found: Vec::new(),
             #[cfg(target_os = "linux")]
-            direct: (Vec::new(), Vec::new()),
+            direct: Vec::new(),
             timers: Rc::default(),
             signals: None,
             expired: Vec::new(),
@@ -298,30 +309,40 @@ impl<T: Clone> Reactor<T> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        #[cfg(target_os = "linux")]
-        if direct::usable(&self.handle.poller) {
-            let (mut buf, mut found) = std::mem::take(&mut self.direct);
-            found.clear();
-            let waited = direct::wait(&self.handle.poller, &mut buf, &mut found, timeout);
-            if let Err(e) = waited {
-                self.direct = (buf, found);
-                return Err(e);
-            }
+        let mut found = std::mem::take(&mut self.found);
+        found.clear();
+        let waited = self.wait(&mut found, timeout);
+        if waited.is_ok() {
             if let Some(s) = &self.signals {
                 if found.iter().any(|r| r.key == SIGNAL_KEY) {
                     s.pipe.drain(|sig| out.push(Ready::Signal(sig)));
                 }
             }
-            self.expire(out);
-            for r in found.iter().filter(|r| r.key != SIGNAL_KEY) {
-                out.push(Ready::Io {
-                    token: Token(r.key),
-                    readable: r.readable,
-                    writable: r.writable,
-                });
-            }
-            self.direct = (buf, found);
-            return Ok(());
+            self.timers
+                .borrow_mut()
+                .expire(Instant::now(), &mut self.expired);
+            out.extend(self.expired.drain(..).map(|(id, p)| Ready::Timer(id, p)));
+            out.extend(
+                found
+                    .iter()
+                    .filter(|r| r.key != SIGNAL_KEY)
+                    .map(|r| Ready::Io {
+                        token: Token(r.key),
+                        readable: r.readable,
+                        writable: r.writable,
+                    }),
+            );
+        }
+        self.found = found;
+        waited
+    }
+
+    /// Waits at most `timeout` and appends what is ready to `found`: directly on the
+    /// epoll instance where that works (Linux, see `direct`), else through polling.
+    fn wait(&mut self, found: &mut Vec<Readiness>, timeout: Option<Duration>) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if direct::usable(&self.handle.poller) {
+            return direct::wait(&self.handle.poller, &mut self.direct, found, timeout);
         }
         self.events.clear();
         match self.handle.poller.wait(&mut self.events, timeout) {
@@ -329,28 +350,12 @@ impl<T: Clone> Reactor<T> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        if let Some(s) = &self.signals {
-            if self.events.iter().any(|e| e.key == SIGNAL_KEY) {
-                s.pipe.drain(|sig| out.push(Ready::Signal(sig)));
-            }
-        }
-        self.expire(out);
-        for ev in self.events.iter().filter(|e| e.key != SIGNAL_KEY) {
-            out.push(Ready::Io {
-                token: Token(ev.key),
-                readable: ev.readable,
-                writable: ev.writable,
-            });
-        }
+        found.extend(self.events.iter().map(|e| Readiness {
+            key: e.key,
+            readable: e.readable,
+            writable: e.writable,
+        }));
         Ok(())
-    }
-
-    /// Appends the timers that are due.
-    fn expire(&mut self, out: &mut Vec<Ready<T>>) {
-        self.timers
-            .borrow_mut()
-            .expire(Instant::now(), &mut self.expired);
-        out.extend(self.expired.drain(..).map(|(id, p)| Ready::Timer(id, p)));
     }
 }
 

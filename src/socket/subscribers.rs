@@ -45,6 +45,8 @@ pub struct Subscribers {
     changed: bool,
     /// Connections that gained their first subscription or lost their last one.
     touched: Vec<ConnectionId>,
+    /// The daemon's bus listener that feeds these subscriptions (see `daemon::subscribe`).
+    pub(crate) forward: Option<crate::bus::SubscriptionId>,
 }
 
 impl Subscribers {

@@ -458,6 +458,7 @@ impl Server {
                     continue;
                 }
                 client.conn.push_event(&event, subscription, EVENT_QUEUE);
+                // (Runs of one connection pushed once: the sort below dedups the rest.)
                 if touched.last() != Some(&conn.token) {
                     touched.push(conn.token);
                 }

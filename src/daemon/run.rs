@@ -163,7 +163,14 @@ impl Driven for Running {
     }
 
     fn max_wait(&mut self) -> Option<Duration> {
+        if self.host.workers.has_left() {
+            return Some(Duration::ZERO);
+        }
         self.reap_every
+    }
+
+    fn after_turn(&mut self, _now: Instant) {
+        self.host.workers.drain_left();
     }
 }
 

@@ -70,7 +70,8 @@ impl Interest {
         readable: true,
         writable: true,
     };
-    /// Nothing: the source stays registered but quiet.
+    /// Nothing: the source stays registered, and reports only a hang-up or an error (which
+    /// epoll reports whatever the interest; see [`Source::unwatch`] for silence).
     pub const NONE: Interest = Interest {
         readable: false,
         writable: false,
@@ -91,9 +92,11 @@ pub struct Source<T: AsFd> {
     interest: Interest,
     /// # Invariant
     ///
-    /// `inner` is registered in `poller` under `token` from `Source::new` until `drop`, which
-    /// deletes it before the field itself is dropped; it is never replaced while registered.
+    /// While `watched`, `inner` is registered in `poller` under `token`: from `Source::new`
+    /// until `drop` or `unwatch`, which delete it before the field itself is dropped; it is
+    /// never replaced.
     inner: T,
+    watched: bool,
 }
 
 impl<T: AsFd> Source<T> {
@@ -118,6 +121,7 @@ impl<T: AsFd> Source<T> {
             token,
             interest,
             inner,
+            watched: true,
         })
     }
 
@@ -137,7 +141,7 @@ impl<T: AsFd> Source<T> {
     ///
     /// The poller's error, if the kernel refuses the change.
     pub fn set_interest(&mut self, interest: Interest) -> io::Result<()> {
-        if interest != self.interest {
+        if interest != self.interest && self.watched {
             self.poller.modify_with_mode(
                 self.inner.as_fd(),
                 interest.event(self.token),
@@ -146,6 +150,14 @@ impl<T: AsFd> Source<T> {
             self.interest = interest;
         }
         Ok(())
+    }
+
+    /// Takes the descriptor out of the poller for good (a peer's end of file would keep it
+    /// ready for ever): nothing is reported for it any more, whatever its interest.
+    pub(crate) fn unwatch(&mut self) {
+        if std::mem::replace(&mut self.watched, false) {
+            let _ = self.poller.delete(self.inner.as_fd());
+        }
     }
 
     /// The wrapped value.
@@ -175,8 +187,11 @@ impl<T: AsFd> Source<T> {
 
 impl<T: AsFd> Drop for Source<T> {
     fn drop(&mut self) {
-        // Deleting can only fail if the fd was not registered, which the invariant rules out.
-        let _ = self.poller.delete(self.inner.as_fd());
+        if self.watched {
+            // Deleting can only fail if the fd was not registered, which the invariant
+            // rules out.
+            let _ = self.poller.delete(self.inner.as_fd());
+        }
         crate::sys::disown(self.inner.as_fd().as_raw_fd());
     }
 }

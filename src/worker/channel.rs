@@ -191,23 +191,19 @@ impl std::fmt::Display for ChannelError {
 
 impl std::error::Error for ChannelError {}
 
-/// The wake-ups of a channel: one Unix socket pair. A byte sent on one socket makes the
-/// other readable.
-///
-/// Both processes hold both sockets (each wakes itself by sending on the other end), so
-/// they share the sockets' open file descriptions: a worker can change their flags
-/// (`O_NONBLOCK`) or fill their buffers. Every send and receive here therefore passes
-/// `MSG_DONTWAIT` (non-blocking whatever the flags; `MSG_NOSIGNAL` too, no SIGPIPE should a
-/// worker shut a socket down), and a wake-up that does not fit is dropped: the receiver has
-/// unread bytes then, and is readable anyway. (Eventfds, used before, can only be read and
-/// written with the description's own flags: a worker that cleared `O_NONBLOCK` could block
-/// the daemon in a `read` or a `write`.)
-struct Events {
-    /// The daemon's: readable when the worker (or the daemon itself) woke it.
-    daemon: OwnedSocket,
-    /// The worker's: readable when the daemon (or the worker itself) woke it.
-    worker: OwnedSocket,
-}
+// The wake-ups of a channel are one Unix socket pair: a byte sent on one socket makes the
+// other readable. Each end keeps its own socket (readable when it is woken, and what it
+// sends on to wake the other end); the worker's end also keeps the daemon's, to wake
+// itself by sending on it. The daemon releases the worker's socket once the worker is
+// forked ([`Channel::release_peer`]), so a worker costs it one descriptor here.
+//
+// The worker shares the sockets' open file descriptions: it can change their flags
+// (`O_NONBLOCK`) or fill their buffers. Every send and receive here therefore passes
+// `MSG_DONTWAIT` (non-blocking whatever the flags; `MSG_NOSIGNAL` too, no SIGPIPE should a
+// worker shut a socket down), and a wake-up that does not fit is dropped: the receiver has
+// unread bytes then, and is readable anyway. (Eventfds, used before, can only be read and
+// written with the description's own flags: a worker that cleared `O_NONBLOCK` could block
+// the daemon in a `read` or a `write`.)
 
 /// A socket recorded as daimon's (see `sys`) for its life.
 struct OwnedSocket(std::os::unix::net::UnixStream);
@@ -252,7 +248,10 @@ impl Drop for OwnedSocket {
 /// region and the wake-up sockets are shared, and released with the last end.
 pub struct Channel {
     region: Arc<Region>,
-    events: Arc<Events>,
+    /// This end's socket: readable when this end is woken; sending on it wakes the other.
+    own: Arc<OwnedSocket>,
+    /// The other end's socket, while this end holds it: sending on it wakes this end.
+    peer: Option<Arc<OwnedSocket>>,
     end: End,
     /// What this handle has seen of the down ring and of the up ring (this process's own
     /// memory; each handle starts afresh, the hints are checked before use).
@@ -282,10 +281,8 @@ impl Channel {
         }
         Ok(Channel {
             region,
-            events: Arc::new(Events {
-                daemon: OwnedSocket(daemon),
-                worker: OwnedSocket(worker),
-            }),
+            own: Arc::new(OwnedSocket(daemon)),
+            peer: Some(Arc::new(OwnedSocket(worker))),
             end: End::Daemon,
             seen: Default::default(),
         })
@@ -293,20 +290,33 @@ impl Channel {
 
     /// The worker's end of this channel (in the forked child, or in the same process for
     /// tests and benchmarks).
+    ///
+    /// # Panics
+    ///
+    /// On a daemon end that released the worker's socket ([`Channel::release_peer`]).
     pub fn worker_end(&self) -> Channel {
+        let worker = self.peer.clone().expect("the worker's socket is held");
         Channel {
             region: self.region.clone(),
-            events: self.events.clone(),
+            own: worker,
+            peer: Some(self.own.clone()),
             end: End::Worker,
             seen: Default::default(),
         }
+    }
+
+    /// Closes this end's copy of the other end's socket (the daemon's, once the worker is
+    /// forked and holds its own): [`Channel::wake_self`] does nothing afterwards.
+    pub(crate) fn release_peer(&mut self) {
+        self.peer = None;
     }
 
     /// Another handle on this same end (the worker's logger shares its channel).
     pub(crate) fn same_end(&self) -> Channel {
         Channel {
             region: self.region.clone(),
-            events: self.events.clone(),
+            own: self.own.clone(),
+            peer: self.peer.clone(),
             end: self.end,
             seen: Default::default(),
         }
@@ -337,40 +347,31 @@ impl Channel {
         (ring, &positions.sleeping)
     }
 
-    /// The outgoing ring with its consumer's flag, and this end's own socket (sending on it
-    /// wakes the other end).
-    fn outgoing(&self) -> ((Ring<'_>, &AtomicU32), &OwnedSocket) {
-        match self.end {
-            End::Daemon => (self.ring(0), &self.events.daemon),
-            End::Worker => (self.ring(1), &self.events.worker),
-        }
+    /// The outgoing ring with its consumer's flag.
+    fn outgoing(&self) -> (Ring<'_>, &AtomicU32) {
+        self.ring(match self.end {
+            End::Daemon => 0,
+            End::Worker => 1,
+        })
     }
 
-    /// The incoming ring with this end's flag, and the other end's socket (sending on it
-    /// wakes this end).
-    fn incoming(&self) -> ((Ring<'_>, &AtomicU32), &OwnedSocket) {
-        match self.end {
-            End::Daemon => (self.ring(1), &self.events.worker),
-            End::Worker => (self.ring(0), &self.events.daemon),
-        }
-    }
-
-    /// This end's own socket: readable when a message arrives (or this end woke itself).
-    fn own(&self) -> &OwnedSocket {
-        match self.end {
-            End::Daemon => &self.events.daemon,
-            End::Worker => &self.events.worker,
-        }
+    /// The incoming ring with this end's flag.
+    fn incoming(&self) -> (Ring<'_>, &AtomicU32) {
+        self.ring(match self.end {
+            End::Daemon => 1,
+            End::Worker => 0,
+        })
     }
 
     /// The descriptor that becomes readable when a message arrives at this end.
     pub fn incoming_fd(&self) -> BorrowedFd<'_> {
-        self.own().fd()
+        self.own.fd()
     }
 
-    /// The wake-up sockets, for a forked child that keeps only these descriptors.
-    pub fn fds(&self) -> [BorrowedFd<'_>; 2] {
-        [self.events.daemon.fd(), self.events.worker.fd()]
+    /// The wake-up sockets this end holds, for a forked child that keeps only these
+    /// descriptors.
+    pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        std::iter::once(self.own.fd()).chain(self.peer.as_ref().map(|p| p.fd()))
     }
 
     /// Sends one encoded frame, and wakes the other end if it sleeps.
@@ -380,21 +381,26 @@ impl Channel {
     /// [`ChannelError::Full`] when the ring has no room now, [`ChannelError::TooLarge`] when
     /// the frame could never fit. Nothing is sent then.
     pub fn send_frame(&self, frame: &[u8]) -> Result<(), ChannelError> {
-        let ((ring, sleeping), event) = self.outgoing();
+        let (ring, sleeping) = self.outgoing();
         if frame.len() > ring.max_frame() {
             return Err(ChannelError::TooLarge(frame.len()));
         }
         ring.push(frame).map_err(ChannelError::Full)?;
         if doorbell::must_ring(sleeping) {
             // Dropped if the other end's buffer is full: it has wake-ups unread then.
-            event.wake_peer();
+            self.own.wake_peer();
         }
         Ok(())
     }
 
-    /// Wakes this end's own reader again (to finish draining on a later turn).
+    /// Wakes this end's own reader again (to finish draining on a later turn); only while
+    /// it holds the other end's socket (the daemon's end released it: its supervisor keeps
+    /// a list of the channels left to drain instead).
     pub fn wake_self(&self) {
-        self.incoming().1.wake_peer();
+        debug_assert!(self.peer.is_some(), "wake_self on a released end");
+        if let Some(peer) = &self.peer {
+            peer.wake_peer();
+        }
     }
 
     /// Writes garbage toward the other end, for tests of its defences: a frame that is not
@@ -404,9 +410,9 @@ impl Channel {
         if header {
             self.header().magic.store(0xdead_beef, Ordering::Relaxed);
         } else {
-            let _ = self.outgoing().0.0.push(&[0xc1, 0xc1, 0xc1]);
+            let _ = self.outgoing().0.push(&[0xc1, 0xc1, 0xc1]);
         }
-        self.outgoing().1.wake_peer();
+        self.own.wake_peer();
     }
 
     /// Breaks the outgoing ring's positions (head far past tail), for tests of the other
@@ -423,7 +429,7 @@ impl Channel {
             tail.wrapping_add(3 * RING_CAPACITY as u64),
             Ordering::Release,
         );
-        self.outgoing().1.wake_peer();
+        self.own.wake_peer();
     }
 
     /// Says this end is awake and clears its wake-up, before draining with
@@ -434,8 +440,8 @@ impl Channel {
     /// Returns false when the wake-up sockets were shut down (only a hostile or broken
     /// worker does that): the channel can no longer wake this end.
     pub fn clear_wakeup(&self) -> bool {
-        doorbell::wake(self.incoming().0.1);
-        self.own().clear()
+        doorbell::wake(self.incoming().1);
+        self.own.clear()
     }
 
     /// Takes the next frame into `buffer`; false when there is none, and then this end is
@@ -445,7 +451,7 @@ impl Channel {
     ///
     /// [`ChannelError::Corrupt`] when the ring is not what this end's peer may write.
     pub fn receive_frame(&self, buffer: &mut Vec<u8>) -> Result<bool, ChannelError> {
-        let (ring, sleeping) = self.incoming().0;
+        let (ring, sleeping) = self.incoming();
         match ring.pop(buffer) {
             Ok(false) if !doorbell::sleep(sleeping, &ring) => ring.pop(buffer),
             other => other,

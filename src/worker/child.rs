@@ -68,8 +68,8 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
     // The daemon's own descriptors go (its poller, sockets, connections, pid file, log,
     // the other workers' channels); this worker's channel and whatever the worker value
     // owns stay.
-    let [down, up] = job.channel.fds();
-    crate::sys::close_owned_except(&[down.as_raw_fd(), up.as_raw_fd()]);
+    let keep: Vec<_> = job.channel.fds().map(|fd| fd.as_raw_fd()).collect();
+    crate::sys::close_owned_except(&keep);
     let logger = Logger::root(
         ChannelDrain {
             channel: job.channel.same_end(),

@@ -1,6 +1,6 @@
 //! What workers send up: log lines, acknowledgements, the user's messages, and replies.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use slog::{Level, crit, debug, error, info, trace, warn};
@@ -68,6 +68,10 @@ impl LogBudget {
     }
 }
 
+/// How long a worker may run on once its wake-up socket is closed (a worker that ends closes
+/// it a moment before it can be reaped).
+pub(super) const HANG_UP_GRACE: Duration = Duration::from_secs(2);
+
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Drained {
@@ -84,15 +88,39 @@ impl Workers {
         let Some(&i) = self.by_token.get(&token) else {
             return self.output_ready(token);
         };
-        if self.drain(i, BYTES_PER_TURN, true) == Drained::Left {
-            // The budget ran out, or the bus is full, with frames left: come back on the
-            // next turn, even if the worker writes nothing more. (While the backlog is full,
-            // events wait on the bus, so the daemon's loop does not block meanwhile.)
-            if let Some(run) = &self.entries[i].run {
-                run.channel().wake_self();
-            }
-        }
+        self.drain_turn(i);
         true
+    }
+
+    /// Whether some channel has frames left from an earlier turn: the daemon's next wait
+    /// must not block.
+    pub(crate) fn has_left(&self) -> bool {
+        !self.left.is_empty() || !self.left_due.is_empty()
+    }
+
+    /// After each turn of the daemon's loop: reads again, with a turn's budget each, the
+    /// channels that had frames left in the turn before (so that each channel is read once
+    /// per turn, and the connections and the other workers get theirs in between).
+    pub(crate) fn drain_left(&mut self) {
+        let mut due = std::mem::take(&mut self.left_due);
+        due.sort_unstable();
+        due.dedup();
+        for &i in &due {
+            self.drain_turn(i);
+        }
+        due.clear();
+        // What this turn left is due next turn; the emptied list keeps its allocation.
+        self.left_due = std::mem::replace(&mut self.left, due);
+    }
+
+    /// One turn's drain of entry `i`: the budget ran out, or the bus is full, with frames
+    /// left: it is read again on the next turn, even if the worker writes nothing more.
+    /// (While the backlog is full, events wait on the bus, so the daemon's loop does not
+    /// block meanwhile.)
+    fn drain_turn(&mut self, i: usize) {
+        if self.drain(i, BYTES_PER_TURN, true) == Drained::Left {
+            self.left.push(i);
+        }
     }
 
     /// Reads frames of entry `i`, at least one and at most `budget` bytes of them (and, with
@@ -103,12 +131,24 @@ impl Workers {
     pub(super) fn drain(&mut self, i: usize, budget: usize, bounded: bool) -> Drained {
         let mut buffer = std::mem::take(&mut self.buffer);
         let mut outcome = Drained::Empty;
-        if let Some(run) = &self.entries[i].run {
+        if let Some(run) = &mut self.entries[i].run {
             // Cleared once, before reading: a frame written after this wakes us again.
-            if !run.channel().clear_wakeup() {
-                self.kill_corrupt(i, "its wake-up sockets were shut down".into(), bounded);
-                self.buffer = buffer;
-                return Drained::Empty;
+            if !run.channel().clear_wakeup() && !run.hung_up {
+                // The worker's socket is closed: it is ending (its frames are read at the
+                // reap), or it shut the socket down. Unwatched from now (end of file would
+                // keep it readable for ever); still running after a grace, it is killed.
+                run.hung_up = true;
+                run.source.unwatch();
+                let generation = run.generation;
+                if bounded {
+                    self.arm(
+                        HANG_UP_GRACE,
+                        super::Deadline::HungUp {
+                            worker: i,
+                            generation,
+                        },
+                    );
+                }
             }
         }
         let mut read = 0usize;
@@ -174,6 +214,16 @@ impl Workers {
                 .signal(run.pid, nix::sys::signal::Signal::SIGKILL);
         } else {
             error!(self.logger, "the channel of a worker that ended is corrupt"; "worker" => name, "error" => why);
+        }
+    }
+
+    /// A hang-up's grace is over: a worker still running with its socket shut is killed.
+    pub(super) fn hung_up(&mut self, i: usize, generation: u64) {
+        let Some(run) = self.entries.get(i).and_then(|e| e.run.as_ref()) else {
+            return;
+        };
+        if run.generation == generation {
+            self.kill_corrupt(i, "its wake-up socket was shut down".into(), true);
         }
     }
 

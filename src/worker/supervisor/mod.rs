@@ -55,6 +55,8 @@ pub(crate) enum Deadline {
     Ack(u64),
     /// Calls whose replies are overdue fail (a sweep armed for this instant).
     Calls(Instant),
+    /// This process's wake-up socket closed a while ago: it should be gone by now.
+    HungUp { worker: usize, generation: u64 },
 }
 
 /// What the supervisor hands to the daemon: events, deadlines, resolved acknowledgements, a
@@ -81,6 +83,8 @@ struct Run {
     dropped: u64,
     /// Killed for a corrupt channel (once).
     killed: bool,
+    /// Its wake-up socket was closed (end of file): no longer watched.
+    hung_up: bool,
     /// What it may still log, and how many lines were suppressed past it.
     logs: inbox::LogBudget,
     /// Its stdout and stderr pipes, until each reaches EOF or the process is reaped.
@@ -157,6 +161,11 @@ pub struct Workers {
     /// Running workers whose region later forks still copy (it could not be marked).
     copied_regions: usize,
     buffer: Vec<u8>,
+    /// Entries whose channel had frames left when their turn's budget ran out, this turn
+    /// and the turn before: read again after the next turn, and the daemon's wait does not
+    /// block meanwhile (see [`Workers::drain_left`]).
+    left: Vec<usize>,
+    left_due: Vec<usize>,
     /// The memory held by this supervisor's worker messages still waiting on the bus.
     backlog: Backlog,
     /// The process groups of workers that are gone but may have left processes behind:
@@ -198,6 +207,8 @@ impl Workers {
             by_pid: HashMap::new(),
             copied_regions: 0,
             buffer: Vec::new(),
+            left: Vec::new(),
+            left_due: Vec::new(),
             backlog: Backlog::default(),
             groups: Vec::new(),
             out: Outbox::default(),
@@ -525,6 +536,7 @@ impl Workers {
             Deadline::Restart { worker, epoch } => self.restart_due(worker, epoch),
             Deadline::Ack(id) => self.ack_overdue(id),
             Deadline::Calls(at) => self.sweep_calls(at),
+            Deadline::HungUp { worker, generation } => self.hung_up(worker, generation),
         }
     }
 }

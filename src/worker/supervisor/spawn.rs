@@ -273,7 +273,7 @@ impl Workers {
             .handle
             .clone()
             .ok_or_else(|| worker_error(&name, WorkerError::NotStarted))?;
-        let channel = Channel::new().map_err(fail)?;
+        let mut channel = Channel::new().map_err(fail)?;
         let pipes = super::output::Pipes::new().map_err(fail)?;
         let entry = &mut self.entries[i];
         // A pending backoff restart is superseded by this start.
@@ -319,6 +319,8 @@ impl Workers {
         let pid = self.procs.spawn(template.as_mut(), job, &mut in_child);
         self.entries[i].template = template;
         let pid = pid.map_err(fail)?;
+        // The worker holds its socket now; the daemon needs only its own.
+        channel.release_peer();
         let registered = handle
             .register(channel, Interest::READ)
             .and_then(|source| Ok((source, pipes.register(&handle)?)));
@@ -351,6 +353,7 @@ impl Workers {
             sigterm_sent: false,
             dropped: 0,
             killed: false,
+            hung_up: false,
             logs: super::inbox::LogBudget::new(now),
             output: [Some(out), Some(err)],
             calls: std::collections::HashMap::new(),

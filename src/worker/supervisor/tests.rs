@@ -213,7 +213,7 @@ impl Harness {
         for _ in 0..1000 {
             ready.clear();
             self.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
-            if ready.is_empty() {
+            if ready.is_empty() && !self.sup.has_left() {
                 return;
             }
             for r in ready.drain(..) {
@@ -221,6 +221,7 @@ impl Harness {
                     assert!(self.sup.ready(token));
                 }
             }
+            self.sup.drain_left();
             self.pump();
         }
         panic!("readiness never settled");
@@ -612,14 +613,7 @@ fn an_ack_behind_a_burst_of_5000_messages_is_not_stranded() {
             sent += 1;
         }
         // The daemon reads one budget per turn, with no new write from the worker.
-        let mut ready = Vec::new();
-        h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
-        for r in ready {
-            if let Ready::Io { token, .. } = r {
-                h.sup.ready(token);
-            }
-        }
-        h.pump();
+        turn(&mut h);
     }
     end.send_frame(&Up::Ack(id, 2).encode()).unwrap();
     // From here the worker writes nothing: the daemon must still reach the ack.
@@ -712,11 +706,17 @@ fn fill(end: &Channel, width: usize) -> usize {
 fn turn(h: &mut Harness) {
     let mut ready = Vec::new();
     h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
+    turn_with(h, ready);
+}
+
+/// The rest of a turn of the daemon's loop, given what its wait returned.
+fn turn_with(h: &mut Harness, ready: Vec<Ready<()>>) {
     for r in ready {
         if let Ready::Io { token, .. } = r {
             h.sup.ready(token);
         }
     }
+    h.sup.drain_left();
     h.pump();
 }
 
@@ -997,20 +997,52 @@ fn the_real_group_reaper_reaps_that_group_only() {
 }
 
 #[test]
-fn a_worker_that_shuts_its_wake_up_sockets_down_is_killed_once() {
+fn a_worker_that_shuts_its_wake_up_socket_down_is_unwatched_then_killed_once() {
     use std::os::fd::AsRawFd;
     let mut h = Harness::one(spec());
     let pid = h.pid("w0").unwrap();
     let end = h.worker_end("w0");
     let fd = end.incoming_fd().as_raw_fd();
     nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both).unwrap();
-    // Readable for ever now (end of file): every turn sees it until the worker is reaped.
+    // End of file, readable for ever: seen once, then no longer watched (the loop would
+    // spin otherwise), and nothing is killed yet (a worker that ends closes it too).
+    let mut ready = Vec::new();
+    h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
+    assert!(!ready.is_empty(), "the hang-up is seen");
+    turn_with(&mut h, ready);
     for _ in 0..5 {
-        turn(&mut h);
+        let mut ready = Vec::new();
+        h.reactor.turn(Some(Duration::ZERO), &mut ready).unwrap();
+        assert!(ready.is_empty(), "no longer watched: {}", ready.len());
     }
+    assert_eq!(h.signals_to(pid), []);
+    // Still running past the grace: killed, once.
+    h.advance(inbox::HANG_UP_GRACE);
+    h.advance(inbox::HANG_UP_GRACE);
     assert_eq!(h.signals_to(pid), [Signal::SIGKILL]);
     h.exits("w0", None, Some(9));
     assert!(h.pid("w0").is_some(), "handled as a crash: restarted");
+}
+
+#[test]
+fn a_worker_whose_socket_closes_as_it_ends_is_not_killed() {
+    let mut h = Harness::one(spec().restart(crate::worker::Restart::Transient));
+    let pid = h.pid("w0").unwrap();
+    // What the kernel does when the process exits: its socket closes before it can be
+    // reaped. (The harness keeps the worker's end: shut it down to the same effect.)
+    let end = h.worker_end("w0");
+    {
+        use std::os::fd::AsRawFd;
+        let fd = end.incoming_fd().as_raw_fd();
+        nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both).unwrap();
+    }
+    turn(&mut h);
+    h.exits("w0", Some(0), None);
+    h.advance(inbox::HANG_UP_GRACE * 2);
+    // (Only the group's SIGKILL at the reap, for what the worker may have left behind.)
+    assert_eq!(h.signals_to(pid), [Signal::SIGKILL]);
+    assert_eq!(h.group_signals_to(pid), [Signal::SIGKILL]);
+    assert_eq!(h.state("w0"), State::Exited, "transient, exited cleanly: not restarted");
 }
 
 mod calls;

@@ -101,7 +101,7 @@ pub(crate) fn is_owned(fd: RawFd) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsRawFd;
 
     use super::*;
     use crate::reactor::{Interest, Reactor};

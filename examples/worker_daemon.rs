@@ -42,6 +42,8 @@
 //! `workers().call`); with `--tap-logs`, a listener keeps the last 100 `daemon.log.*` events
 //! (`WorkerLog`), which `example.logs()` returns.
 //!
+//! `--output merged` or `--output discard` sets every worker's `Spec::output`.
+//!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
 
@@ -54,8 +56,8 @@ use daimon::listeners::HangCheck;
 use daimon::rpc::{Method, RpcError, Type};
 use daimon::slog::info;
 use daimon::worker::{
-    CommandError, GiveUp, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext, WorkerHost,
-    WorkerLog, WorkerMessage,
+    CommandError, GiveUp, Output, Restart, Spawn, Spec, Worker, WorkerCommand, WorkerContext,
+    WorkerHost, WorkerLog, WorkerMessage,
 };
 use daimon::{Config, Daemon, DaemonHost, Event, PostAction, SetupError};
 use serde_json::{Value, json};
@@ -109,6 +111,9 @@ struct Args {
     /// keep the last 100 daemon.log.* events for example.logs
     #[argh(switch)]
     tap_logs: bool,
+    /// where the workers' stdout and stderr go: separate (default), merged or discard
+    #[argh(option, default = "String::from(\"separate\")")]
+    output: String,
 }
 
 struct TestWorker {
@@ -327,7 +332,11 @@ fn main() -> ExitCode {
             let looptime = Duration::try_from_secs_f64(args.looptime)?;
             let dir = args.dir.as_ref().map(|d| daemon.launch_dir().join(d));
             let window = Duration::try_from_secs_f64(args.restart_window)?;
-            let mut spec = Spec::every(looptime).max_restarts(args.max_restarts, window);
+            let output = Output::from_name(&args.output)
+                .ok_or_else(|| format!("--output {}: not separate, merged or discard", args.output))?;
+            let mut spec = Spec::every(looptime)
+                .max_restarts(args.max_restarts, window)
+                .output(output);
             if let Some(secs) = args.stable_after {
                 spec = spec.stable_after(Duration::try_from_secs_f64(secs)?);
             }

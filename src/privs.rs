@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::unistd::{self, Gid, Group, Uid, User};
@@ -393,6 +394,40 @@ impl Rlimits {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The soft descriptor limit the daemon started with, when it raised it (0: it did not).
+static STARTED_NOFILE: AtomicU64 = AtomicU64::new(0);
+
+/// The highest soft descriptor limit the daemon raises itself to: the kernel's default
+/// `fs.nr_open`. (Some containers give a hard limit near 2^30.)
+const NOFILE_CEILING: u64 = 1 << 20;
+
+/// Raises the daemon's soft `RLIMIT_NOFILE` to its hard limit (capped at
+/// [`NOFILE_CEILING`]), as systemd advises programs that poll with epoll to do (the soft
+/// 1024 is for `select`): every worker costs the daemon a descriptor or three, and each
+/// connection one. A forked worker gets the limit it started with back
+/// ([`restore_nofile_in_child`]). Returns the limits before and after, when it raised them.
+pub(crate) fn raise_nofile() -> Option<(u64, u64)> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let want = hard.min(NOFILE_CEILING);
+    if soft >= want || setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_err() {
+        return None;
+    }
+    STARTED_NOFILE.store(soft, Ordering::Relaxed);
+    Some((soft, want))
+}
+
+/// In a forked worker: the soft descriptor limit the daemon started with, if it raised
+/// its own. Only getrlimit/setrlimit (async-signal-safe system calls) and an atomic load.
+pub(crate) fn restore_nofile_in_child() {
+    let soft = STARTED_NOFILE.load(Ordering::Relaxed);
+    if soft == 0 {
+        return;
+    }
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
     }
 }
 

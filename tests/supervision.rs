@@ -239,3 +239,145 @@ fn a_factory_builds_each_process_of_a_worker_and_learns_of_the_last_one() {
         || std::fs::read_to_string(&spawn).is_ok_and(|s| s == "2 ended"),
     );
 }
+
+/// The descriptors open in `pid`.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A daemon of `n` workers with `--output output`, once all of them loop, and the
+/// descriptors it holds then, with one connection open (the one that asked).
+fn fleet(dir: &TestDir, n: usize, output: &str) -> (Foreground, usize) {
+    let count = n.to_string();
+    let daemon = start(
+        dir,
+        &[
+            "--workers",
+            &count,
+            "--looptime",
+            "3600",
+            "--output",
+            output,
+        ],
+    );
+    let mut client = client(dir);
+    let mut looping = || -> bool {
+        let list = client
+            .call("worker.list", Value::Null)
+            .expect("worker.list");
+        let list = list.as_array().expect("a list");
+        list.len() == n && list.iter().all(|w| w["state"] == 1)
+    };
+    wait_until("every worker looping", DEADLINE, &mut looping);
+    // Earlier connections hung up before this call was sent: the daemon has seen them go
+    // by the time it answers.
+    looping();
+    let fds = fd_count(daemon.pid());
+    (daemon, fds)
+}
+
+/// What `w0` printed and logged after its `print` command, as (stream, text) pairs.
+fn printed(dir: &TestDir, text: &str) -> Vec<(String, String)> {
+    let reply = client(dir)
+        .call("worker.call", json!(["w0", "print", text]))
+        .expect("worker.call print");
+    assert_eq!(reply, json!(true));
+    let mut seen = Vec::new();
+    wait_until("w0's log line", DEADLINE, || {
+        let log = client(dir)
+            .call("worker.log", json!({"name": "w0", "lines": 100}))
+            .expect("worker.log");
+        seen = log["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter(|l| l["text"].as_str().is_some_and(|t| t.ends_with(text)))
+            .map(|l| {
+                let field = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+                (field("stream"), field("text"))
+            })
+            .collect();
+        seen.iter().any(|(_, t)| t.starts_with("log:"))
+    });
+    seen
+}
+
+#[test]
+fn a_worker_costs_the_daemon_one_descriptor_per_output_pipe_and_one_for_its_channel() {
+    for (output, per_worker, streams) in [
+        ("separate", 3, &["stdout", "stderr", "log"][..]),
+        ("merged", 2, &["stdout", "stdout", "log"][..]),
+        ("discard", 1, &["log"][..]),
+    ] {
+        let (one, many) = (TestDir::new(), TestDir::new());
+        let (daemon1, fds1) = fleet(&one, 1, output);
+        let (daemon11, fds11) = fleet(&many, 11, output);
+        assert_eq!(
+            fds11 - fds1,
+            10 * per_worker,
+            "{output}: 1 worker, {fds1} descriptors; 11 workers, {fds11}"
+        );
+        // Where the worker's stdout and stderr went (all three lines are logged, merged ones
+        // as stdout; a discarded output leaves only the logger's line).
+        let mut got: Vec<String> = printed(&one, output).into_iter().map(|(s, _)| s).collect();
+        // Pipes and the channel are read in turn: the order between them is not kept.
+        wait_until("all of w0's lines", DEADLINE, || {
+            got = printed(&one, output).into_iter().map(|(s, _)| s).collect();
+            got.len() >= 2 * streams.len()
+        });
+        got.sort();
+        let mut want: Vec<String> = streams
+            .iter()
+            .chain(streams)
+            .map(|s| s.to_string())
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{output}");
+        drop((daemon1, daemon11));
+    }
+}
+
+/// The soft and hard "Max open files" of `pid`.
+fn nofile(pid: i32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("the nofile line");
+    let mut numbers = line.split_whitespace().filter_map(|w| w.parse().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[test]
+fn the_daemon_raises_its_descriptor_limit_and_its_workers_get_the_old_one_back() {
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    assert!(hard > 256, "a hard limit above 256 here: {hard}");
+    let dir = TestDir::new();
+    let mut cmd = Command::new(example_named("worker_daemon"));
+    cmd.args(["-f", "--workers", "1"])
+        .args(dir.std_args())
+        .current_dir(dir.path());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 256, hard)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut daemon = Foreground::spawn_cmd(&dir, cmd);
+    daemon.wait_ready_std(&dir);
+    assert_eq!(nofile(daemon.pid()), (hard.min(1 << 20), hard));
+    let mut worker = None;
+    // Looping: past its set-up, where the limit is given back.
+    wait_until("w0 looping", DEADLINE, || {
+        worker = workers(&dir).first().filter(|w| w.2 == 1).and_then(|w| w.1);
+        worker.is_some()
+    });
+    assert_eq!(
+        nofile(worker.unwrap()),
+        (256, hard),
+        "the worker's is the old one"
+    );
+}

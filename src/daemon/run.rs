@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use slog::{Logger, error, info, warn};
+use slog::{Logger, debug, error, info, warn};
 
 use super::host::Deadline;
 use super::notify::Notifier;
@@ -282,6 +282,13 @@ impl Daemon {
             None => None,
         };
         self.config.rlimits.apply("rlimits")?;
+        // Unless the configuration says otherwise, as many descriptors as the hard limit
+        // allows (the workers get the soft limit back).
+        if !self.config.rlimits.0.contains_key("nofile") {
+            if let Some((from, to)) = crate::privs::raise_nofile() {
+                debug!(r.host.logger, "descriptor limit raised"; "from" => from, "to" => to);
+            }
+        }
         // Signals are caught from the start, so none sent once the daemon is ready is lost.
         let mut seen = None;
         crate::bus::catch_subscribed_signals(&mut r.host.reactor, &r.bus, &mut seen)?;

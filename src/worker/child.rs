@@ -78,6 +78,8 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         .fuse(),
         o!(),
     );
+    // The descriptor limit the daemon started with, before the worker's own settings.
+    crate::privs::restore_nofile_in_child();
     if let Err(e) = job.process.apply_in_child(&job.name) {
         error!(logger, "cannot set up the worker's process"; "error" => %e);
         return exit::PROCESS;

@@ -1,19 +1,20 @@
 //! The `workers` configuration key: one installed worker's settings over the [`Spec`] its
-//! code installed. The restart policy keys are read here; the process keys (`user`,
+//! code installed. The restart policy keys and `output` are read here; the process keys (`user`,
 //! `group`, `nice`, `env`, `rlimits`, `title`) by [`Process::from_json`].
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Process, Restart, Spec};
+use super::{Output, Process, Restart, Spec};
 use crate::error::{Error, Result};
 
 /// The process keys, read by [`Process::from_json`].
 const PROCESS_KEYS: &[&str] = &["user", "group", "nice", "env", "rlimits", "title"];
 
-/// The policy keys, read here.
+/// The policy keys (and `output`), read here.
 const POLICY_KEYS: &[&str] = &[
+    "output",
     "restart",
     "maxrestarts",
     "restartwindow",
@@ -47,6 +48,15 @@ pub(crate) fn spec(name: &str, installed: Spec, settings: &Value) -> Result<Spec
     }
     let mut spec = installed;
     let key = |k: &str| format!("{prefix}{k}");
+    if let Some(v) = obj.get("output") {
+        let output = v.as_str().and_then(Output::from_name).ok_or_else(|| {
+            Error::config(
+                key("output"),
+                format!("expected \"separate\", \"merged\" or \"discard\", got {v}"),
+            )
+        })?;
+        spec = spec.output(output);
+    }
     if let Some(v) = obj.get("restart") {
         spec = spec.restart(match v.as_str() {
             Some("permanent") => Restart::Permanent,
@@ -113,9 +123,11 @@ mod tests {
         let s = spec(
             "w0",
             base.clone(),
-            &json!({"restart": "transient", "maxrestarts": 2, "restartwindow": 10, "nice": 5}),
+            &json!({"restart": "transient", "maxrestarts": 2, "restartwindow": 10, "nice": 5,
+                    "output": "merged"}),
         )
         .unwrap();
+        assert_eq!(s.output_mode(), Output::Merged);
         assert_eq!(s.restart_type(), Restart::Transient);
         assert_eq!(s.restart_limit(), (2, Duration::from_secs(10)));
         for (bad, key) in [
@@ -123,6 +135,8 @@ mod tests {
             (json!({"maxrestarts": -1}), "workers.w0.maxrestarts"),
             (json!({"restartwindow": 0}), "workers.w0.restartwindow"),
             (json!({"colour": "red"}), "workers.w0.colour"),
+            (json!({"output": "stdout"}), "workers.w0.output"),
+            (json!({"output": 1}), "workers.w0.output"),
             (json!({"nice": 99}), "workers.w0.nice"),
         ] {
             let e = spec("w0", base.clone(), &bad).unwrap_err().to_string();

@@ -66,7 +66,7 @@ pub use frame::{Down, Up, too_deep};
 pub use host::{WorkerContext, WorkerHost};
 pub use job::Spawn;
 pub use process::Process;
-pub use spec::{GiveUp, Restart, Spec};
+pub use spec::{GiveUp, Output, Restart, Spec};
 pub(crate) use supervisor::Deadline;
 pub use supervisor::{Exit, WorkerInfo, Workers};
 

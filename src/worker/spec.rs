@@ -41,6 +41,41 @@ pub enum GiveUp {
     StopDaemon,
 }
 
+/// Where a worker's standard output and standard error go ([`Spec::output`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    /// A pipe each, read by the daemon: every line is logged with the worker's name and
+    /// its stream, and kept for `worker.log` (the default). Two descriptors in the daemon
+    /// per worker.
+    #[default]
+    Separate,
+    /// One pipe for both (supervisord's `redirect_stderr`): the lines are logged as
+    /// `stdout`, in the order the worker wrote them. One descriptor in the daemon.
+    Merged,
+    /// Neither is read: both are `/dev/null`. What the worker logs through its logger still
+    /// reaches the daemon's log, through the channel. No descriptor in the daemon, for fleets
+    /// larger than the daemon's descriptor limit would allow otherwise.
+    Discard,
+}
+
+impl Output {
+    /// `separate`, `merged` or `discard`, as in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Separate => "separate",
+            Output::Merged => "merged",
+            Output::Discard => "discard",
+        }
+    }
+
+    /// The output a name in the configuration stands for.
+    pub fn from_name(name: &str) -> Option<Output> {
+        [Output::Separate, Output::Merged, Output::Discard]
+            .into_iter()
+            .find(|o| o.name() == name)
+    }
+}
+
 /// A worker's looptime and restart policy. `Spec::every(looptime)` (or a bare `Duration`)
 /// is a permanent worker with the default policy.
 ///
@@ -77,6 +112,7 @@ pub struct Spec {
     pub(crate) stable_after: Duration,
     /// User, limits, niceness, environment and title of the process.
     pub(crate) process: Process,
+    pub(crate) output: Output,
 }
 
 impl Spec {
@@ -93,6 +129,7 @@ impl Spec {
             max_backoff: Duration::from_secs(30),
             stable_after: Duration::from_secs(1),
             process: Process::default(),
+            output: Output::Separate,
         }
     }
 
@@ -180,6 +217,17 @@ impl Spec {
     pub fn process(mut self, process: Process) -> Spec {
         self.process = process;
         self
+    }
+
+    /// Where the worker's stdout and stderr go (default [`Output::Separate`]).
+    pub fn output(mut self, output: Output) -> Spec {
+        self.output = output;
+        self
+    }
+
+    /// Where the worker's stdout and stderr go.
+    pub fn output_mode(&self) -> Output {
+        self.output
     }
 
     /// The looptime.

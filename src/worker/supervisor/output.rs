@@ -21,6 +21,7 @@ use crate::bus::Event;
 use crate::log::ring::Ring;
 use crate::log::{MAX_LINE, Stream};
 use crate::reactor::{Handle, Interest, Source, Token};
+use crate::worker::Output;
 
 /// Bytes read from one pipe per turn at most.
 pub(crate) const BYTES_PER_TURN: usize = 64 * 1024;
@@ -38,24 +39,51 @@ pub(super) struct Pipe {
     cutting: bool,
 }
 
-/// The write ends the child puts on its fds 1 and 2, and the read ends the daemon keeps.
+/// What the child puts on its fds 1 and 2, and the read ends the daemon keeps (as the
+/// worker's [`Output`] says: two pipes, one for both, or none and `/dev/null`).
 pub(super) struct Pipes {
-    pub(super) read: [OwnedFd; 2],
+    /// Stdout's and stderr's read ends; none for a stream merged into stdout or discarded.
+    pub(super) read: [Option<OwnedFd>; 2],
     pub(super) write: [OwnedFd; 2],
 }
 
 impl Pipes {
-    /// Two pipes, close-on-exec; the read ends non-blocking (the write ends stay blocking:
-    /// a worker that writes faster than the daemon reads waits in its `write`).
-    pub(super) fn new() -> io::Result<Pipes> {
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        for fd in [&out_r, &err_r] {
-            fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        }
-        Ok(Pipes {
-            read: [out_r, err_r],
-            write: [out_w, err_w],
+    /// The descriptors `output` needs, close-on-exec; the read ends non-blocking (the write
+    /// ends stay blocking: a worker that writes faster than the daemon reads waits in its
+    /// `write`).
+    pub(super) fn new(output: Output) -> io::Result<Pipes> {
+        let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            fcntl(&r, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+            Ok((r, w))
+        };
+        Ok(match output {
+            Output::Separate => {
+                let ((out_r, out_w), (err_r, err_w)) = (pipe()?, pipe()?);
+                Pipes {
+                    read: [Some(out_r), Some(err_r)],
+                    write: [out_w, err_w],
+                }
+            }
+            Output::Merged => {
+                let (r, w) = pipe()?;
+                let w2 = w.try_clone()?;
+                Pipes {
+                    read: [Some(r), None],
+                    write: [w, w2],
+                }
+            }
+            Output::Discard => {
+                let null: OwnedFd = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/null")?
+                    .into();
+                let null2 = null.try_clone()?;
+                Pipes {
+                    read: [None, None],
+                    write: [null, null2],
+                }
+            }
         })
     }
 
@@ -71,35 +99,38 @@ impl Pipes {
         unsafe {
             nix::libc::dup2(out_w, 1);
             nix::libc::dup2(err_w, 2);
-            for fd in self.fds() {
+            for fd in self.fds().into_iter().flatten() {
                 nix::libc::close(fd);
             }
         }
     }
 
-    fn fds(&self) -> [RawFd; 4] {
+    fn fds(&self) -> [Option<RawFd>; 4] {
         [
-            self.read[0].as_raw_fd(),
-            self.read[1].as_raw_fd(),
-            self.write[0].as_raw_fd(),
-            self.write[1].as_raw_fd(),
+            self.read[0].as_ref().map(AsRawFd::as_raw_fd),
+            self.read[1].as_ref().map(AsRawFd::as_raw_fd),
+            Some(self.write[0].as_raw_fd()),
+            Some(self.write[1].as_raw_fd()),
         ]
     }
 
     /// In the daemon after the fork: the write ends close (the child has its copies, so the
     /// read ends see EOF when it and what it started are gone); the read ends are
     /// registered.
-    pub(super) fn register(self, handle: &Handle) -> io::Result<[Pipe; 2]> {
+    pub(super) fn register(self, handle: &Handle) -> io::Result<[Option<Pipe>; 2]> {
         let Pipes { read, write } = self;
         drop(write);
         let [out, err] = read;
-        let pipe = |fd: OwnedFd, stream| -> io::Result<Pipe> {
-            Ok(Pipe {
+        let pipe = |fd: Option<OwnedFd>, stream| -> io::Result<Option<Pipe>> {
+            let Some(fd) = fd else {
+                return Ok(None);
+            };
+            Ok(Some(Pipe {
                 source: handle.register(fd, Interest::READ)?,
                 stream,
                 partial: Vec::new(),
                 cutting: false,
-            })
+            }))
         };
         Ok([pipe(out, Stream::Stdout)?, pipe(err, Stream::Stderr)?])
     }
@@ -291,13 +322,16 @@ mod tests {
 
     fn pipe_and_ring() -> (Pipe, OwnedFd, Ring, crate::reactor::Reactor<()>) {
         let reactor = crate::reactor::Reactor::<()>::new().unwrap();
-        let pipes = Pipes::new().unwrap();
-        assert!(is_pipe(&pipes.read[0]));
+        let pipes = Pipes::new(Output::Separate).unwrap();
+        assert!(pipes.read.iter().flatten().all(is_pipe));
         let Pipes { read, write } = pipes;
         let [out_r, _err_r] = read;
         let [out_w, _err_w] = write;
         let pipe = Pipe {
-            source: reactor.handle().register(out_r, Interest::READ).unwrap(),
+            source: reactor
+                .handle()
+                .register(out_r.unwrap(), Interest::READ)
+                .unwrap(),
             stream: Stream::Stdout,
             partial: Vec::new(),
             cutting: false,
@@ -374,6 +408,26 @@ mod tests {
             ]
         );
         assert_eq!(events[0].name(), "daemon.log.w7");
+    }
+
+    #[test]
+    fn merged_output_is_one_pipe_and_discarded_output_none() {
+        let merged = Pipes::new(Output::Merged).unwrap();
+        let [Some(r), None] = &merged.read else {
+            panic!("one read end")
+        };
+        // Both write ends are the one pipe: what either writes is read from it.
+        nix::unistd::write(&merged.write[0], b"out\n").unwrap();
+        nix::unistd::write(&merged.write[1], b"err\n").unwrap();
+        let mut buf = [0u8; 16];
+        let n = nix::unistd::read(r, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"out\nerr\n");
+        let discard = Pipes::new(Output::Discard).unwrap();
+        assert!(discard.read.iter().all(Option::is_none));
+        for w in &discard.write {
+            assert!(!is_pipe(w));
+            assert_eq!(nix::unistd::write(w, b"gone").unwrap(), 4);
+        }
     }
 
     #[test]

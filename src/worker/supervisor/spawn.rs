@@ -274,7 +274,7 @@ impl Workers {
             .clone()
             .ok_or_else(|| worker_error(&name, WorkerError::NotStarted))?;
         let mut channel = Channel::new().map_err(fail)?;
-        let pipes = super::output::Pipes::new().map_err(fail)?;
+        let pipes = super::output::Pipes::new(self.entries[i].spec.output).map_err(fail)?;
         let entry = &mut self.entries[i];
         // A pending backoff restart is superseded by this start.
         entry.epoch += 1;
@@ -324,7 +324,7 @@ impl Workers {
         let registered = handle
             .register(channel, Interest::READ)
             .and_then(|source| Ok((source, pipes.register(&handle)?)));
-        let (source, [out, err]) = match registered {
+        let (source, output) = match registered {
             Ok(done) => done,
             Err(e) => {
                 self.procs.signal(pid, Signal::SIGKILL);
@@ -338,8 +338,11 @@ impl Workers {
         }
         self.by_pid.insert(pid, i);
         self.by_token.insert(source.token(), i);
-        self.by_pipe.insert(out.token(), (i, 0));
-        self.by_pipe.insert(err.token(), (i, 1));
+        for (which, pipe) in output.iter().enumerate() {
+            if let Some(pipe) = pipe {
+                self.by_pipe.insert(pipe.token(), (i, which));
+            }
+        }
         let now = self.procs.now();
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -355,7 +358,7 @@ impl Workers {
             killed: false,
             hung_up: false,
             logs: super::inbox::LogBudget::new(now),
-            output: [Some(out), Some(err)],
+            output,
             calls: std::collections::HashMap::new(),
             unshared,
         });

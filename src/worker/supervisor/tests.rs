@@ -1042,7 +1042,11 @@ fn a_worker_whose_socket_closes_as_it_ends_is_not_killed() {
     // (Only the group's SIGKILL at the reap, for what the worker may have left behind.)
     assert_eq!(h.signals_to(pid), [Signal::SIGKILL]);
     assert_eq!(h.group_signals_to(pid), [Signal::SIGKILL]);
-    assert_eq!(h.state("w0"), State::Exited, "transient, exited cleanly: not restarted");
+    assert_eq!(
+        h.state("w0"),
+        State::Exited,
+        "transient, exited cleanly: not restarted"
+    );
 }
 
 mod calls;

@@ -381,3 +381,94 @@ fn the_daemon_raises_its_descriptor_limit_and_its_workers_get_the_old_one_back()
         "the worker's is the old one"
     );
 }
+
+/// A field of `/proc/PID/smaps_rollup`, in KiB.
+fn rollup_kib(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+}
+
+/// The daemon's children that are not workers.
+fn other_children(daemon: i32, workers: &[i32]) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
+        .expect("children")
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| !workers.contains(p))
+        .collect()
+}
+
+#[test]
+fn workers_are_forked_by_the_fork_server_so_the_last_inherits_no_more_than_the_first() {
+    let dir = TestDir::new();
+    let n = 600;
+    let (daemon, _) = fleet(&dir, n, "discard");
+    let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    assert_eq!(pids.len(), n);
+    // Every worker is the daemon's child; the one other child is the fork server.
+    for &pid in [pids[0], pids[n - 1]].iter() {
+        assert_eq!(proc_stat_ppid(pid), daemon.pid(), "worker {pid}'s parent");
+    }
+    // Forked from the daemon, the 600th worker would start as a copy of a daemon that holds
+    // 599 more workers (some 170 KiB more of anonymous memory here); from the server, as
+    // the first did.
+    let (first, last) = (
+        rollup_kib(pids[0], "Anonymous:"),
+        rollup_kib(pids[n - 1], "Anonymous:"),
+    );
+    assert!(
+        last <= first + 64,
+        "the first worker has {first} KiB of anonymous memory, the last {last} KiB"
+    );
+    let server = other_children(daemon.pid(), &pids);
+    assert_eq!(server.len(), 1, "one fork server: {server:?}");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", server[0])).unwrap();
+    assert!(comm.starts_with("daimon: fork"), "{comm}");
+}
+
+#[test]
+fn without_its_fork_server_the_daemon_forks_its_workers_itself() {
+    let dir = TestDir::new();
+    let (daemon, _) = fleet(&dir, 2, "separate");
+    let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    let server = other_children(daemon.pid(), &pids);
+    assert_eq!(server.len(), 1, "{server:?}");
+    kill(Pid::from_raw(server[0]), Signal::SIGKILL).unwrap();
+    // Reaped (not left a zombie, nor taken for a worker), and the workers go on.
+    wait_until("the fork server reaped", DEADLINE, || !alive(server[0]));
+    let old = pid_of(&dir, "w0").unwrap();
+    client(&dir)
+        .call("worker.restart", json!(["w0"]))
+        .expect("worker.restart");
+    wait_until("w0 restarted and looping", DEADLINE, || {
+        workers(&dir)
+            .iter()
+            .any(|w| w.0 == "w0" && w.1.is_some_and(|p| p != old) && w.2 == 1)
+    });
+    let new = pid_of(&dir, "w0").unwrap();
+    assert_eq!(proc_stat_ppid(new), daemon.pid());
+    assert_eq!(
+        client(&dir)
+            .call("worker.call", json!(["w0", "echo", "still here"]))
+            .unwrap(),
+        json!("still here")
+    );
+    let log = client(&dir)
+        .call("daemon.log", json!({"lines": 1000}))
+        .expect("daemon.log");
+    assert!(
+        log.to_string().contains("the fork server is given up"),
+        "the daemon says why: {log}"
+    );
+    assert!(workers(&dir).iter().all(|w| w.1.is_some()));
+}
+
+/// The parent pid of `pid`.
+fn proc_stat_ppid(pid: i32) -> i32 {
+    common::proc_stat(pid).expect("stat")[1]
+        .parse()
+        .expect("ppid")
+}

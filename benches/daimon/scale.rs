@@ -3,9 +3,16 @@
 //! per count, so a chart can plot them against the count.
 //!
 //! The full run goes to 10,000 workers and 10,000 connections, the quick one to 2,000. The
-//! descriptor limit is raised as far as this process may; where its hard limit is too low
-//! for 10,000 workers (each costs the daemon a few descriptors), the fleet stops at the
-//! largest count that fits, and `workers_max` says which.
+//! descriptor limit is raised as far as this process may. A worker costs the daemon three
+//! descriptors with its output separate (two pipes and its channel), one with its output
+//! discarded: where the hard limit is too low for the whole curve with separate output, the
+//! curve runs with `--output discard` (a `#` line says so, and `workers_output_discard` is
+//! 1), and one fleet with separate output runs at the largest count that fits
+//! (`workers_separate_<N>_*`).
+//!
+//! Each spawn and stop time has a floor measured just before it: as many processes forked
+//! by this harness, each waiting on a pipe and exiting when it closes (the time to fork them
+//! all; from closing the pipe to the last one reaped).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -48,11 +55,18 @@ fn raise(resource: Resource, want: u64) -> u64 {
 struct Fleet(Option<Daemon>);
 
 impl Fleet {
-    fn start(n: usize) -> (Fleet, Duration) {
+    fn start(n: usize, output: &str) -> (Fleet, Duration) {
         let count = n.to_string();
         let (daemon, took) = Daemon::start_within(
             "worker_daemon",
-            &["--workers", &count, "--looptime", "3600"],
+            &[
+                "--workers",
+                &count,
+                "--looptime",
+                "3600",
+                "--output",
+                output,
+            ],
             None,
             Duration::from_secs(300),
         );
@@ -100,9 +114,42 @@ fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
     (states, took)
 }
 
-/// One fleet of `n`: its figures, and the daemon's RSS and descriptors.
-fn fleet(n: usize, results: &mut Results) -> (f64, usize) {
-    let (fleet, took) = Fleet::start(n);
+/// The floor of a fleet of `n`: as many processes forked by this harness, each blocked
+/// reading a pipe and exiting when it closes. The time to fork them all, and from closing
+/// the pipe to the last one reaped.
+fn floor(n: usize) -> (Duration, Duration) {
+    use nix::unistd::{ForkResult, fork};
+    use std::os::fd::AsRawFd;
+    let (r, w) = nix::unistd::pipe().expect("a pipe");
+    let t = Instant::now();
+    let mut pids = Vec::with_capacity(n);
+    for _ in 0..n {
+        // SAFETY: the child only closes, reads and exits (async-signal-safe calls), so it
+        // needs nothing of this process's other threads.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => unsafe {
+                nix::libc::close(w.as_raw_fd());
+                let mut byte = 0u8;
+                nix::libc::read(r.as_raw_fd(), std::ptr::from_mut(&mut byte).cast(), 1);
+                nix::libc::_exit(0)
+            },
+            ForkResult::Parent { child } => pids.push(child),
+        }
+    }
+    let spawn = t.elapsed();
+    drop(w);
+    let t = Instant::now();
+    for pid in pids {
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+    (spawn, t.elapsed())
+}
+
+/// One fleet of `n` with `output`: its figures as `PREFIX_<n>_*` (none for 0 workers, or
+/// without a prefix), and the daemon's RSS and descriptors.
+fn fleet(n: usize, output: &str, prefix: Option<&str>, results: &mut Results) -> (f64, usize) {
+    let floors = (n > 0 && prefix.is_some()).then(|| floor(n));
+    let (fleet, took) = Fleet::start(n, output);
     let mut stream = fleet.daemon().connect();
     let deadline = Instant::now() + Duration::from_secs(300);
     while !list(&mut stream).0.iter().all(|&s| s == 1) {
@@ -118,48 +165,56 @@ fn fleet(n: usize, results: &mut Results) -> (f64, usize) {
     let mut lists: Vec<Duration> = (0..5).map(|_| list(&mut stream).1).collect();
     drop(stream);
     let stop = fleet.stop();
-    if n > 0 {
-        results.add(&format!("workers_{n}_spawn_ms"), ms(took), "ms");
-        results.add(&format!("workers_{n}_daemon_rss_kib"), rss, "KiB");
+    if let (Some(prefix), Some((floor_spawn, floor_stop))) = (prefix, floors) {
+        let name = |what: &str| format!("{prefix}_{n}_{what}");
+        results.vs(&name("spawn_ms"), ms(took), "ms", ms(floor_spawn));
+        results.add(&name("daemon_rss_kib"), rss, "KiB");
         let list_ms = ms(percentile(&mut lists, 50.0));
-        results.add(&format!("workers_{n}_list_ms"), list_ms, "ms");
-        results.add(&format!("workers_{n}_stop_ms"), ms(stop), "ms");
+        results.add(&name("list_ms"), list_ms, "ms");
+        results.vs(&name("stop_ms"), ms(stop), "ms", ms(floor_stop));
     }
     (rss, fds)
 }
 
-/// The fleet curve: 0, 1,000, 3,000 and 10,000 workers (0, 1,000, 2,000 in a quick run).
+/// The fleet curve: 1,000, 3,000 and 10,000 workers (1,000 and 2,000 in a quick run), with
+/// separate output where the descriptor limit allows it at the top, discarded otherwise.
 fn workers(scale: Scale, results: &mut Results) {
     let top = scale.pick(10_000, 2_000);
     let _ = raise(Resource::RLIMIT_NPROC, 4 * top as u64);
-    let (rss0, fds0) = fleet(0, results);
+    let (rss0, fds0) = fleet(0, "separate", None, results);
     results.add("workers_0_daemon_rss_kib", rss0, "KiB");
-    let (rss1k, fds1k) = fleet(1000, results);
     // What one worker costs the daemon in descriptors decides how far the limit lets us go.
+    let (_, fds1k) = fleet(1000, "separate", None, results);
     let per_worker = (fds1k.saturating_sub(fds0) as f64 / 1000.0).max(1.0);
     results.add("workers_fds_per_worker", per_worker, "fds");
     let want = fds0 as u64 + (per_worker * top as f64).ceil() as u64 + FD_RESERVE;
     let limit = raise(Resource::RLIMIT_NOFILE, want);
-    let fits = ((limit.saturating_sub(fds0 as u64 + FD_RESERVE)) as f64 / per_worker) as usize;
-    let max = top.min(fits / 100 * 100);
-    if max < top {
+    let room = limit.saturating_sub(fds0 as u64 + FD_RESERVE) as f64;
+    let fits = (room / per_worker) as usize / 100 * 100;
+    let output = if fits >= top { "separate" } else { "discard" };
+    if fits < top {
         println!(
             "# RLIMIT_NOFILE is {limit} here (hard): {per_worker:.1} descriptors per worker \
-             fit {max} workers, not {top}"
+             fit {fits} workers with separate output, not {top}; the curve runs with \
+             --output discard (one descriptor per worker)"
         );
+        fleet(fits, "separate", Some("workers_separate"), results);
     }
-    let mut counts = scale.pick(vec![3000, max], vec![max]);
-    counts.retain(|&n| n > 1000 && n <= max);
-    counts.dedup();
-    let mut top_rss = rss1k;
-    for n in counts {
-        top_rss = fleet(n, results).0;
+    results.add(
+        "workers_output_discard",
+        f64::from(u8::from(fits < top)),
+        "bool",
+    );
+    let mut top_rss = rss0;
+    for n in scale.pick(vec![1000, 3000, top], vec![1000, top]) {
+        top_rss = fleet(n, output, Some("workers"), results).0;
     }
-    results.add("workers_max", max as f64, "workers");
-    if max > 0 {
-        let per = (top_rss - rss0) / max.max(1000) as f64;
-        results.add("workers_daemon_kib_per_worker", per, "KiB");
-    }
+    results.add("workers_max", top as f64, "workers");
+    results.add(
+        "workers_daemon_kib_per_worker",
+        (top_rss - rss0) / top as f64,
+        "KiB",
+    );
 }
 
 /// Opens connections up to each count of the curve, each making one call, and the daemon's

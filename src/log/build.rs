@@ -1,6 +1,7 @@
 //! The daemon's own logger put together: where it writes ([`Output`]), the format switch,
 //! the ring tee, and the tee in front of a user's own logger.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -83,11 +84,16 @@ pub(crate) fn build(
         Output::Terminal { journal } => {
             let text: Box<dyn SendSyncDrain> = if *journal {
                 Box::new(Counted(drains::Journal(Mutex::new(drains::Stderr))))
-            } else {
+            } else if std::io::stderr().is_terminal() {
                 let decorator = slog_term::TermDecorator::new().stderr().build();
                 Box::new(Counted(Mutex::new(
                     slog_term::FullFormat::new(decorator).build(),
                 )))
+            } else {
+                // Redirected (a file, a pipe, a container's log): the same text, each record
+                // gathered and written in one call, not a call per field.
+                let decorator = slog_term::PlainSyncDecorator::new(drains::Stderr);
+                Box::new(Counted(slog_term::FullFormat::new(decorator).build()))
             };
             let json = drains::json(drains::Stderr);
             (Box::new(switch(control, text, json)), None)

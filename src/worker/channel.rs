@@ -9,7 +9,7 @@
 //! that gets the worker killed.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use super::doorbell;
 use super::ring::{Corrupt, Full, Ring, Seen, WORD};
 use crossbeam_utils::CachePadded;
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use nix::sys::socket::{MsgFlags, recv, send};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"DAIMONW\x01");
@@ -73,29 +75,37 @@ struct Layout {
 struct Region {
     /// # Invariant
     ///
-    /// Points at a `MAP_SHARED` read-write mapping of `len` bytes, page-aligned, that starts
-    /// with a [`Layout`] followed by the two rings' data; it stays mapped until `drop`.
+    /// Points at a `MAP_SHARED` read-write mapping of `len` bytes (of a memfd whose size is
+    /// sealed), page-aligned, that starts with a [`Layout`] followed by the two rings' data;
+    /// it stays mapped until `drop`.
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Region {
-    fn new() -> io::Result<Region> {
-        let len = std::mem::size_of::<Layout>() + 2 * RING_CAPACITY;
-        let size = std::num::NonZeroUsize::new(len).expect("not zero");
-        // SAFETY: a fresh anonymous mapping aliases nothing; no address hint is given.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }?;
-        let region = Region {
-            ptr: ptr.cast(),
-            len,
-        };
+    /// The region's size.
+    fn len() -> usize {
+        std::mem::size_of::<Layout>() + 2 * RING_CAPACITY
+    }
+
+    /// A fresh region, mapped from a sealed memfd (so that a fork server can hand it to a
+    /// worker it forks), and the memfd.
+    fn new() -> io::Result<(Region, OwnedFd)> {
+        let len = Region::len();
+        let memfd = memfd_create(
+            c"daimon-channel",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )?;
+        nix::unistd::ftruncate(&memfd, len as i64)?;
+        // Its size is fixed for good: nobody, a worker holding the memfd included, can
+        // shrink it under the daemon's mapping (which would make reading it a SIGBUS).
+        fcntl(
+            &memfd,
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
+        )?;
+        let region = Region::map(&memfd)?;
         region.layout().header.magic.store(MAGIC, Ordering::Relaxed);
         region
             .layout()
@@ -108,7 +118,35 @@ impl Region {
                 .sleeping
                 .store(doorbell::SLEEPING, Ordering::Relaxed);
         }
-        Ok(region)
+        Ok((region, memfd))
+    }
+
+    /// Maps the region of `memfd` (made by [`Region::new`]: sealed at its size).
+    fn map(memfd: &OwnedFd) -> io::Result<Region> {
+        let len = Region::len();
+        let size = std::num::NonZeroUsize::new(len).expect("not zero");
+        let actual = nix::sys::stat::fstat(memfd)?.st_size;
+        if usize::try_from(actual).ok() != Some(len) {
+            return Err(io::Error::other(format!(
+                "a channel region of {actual} bytes, not {len}"
+            )));
+        }
+        // SAFETY: a fresh shared mapping of the whole memfd, whose size is sealed (it can
+        // never shrink under the mapping); no address hint is given.
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                memfd,
+                0,
+            )
+        }?;
+        Ok(Region {
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     fn layout(&self) -> &Layout {
@@ -205,6 +243,15 @@ impl std::error::Error for ChannelError {}
 // written with the description's own flags: a worker that cleared `O_NONBLOCK` could block
 // the daemon in a `read` or a `write`.)
 
+/// A region's memfd, recorded as daimon's (see `sys`) for its life.
+struct Memfd(OwnedFd);
+
+impl Drop for Memfd {
+    fn drop(&mut self) {
+        crate::sys::disown(self.0.as_raw_fd());
+    }
+}
+
 /// A socket recorded as daimon's (see `sys`) for its life.
 struct OwnedSocket(std::os::unix::net::UnixStream);
 
@@ -252,6 +299,8 @@ pub struct Channel {
     own: Arc<OwnedSocket>,
     /// The other end's socket, while this end holds it: sending on it wakes this end.
     peer: Option<Arc<OwnedSocket>>,
+    /// The region's memfd, until the worker is forked (a fork server hands it over).
+    memfd: Option<Arc<Memfd>>,
     end: End,
     /// What this handle has seen of the down ring and of the up ring (this process's own
     /// memory; each handle starts afresh, the hints are checked before use).
@@ -272,7 +321,9 @@ impl Channel {
     ///
     /// The operating system's error mapping memory or creating the sockets.
     pub fn new() -> io::Result<Channel> {
-        let region = Arc::new(Region::new()?);
+        let (region, memfd) = Region::new()?;
+        crate::sys::own(memfd.as_raw_fd());
+        let (region, memfd) = (Arc::new(region), Memfd(memfd));
         // Close-on-exec, as std makes every socket.
         let (daemon, worker) = std::os::unix::net::UnixStream::pair()?;
         for socket in [&daemon, &worker] {
@@ -283,6 +334,7 @@ impl Channel {
             region,
             own: Arc::new(OwnedSocket(daemon)),
             peer: Some(Arc::new(OwnedSocket(worker))),
+            memfd: Some(Arc::new(memfd)),
             end: End::Daemon,
             seen: Default::default(),
         })
@@ -300,15 +352,56 @@ impl Channel {
             region: self.region.clone(),
             own: worker,
             peer: Some(self.own.clone()),
+            memfd: self.memfd.clone(),
             end: End::Worker,
             seen: Default::default(),
         }
     }
 
-    /// Closes this end's copy of the other end's socket (the daemon's, once the worker is
-    /// forked and holds its own): [`Channel::wake_self`] does nothing afterwards.
+    /// Closes this end's copy of the other end's socket and the region's memfd (the
+    /// daemon's, once the worker is forked and holds its own): [`Channel::wake_self`] does
+    /// nothing afterwards.
     pub(crate) fn release_peer(&mut self) {
         self.peer = None;
+        self.memfd = None;
+    }
+
+    /// What a fork server hands to the worker it forks, from the worker's end: the region's
+    /// memfd, the worker's socket and the daemon's (see [`Channel::worker_from_parts`]).
+    /// `None` without them (released).
+    pub(crate) fn parts_for_worker(&self) -> Option<[BorrowedFd<'_>; 3]> {
+        Some([
+            self.memfd.as_deref()?.0.as_fd(),
+            self.own.fd(),
+            self.peer.as_deref()?.fd(),
+        ])
+    }
+
+    /// The worker's end, in a process forked by a fork server, from what the daemon handed
+    /// over: the region is mapped again from its memfd (then closed).
+    ///
+    /// # Errors
+    ///
+    /// The operating system's, mapping the region; a memfd of the wrong size.
+    pub(crate) fn worker_from_parts(
+        memfd: OwnedFd,
+        worker: OwnedFd,
+        daemon: OwnedFd,
+    ) -> io::Result<Channel> {
+        let region = Region::map(&memfd)?;
+        drop(memfd);
+        let socket = |fd: OwnedFd| {
+            crate::sys::own(fd.as_raw_fd());
+            Arc::new(OwnedSocket(std::os::unix::net::UnixStream::from(fd)))
+        };
+        Ok(Channel {
+            region: Arc::new(region),
+            own: socket(worker),
+            peer: Some(socket(daemon)),
+            memfd: None,
+            end: End::Worker,
+            seen: Default::default(),
+        })
     }
 
     /// Another handle on this same end (the worker's logger shares its channel).
@@ -317,6 +410,7 @@ impl Channel {
             region: self.region.clone(),
             own: self.own.clone(),
             peer: self.peer.clone(),
+            memfd: self.memfd.clone(),
             end: self.end,
             seen: Default::default(),
         }

@@ -109,6 +109,38 @@ impl Process {
         Ok(p)
     }
 
+    /// The settings as the object [`Process::from_json`] reads (for a fork server).
+    pub(crate) fn to_json(&self) -> Value {
+        let mut obj = serde_json::Map::new();
+        let mut put = |k: &str, v: Value| {
+            obj.insert(k.to_owned(), v);
+        };
+        if let Some(user) = &self.user {
+            put("user", Value::from(user.as_str()));
+        }
+        if let Some(group) = &self.group {
+            put("group", Value::from(group.as_str()));
+        }
+        if let Some(nice) = self.nice {
+            put("nice", Value::from(nice));
+        }
+        if !self.env.is_empty() {
+            let env = self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_deref().map_or(Value::Null, Value::from)))
+                .collect();
+            put("env", Value::Object(env));
+        }
+        if !self.rlimits.is_empty() {
+            put("rlimits", self.rlimits.to_json());
+        }
+        if let Some(title) = &self.title {
+            put("title", Value::from(title.as_str()));
+        }
+        Value::Object(obj)
+    }
+
     /// The user to run as, if set.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
@@ -216,6 +248,10 @@ mod tests {
         assert_eq!(p.env["B"], None);
         assert_eq!(p.title.as_deref(), Some("t"));
         assert!(!p.rlimits.is_empty());
+        // What a fork server is sent reads back the same.
+        assert_eq!(Process::from_json("", &p.to_json()).unwrap(), p);
+        let empty = Process::default();
+        assert_eq!(Process::from_json("", &empty.to_json()).unwrap(), empty);
     }
 
     #[test]

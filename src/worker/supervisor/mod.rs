@@ -18,6 +18,7 @@ mod inbox;
 mod info;
 mod output;
 mod reap;
+mod server;
 mod spawn;
 mod stop;
 mod tap;
@@ -185,7 +186,7 @@ pub struct Workers {
 
 impl Default for Workers {
     fn default() -> Self {
-        Workers::with_processes(Box::new(Fork))
+        Workers::with_processes(Box::new(Fork::default()))
     }
 }
 

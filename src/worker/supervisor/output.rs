@@ -105,6 +105,11 @@ impl Pipes {
         }
     }
 
+    /// What the child's fds 1 and 2 become.
+    pub(super) fn stdio(&self) -> [RawFd; 2] {
+        [self.write[0].as_raw_fd(), self.write[1].as_raw_fd()]
+    }
+
     fn fds(&self) -> [Option<RawFd>; 4] {
         [
             self.read[0].as_ref().map(AsRawFd::as_raw_fd),

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
@@ -10,8 +11,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, setpgid};
-use slog::info;
+use slog::{info, warn};
 
+use super::server::ForkServer;
 use super::{Run, Workers, worker_error};
 use crate::error::{Result, WorkerError};
 use crate::reactor::Interest;
@@ -48,14 +50,28 @@ impl<W: Worker, F: FnMut(&Spawn) -> W + 'static> Template for Factory<F, W> {
 /// Process control: fork, signal, wait, and the clock. The daemon uses [`Fork`]; the
 /// supervisor's unit tests a fake.
 pub(crate) trait Processes {
-    /// Starts a worker process running `template` with `job`; in a real fork, the child runs
-    /// `in_child` first (to drop what belongs to the daemon), then the worker, and exits.
+    /// Starts a worker process of entry `entry` running `template` with `job`, its fds 1
+    /// and 2 being `stdio`. Forked by the daemon, the child runs `in_child` first (to put
+    /// its output in place and drop what belongs to the daemon), then the worker, and
+    /// exits; forked by a fork server, it does the same from the server's copies.
     fn spawn(
         &mut self,
+        entry: usize,
         template: &mut dyn Template,
         job: Job,
+        stdio: [RawFd; 2],
         in_child: &mut dyn FnMut(),
     ) -> io::Result<Pid>;
+    /// Starts a fork server holding `templates` (entry `i`'s is `templates[i]`), where
+    /// this process control has one: the later spawns of these entries fork there.
+    fn start_server(&mut self, _templates: &mut [&mut dyn Template]) -> io::Result<()> {
+        Ok(())
+    }
+    /// Why the fork server was given up since the last call, if it was (the daemon forks
+    /// by itself from then on).
+    fn server_lost(&mut self) -> Option<String> {
+        None
+    }
     /// Sends `signal` to `pid` (a process this supervisor started).
     fn signal(&mut self, pid: Pid, signal: Signal);
     /// Sends `signal` to the process group `pgid`: a worker and whatever it started (every
@@ -92,16 +108,37 @@ pub(crate) enum Exited {
     Unknown,
 }
 
-/// The real process control.
-pub(crate) struct Fork;
+/// The real process control: forks through the fork server where it can, from the daemon
+/// otherwise.
+#[derive(Default)]
+pub(crate) struct Fork {
+    server: Option<ForkServer>,
+    lost: Option<String>,
+}
+
+impl Fork {
+    /// Stops using the fork server (it is killed and reaped), for `why`.
+    fn lose_server(&mut self, why: String) {
+        self.server = None;
+        self.lost = Some(why);
+    }
+}
 
 impl Processes for Fork {
     fn spawn(
         &mut self,
+        entry: usize,
         template: &mut dyn Template,
         job: Job,
+        stdio: [RawFd; 2],
         in_child: &mut dyn FnMut(),
     ) -> io::Result<Pid> {
+        if let Some(server) = self.server.as_mut().filter(|s| s.has(entry)) {
+            match server.spawn(entry, &job, stdio) {
+                Ok(pid) => return Ok(pid),
+                Err(e) => self.lose_server(e.to_string()),
+            }
+        }
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
         // Every signal blocked across the fork; the mask comes back when `blocked` drops (in
         // the parent when this returns). A signal reaching the child before it reset the
@@ -143,6 +180,17 @@ impl Processes for Fork {
                 Ok(child)
             }
         }
+    }
+
+    fn start_server(&mut self, templates: &mut [&mut dyn Template]) -> io::Result<()> {
+        if self.server.is_none() {
+            self.server = Some(ForkServer::start(templates)?);
+        }
+        Ok(())
+    }
+
+    fn server_lost(&mut self) -> Option<String> {
+        self.lost.take()
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {
@@ -195,7 +243,15 @@ impl Processes for Fork {
         loop {
             return match waitid(Id::All, flags) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => Exited::None,
-                Ok(status) => status.pid().map_or(Exited::Unknown, Exited::Child),
+                Ok(status) => match status.pid() {
+                    // The fork server ended (it is not a worker): reaped with its handle.
+                    Some(pid) if self.server.as_ref().is_some_and(|s| s.pid() == pid) => {
+                        self.lose_server("it ended".into());
+                        continue;
+                    }
+                    Some(pid) => Exited::Child(pid),
+                    None => Exited::Unknown,
+                },
                 Err(Errno::EINTR) => continue,
                 Err(_) => Exited::Unknown,
             };
@@ -232,6 +288,16 @@ impl Workers {
     pub(crate) fn start_all(&mut self) -> Result<()> {
         if !self.entries.is_empty() {
             self.procs.adopt_orphans();
+            // The fork server, while the daemon is small (see `server`); without it, the
+            // daemon forks its workers itself.
+            let mut templates: Vec<&mut dyn Template> = self
+                .entries
+                .iter_mut()
+                .map(|e| e.template.as_mut())
+                .collect();
+            if let Err(e) = self.procs.start_server(&mut templates) {
+                warn!(self.logger, "no fork server: the daemon forks its workers"; "error" => %e);
+            }
         }
         for i in 0..self.entries.len() {
             self.spawn(i)?;
@@ -316,8 +382,14 @@ impl Workers {
                 }
             }
         };
-        let pid = self.procs.spawn(template.as_mut(), job, &mut in_child);
+        let stdio = pipes.stdio();
+        let pid = self
+            .procs
+            .spawn(i, template.as_mut(), job, stdio, &mut in_child);
         self.entries[i].template = template;
+        if let Some(why) = self.procs.server_lost() {
+            warn!(self.logger, "the fork server is given up: the daemon forks its workers"; "error" => why);
+        }
         let pid = pid.map_err(fail)?;
         // The worker holds its socket now; the daemon needs only its own.
         channel.release_peer();

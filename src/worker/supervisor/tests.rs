@@ -51,7 +51,14 @@ struct World {
 struct Fake(Rc<RefCell<World>>);
 
 impl Processes for Fake {
-    fn spawn(&mut self, _: &mut dyn Template, job: Job, _: &mut dyn FnMut()) -> io::Result<Pid> {
+    fn spawn(
+        &mut self,
+        _: usize,
+        _: &mut dyn Template,
+        job: Job,
+        _: [std::os::fd::RawFd; 2],
+        _: &mut dyn FnMut(),
+    ) -> io::Result<Pid> {
         let mut w = self.0.borrow_mut();
         w.next_pid += 1;
         let pid = Pid::from_raw(1000 + w.next_pid);
@@ -976,7 +983,7 @@ fn the_real_group_reaper_reaps_that_group_only() {
         .spawn()
         .unwrap();
     let pgid = Pid::from_raw(grouped.id() as i32);
-    let mut procs = Fork;
+    let mut procs = Fork::default();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !procs.reap_group(pgid) {
         assert!(Instant::now() < deadline, "the group never emptied");

@@ -1,0 +1,456 @@
+//! The fork server: a small process, forked from the daemon before its first worker, that
+//! forks every worker after it.
+//!
+//! A process forked from the daemon starts as a copy of it: its page tables and its
+//! descriptor table. Both grow with the fleet (each worker costs the daemon a few
+//! descriptors and a few KiB), so forking the n-th worker from the daemon costs O(n), and so
+//! does every exit (the kernel tears the copy down): spawning a fleet was quadratic, and its
+//! stop slow. The server was forked while the daemon was small and stays small, so a worker
+//! forked from it costs the same whatever the size of the fleet.
+//!
+//! A worker must still be the daemon's child (the daemon waits for it, and it dies with the
+//! daemon): the server forks an intermediate process that forks the worker and exits at
+//! once, and the worker is reparented to the daemon, its subreaper. The server waits for
+//! the intermediate before it answers, so by the time the daemon reads the worker's pid the
+//! worker is its child. The worker waits to be reparented before it runs anything of its
+//! own.
+//!
+//! The protocol, on a `SOCK_SEQPACKET` socket pair: the daemon sends one request, a JSON
+//! object (the entry and the job), with [`FDS`] descriptors (the region's memfd, the
+//! worker's and the daemon's wake-up sockets, the worker's stdout and stderr); the server
+//! answers `{"pid": N}` or `{"error": "..."}`. One request at a time: the daemon waits for
+//! the answer, [`ANSWER_WITHIN`] at most, and on any failure stops using the server and
+//! forks from itself as before. Entries installed after the server started are forked by
+//! the daemon too.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
+    recvmsg, send, sendmsg, socketpair,
+};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, getppid, setpgid};
+use serde_json::{Value, json};
+
+use super::spawn::Template;
+use crate::worker::job::{Job, Spawn};
+use crate::worker::{Channel, Exit, Process, Restart, child};
+
+/// How long the daemon waits for the server's answer before it forks by itself.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// The descriptors a request carries: memfd, worker's socket, daemon's socket, stdout,
+/// stderr.
+const FDS: usize = 5;
+
+/// The largest request (a job's process settings are small; an environment could be
+/// large).
+const MAX_REQUEST: usize = 256 * 1024;
+
+/// The daemon's handle on its fork server.
+pub(super) struct ForkServer {
+    socket: OwnedFd,
+    pid: Pid,
+    /// Entries `0..templates` were installed before the server started: it has them.
+    templates: usize,
+}
+
+impl ForkServer {
+    /// Forks the server, which keeps `templates` (entry `i` is `templates[i]`) and the
+    /// descriptors the daemon's user opened, and closes the daemon's own.
+    pub(super) fn start(templates: &mut [&mut dyn Template]) -> io::Result<ForkServer> {
+        crate::process::ensure_single_threaded().map_err(io::Error::other)?;
+        let (daemon_end, server_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // The daemon's end is daimon's: the server closes it with the daemon's others.
+        crate::sys::own(daemon_end.as_raw_fd());
+        let parent = crate::process::pid();
+        let blocked = crate::reactor::BlockedSignals::new()?;
+        // SAFETY: the daemon is single-threaded (checked above), so the child's copy of the
+        // address space has no lock held by a thread that does not exist there: it may run
+        // ordinary Rust. It never returns into the daemon's code: `serve` ends in `_exit`.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                // Its own group: a terminal's Ctrl-C reaches the daemon only.
+                let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+                crate::reactor::reset_after_fork();
+                // SAFETY: this child has one thread (the daemon was single-threaded).
+                unsafe { crate::daemon::notify::forget_in_worker() };
+                drop(blocked);
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+                if getppid().as_raw() != parent {
+                    child::exit_now(child::exit::ORPHAN);
+                }
+                crate::sys::close_owned_except(&[server_end.as_raw_fd()]);
+                crate::worker::process::set_title("daimon: fork server");
+                serve(&server_end, templates, parent)
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(blocked);
+                let _ = setpgid(child, child);
+                drop(server_end);
+                Ok(ForkServer {
+                    socket: daemon_end,
+                    pid: child,
+                    templates: templates.len(),
+                })
+            }
+            Err(e) => {
+                crate::sys::disown(daemon_end.as_raw_fd());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The server's pid.
+    pub(super) fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Whether the server has entry `i`'s template.
+    pub(super) fn has(&self, i: usize) -> bool {
+        i < self.templates
+    }
+
+    /// Has the server fork entry `entry`'s worker for `job`, with `stdio` as its fds 1
+    /// and 2; the worker's pid, once it is the daemon's child.
+    ///
+    /// # Errors
+    ///
+    /// Sending, a late or bad answer, or the server's own error: the server should not be
+    /// used again.
+    pub(super) fn spawn(&mut self, entry: usize, job: &Job, stdio: [RawFd; 2]) -> io::Result<Pid> {
+        let [memfd, worker, daemon] = job
+            .channel
+            .parts_for_worker()
+            .ok_or_else(|| io::Error::other("the channel was released"))?;
+        let request = serde_json::to_vec(&request(entry, job)).map_err(io::Error::other)?;
+        let fds = [
+            memfd.as_raw_fd(),
+            worker.as_raw_fd(),
+            daemon.as_raw_fd(),
+            stdio[0],
+            stdio[1],
+        ];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+        sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(&request)],
+            &rights,
+            flags,
+            None,
+        )?;
+        let answer = self.answer()?;
+        match (answer["pid"].as_i64(), answer["error"].as_str()) {
+            (Some(pid), _) if pid > 0 && pid <= i64::from(i32::MAX) => {
+                Ok(Pid::from_raw(pid as i32))
+            }
+            (_, Some(error)) => Err(io::Error::other(format!("the fork server: {error}"))),
+            _ => Err(io::Error::other(format!(
+                "the fork server answered {answer}"
+            ))),
+        }
+    }
+
+    /// The server's answer to the request just sent, within [`ANSWER_WITHIN`].
+    fn answer(&self) -> io::Result<Value> {
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        let mut buf = [0u8; 512];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the fork server did not answer",
+                ));
+            }
+            let mut fds = [nix::poll::PollFd::new(
+                self.socket.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let timeout = nix::poll::PollTimeout::try_from(left.as_millis().max(1) as u64)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return match recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => Err(io::Error::other("the fork server is gone")),
+                Ok(n) => serde_json::from_slice(&buf[..n]).map_err(io::Error::other),
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => Err(e.into()),
+            };
+        }
+    }
+}
+
+impl Drop for ForkServer {
+    fn drop(&mut self) {
+        crate::sys::disown(self.socket.as_raw_fd());
+        // It would exit at the end of file of its socket; SIGKILL makes it sure, and the
+        // wait is short (nor can it be reaped as a worker).
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// The request for `job` of entry `entry`.
+fn request(entry: usize, job: &Job) -> Value {
+    let previous = job.spawn.previous.as_ref().map(|e| {
+        json!({
+            "name": e.name, "pid": e.pid, "code": e.code, "signal": e.signal,
+            "restart": e.restart.name(), "requested": e.requested,
+            "ran_for": e.ran_for.as_nanos() as u64,
+        })
+    });
+    json!({
+        "entry": entry,
+        "name": job.name,
+        "looptime": job.looptime.as_nanos() as u64,
+        "level": job.level.as_usize(),
+        "restarts": job.spawn.restarts,
+        "previous": previous,
+        "process": job.process.to_json(),
+    })
+}
+
+/// A job's fields, read back from a request (`None`: not one the daemon sends).
+struct Fields {
+    entry: usize,
+    name: String,
+    looptime: Duration,
+    level: slog::Level,
+    spawn: Spawn,
+    process: Process,
+}
+
+fn fields(request: &Value) -> Option<Fields> {
+    let nanos = |v: &Value| v.as_u64().map(Duration::from_nanos);
+    let previous = match &request["previous"] {
+        Value::Null => None,
+        e => Some(Exit {
+            name: e["name"].as_str()?.to_owned(),
+            pid: i32::try_from(e["pid"].as_i64()?).ok()?,
+            code: e["code"].as_i64().and_then(|c| i32::try_from(c).ok()),
+            signal: e["signal"].as_i64().and_then(|s| i32::try_from(s).ok()),
+            restart: [Restart::Permanent, Restart::Transient, Restart::Temporary]
+                .into_iter()
+                .find(|r| e["restart"].as_str() == Some(r.name()))?,
+            requested: e["requested"].as_bool()?,
+            ran_for: nanos(&e["ran_for"])?,
+        }),
+    };
+    Some(Fields {
+        entry: usize::try_from(request["entry"].as_u64()?).ok()?,
+        name: request["name"].as_str()?.to_owned(),
+        looptime: nanos(&request["looptime"])?,
+        level: slog::Level::from_usize(usize::try_from(request["level"].as_u64()?).ok()?)?,
+        spawn: Spawn {
+            restarts: u32::try_from(request["restarts"].as_u64()?).ok()?,
+            previous,
+        },
+        process: Process::from_json("", &request["process"]).ok()?,
+    })
+}
+
+/// The server's loop: a request, a worker, an answer, until the daemon closes its end.
+fn serve(socket: &OwnedFd, templates: &mut [&mut dyn Template], daemon: i32) -> ! {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let (len, fds) = match receive(socket, &mut buf) {
+            Ok(Some(got)) => got,
+            // The daemon closed its end (it stops, or it gave up on the server).
+            Ok(None) => child::exit_now(0),
+            Err(_) => child::exit_now(1),
+        };
+        let answer = match fork_worker(socket, templates, daemon, &buf[..len], fds) {
+            Ok(pid) => json!({"pid": pid.as_raw()}),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        let bytes = answer.to_string();
+        if send(socket.as_raw_fd(), bytes.as_bytes(), MsgFlags::MSG_NOSIGNAL).is_err() {
+            child::exit_now(1);
+        }
+    }
+}
+
+/// One request: its bytes and its descriptors; `None` at the end of file.
+fn receive(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = nix::cmsg_space!([RawFd; FDS]);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => msg,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: the kernel installed these descriptors in this process for this
+                // message: nothing else owns them.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let (bytes, truncated) = (
+            msg.bytes,
+            msg.flags
+                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
+        );
+        if bytes == 0 && fds.is_empty() {
+            return Ok(None);
+        }
+        if truncated {
+            return Err(io::Error::other("a request too large"));
+        }
+        return Ok(Some((bytes, fds)));
+    }
+}
+
+/// Forks the worker of `request` (through an intermediate process, so that it becomes the
+/// daemon's child) and returns its pid once the intermediate is gone.
+fn fork_worker(
+    socket: &OwnedFd,
+    templates: &mut [&mut dyn Template],
+    daemon: i32,
+    request: &[u8],
+    fds: Vec<OwnedFd>,
+) -> io::Result<Pid> {
+    let fields = serde_json::from_slice(request)
+        .ok()
+        .as_ref()
+        .and_then(fields)
+        .ok_or_else(|| io::Error::other("not a request"))?;
+    let fds: [OwnedFd; FDS] = fds
+        .try_into()
+        .map_err(|_| io::Error::other("a request without its descriptors"))?;
+    let template = templates
+        .get_mut(fields.entry)
+        .ok_or_else(|| io::Error::other("no such entry"))?;
+    let (told, tell) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the server is single-threaded (forked from the single-threaded daemon, it
+    // starts no thread). Both children end in `_exit`.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            // The intermediate: forks the worker, says its pid, and exits.
+            let intermediate = nix::unistd::getpid();
+            // SAFETY: as above (one thread).
+            match unsafe { fork() } {
+                Ok(ForkResult::Child) => {
+                    let pipe = [told, tell];
+                    become_worker(socket, pipe, template, fields, fds, intermediate, daemon)
+                }
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = setpgid(child, child);
+                    let _ = nix::unistd::write(&tell, &child.as_raw().to_le_bytes());
+                    child::exit_now(0)
+                }
+                Err(_) => child::exit_now(1),
+            }
+        }
+        ForkResult::Parent {
+            child: intermediate,
+        } => {
+            drop(tell);
+            drop(fds);
+            let mut pid = [0u8; 4];
+            let mut got = 0;
+            while got < pid.len() {
+                match nix::unistd::read(&told, &mut pid[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // Gone, so the worker is the daemon's now.
+            while let Err(Errno::EINTR) = waitpid(intermediate, None) {}
+            if got < pid.len() {
+                return Err(io::Error::other("the worker could not be forked"));
+            }
+            Ok(Pid::from_raw(i32::from_le_bytes(pid)))
+        }
+    }
+}
+
+/// In the worker's process: waits to be the daemon's child, puts its output in place and
+/// becomes the worker.
+fn become_worker(
+    socket: &OwnedFd,
+    pipe: [OwnedFd; 2],
+    template: &mut &mut dyn Template,
+    fields: Fields,
+    fds: [OwnedFd; FDS],
+    intermediate: Pid,
+    daemon: i32,
+) -> ! {
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    // SAFETY: the server's socket is not this process's business; nothing here uses it
+    // again (its owner is never dropped: this process ends in `_exit`).
+    unsafe { nix::libc::close(socket.as_raw_fd()) };
+    // The intermediate exits at once: until then its pid is the parent, then the daemon's
+    // (its subreaper). Its end of the pipe closes as it exits, just before the worker is
+    // reparented: wait for that without spinning, then for the reparenting. Bounded.
+    // (A hang-up is waited for, not the pid the intermediate writes: that is the server's
+    // to read.)
+    let [told, tell] = pipe;
+    drop(tell);
+    let mut hangup = [nix::poll::PollFd::new(
+        told.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
+    let timeout = nix::poll::PollTimeout::try_from(ANSWER_WITHIN.as_millis() as u64)
+        .unwrap_or(nix::poll::PollTimeout::MAX);
+    while let Err(Errno::EINTR) = nix::poll::poll(&mut hangup, timeout) {}
+    drop(told);
+    let until = Instant::now() + ANSWER_WITHIN;
+    while getppid() == intermediate && Instant::now() < until {
+        std::thread::yield_now();
+    }
+    if getppid().as_raw() != daemon {
+        child::exit_now(child::exit::ORPHAN);
+    }
+    let [memfd, worker, daemon_socket, out, err] = fds;
+    // SAFETY: dup2 on descriptors this process holds; 1 and 2 are replaced atomically.
+    unsafe {
+        nix::libc::dup2(out.as_raw_fd(), 1);
+        nix::libc::dup2(err.as_raw_fd(), 2);
+    }
+    drop((out, err));
+    let Ok(channel) = Channel::worker_from_parts(memfd, worker, daemon_socket) else {
+        child::exit_now(child::exit::SETUP)
+    };
+    let job = Job {
+        name: fields.name,
+        channel,
+        looptime: fields.looptime,
+        parent: daemon,
+        level: fields.level,
+        spawn: fields.spawn,
+        process: fields.process,
+    };
+    let code = catch_unwind(AssertUnwindSafe(|| template.run(job))).unwrap_or(child::exit::PANIC);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    child::exit_now(code)
+}

@@ -2,8 +2,11 @@
 //! two rings) and a socket pair whose bytes wake the reader, sent only when the reader
 //! sleeps (see [`doorbell`](super::doorbell)).
 //!
-//! The region is mapped `MAP_SHARED | MAP_ANONYMOUS` before the fork: nothing is named in
-//! `/dev/shm` or SysV, so nothing can outlive the two processes. The daemon trusts nothing it
+//! The region is a memfd (an anonymous file: nothing is named in `/dev/shm` or SysV, so
+//! nothing outlives the processes that map it), sealed at its size so that nobody can
+//! shrink it under a mapping, and mapped `MAP_SHARED` by the daemon; the worker maps it
+//! again from the memfd the fork server hands it (or inherits the mapping when the daemon
+//! forks it itself), and closes the memfd. The daemon trusts nothing it
 //! reads from it: the header's magic, version and state are checked, every frame is measured
 //! by the MessagePack scanner before it is decoded, and a violation is a [`ChannelError::Corrupt`]
 //! that gets the worker killed.
@@ -31,7 +34,7 @@ pub const RING_CAPACITY: usize = 64 * 1024;
 const _: () = assert!(RING_CAPACITY % WORD == 0, "a ring is whole words");
 
 /// The header at the start of the region. All-zero bytes are a valid value (the kernel
-/// zeroes anonymous mappings), and every field is atomic because two processes share it.
+/// zeroes a new memfd), and every field is atomic because two processes share it.
 #[repr(C)]
 pub struct Header {
     magic: AtomicU64,

@@ -183,6 +183,11 @@ impl Processes for Fork {
     }
 
     fn start_server(&mut self, templates: &mut [&mut dyn Template]) -> io::Result<()> {
+        // Its workers become the daemon's children only by the daemon being their
+        // subreaper (see `server`).
+        if !nix::sys::prctl::get_child_subreaper().unwrap_or(false) {
+            return Err(io::Error::other("the daemon is not a subreaper"));
+        }
         if self.server.is_none() {
             self.server = Some(ForkServer::start(templates)?);
         }

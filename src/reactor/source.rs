@@ -71,7 +71,7 @@ impl Interest {
         writable: true,
     };
     /// Nothing: the source stays registered, and reports only a hang-up or an error (which
-    /// epoll reports whatever the interest; see [`Source::unwatch`] for silence).
+    /// epoll reports whatever the interest).
     pub const NONE: Interest = Interest {
         readable: false,
         writable: false,

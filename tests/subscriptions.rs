@@ -483,6 +483,8 @@ fn a_user_method_replies_later_from_a_timer() {
     assert!(fault.contains("replies later"), "{multi}");
     // Never answered in time: the timeout error, and the late answer is dropped.
     c.send(&request("examples.later", json!([5300, "late"]), 5));
+    // (Due at 5 s, the reply timeout of a read: wait longer for this one.)
+    c.reader.get_mut().set_timeout(DEADLINE);
     let timed_out = c.json();
     assert_eq!(timed_out["id"], 5);
     assert_eq!(timed_out["error"]["code"], -32000);

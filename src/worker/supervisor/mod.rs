@@ -22,6 +22,7 @@ mod server;
 mod spawn;
 mod stop;
 mod tap;
+mod template;
 #[cfg(test)]
 mod tests;
 mod unshared;
@@ -43,7 +44,8 @@ use crate::worker::backlog::Backlog;
 use acks::Ack;
 pub(crate) use acks::Toggle;
 pub use info::{Exit, WorkerInfo};
-pub(crate) use spawn::{Fork, Processes, Template};
+pub(crate) use spawn::{Fork, Processes};
+pub(crate) use template::Template;
 
 /// A deadline the supervisor armed, with what it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,7 +244,7 @@ impl Workers {
         worker: W,
         spec: impl Into<Spec>,
     ) -> Result<()> {
-        self.add(name, Box::new(spawn::Value(Some(worker))), spec.into())
+        self.add(name, Box::new(template::Value(Some(worker))), spec.into())
     }
 
     /// Installs a worker built by `factory` in each new worker process, before `spinup`:
@@ -264,7 +266,7 @@ impl Workers {
     {
         self.add(
             name,
-            Box::new(spawn::Factory(factory, std::marker::PhantomData)),
+            Box::new(template::Factory(factory, std::marker::PhantomData)),
             spec.into(),
         )
     }

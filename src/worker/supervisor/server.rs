@@ -38,7 +38,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, getppid, setpgid};
 use serde_json::{Value, json};
 
-use super::spawn::Template;
+use super::template::Template;
 use crate::worker::job::{Job, Spawn};
 use crate::worker::{Channel, Exit, Process, Restart, child};
 

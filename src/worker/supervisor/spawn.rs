@@ -2,7 +2,6 @@
 //! behind one trait, the real one over `fork()`, and `start`.
 
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -14,38 +13,12 @@ use nix::unistd::{ForkResult, Pid, fork, setpgid};
 use slog::{info, warn};
 
 use super::server::ForkServer;
+use super::template::{Gone, Template};
 use super::{Run, Workers, worker_error};
 use crate::error::{Result, WorkerError};
 use crate::reactor::Interest;
 use crate::worker::job::{Job, Spawn};
-use crate::worker::{Channel, Worker, WorkerStarted, child};
-
-/// An installed worker, whatever its type: what each fork runs.
-pub(crate) trait Template: 'static {
-    /// In the forked child: becomes the worker and exits with its code.
-    fn run(&mut self, job: Job) -> i32;
-}
-
-/// A worker installed as a value: each process runs its own copy of it.
-pub(super) struct Value<W>(pub(super) Option<W>);
-
-impl<W: Worker> Template for Value<W> {
-    fn run(&mut self, job: Job) -> i32 {
-        match self.0.take() {
-            Some(worker) => child::serve(|_| worker, job),
-            None => child::exit::SETUP,
-        }
-    }
-}
-
-/// A worker built by a factory in each new process.
-pub(super) struct Factory<F, W>(pub(super) F, pub(super) PhantomData<fn() -> W>);
-
-impl<W: Worker, F: FnMut(&Spawn) -> W + 'static> Template for Factory<F, W> {
-    fn run(&mut self, job: Job) -> i32 {
-        child::serve(&mut self.0, job)
-    }
-}
+use crate::worker::{Channel, WorkerStarted, child};
 
 /// Process control: fork, signal, wait, and the clock. The daemon uses [`Fork`]; the
 /// supervisor's unit tests a fake.
@@ -276,15 +249,6 @@ impl Processes for Fork {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
-    }
-}
-
-/// What stays in a forked child's copy of the supervisor where its template was taken out.
-struct Gone;
-
-impl Template for Gone {
-    fn run(&mut self, _: Job) -> i32 {
-        child::exit::SETUP
     }
 }
 

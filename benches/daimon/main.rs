@@ -126,6 +126,11 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    // The scale group's floor, in a fresh process of this binary (see `scale::floor`).
+    if let Some(n) = scale::floor_fleet_arg() {
+        scale::floor_fleet(n);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = Scale { quick };
     let only: Vec<String> = std::env::args()

@@ -11,8 +11,8 @@
 //! (`workers_separate_<N>_*`).
 //!
 //! Each spawn and stop time has a floor measured just before it: as many processes forked
-//! by this harness, each waiting on a pipe and exiting when it closes (the time to fork them
-//! all; from closing the pipe to the last one reaped).
+//! by a fresh process of this binary, each waiting on a pipe and exiting when it closes (the
+//! time to fork them all; from closing the pipe to the last one reaped).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -114,18 +114,42 @@ fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
     (states, took)
 }
 
-/// The floor of a fleet of `n`: as many processes forked by this harness, each blocked
-/// reading a pipe and exiting when it closes. The time to fork them all, and from closing
-/// the pipe to the last one reaped.
+/// The floor of a fleet of `n`: as many processes forked by a fresh, small process of this
+/// binary (not by the harness itself, whose size grows over a run), each blocked reading a
+/// pipe and exiting when it closes. The time to fork them all, and from closing the pipe to
+/// the last one reaped.
 fn floor(n: usize) -> (Duration, Duration) {
+    let exe = std::env::current_exe().expect("the bench binary");
+    let out = std::process::Command::new(exe)
+        .args(["--floor-fleet", &n.to_string()])
+        .output()
+        .expect("running the floor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nanos = text.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    match (nanos.next(), nanos.next()) {
+        (Some(spawn), Some(stop)) => (Duration::from_nanos(spawn), Duration::from_nanos(stop)),
+        _ => panic!("the floor printed {text:?}"),
+    }
+}
+
+/// `--floor-fleet N` on the command line: this process is the floor's.
+pub fn floor_fleet_arg() -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--floor-fleet")?;
+    args.get(at + 1)?.parse().ok()
+}
+
+/// Forks `n` children that wait on a pipe, closes it, reaps them, and prints the two times
+/// in nanoseconds.
+pub fn floor_fleet(n: usize) {
     use nix::unistd::{ForkResult, fork};
     use std::os::fd::AsRawFd;
     let (r, w) = nix::unistd::pipe().expect("a pipe");
     let t = Instant::now();
     let mut pids = Vec::with_capacity(n);
     for _ in 0..n {
-        // SAFETY: the child only closes, reads and exits (async-signal-safe calls), so it
-        // needs nothing of this process's other threads.
+        // SAFETY: this process is single-threaded, and the child only closes, reads and
+        // exits (async-signal-safe calls).
         match unsafe { fork() }.expect("fork") {
             ForkResult::Child => unsafe {
                 nix::libc::close(w.as_raw_fd());
@@ -142,7 +166,7 @@ fn floor(n: usize) -> (Duration, Duration) {
     for pid in pids {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
-    (spawn, t.elapsed())
+    println!("{} {}", spawn.as_nanos(), t.elapsed().as_nanos());
 }
 
 /// One fleet of `n` with `output`: its figures as `PREFIX_<n>_*` (none for 0 workers, or

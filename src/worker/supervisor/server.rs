@@ -53,6 +53,15 @@ const FDS: usize = 5;
 /// large).
 const MAX_REQUEST: usize = 256 * 1024;
 
+/// Why the fork server did not start a worker.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// It could not fork (a limit, memory): the daemon could not have either.
+    Fork(io::Error),
+    /// It is gone, stuck or confused: not to be used again.
+    Server(io::Error),
+}
+
 /// The daemon's handle on its fork server.
 pub(super) struct ForkServer {
     socket: OwnedFd,
@@ -127,9 +136,20 @@ impl ForkServer {
     ///
     /// # Errors
     ///
-    /// Sending, a late or bad answer, or the server's own error: the server should not be
-    /// used again.
-    pub(super) fn spawn(&mut self, entry: usize, job: &Job, stdio: [RawFd; 2]) -> io::Result<Pid> {
+    /// [`Failed::Fork`] when the server could not fork the worker (it goes on serving);
+    /// [`Failed::Server`] for a failure to send, a late or bad answer: the server should
+    /// not be used again.
+    pub(super) fn spawn(
+        &mut self,
+        entry: usize,
+        job: &Job,
+        stdio: [RawFd; 2],
+    ) -> Result<Pid, Failed> {
+        self.ask(entry, job, stdio).map_err(Failed::Server)?.map_err(Failed::Fork)
+    }
+
+    /// Sends the request and reads the answer: the worker's pid, or the server's error.
+    fn ask(&mut self, entry: usize, job: &Job, stdio: [RawFd; 2]) -> io::Result<io::Result<Pid>> {
         let [memfd, worker, daemon] = job
             .channel
             .parts_for_worker()
@@ -154,9 +174,9 @@ impl ForkServer {
         let answer = self.answer()?;
         match (answer["pid"].as_i64(), answer["error"].as_str()) {
             (Some(pid), _) if pid > 0 && pid <= i64::from(i32::MAX) => {
-                Ok(Pid::from_raw(pid as i32))
+                Ok(Ok(Pid::from_raw(pid as i32)))
             }
-            (_, Some(error)) => Err(io::Error::other(format!("the fork server: {error}"))),
+            (_, Some(error)) => Ok(Err(io::Error::other(format!("the fork server: {error}")))),
             _ => Err(io::Error::other(format!(
                 "the fork server answered {answer}"
             ))),

@@ -12,7 +12,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, setpgid};
 use slog::{info, warn};
 
-use super::server::ForkServer;
+use super::server::{Failed, ForkServer};
 use super::template::{Gone, Template};
 use super::{Run, Workers, worker_error};
 use crate::error::{Result, WorkerError};
@@ -109,7 +109,8 @@ impl Processes for Fork {
         if let Some(server) = self.server.as_mut().filter(|s| s.has(entry)) {
             match server.spawn(entry, &job, stdio) {
                 Ok(pid) => return Ok(pid),
-                Err(e) => self.lose_server(e.to_string()),
+                Err(Failed::Fork(e)) => return Err(e),
+                Err(Failed::Server(e)) => self.lose_server(e.to_string()),
             }
         }
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;

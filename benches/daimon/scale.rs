@@ -125,7 +125,9 @@ fn floor(n: usize) -> (Duration, Duration) {
         .output()
         .expect("running the floor");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut nanos = text.split_whitespace().filter_map(|w| w.parse::<u64>().ok());
+    let mut nanos = text
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
     match (nanos.next(), nanos.next()) {
         (Some(spawn), Some(stop)) => (Duration::from_nanos(spawn), Duration::from_nanos(stop)),
         _ => panic!("the floor printed {text:?}"),

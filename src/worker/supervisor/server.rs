@@ -9,11 +9,9 @@
 //! forked from it costs the same whatever the size of the fleet.
 //!
 //! A worker must still be the daemon's child (the daemon waits for it, and it dies with the
-//! daemon): the server forks an intermediate process that forks the worker and exits at
-//! once, and the worker is reparented to the daemon, its subreaper. The server waits for
-//! the intermediate before it answers, so by the time the daemon reads the worker's pid the
-//! worker is its child. The worker waits to be reparented before it runs anything of its
-//! own.
+//! daemon): the server forks it with `clone(CLONE_PARENT)`, which makes the new process
+//! its parent's child, the daemon's, from the start. (Only with glibc: see `fork_worker`
+//! for what the raw `clone` skips; elsewhere the daemon forks its workers itself.)
 //!
 //! The protocol, on a `SOCK_SEQPACKET` socket pair: the daemon sends one request, a JSON
 //! object (the entry and the job), with [`FDS`] descriptors (the region's memfd, the
@@ -74,6 +72,11 @@ impl ForkServer {
     /// Forks the server, which keeps `templates` (entry `i` is `templates[i]`) and the
     /// descriptors the daemon's user opened, and closes the daemon's own.
     pub(super) fn start(templates: &mut [&mut dyn Template]) -> io::Result<ForkServer> {
+        if !cfg!(target_env = "gnu") {
+            return Err(io::Error::other(
+                "a fork server needs glibc (see fork_worker)",
+            ));
+        }
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
         let (daemon_end, server_end) = socketpair(
             AddressFamily::Unix,
@@ -145,7 +148,9 @@ impl ForkServer {
         job: &Job,
         stdio: [RawFd; 2],
     ) -> Result<Pid, Failed> {
-        self.ask(entry, job, stdio).map_err(Failed::Server)?.map_err(Failed::Fork)
+        self.ask(entry, job, stdio)
+            .map_err(Failed::Server)?
+            .map_err(Failed::Fork)
     }
 
     /// Sends the request and reads the answer: the worker's pid, or the server's error.
@@ -348,8 +353,8 @@ fn receive(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<Ow
     }
 }
 
-/// Forks the worker of `request` (through an intermediate process, so that it becomes the
-/// daemon's child) and returns its pid once the intermediate is gone.
+/// Forks the worker of `request` as the daemon's child (`CLONE_PARENT`) and returns its
+/// pid.
 fn fork_worker(
     socket: &OwnedFd,
     templates: &mut [&mut dyn Template],
@@ -368,86 +373,52 @@ fn fork_worker(
     let template = templates
         .get_mut(fields.entry)
         .ok_or_else(|| io::Error::other("no such entry"))?;
-    let (told, tell) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    // SAFETY: the server is single-threaded (forked from the single-threaded daemon, it
-    // starts no thread). Both children end in `_exit`.
-    match unsafe { fork() }? {
-        ForkResult::Child => {
-            // The intermediate: forks the worker, says its pid, and exits.
-            let intermediate = nix::unistd::getpid();
-            // SAFETY: as above (one thread).
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    let pipe = [told, tell];
-                    become_worker(socket, pipe, template, fields, fds, intermediate, daemon)
-                }
-                Ok(ForkResult::Parent { child }) => {
-                    let _ = setpgid(child, child);
-                    let _ = nix::unistd::write(&tell, &child.as_raw().to_le_bytes());
-                    child::exit_now(0)
-                }
-                Err(_) => child::exit_now(1),
-            }
-        }
-        ForkResult::Parent {
-            child: intermediate,
-        } => {
-            drop(tell);
+    // SAFETY: clone(2) without CLONE_VM is a fork: the child gets a copy of this address
+    // space, as fork(2) makes, and CLONE_PARENT makes it the daemon's child (SIGCHLD goes
+    // to the daemon, which waits for it). The server is single-threaded (forked from the
+    // single-threaded daemon, it starts no thread), so no lock is held in the copy. What
+    // glibc's fork() wrapper would add is not needed here: its atfork handlers reset locks
+    // that no other thread can hold; the child's thread descriptor keeps the server's
+    // thread id, which glibc (2.34 and later, `target_env = "gnu"` only, see `start`) does
+    // not use for the calling thread's own signals (`raise`, `abort` ask the kernel), and no
+    // robust-futex list is registered for the child's main thread (a robust mutex it holds
+    // is not marked when it dies). The child ends in `_exit`.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            nix::libc::CLONE_PARENT | nix::libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    match rc {
+        0 => become_worker(socket, template, fields, fds, daemon),
+        pid if pid > 0 => {
+            // The worker has its copies.
             drop(fds);
-            let mut pid = [0u8; 4];
-            let mut got = 0;
-            while got < pid.len() {
-                match nix::unistd::read(&told, &mut pid[got..]) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            // Gone, so the worker is the daemon's now.
-            while let Err(Errno::EINTR) = waitpid(intermediate, None) {}
-            if got < pid.len() {
-                return Err(io::Error::other("the worker could not be forked"));
-            }
-            Ok(Pid::from_raw(i32::from_le_bytes(pid)))
+            Ok(Pid::from_raw(pid as i32))
         }
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
-/// In the worker's process: waits to be the daemon's child, puts its output in place and
-/// becomes the worker.
+/// In the worker's process (the daemon's child): puts its output in place and becomes the
+/// worker.
 fn become_worker(
     socket: &OwnedFd,
-    pipe: [OwnedFd; 2],
     template: &mut &mut dyn Template,
     fields: Fields,
     fds: [OwnedFd; FDS],
-    intermediate: Pid,
     daemon: i32,
 ) -> ! {
+    // Its own group at once; the daemon sets it too once it has the pid (see
+    // `Fork::spawn`), whichever comes first.
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     // SAFETY: the server's socket is not this process's business; nothing here uses it
     // again (its owner is never dropped: this process ends in `_exit`).
     unsafe { nix::libc::close(socket.as_raw_fd()) };
-    // The intermediate exits at once: until then its pid is the parent, then the daemon's
-    // (its subreaper). Its end of the pipe closes as it exits, just before the worker is
-    // reparented: wait for that without spinning, then for the reparenting. Bounded.
-    // (A hang-up is waited for, not the pid the intermediate writes: that is the server's
-    // to read.)
-    let [told, tell] = pipe;
-    drop(tell);
-    let mut hangup = [nix::poll::PollFd::new(
-        told.as_fd(),
-        nix::poll::PollFlags::empty(),
-    )];
-    let timeout = nix::poll::PollTimeout::try_from(ANSWER_WITHIN.as_millis() as u64)
-        .unwrap_or(nix::poll::PollTimeout::MAX);
-    while let Err(Errno::EINTR) = nix::poll::poll(&mut hangup, timeout) {}
-    drop(told);
-    let until = Instant::now() + ANSWER_WITHIN;
-    while getppid() == intermediate && Instant::now() < until {
-        std::thread::yield_now();
-    }
     if getppid().as_raw() != daemon {
         child::exit_now(child::exit::ORPHAN);
     }

@@ -108,7 +108,12 @@ impl Processes for Fork {
     ) -> io::Result<Pid> {
         if let Some(server) = self.server.as_mut().filter(|s| s.has(entry)) {
             match server.spawn(entry, &job, stdio) {
-                Ok(pid) => return Ok(pid),
+                Ok(pid) => {
+                    // The worker is this process's child: its group is set from here too
+                    // (see the fork below), so it holds before any signal to the group.
+                    let _ = setpgid(pid, pid);
+                    return Ok(pid);
+                }
                 Err(Failed::Fork(e)) => return Err(e),
                 Err(Failed::Server(e)) => self.lose_server(e.to_string()),
             }

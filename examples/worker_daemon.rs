@@ -43,6 +43,8 @@
 //! (`WorkerLog`), which `example.logs()` returns.
 //!
 //! `--output merged` or `--output discard` sets every worker's `Spec::output`.
+//! `example.install(name)` installs one more worker at run time (`worker.start NAME` starts
+//! it).
 //!
 //! With `--once`, the workers are `Transient` with no restart allowed and a policy that stops
 //! the daemon: a crash stops the daemon (exit 1), a clean end does not.
@@ -445,6 +447,28 @@ fn main() -> ExitCode {
                 }
                 daemon.workers().install_with(&format!("w{i}"), factory, spec)?;
             }
+            // One more worker, installed at run time (the fork server has only those
+            // installed before it started: the daemon forks this one itself).
+            daemon.rpc().register(
+                Method::<DaemonHost>::new("example.install", move |params, ctx| {
+                    let name = params.str("name")?.to_owned();
+                    let dir = dir.clone();
+                    let factory = move |spawn: &Spawn| TestWorker {
+                        dir: dir.clone(),
+                        ticks: 0,
+                        spinup_delay,
+                        ready_early,
+                        spindown_delay,
+                        out: None,
+                        spawn: format!("{} late", spawn.restarts),
+                    };
+                    ctx.host().workers().install_with(&name, factory, spec.clone())?;
+                    Ok(json!(true))
+                })
+                .description("Installs one more worker named name (start it with worker.start)")
+                .returns(Type::Boolean)
+                .param(Type::String, "name"),
+            )?;
             Ok(())
         })
         .init_with::<Args>()

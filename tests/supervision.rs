@@ -472,3 +472,47 @@ fn proc_stat_ppid(pid: i32) -> i32 {
         .parse()
         .expect("ppid")
 }
+
+#[test]
+fn a_worker_installed_at_run_time_is_forked_by_the_daemon_and_works() {
+    let dir = TestDir::new();
+    let (daemon, _) = fleet(&dir, 1, "separate");
+    let early: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    let server = other_children(daemon.pid(), &early);
+    assert_eq!(server.len(), 1, "{server:?}");
+    let mut c = client(&dir);
+    assert_eq!(
+        c.call("example.install", json!(["late"])).unwrap(),
+        json!(true)
+    );
+    c.call("worker.start", json!(["late"]))
+        .expect("worker.start");
+    wait_until("late looping", DEADLINE, || {
+        workers(&dir).iter().any(|w| w.0 == "late" && w.2 == 1)
+    });
+    let late = pid_of(&dir, "late").unwrap();
+    assert_eq!(proc_stat_ppid(late), daemon.pid());
+    assert_eq!(
+        c.call("worker.call", json!(["late", "echo", "late and well"]))
+            .unwrap(),
+        json!("late and well")
+    );
+    // The fork server is still there, and still forks the ones it has.
+    let all: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    assert_eq!(other_children(daemon.pid(), &all), server);
+    let old = pid_of(&dir, "w0").unwrap();
+    c.call("worker.restart", json!(["w0"]))
+        .expect("worker.restart");
+    wait_until("w0 restarted", DEADLINE, || {
+        workers(&dir)
+            .iter()
+            .any(|w| w.0 == "w0" && w.1.is_some_and(|p| p != old) && w.2 == 1)
+    });
+    let log = c
+        .call("daemon.log", json!({"lines": 1000}))
+        .expect("daemon.log");
+    assert!(
+        !log.to_string().contains("the fork server is given up"),
+        "{log}"
+    );
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::conn::{request, unix};
-use common::{DEADLINE, Detached, Foreground, TestDir, path_str, read_pid, wait_until};
+use common::{DEADLINE, Detached, Foreground, TestDir, fd_count, path_str, read_pid, wait_until};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
@@ -329,11 +329,6 @@ fn a_detached_daemon_says_where_its_log_goes() {
     );
     daemon.signal(Signal::SIGTERM);
     daemon.wait_gone();
-}
-
-/// The descriptors open in `pid`.
-fn fd_count(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    DEADLINE, Foreground, TestDir, alive, example_named, path_str, unix_addr, wait_until,
+    DEADLINE, Foreground, TestDir, alive, example_named, fd_count, path_str, proc_kib,
+    proc_stat_field, unix_addr, wait_until,
 };
 use daimon::client::{Client, Protocol};
 use nix::sys::signal::{Signal, kill};
@@ -240,13 +241,13 @@ fn a_factory_builds_each_process_of_a_worker_and_learns_of_the_last_one() {
     );
 }
 
-/// The descriptors open in `pid`.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// A daemon of `n` workers with `--output output`, once all of them loop, and the
 /// descriptors it holds then, with one connection open (the one that asked).
+/// The parent pid of `pid` (field 4 of its stat).
+fn ppid(pid: i32) -> i32 {
+    proc_stat_field(pid, 4) as i32
+}
+
 fn fleet(dir: &TestDir, n: usize, output: &str) -> (Foreground, usize) {
     let count = n.to_string();
     let daemon = start(
@@ -382,15 +383,6 @@ fn the_daemon_raises_its_descriptor_limit_and_its_workers_get_the_old_one_back()
     );
 }
 
-/// A field of `/proc/PID/smaps_rollup`, in KiB.
-fn rollup_kib(pid: i32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in {text}"))
-}
-
 /// The daemon's children that are not workers.
 fn other_children(daemon: i32, workers: &[i32]) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{daemon}/task/{daemon}/children"))
@@ -410,14 +402,14 @@ fn workers_are_forked_by_the_fork_server_so_the_last_inherits_no_more_than_the_f
     assert_eq!(pids.len(), n);
     // Every worker is the daemon's child; the one other child is the fork server.
     for &pid in [pids[0], pids[n - 1]].iter() {
-        assert_eq!(proc_stat_ppid(pid), daemon.pid(), "worker {pid}'s parent");
+        assert_eq!(ppid(pid), daemon.pid(), "worker {pid}'s parent");
     }
     // Forked from the daemon, the 600th worker would start as a copy of a daemon that holds
     // 599 more workers (some 170 KiB more of anonymous memory here); from the server, as
     // the first did.
     let (first, last) = (
-        rollup_kib(pids[0], "Anonymous:"),
-        rollup_kib(pids[n - 1], "Anonymous:"),
+        proc_kib(pids[0], "smaps_rollup", "Anonymous"),
+        proc_kib(pids[n - 1], "smaps_rollup", "Anonymous"),
     );
     assert!(
         last <= first + 64,
@@ -449,7 +441,7 @@ fn without_its_fork_server_the_daemon_forks_its_workers_itself() {
             .any(|w| w.0 == "w0" && w.1.is_some_and(|p| p != old) && w.2 == 1)
     });
     let new = pid_of(&dir, "w0").unwrap();
-    assert_eq!(proc_stat_ppid(new), daemon.pid());
+    assert_eq!(ppid(new), daemon.pid());
     assert_eq!(
         client(&dir)
             .call("worker.call", json!(["w0", "echo", "still here"]))
@@ -464,13 +456,6 @@ fn without_its_fork_server_the_daemon_forks_its_workers_itself() {
         "the daemon says why: {log}"
     );
     assert!(workers(&dir).iter().all(|w| w.1.is_some()));
-}
-
-/// The parent pid of `pid`.
-fn proc_stat_ppid(pid: i32) -> i32 {
-    common::proc_stat(pid).expect("stat")[1]
-        .parse()
-        .expect("ppid")
 }
 
 #[test]
@@ -491,7 +476,7 @@ fn a_worker_installed_at_run_time_is_forked_by_the_daemon_and_works() {
         workers(&dir).iter().any(|w| w.0 == "late" && w.2 == 1)
     });
     let late = pid_of(&dir, "late").unwrap();
-    assert_eq!(proc_stat_ppid(late), daemon.pid());
+    assert_eq!(ppid(late), daemon.pid());
     assert_eq!(
         c.call("worker.call", json!(["late", "echo", "late and well"]))
             .unwrap(),

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    DEADLINE, Foreground, TestDir, alive, example_named, proc_stat, unix_addr, wait_until,
+    DEADLINE, Foreground, TestDir, alive, example_named, fd_count, proc_stat, unix_addr, wait_until,
 };
 use daimon::client::{Client, Protocol};
 use daimon::{Error, Result};
@@ -168,12 +168,6 @@ fn zombie_children(parent: i32) -> Vec<i32> {
         }
     }
     zombies
-}
-
-fn fd_count(pid: i32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("reading the daemon's fds")
-        .count()
 }
 
 fn map_count(pid: i32) -> usize {

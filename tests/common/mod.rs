@@ -617,12 +617,31 @@ fn read_lossy(path: &Path) -> String {
 ///
 /// If the process or the field is not there.
 pub fn status_kib(pid: i32, field: &str) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
+    proc_kib(pid, "status", field)
+}
+
+/// A `FIELD:  N kB` line of `/proc/PID/FILE` (`status`, `smaps_rollup`), in KiB.
+///
+/// # Panics
+///
+/// If the process, the file or the field is not there.
+pub fn proc_kib(pid: i32, file: &str, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}")).expect("a /proc file");
+    text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/{file}"))
+}
+
+/// The descriptors open in `pid`.
+///
+/// # Panics
+///
+/// If its `/proc/PID/fd` cannot be read.
+pub fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading /proc/PID/fd")
+        .count()
 }
 
 /// The workspace's root: the root crate's directory, also from the tests of a member crate

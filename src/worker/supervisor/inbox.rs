@@ -102,6 +102,11 @@ impl Workers {
     /// channels that had frames left in the turn before (so that each channel is read once
     /// per turn, and the connections and the other workers get theirs in between).
     pub(crate) fn drain_left(&mut self) {
+        if self.left_due.is_empty() {
+            // (The common case, after every turn of the daemon's loop: nothing to read.)
+            std::mem::swap(&mut self.left_due, &mut self.left);
+            return;
+        }
         let mut due = std::mem::take(&mut self.left_due);
         due.sort_unstable();
         due.dedup();

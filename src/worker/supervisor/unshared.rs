@@ -1,4 +1,6 @@
-//! Keeping each worker's shared region out of the forks that follow its own.
+//! Keeping each worker's shared region out of the forks that follow its own. (Workers are
+//! forked by the fork server, which never maps these; this matters where the daemon forks
+//! them itself: no server, or a worker installed after it started.)
 //!
 //! A worker needs its own channel's region and nobody else's. Without care, the fork of the
 //! n-th worker copies the n − 1 regions before it into the child, which must then unmap

@@ -422,6 +422,36 @@ fn workers_are_forked_by_the_fork_server_so_the_last_inherits_no_more_than_the_f
 }
 
 #[test]
+fn a_worker_does_not_copy_the_daemons_table_of_workers() {
+    // The daemon keeps several hundred bytes for each installed worker. The fork server,
+    // forked from the daemon once every worker was installed, has that table; the workers
+    // it forks do not: a worker of a fleet of 600 has about the anonymous memory of the one
+    // worker of a fleet of 1 (600 names and templates more), where with the table it had
+    // some 600 KiB more, all of it copied at its fork and torn down at its exit.
+    let anonymous = |n: usize| {
+        let dir = TestDir::new();
+        let (daemon, _) = fleet(&dir, n, "discard");
+        let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+        let server = other_children(daemon.pid(), &pids);
+        assert_eq!(server.len(), 1, "one fork server: {server:?}");
+        (
+            proc_kib(pids[n - 1], "smaps_rollup", "Anonymous"),
+            proc_kib(server[0], "smaps_rollup", "Anonymous"),
+        )
+    };
+    let (alone, _) = anonymous(1);
+    let (worker, server) = anonymous(600);
+    assert!(
+        worker <= alone + 256,
+        "a worker of 1 has {alone} KiB of anonymous memory, one of 600 {worker} KiB"
+    );
+    assert!(
+        server >= worker + 300,
+        "the server has the table ({server} KiB), the worker not ({worker} KiB)"
+    );
+}
+
+#[test]
 fn without_its_fork_server_the_daemon_forks_its_workers_itself() {
     let dir = TestDir::new();
     let (daemon, _) = fleet(&dir, 2, "separate");

@@ -70,8 +70,13 @@ pub(super) struct ForkServer {
 
 impl ForkServer {
     /// Forks the server, which keeps `templates` (entry `i` is `templates[i]`) and the
-    /// descriptors the daemon's user opened, and closes the daemon's own.
-    pub(super) fn start(templates: &mut [&mut dyn Template]) -> io::Result<ForkServer> {
+    /// descriptors the daemon's user opened, and closes the daemon's own. The whole pages
+    /// of `unneeded` (address and length: the daemon's tables, which no worker reads) are
+    /// left out of every worker it forks.
+    pub(super) fn start(
+        templates: &mut [&mut dyn Template],
+        unneeded: &[(usize, usize)],
+    ) -> io::Result<ForkServer> {
         if !cfg!(target_env = "gnu") {
             return Err(io::Error::other(
                 "a fork server needs glibc (see fork_worker)",
@@ -105,6 +110,18 @@ impl ForkServer {
                 }
                 crate::sys::close_owned_except(&[server_end.as_raw_fd()]);
                 crate::worker::process::set_title("daimon: fork server");
+                // A worker copies the server's page tables at its fork and tears them down
+                // at its exit: what it does not need stays out. With 10,000 entries, the
+                // daemon's table of them is 10 MB, which every worker copied.
+                // (The slice of templates stays: 16 bytes an entry, and the compiler may
+                // read a worker's template from it after the fork.)
+                for &(start, len) in unneeded {
+                    // SAFETY: neither this process nor a worker reads these: they are the
+                    // daemon's tables, of frames of the daemon that this process never
+                    // returns to (`serve` ends in `_exit`), and nothing reached from the
+                    // templates points into them.
+                    unsafe { super::unshared::keep_pages_out_of_forks(start, len) };
+                }
                 serve(&server_end, templates, parent)
             }
             Ok(ForkResult::Parent { child }) => {
@@ -370,7 +387,7 @@ fn fork_worker(
     let fds: [OwnedFd; FDS] = fds
         .try_into()
         .map_err(|_| io::Error::other("a request without its descriptors"))?;
-    let template = templates
+    let template: &mut dyn Template = &mut **templates
         .get_mut(fields.entry)
         .ok_or_else(|| io::Error::other("no such entry"))?;
     // SAFETY: clone(2) without CLONE_VM is a fork: the child gets a copy of this address
@@ -408,7 +425,7 @@ fn fork_worker(
 /// worker.
 fn become_worker(
     socket: &OwnedFd,
-    template: &mut &mut dyn Template,
+    template: &mut dyn Template,
     fields: Fields,
     fds: [OwnedFd; FDS],
     daemon: i32,

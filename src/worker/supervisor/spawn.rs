@@ -36,8 +36,14 @@ pub(crate) trait Processes {
         in_child: &mut dyn FnMut(),
     ) -> io::Result<Pid>;
     /// Starts a fork server holding `templates` (entry `i`'s is `templates[i]`), where
-    /// this process control has one: the later spawns of these entries fork there.
-    fn start_server(&mut self, _templates: &mut [&mut dyn Template]) -> io::Result<()> {
+    /// this process control has one: the later spawns of these entries fork there. The
+    /// server keeps `unneeded` (the daemon's own tables, as address and length, which no
+    /// worker reads) out of the workers it forks.
+    fn start_server(
+        &mut self,
+        _templates: &mut [&mut dyn Template],
+        _unneeded: &[(usize, usize)],
+    ) -> io::Result<()> {
         Ok(())
     }
     /// Why the fork server was given up since the last call, if it was (the daemon forks
@@ -161,14 +167,18 @@ impl Processes for Fork {
         }
     }
 
-    fn start_server(&mut self, templates: &mut [&mut dyn Template]) -> io::Result<()> {
+    fn start_server(
+        &mut self,
+        templates: &mut [&mut dyn Template],
+        unneeded: &[(usize, usize)],
+    ) -> io::Result<()> {
         // Its workers become the daemon's children only by the daemon being their
         // subreaper (see `server`).
         if !nix::sys::prctl::get_child_subreaper().unwrap_or(false) {
             return Err(io::Error::other("the daemon is not a subreaper"));
         }
         if self.server.is_none() {
-            self.server = Some(ForkServer::start(templates)?);
+            self.server = Some(ForkServer::start(templates, unneeded)?);
         }
         Ok(())
     }
@@ -263,14 +273,21 @@ impl Workers {
     pub(crate) fn start_all(&mut self) -> Result<()> {
         if !self.entries.is_empty() {
             self.procs.adopt_orphans();
+            // Read here, once, for every worker's title (see `arg_area`).
+            let _ = crate::worker::process::arg_area();
             // The fork server, while the daemon is small (see `server`); without it, the
-            // daemon forks its workers itself.
+            // daemon forks its workers itself. The table of entries (a KiB each) is the
+            // daemon's alone: the workers go without it.
+            let table = (
+                self.entries.as_ptr() as usize,
+                self.entries.capacity() * std::mem::size_of::<super::Entry>(),
+            );
             let mut templates: Vec<&mut dyn Template> = self
                 .entries
                 .iter_mut()
                 .map(|e| e.template.as_mut())
                 .collect();
-            if let Err(e) = self.procs.start_server(&mut templates) {
+            if let Err(e) = self.procs.start_server(&mut templates, &[table]) {
                 warn!(self.logger, "no fork server: the daemon forks its workers"; "error" => %e);
             }
         }

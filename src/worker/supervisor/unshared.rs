@@ -1,4 +1,5 @@
-//! Keeping each worker's shared region out of the forks that follow its own. (Workers are
+//! Keeping each worker's shared region out of the forks that follow its own, and the
+//! daemon's tables out of the workers the fork server forks (`keep_pages_out_of_forks`). (Workers are
 //! forked by the fork server, which never maps these; this matters where the daemon forks
 //! them itself: no server, or a worker installed after it started.)
 //!
@@ -38,6 +39,28 @@ pub(super) fn keep_out_of_forks(channel: &Channel) -> bool {
     // MADV_DONTFORK changes nothing in this process: the region stays mapped and shared
     // with the worker already forked; only processes forked from now on go without it.
     let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTFORK) };
+    rc == 0
+}
+
+/// Marks the whole pages within `[start, start + len)` so that no later fork copies them;
+/// true if there were any and they are marked. For tables of this process that no child
+/// reads: the pages at either end, shared with whatever lies beside the table, are kept.
+///
+/// # Safety
+///
+/// No process forked from now on reads or writes memory within the range: there it is not
+/// mapped.
+pub(super) unsafe fn keep_pages_out_of_forks(start: usize, len: usize) -> bool {
+    let page = page_size();
+    let low = start.div_ceil(page) * page;
+    let high = start.saturating_add(len) / page * page;
+    if high <= low {
+        return false;
+    }
+    // SAFETY: whole pages of this process's own memory (the caller's table). MADV_DONTFORK
+    // changes nothing here: the pages stay mapped in this process; only the processes
+    // forked from now on go without them, which the caller says never touch them.
+    let rc = unsafe { libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTFORK) };
     rc == 0
 }
 

@@ -6,7 +6,8 @@
 //!
 //! Each worker `w0`, `w1`... is built by a factory in its own process and ticks every
 //! looptime; with `--dir`, it writes `<name>.up` on spinup (and `<name>.spawn`: how many
-//! starts before it, and how the last one ended) and `<name>.down` on spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
+//! starts before it, and how the last one ended), `<name>.down` on spindown and
+//! `<name>.dropped` when the worker value is dropped, at the end of its process. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
 //! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
 //! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
 //! seconds, default 6), `flood` (sends PAYLOAD `tick-report` messages up at once, default
@@ -120,6 +121,8 @@ struct Args {
 
 struct TestWorker {
     dir: Option<PathBuf>,
+    /// Its name, once spun up (for the mark it leaves when dropped).
+    name: Option<String>,
     ticks: u64,
     /// Opened by the daemon before the fork: it stays open in the worker.
     out: Option<std::fs::File>,
@@ -142,8 +145,17 @@ impl TestWorker {
     }
 }
 
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            self.mark(&name, "dropped");
+        }
+    }
+}
+
 impl Worker for TestWorker {
     fn spinup(&mut self, ctx: &mut WorkerContext<'_, Self>) -> Result<(), SetupError> {
+        self.name = Some(ctx.name().to_owned());
         self.mark(ctx.name(), "up");
         if let Some(dir) = &self.dir {
             write_mark(&dir.join(format!("{}.spawn", ctx.name())), &self.spawn);
@@ -429,6 +441,7 @@ fn main() -> ExitCode {
                 let (dir, out) = (dir.clone(), out.as_ref().map(std::fs::File::try_clone).transpose()?);
                 // Built in each new worker process, told which start it is.
                 let factory = move |spawn: &Spawn| TestWorker {
+                    name: None,
                     dir: dir.clone(),
                     ticks: 0,
                     spinup_delay,
@@ -454,6 +467,7 @@ fn main() -> ExitCode {
                     let name = params.str("name")?.to_owned();
                     let dir = dir.clone();
                     let factory = move |spawn: &Spawn| TestWorker {
+                        name: None,
                         dir: dir.clone(),
                         ticks: 0,
                         spinup_delay,

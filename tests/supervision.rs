@@ -125,6 +125,12 @@ fn sigterm_stops_fifty_workers_in_parallel() {
             marks.join(format!("w{i}.down")).exists(),
             "w{i} did not spin down"
         );
+        // The worker's value is dropped at the end of its process (its `Drop` runs, as the
+        // user's code expects), even though the rest of the process is left to the kernel.
+        assert!(
+            marks.join(format!("w{i}.dropped")).exists(),
+            "w{i}'s value was not dropped"
+        );
     }
     for pid in pids {
         assert!(!alive(pid), "worker {pid} outlived the daemon");

@@ -12,7 +12,10 @@
 //!
 //! Each spawn and stop time has a floor measured just before it: as many processes forked
 //! by a fresh process of this binary, each waiting on a pipe and exiting when it closes (the
-//! time to fork them all; from closing the pipe to the last one reaped).
+//! time to fork them all; from closing the pipe to the last one reaped). The largest fleet
+//! is also measured against a second floor whose processes each hold as much anonymous
+//! memory as one of its workers (`*_sized_floor`): how much of a stop is the kernel ending
+//! processes of that size.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -116,12 +119,19 @@ fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
 
 /// The floor of a fleet of `n`: as many processes forked by a fresh, small process of this
 /// binary (not by the harness itself, whose size grows over a run), each blocked reading a
-/// pipe and exiting when it closes. The time to fork them all, and from closing the pipe to
+/// pipe and exiting when it closes, and each holding `kib` KiB of anonymous memory from
+/// its parent (0: nothing; a worker's size: what a process as big as a worker costs to fork
+/// and to end on this machine). The time to fork them all, and from closing the pipe to
 /// the last one reaped.
-fn floor(n: usize) -> (Duration, Duration) {
+fn floor(n: usize, kib: u64) -> (Duration, Duration) {
     let exe = std::env::current_exe().expect("the bench binary");
     let out = std::process::Command::new(exe)
-        .args(["--floor-fleet", &n.to_string()])
+        .args([
+            "--floor-fleet",
+            &n.to_string(),
+            "--floor-kib",
+            &kib.to_string(),
+        ])
         .output()
         .expect("running the floor");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -141,11 +151,23 @@ pub fn floor_fleet_arg() -> Option<usize> {
     args.get(at + 1)?.parse().ok()
 }
 
+/// `--floor-kib K`: the floor's children hold K KiB of anonymous memory (0 without).
+fn floor_kib_arg() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--floor-kib")
+        .and_then(|at| args.get(at + 1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Forks `n` children that wait on a pipe, closes it, reaps them, and prints the two times
 /// in nanoseconds.
 pub fn floor_fleet(n: usize) {
     use nix::unistd::{ForkResult, fork};
     use std::os::fd::AsRawFd;
+    // Written, so that every page is there for the children to inherit.
+    let held = vec![1u8; floor_kib_arg() * 1024];
+    std::hint::black_box(&held);
     let (r, w) = nix::unistd::pipe().expect("a pipe");
     let t = Instant::now();
     let mut pids = Vec::with_capacity(n);
@@ -172,9 +194,16 @@ pub fn floor_fleet(n: usize) {
 }
 
 /// One fleet of `n` with `output`: its figures as `PREFIX_<n>_*` (none for 0 workers, or
-/// without a prefix), and the daemon's RSS and descriptors.
-fn fleet(n: usize, output: &str, prefix: Option<&str>, results: &mut Results) -> (f64, usize) {
-    let floors = (n > 0 && prefix.is_some()).then(|| floor(n));
+/// without a prefix), with `sized` also against the floor of processes of a worker's
+/// anonymous size; and the daemon's RSS and descriptors.
+fn fleet(
+    n: usize,
+    output: &str,
+    prefix: Option<&str>,
+    sized: bool,
+    results: &mut Results,
+) -> (f64, usize) {
+    let floors = (n > 0 && prefix.is_some()).then(|| floor(n, 0));
     let (fleet, took) = Fleet::start(n, output);
     let mut stream = fleet.daemon().connect();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -190,6 +219,13 @@ fn fleet(n: usize, output: &str, prefix: Option<&str>, results: &mut Results) ->
     let fds = open_fds(pid);
     let mut lists: Vec<Duration> = (0..5).map(|_| list(&mut stream).1).collect();
     drop(stream);
+    // A worker's own anonymous memory (the last one's: they are alike).
+    let worker_anon = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .map_or(f64::NAN, |w| proc_kib(w, "smaps_rollup", "Anonymous:"));
     let stop = fleet.stop();
     if let (Some(prefix), Some((floor_spawn, floor_stop))) = (prefix, floors) {
         let name = |what: &str| format!("{prefix}_{n}_{what}");
@@ -198,6 +234,18 @@ fn fleet(n: usize, output: &str, prefix: Option<&str>, results: &mut Results) ->
         let list_ms = ms(percentile(&mut lists, 50.0));
         results.add(&name("list_ms"), list_ms, "ms");
         results.vs(&name("stop_ms"), ms(stop), "ms", ms(floor_stop));
+        results.add(&name("worker_anon_kib"), worker_anon, "KiB");
+        if sized && worker_anon.is_finite() {
+            // The same fleet of plain processes, each of a worker's anonymous size.
+            let (sized_spawn, sized_stop) = floor(n, worker_anon as u64);
+            results.vs(
+                &name("spawn_ms_sized_floor"),
+                ms(took),
+                "ms",
+                ms(sized_spawn),
+            );
+            results.vs(&name("stop_ms_sized_floor"), ms(stop), "ms", ms(sized_stop));
+        }
     }
     (rss, fds)
 }
@@ -207,10 +255,10 @@ fn fleet(n: usize, output: &str, prefix: Option<&str>, results: &mut Results) ->
 fn workers(scale: Scale, results: &mut Results) {
     let top = scale.pick(10_000, 2_000);
     let _ = raise(Resource::RLIMIT_NPROC, 4 * top as u64);
-    let (rss0, fds0) = fleet(0, "separate", None, results);
+    let (rss0, fds0) = fleet(0, "separate", None, false, results);
     results.add("workers_0_daemon_rss_kib", rss0, "KiB");
     // What one worker costs the daemon in descriptors decides how far the limit lets us go.
-    let (_, fds1k) = fleet(1000, "separate", None, results);
+    let (_, fds1k) = fleet(1000, "separate", None, false, results);
     let per_worker = (fds1k.saturating_sub(fds0) as f64 / 1000.0).max(1.0);
     results.add("workers_fds_per_worker", per_worker, "fds");
     let want = fds0 as u64 + (per_worker * top as f64).ceil() as u64 + FD_RESERVE;
@@ -224,7 +272,7 @@ fn workers(scale: Scale, results: &mut Results) {
              fit {fits} workers with separate output, not {top}; the curve runs with \
              --output discard (one descriptor per worker)"
         );
-        fleet(fits, "separate", Some("workers_separate"), results);
+        fleet(fits, "separate", Some("workers_separate"), false, results);
     }
     results.add(
         "workers_output_discard",
@@ -233,7 +281,7 @@ fn workers(scale: Scale, results: &mut Results) {
     );
     let mut top_rss = rss0;
     for n in scale.pick(vec![1000, 3000, top], vec![1000, top]) {
-        top_rss = fleet(n, output, Some("workers"), results).0;
+        top_rss = fleet(n, output, Some("workers"), n == top, results).0;
     }
     results.add("workers_max", top as f64, "workers");
     results.add(

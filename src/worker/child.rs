@@ -123,7 +123,22 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         buffer: Vec::new(),
         unsent: std::collections::VecDeque::new(),
     };
-    process.run(job.looptime)
+    let code = process.run(job.looptime);
+    // The process ends now, with this code (`_exit`). What the user's code owns is dropped
+    // (a `Drop` may flush a file); the worker's own poller, channel and logger are left to
+    // the kernel, which frees them at the exit anyway, without a syscall each.
+    let Process { host, bus, .. } = process;
+    drop(bus);
+    let WorkerHost {
+        worker,
+        channel,
+        reactor,
+        logger,
+        ..
+    } = host;
+    drop(worker);
+    std::mem::forget((channel, reactor, logger));
+    code
 }
 
 /// Sends the worker's log lines up the channel; the daemon logs them with the worker's name.

@@ -1,7 +1,7 @@
 //! Keeping each worker's shared region out of the forks that follow its own, and the
-//! daemon's tables out of the workers the fork server forks (`keep_pages_out_of_forks`). (Workers are
-//! forked by the fork server, which never maps these; this matters where the daemon forks
-//! them itself: no server, or a worker installed after it started.)
+//! daemon's tables out of the workers the fork server forks (`keep_pages_out_of_forks`).
+//! (Workers are forked by the fork server, which never maps the regions; they matter where
+//! the daemon forks its workers itself: no server, or a worker installed after it started.)
 //!
 //! A worker needs its own channel's region and nobody else's. Without care, the fork of the
 //! n-th worker copies the n − 1 regions before it into the child, which must then unmap

@@ -282,19 +282,12 @@ impl Workers {
                 self.entries.as_ptr() as usize,
                 self.entries.capacity() * std::mem::size_of::<super::Entry>(),
             );
-            // Nor the index of names (50 bytes an entry): dropped before the server's fork,
-            // built again after it (nothing looks a name up in between).
-            self.by_name = std::collections::HashMap::new();
             let mut templates: Vec<&mut dyn Template> = self
                 .entries
                 .iter_mut()
                 .map(|e| e.template.as_mut())
                 .collect();
-            let server = self.procs.start_server(&mut templates, &[table]);
-            self.by_name = (self.entries.iter().enumerate())
-                .map(|(i, e)| (e.name.clone(), i))
-                .collect();
-            if let Err(e) = server {
+            if let Err(e) = self.procs.start_server(&mut templates, &[table]) {
                 warn!(self.logger, "no fork server: the daemon forks its workers"; "error" => %e);
             }
         }

@@ -13,9 +13,9 @@
 //! Each spawn and stop time has a floor measured just before it: as many processes forked
 //! by a fresh process of this binary, each waiting on a pipe and exiting when it closes (the
 //! time to fork them all; from closing the pipe to the last one reaped). The largest fleet
-//! is also measured against a second floor whose processes each hold as much anonymous
-//! memory as one of its workers (`*_sized_floor`): how much of a stop is the kernel ending
-//! processes of that size.
+//! is also measured against a second floor, right after it stops, whose processes each
+//! hold as much anonymous memory as one of its workers (`*_sized_floor`): how much of a
+//! stop is the kernel ending processes of that size.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -165,9 +165,25 @@ fn floor_kib_arg() -> usize {
 pub fn floor_fleet(n: usize) {
     use nix::unistd::{ForkResult, fork};
     use std::os::fd::AsRawFd;
-    // Written, so that every page is there for the children to inherit.
-    let held = vec![1u8; floor_kib_arg() * 1024];
-    std::hint::black_box(&held);
+    // Written, so that every page is there for the children to inherit; in small pages, as
+    // a worker's (a huge page would be one entry to copy at each fork).
+    let held = floor_kib_arg() * 1024;
+    if let Some(len) = std::num::NonZeroUsize::new(held) {
+        use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous};
+        // SAFETY: a fresh private anonymous mapping of `len` bytes, written only here and
+        // never unmapped (this process ends after the floor).
+        unsafe {
+            let p = mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+            .expect("the floor's memory");
+            let _ = madvise(p, held, MmapAdvise::MADV_NOHUGEPAGE);
+            std::ptr::write_bytes(p.as_ptr().cast::<u8>(), 1, held);
+        }
+    }
     let (r, w) = nix::unistd::pipe().expect("a pipe");
     let t = Instant::now();
     let mut pids = Vec::with_capacity(n);

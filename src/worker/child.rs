@@ -127,8 +127,10 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
     // The process ends now, with this code (`_exit`). What the user's code owns is dropped
     // (a `Drop` may flush a file); the worker's own poller, channel and logger are left to
     // the kernel, which frees them at the exit anyway, without a syscall each.
-    let Process { host, bus, .. } = process;
-    drop(bus);
+    // (In the order they always went: the worker value, then its listeners.)
+    let Process {
+        host, bus, wakeup, ..
+    } = process;
     let WorkerHost {
         worker,
         channel,
@@ -137,7 +139,8 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         ..
     } = host;
     drop(worker);
-    std::mem::forget((channel, reactor, logger));
+    drop(bus);
+    std::mem::forget((wakeup, channel, reactor, logger));
     code
 }
 

@@ -220,13 +220,18 @@ pub(crate) fn set_title(title: &str) {
 }
 
 /// The argument area's bounds, read once (see [`read_arg_area`]). The daemon calls this
-/// before it forks its first worker (or the fork server), so that the workers, whose
-/// address space is a copy of the daemon's, find it here. A worker that read
+/// before each fork of a worker or of the fork server, so that the workers, whose address
+/// space is a copy of the daemon's, find it here. A worker that read
 /// `/proc/self/stat` itself would leave the kernel a `/proc/PID` entry to tear down when the
 /// daemon reaps it: a fifth of the daemon's time in a stop of thousands of workers.
 pub(crate) fn arg_area() -> Option<(usize, usize)> {
-    static AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    *AREA.get_or_init(read_arg_area)
+    static AREA: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    if let Some(&area) = AREA.get() {
+        return Some(area);
+    }
+    // Not kept when the read fails (out of descriptors, say): the next call tries again.
+    let area = read_arg_area()?;
+    Some(*AREA.get_or_init(|| area))
 }
 
 /// The argument area's bounds from /proc/self/stat (fields 48 and 49).

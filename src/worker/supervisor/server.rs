@@ -83,6 +83,9 @@ impl ForkServer {
             ));
         }
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
+        // Read before the fork, for the titles of the server and of its workers (see
+        // `arg_area`).
+        let _ = crate::worker::process::arg_area();
         let (daemon_end, server_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -116,13 +119,17 @@ impl ForkServer {
                 // (The slice of templates stays: 16 bytes an entry, and the compiler may
                 // read a worker's template from it after the fork.)
                 for &(start, len) in unneeded {
-                    // SAFETY: neither this process nor a worker reads these: they are the
-                    // daemon's tables, of frames of the daemon that this process never
-                    // returns to (`serve` ends in `_exit`), and nothing reached from the
-                    // templates points into them.
+                    // SAFETY: no worker this process forks reads these, nor does this process
+                    // free them (so nothing new is put there): they are the daemon's tables,
+                    // of frames of the daemon that this process never returns to (`serve`
+                    // ends in `_exit`, and a panic is caught below rather than unwound into
+                    // them), and nothing reached from the templates points into them.
                     unsafe { super::unshared::keep_pages_out_of_forks(start, len) };
                 }
-                serve(&server_end, templates, parent)
+                // A panic must not unwind into the daemon's frames (their destructors would
+                // run here, the pid file's and the socket's among them).
+                let _ = catch_unwind(AssertUnwindSafe(|| serve(&server_end, templates, parent)));
+                child::exit_now(child::exit::PANIC)
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(blocked);
@@ -411,7 +418,13 @@ fn fork_worker(
         )
     };
     match rc {
-        0 => become_worker(socket, template, fields, fds, daemon),
+        0 => {
+            // As in the server: nothing unwinds into the frames below (see `start`).
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                become_worker(socket, template, fields, fds, daemon)
+            }));
+            child::exit_now(child::exit::PANIC)
+        }
         pid if pid > 0 => {
             // The worker has its copies.
             drop(fds);

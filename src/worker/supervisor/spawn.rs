@@ -125,6 +125,8 @@ impl Processes for Fork {
             }
         }
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
+        // Read before the fork, for the child's title (see `arg_area`).
+        let _ = crate::worker::process::arg_area();
         // Every signal blocked across the fork; the mask comes back when `blocked` drops (in
         // the parent when this returns). A signal reaching the child before it reset the
         // daemon's wiring waits, then takes the disposition from before daimon.
@@ -273,8 +275,6 @@ impl Workers {
     pub(crate) fn start_all(&mut self) -> Result<()> {
         if !self.entries.is_empty() {
             self.procs.adopt_orphans();
-            // Read here, once, for every worker's title (see `arg_area`).
-            let _ = crate::worker::process::arg_area();
             // The fork server, while the daemon is small (see `server`); without it, the
             // daemon forks its workers itself. The table of entries (a KiB each) is the
             // daemon's alone: the workers go without it.

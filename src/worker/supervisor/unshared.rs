@@ -48,8 +48,9 @@ pub(super) fn keep_out_of_forks(channel: &Channel) -> bool {
 ///
 /// # Safety
 ///
-/// No process forked from now on reads or writes memory within the range: there it is not
-/// mapped.
+/// No process forked from now on reads or writes memory within the range (there it is not
+/// mapped), and this process never frees it while it forks (memory given out again there
+/// would be missing from every later child).
 pub(super) unsafe fn keep_pages_out_of_forks(start: usize, len: usize) -> bool {
     let page = page_size();
     let low = start.div_ceil(page) * page;

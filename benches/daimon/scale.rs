@@ -144,20 +144,16 @@ fn floor(n: usize, kib: u64) -> (Duration, Duration) {
     }
 }
 
-/// `--floor-fleet N` on the command line: this process is the floor's.
-pub fn floor_fleet_arg() -> Option<usize> {
+/// The value after `flag` on the command line, if there is one that parses.
+fn arg_after<T: std::str::FromStr>(flag: &str) -> Option<T> {
     let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|a| a == "--floor-fleet")?;
+    let at = args.iter().position(|a| a == flag)?;
     args.get(at + 1)?.parse().ok()
 }
 
-/// `--floor-kib K`: the floor's children hold K KiB of anonymous memory (0 without).
-fn floor_kib_arg() -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--floor-kib")
-        .and_then(|at| args.get(at + 1)?.parse().ok())
-        .unwrap_or(0)
+/// `--floor-fleet N` on the command line: this process is the floor's.
+pub fn floor_fleet_arg() -> Option<usize> {
+    arg_after("--floor-fleet")
 }
 
 /// Forks `n` children that wait on a pipe, closes it, reaps them, and prints the two times
@@ -167,7 +163,8 @@ pub fn floor_fleet(n: usize) {
     use std::os::fd::AsRawFd;
     // Written, so that every page is there for the children to inherit; in small pages, as
     // a worker's (a huge page would be one entry to copy at each fork).
-    let held = floor_kib_arg() * 1024;
+    // `--floor-kib K`: K KiB each (none without).
+    let held = arg_after::<usize>("--floor-kib").unwrap_or(0) * 1024;
     if let Some(len) = std::num::NonZeroUsize::new(held) {
         use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous};
         // SAFETY: a fresh private anonymous mapping of `len` bytes, written only here and

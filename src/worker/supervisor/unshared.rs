@@ -34,12 +34,11 @@ pub(super) fn keep_out_of_forks(channel: &Channel) -> bool {
     let Some(len) = *REGION_LEN.get_or_init(|| mapping_len(start)) else {
         return false;
     };
-    // SAFETY: `[start, start + len)` is exactly one mapping: the channel's region (the
-    // mapping found at its header has this size, and every region is the same size).
-    // MADV_DONTFORK changes nothing in this process: the region stays mapped and shared
-    // with the worker already forked; only processes forked from now on go without it.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTFORK) };
-    rc == 0
+    // SAFETY: `[start, start + len)` is exactly one mapping, the channel's region (the
+    // mapping found at its header has this size, and every region is the same size), whole
+    // pages. No later fork needs another worker's region, and the region is never given out
+    // again while marked: it is unmapped with the channel, which takes the mark with it.
+    unsafe { keep_pages_out_of_forks(start, len) }
 }
 
 /// Marks the whole pages within `[start, start + len)` so that no later fork copies them;
@@ -49,8 +48,9 @@ pub(super) fn keep_out_of_forks(channel: &Channel) -> bool {
 /// # Safety
 ///
 /// No process forked from now on reads or writes memory within the range (there it is not
-/// mapped), and this process never frees it while it forks (memory given out again there
-/// would be missing from every later child).
+/// mapped), and this process never gives memory of the range out again while the pages
+/// keep the mark (what the allocator handed out there would be missing from every later
+/// child; unmapping the range takes the mark away).
 pub(super) unsafe fn keep_pages_out_of_forks(start: usize, len: usize) -> bool {
     let page = page_size();
     let low = start.div_ceil(page) * page;

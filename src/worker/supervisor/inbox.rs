@@ -145,6 +145,7 @@ impl Workers {
                 run.hung_up = true;
                 run.source.unwatch();
                 let generation = run.generation;
+                self.ending.push((i, generation));
                 if bounded {
                     self.arm(
                         HANG_UP_GRACE,

@@ -60,6 +60,8 @@ pub(crate) enum Deadline {
     Calls(Instant),
     /// This process's wake-up socket closed a while ago: it should be gone by now.
     HungUp { worker: usize, generation: u64 },
+    /// A walk over the daemon's children was put off (see `Workers::reap`): due now.
+    Walk,
 }
 
 /// What the supervisor hands to the daemon: events, deadlines, resolved acknowledgements, a
@@ -174,6 +176,11 @@ pub struct Workers {
     /// The process groups of workers that are gone but may have left processes behind:
     /// reaped until empty.
     groups: Vec<Pid>,
+    /// Running workers whose wake-up socket closed (entry and generation): their processes
+    /// are ending, and each is reaped by its pid.
+    ending: Vec<(usize, u64)>,
+    /// The pace of walks over the daemon's children (a large daemon's).
+    walks: reap::Walks,
     out: Outbox,
     /// The entry and stream (0 stdout, 1 stderr) of each open output pipe's token.
     by_pipe: TokenMap<(usize, usize)>,
@@ -214,6 +221,8 @@ impl Workers {
             left_due: Vec::new(),
             backlog: Backlog::default(),
             groups: Vec::new(),
+            ending: Vec::new(),
+            walks: reap::Walks::default(),
             out: Outbox::default(),
             by_pipe: TokenMap::default(),
             pipe_buffer: Vec::new(),
@@ -540,6 +549,7 @@ impl Workers {
             Deadline::Ack(id) => self.ack_overdue(id),
             Deadline::Calls(at) => self.sweep_calls(at),
             Deadline::HungUp { worker, generation } => self.hung_up(worker, generation),
+            Deadline::Walk => self.walk_due(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Reaping: a worker's process ended; what the restart policy makes of it.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slog::{error, info, warn};
 
@@ -9,6 +9,47 @@ use super::spawn::Exited;
 use super::{Deadline, Workers, worker_error};
 use crate::error::WorkerError;
 use crate::worker::{Exit, GiveUp, Restart, State, WorkerExited, WorkerFailed, WorkerRestarting};
+
+/// Below this many running workers, every reap walks the daemon's children (it costs
+/// microseconds); from it on, walks are paced by [`Walks`].
+pub(super) const REAP_BY_WALK_BELOW: usize = 256;
+
+/// How long a large daemon's walk waits after the last walk and after the last worker
+/// reaped by its pid.
+pub(super) const WALK_EVERY: Duration = Duration::from_millis(25);
+
+/// How long, at most, a walk a large daemon wants waits (while workers go on being reaped
+/// by their pids).
+pub(super) const WALK_PATIENCE: Duration = Duration::from_millis(500);
+
+/// How many ended children a large daemon's walk reaps one by one before it asks every
+/// worker instead (each is named by a walk from the first child on).
+const WALK_STEPS: usize = 16;
+
+/// The pace of a large daemon's walks over its children.
+#[derive(Debug, Default)]
+pub(super) struct Walks {
+    /// The last walk.
+    done_at: Option<Instant>,
+    /// The last worker reaped by its pid (see `reap_ending`).
+    progress_at: Option<Instant>,
+    /// Since when a walk is wanted (a reap that did not walk).
+    wanted_since: Option<Instant>,
+    /// Whether `Deadline::Walk` is armed.
+    armed: bool,
+}
+
+impl Walks {
+    /// When the wanted walk is due: [`WALK_EVERY`] after the last walk and after the last
+    /// reap by pid, at most [`WALK_PATIENCE`] after it was wanted.
+    fn due(&self, wanted: Instant) -> Instant {
+        let quiet = self
+            .done_at
+            .max(self.progress_at)
+            .map_or(wanted, |t| t + WALK_EVERY);
+        quiet.min(wanted + WALK_PATIENCE)
+    }
+}
 
 /// What the policy does with a process that ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +68,80 @@ impl Workers {
     /// Reaps every worker whose process ended (only the daemon's own workers: a child the
     /// user's code spawned is left to its owner) and applies the restart policy. Run on
     /// SIGCHLD; the events (`daemon.worker.exited`...) follow on the bus.
+    ///
+    /// A worker's socket closes as its process ends, a moment before it can be reaped: such
+    /// a worker is asked by its pid, which costs the kernel nothing more. Any other child
+    /// is found by a walk over the daemon's children (see `walk`), which the kernel does
+    /// from the first child on, for each child it names. With thousands of workers ending
+    /// together, walking at each reap made a stop quadratic (and each walk holds the
+    /// kernel's task list, which every exiting process waits for); so a large daemon walks
+    /// once its workers stop being reaped by their pids for a moment ([`WALK_EVERY`]), or
+    /// after [`WALK_PATIENCE`] at the latest, and arms the walk it puts off.
     pub fn reap(&mut self) {
+        let reaped = self.reap_ending();
+        if self.by_pid.len() < REAP_BY_WALK_BELOW {
+            return self.walk(usize::MAX);
+        }
+        let now = self.procs.now();
+        if reaped {
+            self.walks.progress_at = Some(now);
+        }
+        let wanted = *self.walks.wanted_since.get_or_insert(now);
+        let due = self.walks.due(wanted);
+        if due > now {
+            if !self.walks.armed {
+                self.walks.armed = true;
+                self.arm(due - now, Deadline::Walk);
+            }
+            return self.reap_groups();
+        }
+        self.walks.done_at = Some(now);
+        self.walks.wanted_since = None;
+        self.walk(WALK_STEPS);
+    }
+
+    /// The armed walk is due (or was put off again: it is armed anew).
+    pub(super) fn walk_due(&mut self) {
+        self.walks.armed = false;
+        self.reap();
+    }
+
+    /// Reaps the ending workers (their socket closed) that can be; true if it reaped one.
+    fn reap_ending(&mut self) -> bool {
+        let mut reaped = false;
+        let mut k = 0;
+        while let Some(&(i, generation)) = self.ending.get(k) {
+            let pid = match &self.entries[i].run {
+                Some(run) if run.generation == generation => run.pid,
+                // Reaped already (by a walk), or gone by now.
+                _ => {
+                    self.ending.swap_remove(k);
+                    continue;
+                }
+            };
+            match self.procs.try_wait(pid) {
+                Some((code, signal)) => {
+                    self.ending.swap_remove(k);
+                    self.gone(i, code, signal);
+                    reaped = true;
+                }
+                // Not yet (or it shut its socket and runs on: killed after a grace).
+                None => k += 1,
+            }
+        }
+        reaped
+    }
+
+    /// Reaps what a walk over the daemon's children finds ended, at most `steps` of them one
+    /// by one (then every worker is asked).
+    fn walk(&mut self, steps: usize) {
         // The workers that ended, one by one as the kernel names them: a reap costs what
         // ended, not the number of workers. A child that is not a worker (a gone worker's
         // orphan, a child of the user's code) stops this: then every worker is asked. So
         // does a reap that goes on past one exit per worker (workers that restart and end
-        // again at once): this one reap never spins.
-        let mut budget = self.entries.len() + 1;
+        // again at once: this one reap never spins), or past `steps` (each step costs the
+        // kernel a walk up to the child it names).
+        let mut budget = steps.min(self.entries.len() + 1);
         loop {
             if budget == 0 {
                 return self.reap_each();

@@ -13,9 +13,11 @@
 //! Its unit tests drive it with a fake [`Processes`], without forking.
 
 mod acks;
+mod arena;
 mod calls;
 mod inbox;
 mod info;
+mod names;
 mod output;
 mod reap;
 mod server;
@@ -113,8 +115,8 @@ impl Run {
 
 struct Entry {
     name: String,
-    /// What each fork copies: the daemon never runs it.
-    template: Box<dyn Template>,
+    /// What each fork copies: the daemon never runs it. In `Workers::arena`.
+    template: arena::Placed,
     spec: Spec,
     /// The spec as the code installed it, which the `workers` configuration key overrides
     /// (again from this one at each reload).
@@ -148,8 +150,10 @@ struct Entry {
 /// restarts, install a factory with [`Workers::install_with`].
 pub struct Workers {
     entries: Vec<Entry>,
+    /// Where the entries' templates are: declared after them, so dropped after them.
+    arena: arena::Arena,
     /// The entry of each name (entries are never removed).
-    by_name: HashMap<String, usize>,
+    by_name: names::NameIndex,
     procs: Box<dyn Processes>,
     handle: Option<Handle>,
     logger: Logger,
@@ -203,7 +207,8 @@ impl Workers {
     pub(crate) fn with_processes(procs: Box<dyn Processes>) -> Workers {
         Workers {
             entries: Vec::new(),
-            by_name: HashMap::new(),
+            arena: arena::Arena::default(),
+            by_name: names::NameIndex::default(),
             procs,
             handle: None,
             logger: Logger::root(slog::Discard, slog::o!()),
@@ -253,7 +258,7 @@ impl Workers {
         worker: W,
         spec: impl Into<Spec>,
     ) -> Result<()> {
-        self.add(name, Box::new(template::Value(Some(worker))), spec.into())
+        self.add(name, template::Value(Some(worker)), spec.into())
     }
 
     /// Installs a worker built by `factory` in each new worker process, before `spinup`:
@@ -275,12 +280,12 @@ impl Workers {
     {
         self.add(
             name,
-            Box::new(template::Factory(factory, std::marker::PhantomData)),
+            template::Factory(factory, std::marker::PhantomData),
             spec.into(),
         )
     }
 
-    fn add(&mut self, name: &str, template: Box<dyn Template>, spec: Spec) -> Result<()> {
+    fn add(&mut self, name: &str, template: impl Template, spec: Spec) -> Result<()> {
         if name.is_empty() || self.find(name).is_some() {
             return Err(Error::DuplicateWorker(name.to_owned()));
         }
@@ -290,7 +295,10 @@ impl Workers {
                 WorkerError::Invalid("its looptime must be more than 0".into()),
             ));
         }
-        self.by_name.insert(name.to_owned(), self.entries.len());
+        let template = self.arena.place(template)?;
+        let entries = &self.entries;
+        self.by_name
+            .insert(name, entries.len(), |e| entries[e].name.as_str());
         self.entries.push(Entry {
             name: name.to_owned(),
             template,
@@ -380,7 +388,7 @@ impl Workers {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.by_name.find(name, |e| self.entries[e].name.as_str())
     }
 
     fn index(&self, name: &str) -> Result<usize> {

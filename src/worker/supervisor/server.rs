@@ -72,10 +72,12 @@ impl ForkServer {
     /// Forks the server, which keeps `templates` (entry `i` is `templates[i]`) and the
     /// descriptors the daemon's user opened, and closes the daemon's own. The whole pages
     /// of `unneeded` (address and length: the daemon's tables, which no worker reads) are
-    /// left out of every worker it forks.
+    /// left out of every worker it forks; of `placed` (the mappings the templates are in),
+    /// each worker gets the pages of its own template only.
     pub(super) fn start(
         templates: &mut [&mut dyn Template],
         unneeded: &[(usize, usize)],
+        placed: &[(usize, usize)],
     ) -> io::Result<ForkServer> {
         if !cfg!(target_env = "gnu") {
             return Err(io::Error::other(
@@ -126,9 +128,34 @@ impl ForkServer {
                     // them), and nothing reached from the templates points into them.
                     unsafe { super::unshared::keep_pages_out_of_forks(start, len) };
                 }
+                // The templates' mappings too, but for the pages of the template each fork
+                // runs (see `fork_worker`). Were they not all kept out, every worker would
+                // just have them all, as before.
+                let placed: Vec<(usize, usize)> = placed
+                    .iter()
+                    .copied()
+                    // SAFETY: mappings of the arena, which only the templates are placed in,
+                    // and this process places none (it installs no worker). A worker reads
+                    // its own template only, whose pages are let into its fork, and nothing
+                    // reached from a template points into another template.
+                    .filter(|&(start, len)| unsafe {
+                        super::unshared::keep_pages_out_of_forks(start, len)
+                    })
+                    .collect();
+                // And the heap's free pages: what the daemon freed as it grew (the smaller
+                // tables of entries before the last, a KiB an entry each) was written, and
+                // every worker would copy it. glibc gives the whole pages of its free chunks
+                // back (`MADV_DONTNEED`); they come back as zeroes if used again.
+                #[cfg(target_env = "gnu")]
+                // SAFETY: glibc's own call on its own heap, in this single-threaded process.
+                unsafe {
+                    nix::libc::malloc_trim(0);
+                }
                 // A panic must not unwind into the daemon's frames (their destructors would
                 // run here, the pid file's and the socket's among them).
-                let _ = catch_unwind(AssertUnwindSafe(|| serve(&server_end, templates, parent)));
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    serve(&server_end, templates, &placed, parent)
+                }));
                 child::exit_now(child::exit::PANIC)
             }
             Ok(ForkResult::Parent { child }) => {
@@ -315,7 +342,13 @@ fn fields(request: &Value) -> Option<Fields> {
 }
 
 /// The server's loop: a request, a worker, an answer, until the daemon closes its end.
-fn serve(socket: &OwnedFd, templates: &mut [&mut dyn Template], daemon: i32) -> ! {
+/// `placed`: the templates' mappings, kept out of forks.
+fn serve(
+    socket: &OwnedFd,
+    templates: &mut [&mut dyn Template],
+    placed: &[(usize, usize)],
+    daemon: i32,
+) -> ! {
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (len, fds) = match receive(socket, &mut buf) {
@@ -324,7 +357,7 @@ fn serve(socket: &OwnedFd, templates: &mut [&mut dyn Template], daemon: i32) -> 
             Ok(None) => child::exit_now(0),
             Err(_) => child::exit_now(1),
         };
-        let answer = match fork_worker(socket, templates, daemon, &buf[..len], fds) {
+        let answer = match fork_worker(socket, templates, placed, daemon, &buf[..len], fds) {
             Ok(pid) => json!({"pid": pid.as_raw()}),
             Err(e) => json!({"error": e.to_string()}),
         };
@@ -378,10 +411,12 @@ fn receive(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<Ow
 }
 
 /// Forks the worker of `request` as the daemon's child (`CLONE_PARENT`) and returns its
-/// pid.
+/// pid; of `placed` (the templates' mappings, kept out of forks), the worker gets the pages
+/// of its own template.
 fn fork_worker(
     socket: &OwnedFd,
     templates: &mut [&mut dyn Template],
+    placed: &[(usize, usize)],
     daemon: i32,
     request: &[u8],
     fds: Vec<OwnedFd>,
@@ -397,6 +432,17 @@ fn fork_worker(
     let template: &mut dyn Template = &mut **templates
         .get_mut(fields.entry)
         .ok_or_else(|| io::Error::other("no such entry"))?;
+    // The template's pages, for this fork only (a zero-sized one has none).
+    let at = std::ptr::from_mut(template).cast::<u8>() as usize;
+    let size = std::mem::size_of_val(template);
+    let (pages, len) = super::unshared::pages_over(at, size);
+    let kept_out = placed
+        .iter()
+        .any(|&(start, n)| start <= pages && pages + len <= start + n);
+    if kept_out && !super::unshared::let_pages_into_forks(pages, len) {
+        // The worker would not have its template.
+        return Err(io::Error::last_os_error());
+    }
     // SAFETY: clone(2) without CLONE_VM is a fork: the child gets a copy of this address
     // space, as fork(2) makes, and CLONE_PARENT makes it the daemon's child (SIGCHLD goes
     // to the daemon, which waits for it). The server is single-threaded (forked from the
@@ -417,6 +463,12 @@ fn fork_worker(
             0,
         )
     };
+    let failed = (rc < 0).then(io::Error::last_os_error);
+    if rc != 0 && kept_out {
+        // SAFETY: as at `start`: the pages of one template, which the next workers do not
+        // read (each gets its own let in).
+        unsafe { super::unshared::keep_pages_out_of_forks(pages, len) };
+    }
     match rc {
         0 => {
             // As in the server: nothing unwinds into the frames below (see `start`).
@@ -430,7 +482,7 @@ fn fork_worker(
             drop(fds);
             Ok(Pid::from_raw(pid as i32))
         }
-        _ => Err(io::Error::last_os_error()),
+        _ => Err(failed.unwrap_or_else(|| io::Error::other("clone failed"))),
     }
 }
 

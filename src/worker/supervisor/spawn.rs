@@ -12,8 +12,9 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, setpgid};
 use slog::{info, warn};
 
+use super::arena::Placed;
 use super::server::{Failed, ForkServer};
-use super::template::{Gone, Template};
+use super::template::Template;
 use super::{Run, Workers, worker_error};
 use crate::error::{Result, WorkerError};
 use crate::reactor::Interest;
@@ -38,11 +39,13 @@ pub(crate) trait Processes {
     /// Starts a fork server holding `templates` (entry `i`'s is `templates[i]`), where
     /// this process control has one: the later spawns of these entries fork there. The
     /// server keeps `unneeded` (the daemon's own tables, as address and length, which no
-    /// worker reads) out of the workers it forks.
+    /// worker reads) out of the workers it forks, and of `placed` (the mappings the
+    /// templates are in) each worker gets the pages of its own template only.
     fn start_server(
         &mut self,
         _templates: &mut [&mut dyn Template],
         _unneeded: &[(usize, usize)],
+        _placed: &[(usize, usize)],
     ) -> io::Result<()> {
         Ok(())
     }
@@ -173,6 +176,7 @@ impl Processes for Fork {
         &mut self,
         templates: &mut [&mut dyn Template],
         unneeded: &[(usize, usize)],
+        placed: &[(usize, usize)],
     ) -> io::Result<()> {
         // Its workers become the daemon's children only by the daemon being their
         // subreaper (see `server`).
@@ -180,7 +184,7 @@ impl Processes for Fork {
             return Err(io::Error::other("the daemon is not a subreaper"));
         }
         if self.server.is_none() {
-            self.server = Some(ForkServer::start(templates, unneeded)?);
+            self.server = Some(ForkServer::start(templates, unneeded, placed)?);
         }
         Ok(())
     }
@@ -282,12 +286,15 @@ impl Workers {
                 self.entries.as_ptr() as usize,
                 self.entries.capacity() * std::mem::size_of::<super::Entry>(),
             );
-            let mut templates: Vec<&mut dyn Template> = self
-                .entries
-                .iter_mut()
-                .map(|e| e.template.as_mut())
-                .collect();
-            if let Err(e) = self.procs.start_server(&mut templates, &[table]) {
+            let mut templates: Vec<&mut dyn Template> =
+                self.entries.iter_mut().map(|e| e.template.get()).collect();
+            // Nor its index of names: the server and its workers look none up.
+            let index = self.by_name.table();
+            let placed = self.arena.ranges();
+            if let Err(e) = self
+                .procs
+                .start_server(&mut templates, &[table, index], placed)
+            {
                 warn!(self.logger, "no fork server: the daemon forks its workers"; "error" => %e);
             }
         }
@@ -349,7 +356,7 @@ impl Workers {
             },
             process: entry.spec.process.clone(),
         };
-        let mut template = std::mem::replace(&mut entry.template, Box::new(Gone));
+        let mut template = std::mem::replace(&mut entry.template, Placed::gone());
         let entries = &mut self.entries;
         let copied = self.copied_regions;
         let mut in_child = || {
@@ -377,7 +384,7 @@ impl Workers {
         let stdio = pipes.stdio();
         let pid = self
             .procs
-            .spawn(i, template.as_mut(), job, stdio, &mut in_child);
+            .spawn(i, template.get(), job, stdio, &mut in_child);
         self.entries[i].template = template;
         if let Some(why) = self.procs.server_lost() {
             warn!(self.logger, "the fork server is given up: the daemon forks its workers"; "error" => why);

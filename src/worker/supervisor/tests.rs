@@ -50,6 +50,10 @@ struct World {
     /// one it names), and how often it found no exited child (a walk over every child).
     peeks: usize,
     fruitless_peeks: usize,
+    /// What the fork server was told to leave out of its workers (address, length).
+    unneeded: Vec<(usize, usize)>,
+    /// The mappings of the templates the server was told of.
+    placed: Vec<(usize, usize)>,
 }
 
 struct Fake(Rc<RefCell<World>>);
@@ -68,6 +72,18 @@ impl Processes for Fake {
         let pid = Pid::from_raw(1000 + w.next_pid);
         w.spawned.push((pid, job.channel));
         Ok(pid)
+    }
+
+    fn start_server(
+        &mut self,
+        _: &mut [&mut dyn Template],
+        unneeded: &[(usize, usize)],
+        placed: &[(usize, usize)],
+    ) -> io::Result<()> {
+        let mut w = self.0.borrow_mut();
+        w.unneeded = unneeded.to_vec();
+        w.placed = placed.to_vec();
+        Ok(())
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {
@@ -1067,3 +1083,48 @@ fn a_worker_whose_socket_closes_as_it_ends_is_not_killed() {
 
 mod calls;
 mod reap;
+
+#[test]
+fn the_fork_server_leaves_the_tables_of_entries_and_of_names_out_of_its_workers() {
+    // Each grows with the fleet, and neither the server nor a worker reads them: what the
+    // server keeps out of its forks covers them whole (of 3,000 entries, some 3 MiB and
+    // 32 KiB).
+    let names: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+    let specs: Vec<(&str, Spec)> = names.iter().map(|n| (n.as_str(), spec())).collect();
+    let h = Harness::new(&specs);
+    let unneeded = h.world.borrow().unneeded.clone();
+    let covered = |(start, len): (usize, usize)| {
+        len > 0
+            && unneeded
+                .iter()
+                .any(|&(s, l)| s <= start && start + len <= s + l)
+    };
+    let entries = &h.sup.entries;
+    let table = (
+        entries.as_ptr() as usize,
+        std::mem::size_of_val(entries.as_slice()),
+    );
+    assert!(covered(table), "the entries {table:x?}: {unneeded:x?}");
+    let index = h.sup.by_name.table();
+    assert!(covered(index), "the names {index:x?}: {unneeded:x?}");
+    assert!(index.1 >= 2 * 3000 * 4);
+    // Only those: nothing a worker needs.
+    assert_eq!(unneeded.len(), 2);
+    // Every template is in the mappings given as the templates', none of them in those.
+    let placed = h.world.borrow().placed.clone();
+    assert!(!placed.is_empty());
+    let mut sup = h.sup;
+    for i in 0..sup.entries.len() {
+        let t = sup.entries[i].template.get();
+        let (at, size) = (
+            std::ptr::from_mut(t).cast::<u8>() as usize,
+            std::mem::size_of_val(t),
+        );
+        assert!(size > 0);
+        assert!(
+            placed.iter().any(|&(s, l)| s <= at && at + size <= s + l),
+            "template {i} at {at:#x} is not in {placed:x?}"
+        );
+        assert!(!covered((at, size)), "template {i} is in a table left out");
+    }
+}

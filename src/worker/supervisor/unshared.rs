@@ -65,7 +65,26 @@ pub(super) unsafe fn keep_pages_out_of_forks(start: usize, len: usize) -> bool {
     rc == 0
 }
 
-fn page_size() -> usize {
+/// The whole pages that `[start, start + len)` overlaps (address and length; none for an
+/// empty range).
+pub(super) fn pages_over(start: usize, len: usize) -> (usize, usize) {
+    if len == 0 {
+        return (start, 0);
+    }
+    let page = page_size();
+    let low = start / page * page;
+    (low, (start + len).div_ceil(page) * page - low)
+}
+
+/// Lets the whole pages `[start, start + len)` into the forks that follow again (kept out
+/// by [`keep_pages_out_of_forks`]); true if they are.
+pub(super) fn let_pages_into_forks(start: usize, len: usize) -> bool {
+    // SAFETY: MADV_DOFORK on pages of this process changes nothing in it: the processes
+    // forked from now on get a copy of them, as of any other page.
+    len > 0 && unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DOFORK) } == 0
+}
+
+pub(super) fn page_size() -> usize {
     // SAFETY: sysconf reads a constant of the system.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).unwrap_or(4096)

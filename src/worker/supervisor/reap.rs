@@ -75,8 +75,8 @@ impl Workers {
     /// from the first child on, for each child it names. With thousands of workers ending
     /// together, walking at each reap made a stop quadratic (and each walk holds the
     /// kernel's task list, which every exiting process waits for); so a large daemon walks
-    /// once its workers stop being reaped by their pids for a moment ([`WALK_EVERY`]), or
-    /// after [`WALK_PATIENCE`] at the latest, and arms the walk it puts off.
+    /// once its workers stop being reaped by their pids for a moment (`WALK_EVERY`), or
+    /// after `WALK_PATIENCE` at the latest, and arms the walk it puts off.
     pub fn reap(&mut self) {
         let reaped = self.reap_ending();
         if self.by_pid.len() < REAP_BY_WALK_BELOW {

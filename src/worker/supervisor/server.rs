@@ -436,9 +436,10 @@ fn fork_worker(
     let at = std::ptr::from_mut(template).cast::<u8>() as usize;
     let size = std::mem::size_of_val(template);
     let (pages, len) = super::unshared::pages_over(at, size);
-    let kept_out = placed
-        .iter()
-        .any(|&(start, n)| start <= pages && pages + len <= start + n);
+    let kept_out = len > 0
+        && placed
+            .iter()
+            .any(|&(start, n)| start <= pages && pages + len <= start + n);
     if kept_out && !super::unshared::let_pages_into_forks(pages, len) {
         // The worker would not have its template.
         return Err(io::Error::last_os_error());

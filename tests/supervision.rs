@@ -467,7 +467,7 @@ fn a_worker_does_not_copy_the_daemons_table_of_workers() {
     let worker = anonymous(n);
     let per_entry = worker.saturating_sub(alone) as f64 * 1024.0 / n as f64;
     assert!(
-        per_entry <= 128.0,
+        per_entry <= 80.0,
         "a worker of 1 has {alone} KiB of anonymous memory, one of {n} {worker} KiB: \
          {per_entry:.0} bytes for each other entry"
     );

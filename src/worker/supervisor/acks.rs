@@ -109,7 +109,7 @@ impl Workers {
             match run.channel().send_frame(&toggle.frame(seq).encode()) {
                 Ok(()) => sent.push(i),
                 Err(e) if name.is_some() => {
-                    let name = self.entries[i].name.clone();
+                    let name = self.entries[i].name.as_str().to_owned();
                     return Err(worker_error(&name, e.into()));
                 }
                 // One full channel among many: that worker is reported as not acknowledging.
@@ -170,7 +170,7 @@ impl Workers {
         let names: Vec<String> = ack
             .waiting
             .iter()
-            .map(|&i| self.entries[i].name.clone())
+            .map(|&i| self.entries[i].name.as_str().to_owned())
             .collect();
         let mut cancelled = "";
         if ack.toggle == Toggle::Pause {

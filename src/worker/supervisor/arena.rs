@@ -10,6 +10,9 @@
 //! template owns (a `String`, an `Arc` it captured) stays in the heap, as the user's code
 //! allocated it.
 //!
+//! The entries' names are placed here too (a name in the heap was 32 bytes there, in every
+//! worker; neither the server nor a worker reads one: a worker is sent its own).
+//!
 //! Entries are never removed, so the arena only grows; a template is dropped in place with
 //! its entry, and the arena's mappings go when it is dropped, after the entries.
 
@@ -53,6 +56,30 @@ impl Arena {
         // `T`), and nothing else refers to it: the `Placed` owns it from here.
         unsafe { at.as_ptr().write(value) };
         Ok(Placed(at))
+    }
+
+    /// Copies `name` into the arena.
+    ///
+    /// # Errors
+    ///
+    /// The error of `mmap` when there is no room left and no new mapping can be made.
+    pub(super) fn place_str(&mut self, name: &str) -> io::Result<Name> {
+        let at = if name.is_empty() {
+            NonNull::dangling()
+        } else {
+            let at = self.allocate(Layout::for_value(name.as_bytes()))?;
+            // SAFETY: a fresh block of `name.len()` bytes in a mapping of this arena, which
+            // nothing else refers to; `name` is elsewhere (it is not in the arena's free
+            // room), so the two do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(name.as_ptr(), at.as_ptr(), name.len());
+            }
+            at
+        };
+        Ok(Name {
+            at,
+            len: name.len(),
+        })
     }
 
     fn allocate(&mut self, layout: Layout) -> io::Result<NonNull<u8>> {
@@ -132,6 +159,54 @@ impl Drop for Placed {
     }
 }
 
+/// A name placed in an [`Arena`]: read as a `str`. It must be dropped before its arena.
+pub(super) struct Name {
+    at: NonNull<u8>,
+    len: usize,
+}
+
+impl Name {
+    pub(super) fn as_str(&self) -> &str {
+        // SAFETY: `len` bytes copied from a `str` at `place_str` (valid UTF-8), never written
+        // again, in a mapping that lives as long as the arena, which outlives this `Name`
+        // (or dangling with `len` 0).
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.at.as_ptr(), self.len))
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl slog::Value for Name {
+    fn serialize(
+        &self,
+        _: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        serializer.emit_str(key, self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +272,36 @@ mod tests {
         drop(placed);
         assert_eq!(drops.get(), 20_001);
         drop(arena);
+    }
+
+    #[test]
+    fn names_read_back_as_placed_among_the_templates() {
+        let drops = Rc::new(Cell::new(0));
+        let mut arena = Arena::default();
+        let mut names = Vec::new();
+        let mut placed = Vec::new();
+        for i in 0..10_000u32 {
+            names.push(arena.place_str(&format!("w{i}-\u{e9}")).unwrap());
+            placed.push(arena.place(Counted(drops.clone(), [i as u8; 3])).unwrap());
+        }
+        let empty = arena.place_str("").unwrap();
+        assert_eq!(empty.as_str(), "");
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(name.as_str(), format!("w{i}-\u{e9}"));
+            let at = name.as_ptr() as usize;
+            assert!(
+                arena
+                    .ranges()
+                    .iter()
+                    .any(|&(s, l)| s <= at && at + name.len() <= s + l)
+            );
+        }
+        assert_eq!(
+            format!("{} {:?}", names[3], names[4]),
+            "w3-\u{e9} \"w4-\u{e9}\""
+        );
+        drop(placed);
+        assert_eq!(drops.get(), 10_000);
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl Workers {
                 }
             }
             Up::Ack(seq, state) => {
-                let name = name.clone();
+                let name = name.as_str().to_owned();
                 self.acknowledged(seq, &name, Value::from(state));
             }
             Up::Reply(id, outcome) => self.replied(i, id, outcome),

@@ -17,6 +17,7 @@ mod arena;
 mod calls;
 mod inbox;
 mod info;
+mod mapped;
 mod names;
 mod output;
 mod reap;
@@ -114,7 +115,8 @@ impl Run {
 }
 
 struct Entry {
-    name: String,
+    /// In `Workers::arena`.
+    name: arena::Name,
     /// What each fork copies: the daemon never runs it. In `Workers::arena`.
     template: arena::Placed,
     spec: Spec,
@@ -149,7 +151,8 @@ struct Entry {
 /// one process of it changed in itself is gone with that process. To carry state across
 /// restarts, install a factory with [`Workers::install_with`].
 pub struct Workers {
-    entries: Vec<Entry>,
+    /// A mapping of its own, which the fork server leaves whole out of its workers.
+    entries: mapped::MapVec<Entry>,
     /// Where the entries' templates are: declared after them, so dropped after them.
     arena: arena::Arena,
     /// The entry of each name (entries are never removed).
@@ -206,7 +209,7 @@ impl Default for Workers {
 impl Workers {
     pub(crate) fn with_processes(procs: Box<dyn Processes>) -> Workers {
         Workers {
-            entries: Vec::new(),
+            entries: mapped::MapVec::new(),
             arena: arena::Arena::default(),
             by_name: names::NameIndex::default(),
             procs,
@@ -296,11 +299,11 @@ impl Workers {
             ));
         }
         let template = self.arena.place(template)?;
+        let placed_name = self.arena.place_str(name)?;
         let entries = &self.entries;
-        self.by_name
-            .insert(name, entries.len(), |e| entries[e].name.as_str());
-        self.entries.push(Entry {
-            name: name.to_owned(),
+        self.by_name.reserve_one(|e| entries[e].name.as_str())?;
+        self.entries.try_push(Entry {
+            name: placed_name,
             template,
             installed: spec.clone(),
             spec,
@@ -315,7 +318,8 @@ impl Workers {
             quick: 0,
             last_exit: None,
             ring: crate::log::ring::Ring::default(),
-        });
+        })?;
+        self.by_name.insert(name, self.entries.len() - 1);
         Ok(())
     }
 
@@ -354,7 +358,7 @@ impl Workers {
         let specs = self
             .entries
             .iter()
-            .map(|e| match section.get(&e.name) {
+            .map(|e| match section.get(e.name.as_str()) {
                 Some(settings) => super::configure::spec(&e.name, e.installed.clone(), settings),
                 None => Ok(e.installed.clone()),
             })
@@ -421,7 +425,7 @@ impl Workers {
     fn info_of(e: &Entry) -> WorkerInfo {
         let header = e.run.as_ref().map(|r| r.channel().header());
         WorkerInfo {
-            name: e.name.clone(),
+            name: e.name.as_str().to_owned(),
             pid: e.run.as_ref().map(|r| r.pid.as_raw()),
             state: e.run.as_ref().map_or(e.outside, Run::state),
             looptime: e.spec.looptime,

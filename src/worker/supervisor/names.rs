@@ -4,11 +4,14 @@
 //! A `HashMap<String, usize>` keeps a copy of every name and buckets of 33 bytes: 850 KiB
 //! with 10,000 workers, in the fork server's memory, so in every worker it forks (their
 //! page tables copied at each fork and torn down at each exit), though neither ever looks
-//! a name up. This table is one allocation of 4 bytes a slot, at most half of them used,
+//! a name up. This table is one mapping of 4 bytes a slot, at most half of them used,
 //! which the server leaves out of its workers with the table of entries (see
 //! `Workers::start_all`): 128 KiB with 10,000 workers, none of it in a worker.
 
 use std::hash::{BuildHasher, RandomState};
+use std::io;
+
+use super::mapped::MapVec;
 
 /// A free slot.
 const FREE: u32 = u32::MAX;
@@ -16,7 +19,7 @@ const FREE: u32 = u32::MAX;
 /// The entry numbers of the names, by the names' hashes.
 pub(super) struct NameIndex {
     /// A power of two of slots (or none), each an entry number or [`FREE`].
-    slots: Vec<u32>,
+    slots: MapVec<u32>,
     len: usize,
     hasher: RandomState,
 }
@@ -24,7 +27,7 @@ pub(super) struct NameIndex {
 impl Default for NameIndex {
     fn default() -> NameIndex {
         NameIndex {
-            slots: Vec::new(),
+            slots: MapVec::new(),
             len: 0,
             hasher: RandomState::new(),
         }
@@ -45,27 +48,34 @@ impl NameIndex {
         }
     }
 
-    /// Adds entry `entry`, named `name` (not in the index yet), `name_of` giving the name of
-    /// each entry already in it.
-    pub(super) fn insert<'a>(
-        &mut self,
-        name: &str,
-        entry: usize,
-        name_of: impl Fn(usize) -> &'a str,
-    ) {
+    /// Makes room for one more entry, `name_of` giving the name of each entry in the index.
+    ///
+    /// # Errors
+    ///
+    /// The error of `mmap` when the table must grow and cannot; the index is as it was.
+    pub(super) fn reserve_one<'a>(&mut self, name_of: impl Fn(usize) -> &'a str) -> io::Result<()> {
+        if 2 * (self.len + 1) <= self.slots.len() {
+            return Ok(());
+        }
+        let grown = MapVec::filled((2 * (self.len + 1)).next_power_of_two().max(16), FREE)?;
+        let old = std::mem::replace(&mut self.slots, grown);
+        for &i in old.iter().filter(|&&i| i != FREE) {
+            self.place(self.hasher.hash_one(name_of(i as usize)), i);
+        }
+        Ok(())
+    }
+
+    /// Adds entry `entry`, named `name` (not in the index yet), in the room
+    /// [`reserve_one`](Self::reserve_one) made.
+    pub(super) fn insert(&mut self, name: &str, entry: usize) {
         let entry = u32::try_from(entry)
             .ok()
             .filter(|&e| e != FREE)
             .expect("fewer than 2^32 - 1 workers");
-        if 2 * (self.len + 1) > self.slots.len() {
-            let old = std::mem::replace(
-                &mut self.slots,
-                vec![FREE; (2 * (self.len + 1)).next_power_of_two().max(16)],
-            );
-            for i in old.into_iter().filter(|&i| i != FREE) {
-                self.place(self.hasher.hash_one(name_of(i as usize)), i);
-            }
-        }
+        assert!(
+            2 * (self.len + 1) <= self.slots.len(),
+            "room for the entry was reserved"
+        );
         self.place(self.hasher.hash_one(name), entry);
         self.len += 1;
     }
@@ -79,12 +89,9 @@ impl NameIndex {
         self.slots[at] = entry;
     }
 
-    /// The table's memory: its address and length in bytes.
+    /// The table's mapping: its address and length in bytes.
     pub(super) fn table(&self) -> (usize, usize) {
-        (
-            self.slots.as_ptr() as usize,
-            std::mem::size_of_val(self.slots.as_slice()),
-        )
+        self.slots.mapping()
     }
 }
 
@@ -98,7 +105,8 @@ mod tests {
         let mut index = NameIndex::default();
         for (i, name) in names.iter().enumerate() {
             assert_eq!(index.find(name, |e| &names[e]), None);
-            index.insert(name, i, |e| &names[e]);
+            index.reserve_one(|e| &names[e]).unwrap();
+            index.insert(name, i);
             // Every name so far, through every growth of the table.
             if i.is_power_of_two() || i == names.len() - 1 {
                 for (j, n) in names[..=i].iter().enumerate() {

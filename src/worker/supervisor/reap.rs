@@ -205,7 +205,7 @@ impl Workers {
         let lost = run.channel().header().lost_logs.load(Ordering::Relaxed);
         let suppressed = run.logs.suppressed;
         let exit = Exit {
-            name: entry.name.clone(),
+            name: entry.name.as_str().to_owned(),
             pid: run.pid.as_raw(),
             code,
             signal,
@@ -219,7 +219,7 @@ impl Workers {
         if entry.outside != State::Failed {
             entry.outside = State::Exited;
         }
-        let name = entry.name.clone();
+        let name = entry.name.as_str().to_owned();
         if exit.crashed() {
             warn!(self.logger, "worker crashed"; "worker" => &name, "pid" => exit.pid, "code" => code, "signal" => signal);
         } else {
@@ -358,7 +358,7 @@ impl Workers {
         if self.shutting_down || entry.admin_stopped {
             return;
         }
-        let name = entry.name.clone();
+        let name = entry.name.as_str().to_owned();
         match self.spawn(i) {
             Ok(()) => info!(self.logger, "worker restarted"; "worker" => &name),
             Err(e) => {

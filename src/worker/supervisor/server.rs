@@ -118,8 +118,8 @@ impl ForkServer {
                 // A worker copies the server's page tables at its fork and tears them down
                 // at its exit: what it does not need stays out. With 10,000 entries, the
                 // daemon's table of them is 10 MB, which every worker copied.
-                // (The slice of templates stays: 16 bytes an entry, and the compiler may
-                // read a worker's template from it after the fork.)
+                // (So is the list of the templates: 16 bytes an entry; each worker is handed
+                // its own template's address, read before its fork; see `fork_worker`.)
                 for &(start, len) in unneeded {
                     // SAFETY: no worker this process forks reads these, nor does this process
                     // free them (so nothing new is put there): they are the daemon's tables,
@@ -349,7 +349,16 @@ fn serve(
     placed: &[(usize, usize)],
     daemon: i32,
 ) -> ! {
-    let mut buf = vec![0u8; MAX_REQUEST];
+    // In a mapping of its own that the workers go without (in the heap, it grew the heap by
+    // a mapping that every worker copied).
+    let Ok(mut buf) = super::mapped::MapVec::zeroes(MAX_REQUEST) else {
+        child::exit_now(1)
+    };
+    let (start, len) = buf.mapping();
+    // SAFETY: the buffer is this process's own, never freed (this process ends in `_exit`),
+    // and a worker forked here reads nothing of it: what it needs of the request is parsed
+    // into values of its own before its fork.
+    unsafe { super::unshared::keep_pages_out_of_forks(start, len) };
     loop {
         let (len, fds) = match receive(socket, &mut buf) {
             Ok(Some(got)) => got,
@@ -429,9 +438,21 @@ fn fork_worker(
     let fds: [OwnedFd; FDS] = fds
         .try_into()
         .map_err(|_| io::Error::other("a request without its descriptors"))?;
-    let template: &mut dyn Template = &mut **templates
+    let slot: &mut &mut dyn Template = templates
         .get_mut(fields.entry)
         .ok_or_else(|| io::Error::other("no such entry"))?;
+    // The list of templates is left out of the workers (see `start`): the worker must be
+    // handed its template's address as a value read here, before the fork, and never read
+    // it from the list, which it does not have. A volatile read is one the compiler can
+    // neither repeat nor move after the fork.
+    // SAFETY: `slot` is a valid, aligned reference to a `&mut dyn Template`, read as the raw
+    // pointer of the same layout; that reference is not used again while this one is (the
+    // next request reads its own slot).
+    let template: *mut dyn Template =
+        unsafe { std::ptr::read_volatile(std::ptr::from_mut(slot).cast::<*mut dyn Template>()) };
+    // SAFETY: the template the slot refers to, valid for as long as the server runs (the
+    // daemon's entries, in this process's copy, are never dropped here).
+    let template: &mut dyn Template = unsafe { &mut *template };
     // The template's pages, for this fork only (a zero-sized one has none).
     let at = std::ptr::from_mut(template).cast::<u8>() as usize;
     let size = std::mem::size_of_val(template);

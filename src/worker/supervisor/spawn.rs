@@ -281,20 +281,23 @@ impl Workers {
             self.procs.adopt_orphans();
             // The fork server, while the daemon is small (see `server`); without it, the
             // daemon forks its workers itself. The table of entries (a KiB each) is the
-            // daemon's alone: the workers go without it.
-            let table = (
-                self.entries.as_ptr() as usize,
-                self.entries.capacity() * std::mem::size_of::<super::Entry>(),
-            );
-            let mut templates: Vec<&mut dyn Template> =
-                self.entries.iter_mut().map(|e| e.template.get()).collect();
-            // Nor its index of names: the server and its workers look none up.
+            // daemon's alone, as are its index of names (the server and its workers look none
+            // up) and the names, in the arena: the workers go without them. So do they
+            // without the server's own list of the templates: a worker is handed its own.
+            let table = self.entries.mapping();
             let index = self.by_name.table();
+            let mut templates = super::mapped::MapVec::new();
+            let listed = self
+                .entries
+                .iter_mut()
+                .try_for_each(|e| templates.try_push(e.template.get()));
+            let list = templates.mapping();
             let placed = self.arena.ranges();
-            if let Err(e) = self
-                .procs
-                .start_server(&mut templates, &[table, index], placed)
-            {
+            let started = listed.and_then(|()| {
+                self.procs
+                    .start_server(&mut templates, &[table, index, list], placed)
+            });
+            if let Err(e) = started {
                 warn!(self.logger, "no fork server: the daemon forks its workers"; "error" => %e);
             }
         }
@@ -332,7 +335,7 @@ impl Workers {
 
     /// Forks entry `i`, which does not run.
     pub(super) fn spawn(&mut self, i: usize) -> Result<()> {
-        let name = self.entries[i].name.clone();
+        let name = self.entries[i].name.as_str().to_owned();
         let fail = |e: io::Error| worker_error(&name, WorkerError::Spawn(e.to_string()));
         let handle = self
             .handle

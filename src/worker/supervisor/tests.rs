@@ -1087,8 +1087,9 @@ mod reap;
 #[test]
 fn the_fork_server_leaves_the_tables_of_entries_and_of_names_out_of_its_workers() {
     // Each grows with the fleet, and neither the server nor a worker reads them: what the
-    // server keeps out of its forks covers them whole (of 3,000 entries, some 3 MiB and
-    // 32 KiB).
+    // server keeps out of its forks covers them whole (of 3,000 entries, some 3 MiB, 32 KiB
+    // and 48 KiB): each is a whole mapping, so no page of one is left in a worker beside
+    // what shares it, nor is the heap split around it.
     let names: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
     let specs: Vec<(&str, Spec)> = names.iter().map(|n| (n.as_str(), spec())).collect();
     let h = Harness::new(&specs);
@@ -1099,19 +1100,37 @@ fn the_fork_server_leaves_the_tables_of_entries_and_of_names_out_of_its_workers(
                 .iter()
                 .any(|&(s, l)| s <= start && start + len <= s + l)
     };
+    let page = super::unshared::page_size();
+    for &(start, len) in &unneeded {
+        assert!(
+            start % page == 0 && len % page == 0 && len > 0,
+            "not whole pages: {start:#x} {len}"
+        );
+    }
     let entries = &h.sup.entries;
-    let table = (
-        entries.as_ptr() as usize,
-        std::mem::size_of_val(entries.as_slice()),
-    );
+    let table = (entries.as_ptr() as usize, std::mem::size_of_val(&**entries));
     assert!(covered(table), "the entries {table:x?}: {unneeded:x?}");
+    assert_eq!(entries.mapping(), unneeded[0]);
     let index = h.sup.by_name.table();
     assert!(covered(index), "the names {index:x?}: {unneeded:x?}");
     assert!(index.1 >= 2 * 3000 * 4);
+    // And the server's list of the templates (a worker is handed its own).
+    assert!(unneeded[2].1 >= 3000 * std::mem::size_of::<&mut dyn Template>());
     // Only those: nothing a worker needs.
-    assert_eq!(unneeded.len(), 2);
-    // Every template is in the mappings given as the templates', none of them in those.
+    assert_eq!(unneeded.len(), 3);
+    // The names are in the arena, none in the heap.
     let placed = h.world.borrow().placed.clone();
+    for e in entries.iter() {
+        let at = e.name.as_ptr() as usize;
+        assert!(
+            placed
+                .iter()
+                .any(|&(s, l)| s <= at && at + e.name.len() <= s + l),
+            "{} at {at:#x} is not in the arena {placed:x?}",
+            e.name
+        );
+    }
+    // Every template is in the mappings given as the templates', none of them in those.
     assert!(!placed.is_empty());
     let mut sup = h.sup;
     for i in 0..sup.entries.len() {

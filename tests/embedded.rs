@@ -93,6 +93,12 @@ fn embedded_daemon_runs_setup_timers_and_stops_with_its_code() {
         .expect("the daemon runs");
 
     assert_eq!(code, ExitCode::from(7));
+    // The stop blocks SIGCHLD while it waits for the workers, and unblocks it after.
+    let mask = nix::sys::signal::SigSet::thread_get_mask().expect("this thread's mask");
+    assert!(
+        !mask.contains(nix::sys::signal::Signal::SIGCHLD),
+        "SIGCHLD left blocked"
+    );
     assert_eq!(
         *seen.borrow(),
         [

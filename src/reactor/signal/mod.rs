@@ -357,24 +357,44 @@ pub fn reset_after_fork() {
     OWNED.store(false, Ordering::SeqCst);
 }
 
-/// Every signal blocked in this thread for as long as it lives; the mask from before comes
-/// back when it drops. A worker's fork happens under it, so that a signal reaching the
-/// child before [`reset_after_fork`] stays pending and is delivered, once the child drops
-/// its copy, with the disposition from before daimon.
+/// Signals blocked in this thread for as long as it lives; the mask from before comes back
+/// when it drops. A worker's fork happens with every signal blocked, so that a signal
+/// reaching the child before [`reset_after_fork`] stays pending and is delivered, once the
+/// child drops its copy, with the disposition from before daimon. The daemon's stop blocks
+/// SIGCHLD alone (see `Daemon::shutdown`).
 pub(crate) struct BlockedSignals {
     old: libc::sigset_t,
 }
 
 impl BlockedSignals {
+    /// Every signal that can be blocked.
     pub(crate) fn new() -> io::Result<BlockedSignals> {
-        // SAFETY: a zeroed sigset_t is a valid value; both are filled in below.
-        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: a zeroed sigset_t is a valid value; it is filled in below.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
         // SAFETY: sigfillset(3) fills the live set it is given.
         unsafe { libc::sigfillset(&mut all) };
-        // SAFETY: pthread_sigmask(3) reads `all` and writes the old mask into `old`, both
-        // live locals. SIGKILL and SIGSTOP cannot be blocked and are left as they are.
-        let e = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) };
+        BlockedSignals::block(&all)
+    }
+
+    /// `signal` only: it stays pending, and is delivered once when this is dropped.
+    pub(crate) fn only(signal: Signal) -> io::Result<BlockedSignals> {
+        // SAFETY: a zeroed sigset_t is a valid value; it is emptied and filled below.
+        let mut one: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sigemptyset(3) and sigaddset(3) write the live set they are given; the
+        // number is a real signal's.
+        unsafe {
+            libc::sigemptyset(&mut one);
+            libc::sigaddset(&mut one, signal.number());
+        }
+        BlockedSignals::block(&one)
+    }
+
+    fn block(set: &libc::sigset_t) -> io::Result<BlockedSignals> {
+        // SAFETY: a zeroed sigset_t is a valid value; pthread_sigmask fills it.
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pthread_sigmask(3) reads `set` and writes the old mask into `old`, both
+        // live. SIGKILL and SIGSTOP cannot be blocked and are left as they are.
+        let e = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, &mut old) };
         if e != 0 {
             return Err(io::Error::from_raw_os_error(e));
         }

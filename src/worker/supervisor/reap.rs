@@ -236,10 +236,12 @@ impl Workers {
         }
         // Whatever the worker started goes with it (its process group; the worker leads
         // it), and is reaped here as it ends.
+        // (Most often nothing is left: then there is nothing to reap either.)
         let pgid = nix::unistd::Pid::from_raw(exit.pid);
-        self.procs
+        let left = self
+            .procs
             .signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-        if !self.groups.contains(&pgid) {
+        if left && !self.groups.contains(&pgid) {
             self.groups.push(pgid);
         }
         self.reap_groups();

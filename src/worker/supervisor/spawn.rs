@@ -57,8 +57,9 @@ pub(crate) trait Processes {
     /// Sends `signal` to `pid` (a process this supervisor started).
     fn signal(&mut self, pid: Pid, signal: Signal);
     /// Sends `signal` to the process group `pgid`: a worker and whatever it started (every
-    /// worker leads a group of its own).
-    fn signal_group(&mut self, pgid: Pid, signal: Signal);
+    /// worker leads a group of its own). False when the group has no process left (not
+    /// even a zombie).
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) -> bool;
     /// Reaps `pid` if it ended: its exit code or the signal that killed it.
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)>;
     /// Which child ended and waits to be reaped, without reaping it, so that the
@@ -197,10 +198,10 @@ impl Processes for Fork {
         let _ = kill(pid, signal);
     }
 
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) -> bool {
         // The group only, never the pid alone: once the worker is reaped, its pid may be
         // another process's, but no new process takes a pid that is still a group's id.
-        let _ = killpg(pgid, signal);
+        killpg(pgid, signal) != Err(Errno::ESRCH)
     }
 
     fn reap_group(&mut self, pgid: Pid) -> bool {

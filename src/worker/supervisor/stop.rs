@@ -70,7 +70,7 @@ impl Workers {
         if run.channel().send_frame(&Down::Stop.encode()).is_err() {
             // The channel is full or broken: go straight to SIGTERM.
             run.sigterm_sent = true;
-            self.procs.signal_group(pid, Signal::SIGTERM);
+            let _ = self.procs.signal_group(pid, Signal::SIGTERM);
         }
         self.arm(
             half,
@@ -97,7 +97,7 @@ impl Workers {
         if !run.sigterm_sent {
             run.sigterm_sent = true;
             warn!(self.logger, "worker did not stop: SIGTERM"; "worker" => &entry.name);
-            self.procs.signal_group(pid, Signal::SIGTERM);
+            let _ = self.procs.signal_group(pid, Signal::SIGTERM);
             self.arm(
                 half,
                 Deadline::Escalate {
@@ -107,7 +107,7 @@ impl Workers {
             );
         } else {
             warn!(self.logger, "worker did not stop: SIGKILL"; "worker" => &entry.name);
-            self.procs.signal_group(pid, Signal::SIGKILL);
+            let _ = self.procs.signal_group(pid, Signal::SIGKILL);
             // And the process itself, should it have left its group.
             self.procs.signal(pid, Signal::SIGKILL);
         }
@@ -133,12 +133,12 @@ impl Workers {
     pub(crate) fn kill_all(&mut self) {
         for e in &self.entries {
             if let Some(run) = &e.run {
-                self.procs.signal_group(run.pid, Signal::SIGKILL);
+                let _ = self.procs.signal_group(run.pid, Signal::SIGKILL);
                 self.procs.signal(run.pid, Signal::SIGKILL);
             }
         }
         for &pgid in &self.groups {
-            self.procs.signal_group(pgid, Signal::SIGKILL);
+            let _ = self.procs.signal_group(pgid, Signal::SIGKILL);
         }
     }
 }

@@ -37,6 +37,8 @@ struct World {
     signals: Vec<(Pid, Signal, bool)>,
     exits: HashMap<Pid, (Option<i32>, Option<i32>)>,
     waited: Vec<Pid>,
+    /// The processes reaped.
+    reaped: Vec<Pid>,
     /// Process groups that still hold processes, as `reap_group` finds them.
     lingering: Vec<Pid>,
     /// The groups `reap_group` was asked about.
@@ -90,14 +92,22 @@ impl Processes for Fake {
         self.0.borrow_mut().signals.push((pid, signal, false));
     }
 
-    fn signal_group(&mut self, pgid: Pid, signal: Signal) {
-        self.0.borrow_mut().signals.push((pgid, signal, true));
+    fn signal_group(&mut self, pgid: Pid, signal: Signal) -> bool {
+        let mut w = self.0.borrow_mut();
+        w.signals.push((pgid, signal, true));
+        // The worker until it is reaped, and what lingers after it.
+        let worker = w.spawned.iter().any(|(p, _)| *p == pgid) && !w.reaped.contains(&pgid);
+        worker || w.lingering.contains(&pgid)
     }
 
     fn try_wait(&mut self, pid: Pid) -> Option<(Option<i32>, Option<i32>)> {
         let mut w = self.0.borrow_mut();
         w.waited.push(pid);
-        w.exits.remove(&pid)
+        let exit = w.exits.remove(&pid);
+        if exit.is_some() {
+            w.reaped.push(pid);
+        }
+        exit
     }
 
     fn peek_exited(&mut self) -> Exited {

@@ -42,12 +42,22 @@ pub(crate) fn disown(fd: RawFd) {
 
 /// The descriptors open in this process, by `/proc/self/fd` (empty where it is missing).
 pub(crate) fn open_fds() -> BTreeSet<RawFd> {
-    std::fs::read_dir("/proc/self/fd")
+    let listed: BTreeSet<RawFd> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The listing names its own directory's descriptor, closed by now: the next descriptor
+    // opened takes its number (the poller's epoll did, and went unrecorded, so every worker
+    // kept the daemon's epoll instance open).
+    listed.into_iter().filter(|&fd| is_open(fd)).collect()
+}
+
+/// Whether `fd` is open in this process.
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the descriptor's flags; it changes nothing, whatever `fd` is.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
 }
 
 /// Whether `fd` is an anonymous inode (an epoll instance, an eventfd, a timerfd).

@@ -586,3 +586,37 @@ fn a_worker_installed_at_run_time_is_forked_by_the_daemon_and_works() {
         "{log}"
     );
 }
+
+/// The epoll instances `pid` holds open.
+fn epolls(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy() == "anon_inode:[eventpoll]")
+        .count()
+}
+
+/// Neither the fork server nor a worker holds the daemon's epoll instance. One that did could
+/// add, modify or remove the daemon's registrations (`epoll_ctl` on it, with descriptors of
+/// its own or copies of the daemon's), or take its one-shot wake-ups: it held it because the
+/// daemon, listing its descriptors before and after making its poller to know which were the
+/// poller's, counted the listing's own directory descriptor, whose number the poller's epoll
+/// then took.
+#[test]
+fn no_worker_holds_the_daemons_poller() {
+    let dir = TestDir::new();
+    let (daemon, _) = fleet(&dir, 3, "separate");
+    let pids: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    assert_eq!(pids.len(), 3);
+    assert_eq!(epolls(daemon.pid()), 1, "the daemon's own poller");
+    let server = other_children(daemon.pid(), &pids);
+    assert_eq!(server.len(), 1, "one fork server: {server:?}");
+    assert_eq!(
+        epolls(server[0]),
+        0,
+        "the fork server polls no epoll instance"
+    );
+    for pid in pids {
+        assert_eq!(epolls(pid), 1, "worker {pid}: its own poller only");
+    }
+}

@@ -366,6 +366,16 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     #[test]
+    fn the_pollers_epoll_instance_is_recorded_as_daimons() {
+        // Whatever descriptor numbers are free: the listing before the poller is made holds
+        // one open (its directory) that the epoll instance may take once it is closed.
+        let owned = OwnedPoller::new().unwrap();
+        let epoll = owned.poller.as_raw_fd();
+        assert!(owned.fds.contains(&epoll), "{epoll} not in {:?}", owned.fds);
+        assert!(crate::sys::is_owned(epoll));
+    }
+
+    #[test]
     fn no_timers_means_no_timeout() {
         let mut r: Reactor = Reactor::new().unwrap();
         assert_eq!(r.next_timeout(), None);

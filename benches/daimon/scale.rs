@@ -15,7 +15,8 @@
 //! time to fork them all; from closing the pipe to the last one reaped). The largest fleet
 //! is also measured against a second floor, right after it stops, whose processes each
 //! hold as much anonymous memory as one of its workers (`*_sized_floor`): how much of a
-//! stop is the kernel ending processes of that size.
+//! stop is the kernel ending processes of that size. That fleet runs three times in a full
+//! run (each with its floors), and its time figures are the medians.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -31,6 +32,10 @@ use crate::{Results, Scale, ms, percentile};
 
 /// Descriptors the daemon keeps besides its workers' (poller, sockets, log, slack).
 const FD_RESERVE: u64 = 64;
+
+/// How often the largest fleet of a full run is started and stopped (its figures are the
+/// medians).
+const TOP_RUNS: usize = 3;
 
 /// The descriptors open in `pid`.
 fn open_fds(pid: i32) -> usize {
@@ -188,6 +193,8 @@ pub fn floor_fleet(n: usize) {
         // SAFETY: this process is single-threaded, and the child only closes, reads and
         // exits (async-signal-safe calls).
         match unsafe { fork() }.expect("fork") {
+            // SAFETY: the child's own copies of the pipe's descriptors and a byte on its
+            // stack; `_exit` ends it without running anything of the parent's.
             ForkResult::Child => unsafe {
                 nix::libc::close(w.as_raw_fd());
                 let mut byte = 0u8;
@@ -206,17 +213,23 @@ pub fn floor_fleet(n: usize) {
     println!("{} {}", spawn.as_nanos(), t.elapsed().as_nanos());
 }
 
-/// One fleet of `n` with `output`: its figures as `PREFIX_<n>_*` (none for 0 workers, or
-/// without a prefix), with `sized` also against the floor of processes of a worker's
-/// anonymous size; and the daemon's RSS and descriptors.
-fn fleet(
-    n: usize,
-    output: &str,
-    prefix: Option<&str>,
-    sized: bool,
-    results: &mut Results,
-) -> (f64, usize) {
-    let floors = (n > 0 && prefix.is_some()).then(|| floor(n, 0));
+/// What one fleet measured.
+struct Sample {
+    spawn: Duration,
+    stop: Duration,
+    /// The floors measured just before it (none without a prefix).
+    floors: Option<(Duration, Duration)>,
+    rss: f64,
+    fds: usize,
+    list: Duration,
+    /// A worker's own anonymous memory (the last one's: they are alike).
+    worker_anon: f64,
+}
+
+/// Starts a fleet of `n` with `output`, waits until every worker loops, reads its figures
+/// and stops it; `floors`: first measure the floor of `n` (just before the fleet).
+fn sample(n: usize, output: &str, floors: bool) -> Sample {
+    let floors = floors.then(|| floor(n, 0));
     let (fleet, took) = Fleet::start(n, output);
     let mut stream = fleet.daemon().connect();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -232,7 +245,6 @@ fn fleet(
     let fds = open_fds(pid);
     let mut lists: Vec<Duration> = (0..5).map(|_| list(&mut stream).1).collect();
     drop(stream);
-    // A worker's own anonymous memory (the last one's: they are alike).
     let worker_anon = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
@@ -240,24 +252,96 @@ fn fleet(
         .and_then(|w| w.parse().ok())
         .map_or(f64::NAN, |w| proc_kib(w, "smaps_rollup", "Anonymous:"));
     let stop = fleet.stop();
-    if let (Some(prefix), Some((floor_spawn, floor_stop))) = (prefix, floors) {
+    Sample {
+        spawn: took,
+        stop,
+        floors,
+        rss,
+        fds,
+        list: percentile(&mut lists, 50.0),
+        worker_anon,
+    }
+}
+
+/// The median of `samples` by `key`.
+fn median_by(samples: &[Sample], key: impl Fn(&Sample) -> Duration) -> Duration {
+    let mut all: Vec<Duration> = samples.iter().map(key).collect();
+    percentile(&mut all, 50.0)
+}
+
+/// One fleet of `n` with `output`: its figures as `PREFIX_<n>_*` (none for 0 workers, or
+/// without a prefix), and the daemon's RSS and descriptors. With `top` (the largest fleet of
+/// a full run) it is started `TOP_RUNS` times and each time figure is the median of the
+/// runs (as is its floor: each run has its own), the stop also against the floor of
+/// processes of a worker's anonymous size; a `#` line gives every run. One stop of
+/// thousands varies by a fifth from run to run on a shared machine.
+fn fleet(
+    n: usize,
+    output: &str,
+    prefix: Option<&str>,
+    top: bool,
+    scale: Scale,
+    results: &mut Results,
+) -> (f64, usize) {
+    let floors = n > 0 && prefix.is_some();
+    let runs = if top { scale.pick(TOP_RUNS, 1) } else { 1 };
+    let mut samples = Vec::with_capacity(runs);
+    let mut sized = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let s = sample(n, output, floors);
+        if top && s.worker_anon.is_finite() {
+            // The same fleet of plain processes, each of a worker's anonymous size.
+            sized.push(floor(n, s.worker_anon as u64));
+        }
+        samples.push(s);
+    }
+    if runs > 1 {
+        let each = |f: &dyn Fn(&Sample) -> Duration| {
+            samples
+                .iter()
+                .map(|s| format!("{:.0}", ms(f(s))))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "# {n} workers, {runs} runs: spawn {} ms; stop {} ms; the floors' stops {} ms",
+            each(&|s| s.spawn),
+            each(&|s| s.stop),
+            each(&|s| s.floors.map_or(Duration::ZERO, |f| f.1)),
+        );
+    }
+    let last = samples.last().expect("one run at least");
+    let (rss, fds, worker_anon) = (last.rss, last.fds, last.worker_anon);
+    if let (Some(prefix), true) = (prefix, floors) {
         let name = |what: &str| format!("{prefix}_{n}_{what}");
-        results.vs(&name("spawn_ms"), ms(took), "ms", ms(floor_spawn));
+        let floor_spawn = median_by(&samples, |s| s.floors.map_or(Duration::ZERO, |f| f.0));
+        let floor_stop = median_by(&samples, |s| s.floors.map_or(Duration::ZERO, |f| f.1));
+        results.vs(
+            &name("spawn_ms"),
+            ms(median_by(&samples, |s| s.spawn)),
+            "ms",
+            ms(floor_spawn),
+        );
         results.add(&name("daemon_rss_kib"), rss, "KiB");
-        let list_ms = ms(percentile(&mut lists, 50.0));
-        results.add(&name("list_ms"), list_ms, "ms");
+        results.add(&name("list_ms"), ms(median_by(&samples, |s| s.list)), "ms");
+        let stop = median_by(&samples, |s| s.stop);
         results.vs(&name("stop_ms"), ms(stop), "ms", ms(floor_stop));
         results.add(&name("worker_anon_kib"), worker_anon, "KiB");
-        if sized && worker_anon.is_finite() {
-            // The same fleet of plain processes, each of a worker's anonymous size.
-            let (sized_spawn, sized_stop) = floor(n, worker_anon as u64);
+        if !sized.is_empty() {
+            let mut spawns: Vec<Duration> = sized.iter().map(|f| f.0).collect();
+            let mut stops: Vec<Duration> = sized.iter().map(|f| f.1).collect();
             results.vs(
                 &name("spawn_ms_sized_floor"),
-                ms(took),
+                ms(median_by(&samples, |s| s.spawn)),
                 "ms",
-                ms(sized_spawn),
+                ms(percentile(&mut spawns, 50.0)),
             );
-            results.vs(&name("stop_ms_sized_floor"), ms(stop), "ms", ms(sized_stop));
+            results.vs(
+                &name("stop_ms_sized_floor"),
+                ms(stop),
+                "ms",
+                ms(percentile(&mut stops, 50.0)),
+            );
         }
     }
     (rss, fds)
@@ -268,10 +352,10 @@ fn fleet(
 fn workers(scale: Scale, results: &mut Results) {
     let top = scale.pick(10_000, 2_000);
     let _ = raise(Resource::RLIMIT_NPROC, 4 * top as u64);
-    let (rss0, fds0) = fleet(0, "separate", None, false, results);
+    let (rss0, fds0) = fleet(0, "separate", None, false, scale, results);
     results.add("workers_0_daemon_rss_kib", rss0, "KiB");
     // What one worker costs the daemon in descriptors decides how far the limit lets us go.
-    let (_, fds1k) = fleet(1000, "separate", None, false, results);
+    let (_, fds1k) = fleet(1000, "separate", None, false, scale, results);
     let per_worker = (fds1k.saturating_sub(fds0) as f64 / 1000.0).max(1.0);
     results.add("workers_fds_per_worker", per_worker, "fds");
     let want = fds0 as u64 + (per_worker * top as f64).ceil() as u64 + FD_RESERVE;
@@ -285,7 +369,14 @@ fn workers(scale: Scale, results: &mut Results) {
              fit {fits} workers with separate output, not {top}; the curve runs with \
              --output discard (one descriptor per worker)"
         );
-        fleet(fits, "separate", Some("workers_separate"), false, results);
+        fleet(
+            fits,
+            "separate",
+            Some("workers_separate"),
+            false,
+            scale,
+            results,
+        );
     }
     results.add(
         "workers_output_discard",
@@ -294,7 +385,7 @@ fn workers(scale: Scale, results: &mut Results) {
     );
     let mut top_rss = rss0;
     for n in scale.pick(vec![1000, 3000, top], vec![1000, top]) {
-        top_rss = fleet(n, output, Some("workers"), n == top, results).0;
+        top_rss = fleet(n, output, Some("workers"), n == top, scale, results).0;
     }
     results.add("workers_max", top as f64, "workers");
     results.add(

@@ -197,9 +197,15 @@ impl<T: Clone> Reactor<T> {
     ///
     /// The operating system's error creating the epoll (or kqueue) instance.
     pub fn new() -> io::Result<Self> {
+        let poller = OwnedPoller::new()?;
+        // Checked now, once per process: the daemon makes its reactor before it forks the
+        // fork server, whose workers then inherit the answer instead of each checking again
+        // (a socket pair, a registration and a wait) as it starts.
+        #[cfg(target_os = "linux")]
+        let _ = direct::usable(&poller);
         Ok(Reactor {
             handle: Handle {
-                poller: Arc::new(OwnedPoller::new()?),
+                poller: Arc::new(poller),
                 shared: Arc::new(Shared {
                     next_key: AtomicUsize::new(SIGNAL_KEY + 1),
                 }),

@@ -97,18 +97,8 @@ impl Arena {
         let len = next
             .max(layout.size() + layout.align())
             .next_multiple_of(super::unshared::page_size());
-        // SAFETY: a new private anonymous mapping, at an address the kernel picks: nothing
-        // else is affected. It is unmapped only when the arena is dropped.
-        let start = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
+        // Unmapped only when the arena is dropped.
+        let start = super::mapped::new_mapping(len);
         if start == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }

@@ -93,18 +93,7 @@ impl<T> MapVec<T> {
             .and_then(|b| b.checked_next_multiple_of(page))
             .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         let at = if self.bytes == 0 {
-            // SAFETY: a new private anonymous mapping at an address the kernel picks:
-            // nothing else is affected.
-            unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            }
+            new_mapping(bytes)
         } else {
             // SAFETY: this array's own mapping, exactly (`at`, `bytes`), which nothing else
             // points into (the array owns its elements; a borrow of them cannot outlive this
@@ -130,6 +119,22 @@ impl<T> MapVec<T> {
     /// The mapping: its address and length in bytes (a length of 0 while there is none).
     pub(super) fn mapping(&self) -> (usize, usize) {
         (self.at.as_ptr() as usize, self.bytes)
+    }
+}
+
+/// A new private anonymous mapping of `len` bytes (whole pages), read-write, where the
+/// kernel puts it; `MAP_FAILED` when there is none.
+pub(super) fn new_mapping(len: usize) -> *mut libc::c_void {
+    // SAFETY: a new mapping at an address the kernel picks: nothing else is affected.
+    unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     }
 }
 

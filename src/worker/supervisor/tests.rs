@@ -865,6 +865,19 @@ fn a_gone_workers_process_group_is_killed_and_reaped_until_empty() {
 }
 
 #[test]
+fn a_gone_worker_that_left_nothing_behind_costs_no_wait_for_its_group() {
+    // The SIGKILL to its group finds no process (the common case): nothing to reap, so its
+    // group is neither kept nor waited for (one syscall a worker in a stop of thousands).
+    let mut h = Harness::one(spec().restart(Restart::Temporary));
+    let pid = h.pid("w0").unwrap();
+    h.exits("w0", Some(0), None);
+    assert_eq!(h.group_signals_to(pid), [Signal::SIGKILL]);
+    assert!(h.sup.all_gone());
+    assert!(h.sup.groups.is_empty());
+    assert_eq!(h.world.borrow().group_reaps, Vec::<Pid>::new());
+}
+
+#[test]
 fn reaping_waits_for_the_workers_only() {
     let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
     let pids = [h.pid("a").unwrap(), h.pid("b").unwrap()];

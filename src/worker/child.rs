@@ -223,6 +223,7 @@ impl<W: Worker> Process<W> {
             .timers()
             .insert(Instant::now(), Some(looptime), Due::Own(()));
         self.set_state(State::Looping);
+        self.warm_up();
         let outcome = driver::drive(self, |p| p.host.stop || p.exit.is_some());
         if let Err(e) = outcome {
             error!(self.host.logger, "the worker's loop failed"; "error" => %e);
@@ -236,6 +237,21 @@ impl<W: Worker> Process<W> {
             Ok(()) => 0,
             Err(code) => code,
         }
+    }
+
+    /// Takes what the daemon sent meanwhile, and runs the receiving path once before the
+    /// first frame needs it: its code and buffer are in this process's memory from now on,
+    /// so the first command (most often the stop, when thousands of workers stop at once)
+    /// pays no page faults for them.
+    /// (Stdout too, which the process flushes as it ends: std makes its buffer on first use.)
+    fn warm_up(&mut self) {
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        self.buffer.reserve(64);
+        self.commands();
+        if self.host.stop || self.exit.is_some() {
+            return;
+        }
+        let _ = std::hint::black_box(Down::decode(&Down::Stop.encode()));
     }
 
     fn set_state(&self, state: State) {

@@ -25,6 +25,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+#[cfg(not(target_os = "linux"))]
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -157,10 +158,10 @@ fn action(signal: i32) {
         PENDING[i].store(true, Ordering::SeqCst);
         let fd = WRITE_FD.load(Ordering::SeqCst);
         if fd >= 0 {
-            // SAFETY: write(2) is async-signal-safe; the buffer is a live one-byte static. A
-            // full pipe (EAGAIN) is fine: a wake-up is already pending and the bit above is
-            // set.
-            unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            // SAFETY: write(2) is async-signal-safe; the buffer is a live constant of
+            // WAKE.len() bytes. A full pipe or counter (EAGAIN) is fine: a wake-up is already
+            // pending and the bit above is set.
+            unsafe { libc::write(fd, WAKE.as_ptr().cast(), WAKE.len()) };
         }
     }
     // Not wanted: only in the instant before a release puts the original disposition back;
@@ -199,11 +200,22 @@ fn restore(i: usize) {
     INSTALLED[i].store(false, Ordering::SeqCst);
 }
 
-/// The process's signal self-pipe, owned by one reactor.
+/// What the action writes to wake the reactor: an eventfd takes a count of eight bytes
+/// (Linux); a socket, any one byte.
+#[cfg(target_os = "linux")]
+const WAKE: [u8; 8] = 1u64.to_ne_bytes();
+#[cfg(not(target_os = "linux"))]
+const WAKE: [u8; 1] = [1];
+
+/// The process's signal self-pipe, owned by one reactor: on Linux an eventfd, one
+/// descriptor the action writes to and the reactor polls (a socket pair costs two, each
+/// several times dearer to make and to close: a worker makes one as it starts and closes
+/// it as it exits); elsewhere a socket pair.
 pub(crate) struct SignalPipe {
-    read: UnixStream,
-    /// Kept open for the action, which reaches it through `WRITE_FD`.
-    _write: OwnedFd,
+    read: OwnedFd,
+    /// Kept open for the action, which reaches it through `WRITE_FD` (none where the read
+    /// end is written to as well: an eventfd).
+    write: Option<OwnedFd>,
 }
 
 impl SignalPipe {
@@ -214,28 +226,56 @@ impl SignalPipe {
                 "another reactor of this process already owns the signals",
             ));
         }
-        let (read, write) = match UnixStream::pair() {
-            Ok(pair) => pair,
+        let pipe = match SignalPipe::open() {
+            Ok(pipe) => pipe,
             Err(e) => {
                 OWNED.store(false, Ordering::SeqCst);
                 return Err(e);
             }
         };
+        for fd in pipe.fds() {
+            crate::sys::own(fd);
+        }
+        OWNER.store(crate::process::pid(), Ordering::SeqCst);
+        let write = pipe.write.as_ref().unwrap_or(&pipe.read);
+        WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+        Ok(pipe)
+    }
+
+    /// A non-blocking, close-on-exec eventfd.
+    #[cfg(target_os = "linux")]
+    fn open() -> io::Result<SignalPipe> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd(2) takes no pointer; a descriptor it returns is new and ours.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened above and nothing else owns it.
+        let read = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SignalPipe { read, write: None })
+    }
+
+    /// A non-blocking socket pair (close-on-exec, as std makes every socket).
+    #[cfg(not(target_os = "linux"))]
+    fn open() -> io::Result<SignalPipe> {
+        let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let write = OwnedFd::from(write);
-        crate::sys::own(read.as_raw_fd());
-        crate::sys::own(write.as_raw_fd());
-        OWNER.store(crate::process::pid(), Ordering::SeqCst);
-        WRITE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
         Ok(SignalPipe {
-            read,
-            _write: write,
+            read: read.into(),
+            write: Some(write.into()),
         })
     }
 
-    pub(crate) fn read_end(&self) -> &UnixStream {
-        &self.read
+    fn fds(&self) -> impl Iterator<Item = std::os::fd::RawFd> + '_ {
+        std::iter::once(self.read.as_raw_fd()).chain(self.write.as_ref().map(|w| w.as_raw_fd()))
+    }
+
+    /// The descriptor the reactor polls: readable once a caught signal arrived.
+    pub(crate) fn read_end(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.read.as_fd()
     }
 
     /// Starts catching `signal`: records its disposition the first time, registers daimon's
@@ -295,9 +335,11 @@ impl SignalPipe {
     /// Drains the pipe, then hands out each pending signal once (several deliveries of the
     /// same signal between two turns coalesce, as POSIX signals do).
     pub(crate) fn drain(&self, mut f: impl FnMut(Signal)) {
+        // An eventfd's one read takes its whole count; a socket's pending bytes may take
+        // several.
         let mut buf = [0u8; 64];
-        while let Ok(n) = (&self.read).read_nonblocking(&mut buf) {
-            if n < buf.len() {
+        while let Ok(n) = read_nonblocking(&self.read, &mut buf) {
+            if cfg!(target_os = "linux") || n < buf.len() {
                 break;
             }
         }
@@ -330,8 +372,9 @@ impl Drop for SignalPipe {
                 release_slot(&mut actions, i);
             }
         }
-        crate::sys::disown(self.read.as_raw_fd());
-        crate::sys::disown(self._write.as_raw_fd());
+        for fd in self.fds() {
+            crate::sys::disown(fd);
+        }
         WRITE_FD.store(-1, Ordering::SeqCst);
         OWNED.store(false, Ordering::SeqCst);
     }
@@ -410,18 +453,15 @@ impl Drop for BlockedSignals {
     }
 }
 
-trait ReadNonblocking {
-    fn read_nonblocking(self, buf: &mut [u8]) -> io::Result<usize>;
-}
-
-impl ReadNonblocking for &UnixStream {
-    fn read_nonblocking(self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::io::Read;
-        let mut s = self;
-        match s.read(buf) {
-            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-            other => other,
-        }
+/// One non-blocking read(2) of `fd` into `buf`; end of file is an error.
+fn read_nonblocking(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: read(2) writes at most `buf.len()` bytes into `buf`, a live buffer; `fd` is
+    // open for as long as the borrow.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    match n {
+        0 => Err(io::ErrorKind::UnexpectedEof.into()),
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n => Ok(n as usize),
     }
 }
 

@@ -7,7 +7,7 @@ use slog::warn;
 
 use super::{Deadline, Workers};
 use crate::error::Result;
-use crate::worker::frame::Down;
+use crate::worker::frame;
 
 impl Workers {
     /// An administrator's stop: `stop` on the channel, then SIGTERM, then SIGKILL after
@@ -67,7 +67,7 @@ impl Workers {
         }
         run.stopping = true;
         let (pid, generation) = (run.pid, run.generation);
-        if run.channel().send_frame(&Down::Stop.encode()).is_err() {
+        if run.channel().send_frame(&frame::STOP_FRAME).is_err() {
             // The channel is full or broken: go straight to SIGTERM.
             run.sigterm_sent = true;
             let _ = self.procs.signal_group(pid, Signal::SIGTERM);

@@ -132,6 +132,15 @@ struct TestWorker {
     spinup_delay: Duration,
     ready_early: bool,
     spindown_delay: Duration,
+    /// With `--dir`: the process's minor page faults at the end of its last tick.
+    faults_at_tick: Option<i64>,
+}
+
+/// This process's minor page faults so far.
+fn minor_faults() -> Option<i64> {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .ok()
+        .map(|u| u.minor_page_faults())
 }
 
 impl TestWorker {
@@ -183,9 +192,21 @@ impl Worker for TestWorker {
                 daimon::slog::error!(ctx.logger(), "cannot write the tick file"; "error" => %e);
             }
         }
+        if self.dir.is_some() {
+            self.faults_at_tick = minor_faults();
+        }
     }
 
     fn spindown(&mut self, ctx: &mut WorkerContext<'_, Self>) {
+        // How many page faults the stop's way here took, since the last tick.
+        if let (Some(dir), Some(before), Some(now)) =
+            (&self.dir, self.faults_at_tick, minor_faults())
+        {
+            write_mark(
+                &dir.join(format!("{}.stop-faults", ctx.name())),
+                &(now - before).to_string(),
+            );
+        }
         std::thread::sleep(self.spindown_delay);
         self.mark(ctx.name(), "down");
     }
@@ -447,6 +468,7 @@ fn main() -> ExitCode {
                     spinup_delay,
                     ready_early,
                     spindown_delay,
+                    faults_at_tick: None,
                     out: out.as_ref().and_then(|f| f.try_clone().ok()),
                     spawn: format!(
                         "{} {}",
@@ -473,6 +495,7 @@ fn main() -> ExitCode {
                         spinup_delay,
                         ready_early,
                         spindown_delay,
+                        faults_at_tick: None,
                         out: None,
                         spawn: format!("{} late", spawn.restarts),
                     };

@@ -138,6 +138,48 @@ fn sigterm_stops_fifty_workers_in_parallel() {
     assert!(!dir.pidfile().exists() && !dir.socket().exists());
 }
 
+/// A worker's stop costs it no page fault: its receiving path (code, buffer, the stack it
+/// decodes on) and stdout's buffer (flushed as the process ends) are in place after its
+/// first tick, so a stop of thousands of workers at once is not thousands of faults each
+/// (it was one to four per worker: the ring's and the decoder's code, the buffer, the
+/// stack). Each worker writes `NAME.stop-faults`: its minor faults from its last tick to
+/// its spindown, the stop's whole way through the worker.
+#[test]
+fn a_stop_costs_a_worker_no_page_fault() {
+    let dir = TestDir::new();
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let mut daemon = start(
+        &dir,
+        &[
+            "--workers",
+            "4",
+            "--looptime",
+            "0.1",
+            "--dir",
+            &path_str(&marks),
+        ],
+    );
+    // Three turns at least: the first tick, the turn it wakes to warm up, a tick after it.
+    wait_until("four workers past their warm-up", DEADLINE, || {
+        let list = client(&dir)
+            .call("worker.list", Value::Null)
+            .expect("worker.list");
+        let list = list.as_array().expect("a list").clone();
+        list.len() == 4 && list.iter().all(|w| w["heartbeat"].as_u64() >= Some(4))
+    });
+    daemon.stop_with(Signal::SIGTERM);
+    for i in 0..4 {
+        let faults = std::fs::read_to_string(marks.join(format!("w{i}.stop-faults")))
+            .unwrap_or_else(|e| panic!("w{i} left no stop-faults mark: {e}"));
+        assert_eq!(
+            faults.trim(),
+            "0",
+            "w{i}'s page faults from its last tick to its spindown"
+        );
+    }
+}
+
 #[test]
 fn a_hung_worker_is_killed_and_restarted_when_hang_detection_is_on() {
     let dir = TestDir::new();

@@ -119,6 +119,8 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         bus: Bus::new(),
         wakeup,
         paused: false,
+        woken: false,
+        warm: false,
         exit: None,
         buffer: Vec::new(),
         unsent: std::collections::VecDeque::new(),
@@ -195,6 +197,10 @@ struct Process<W> {
     bus: Bus<WorkerHost<W>>,
     wakeup: Source<std::os::fd::OwnedFd>,
     paused: bool,
+    /// Whether the loop was woken to warm the receiving path, and whether the decoder ran
+    /// (see `warm_up`).
+    woken: bool,
+    warm: bool,
     /// Set when the worker must end abnormally (a panic, a corrupt channel).
     exit: Option<i32>,
     buffer: Vec<u8>,
@@ -223,7 +229,6 @@ impl<W: Worker> Process<W> {
             .timers()
             .insert(Instant::now(), Some(looptime), Due::Own(()));
         self.set_state(State::Looping);
-        self.warm_up();
         let outcome = driver::drive(self, |p| p.host.stop || p.exit.is_some());
         if let Err(e) = outcome {
             error!(self.host.logger, "the worker's loop failed"; "error" => %e);
@@ -239,19 +244,17 @@ impl<W: Worker> Process<W> {
         }
     }
 
-    /// Takes what the daemon sent meanwhile, and runs the receiving path once before the
-    /// first frame needs it: its code and buffer are in this process's memory from now on,
-    /// so the first command (most often the stop, when thousands of workers stop at once)
-    /// pays no page faults for them.
-    /// (Stdout too, which the process flushes as it ends: std makes its buffer on first use.)
+    /// After the first tick: prepares the receiving path before a frame needs it, so that
+    /// the first command (most often the stop, when thousands of workers stop at once) pays
+    /// no page faults for its code, its buffer or its stack. Stdout is made too (the process
+    /// flushes it as it ends; std makes its buffer on first use), then the worker wakes its
+    /// own loop: the turn that follows takes whatever was sent meanwhile and runs the decoder
+    /// once, exactly where a frame is decoded (see `commands`), stack depth included.
     fn warm_up(&mut self) {
+        self.woken = true;
         let _ = std::io::Write::flush(&mut std::io::stdout());
         self.buffer.reserve(64);
-        self.commands();
-        if self.host.stop || self.exit.is_some() {
-            return;
-        }
-        let _ = std::hint::black_box(Down::decode(std::hint::black_box(&frame::STOP_FRAME)));
+        self.host.channel.wake_self();
     }
 
     fn set_state(&self, state: State) {
@@ -305,7 +308,15 @@ impl<W: Worker> Process<W> {
         let _ = self.host.channel.clear_wakeup();
         for _ in 0..FRAMES_PER_TURN {
             let frame = match self.host.channel.receive_frame(&mut self.buffer) {
-                Ok(false) => return,
+                Ok(false) => {
+                    if !self.warm {
+                        // See `warm_up`: decoded here, at the depth a frame is.
+                        self.warm = true;
+                        let stop = std::hint::black_box(&frame::STOP_FRAME[..]);
+                        let _ = std::hint::black_box(Down::decode(stop));
+                    }
+                    return;
+                }
                 Ok(true) => Down::decode(&self.buffer),
                 Err(e) => {
                     error!(self.host.logger, "the daemon's channel is corrupt"; "error" => %e);
@@ -441,6 +452,9 @@ impl<W: Worker> Driven for Process<W> {
     fn deadline(&mut self, (): (), _now: Instant) {
         if !self.paused && !self.host.stop && self.exit.is_none() {
             self.tick();
+        }
+        if !self.woken {
+            self.warm_up();
         }
     }
 

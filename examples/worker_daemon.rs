@@ -7,7 +7,8 @@
 //! Each worker `w0`, `w1`... is built by a factory in its own process and ticks every
 //! looptime; with `--dir`, it writes `<name>.up` on spinup (and `<name>.spawn`: how many
 //! starts before it, and how the last one ended), `<name>.down` on spindown and
-//! `<name>.dropped` when the worker value is dropped, at the end of its process. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
+//! `<name>.dropped` when the worker value is dropped, at the end of its process, and
+//! `<name>.stop-faults`, its minor page faults from its last tick to its spindown. Commands (`daimonctl send w0 COMMAND [PAYLOAD]`):
 //! `crash` (aborts), `hang` (never returns; with `--hang-timeout` it is killed and
 //! restarted), `finish` (ends its work cleanly, exit 0), `stall` (blocks its loop for PAYLOAD
 //! seconds, default 6), `flood` (sends PAYLOAD `tick-report` messages up at once, default

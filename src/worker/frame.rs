@@ -87,7 +87,7 @@ impl Writer {
 
 /// [`Down::Stop`]'s frame, as [`Down::encode`] writes it (a tag below 128 is one byte in
 /// MessagePack): the supervisor sends it without encoding, and a worker warms its decoder on
-/// it as it starts.
+/// it after its first tick.
 pub const STOP_FRAME: [u8; 1] = [STOP];
 
 impl Down {
@@ -298,13 +298,13 @@ pub fn footprint(value: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_stop_frame_is_what_encode_writes() {
         assert_eq!(Down::Stop.encode(), STOP_FRAME);
         assert_eq!(Down::decode(&STOP_FRAME), Ok(Down::Stop));
     }
-    use serde_json::json;
 
     #[test]
     fn frames_round_trip() {

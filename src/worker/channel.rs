@@ -312,7 +312,8 @@ pub struct Channel {
     /// What this handle has seen of the down ring and of the up ring (this process's own
     /// memory; each handle starts afresh, the hints are checked before use).
     seen: [Seen; 2],
-    /// Frames this handle took since it last slept (see `linger`).
+    /// Frames this handle took in a row since it last found its ring empty, counted up to
+    /// 2 (see `linger`).
     streak: std::sync::atomic::AtomicU32,
 }
 
@@ -568,13 +569,13 @@ impl Channel {
             got = ring.pop(buffer);
         }
         let got = got.map_err(ChannelError::Corrupt)?;
-        // (This handle's own count: a load and a store, no read-modify-write.)
-        let streak = if got {
-            self.streak.load(Ordering::Relaxed).saturating_add(1)
-        } else {
-            0
-        };
-        self.streak.store(streak, Ordering::Relaxed);
+        // This handle's own count, stored only when it changes: a stream of frames costs
+        // one load each, no store and no read-modify-write.
+        let streak = self.streak.load(Ordering::Relaxed);
+        let next = if got { (streak + 1).min(2) } else { 0 };
+        if next != streak {
+            self.streak.store(next, Ordering::Relaxed);
+        }
         Ok(got)
     }
 

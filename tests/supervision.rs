@@ -29,6 +29,16 @@ fn start(dir: &TestDir, extra: &[&str]) -> Foreground {
     daemon
 }
 
+/// As [`start`], with `--dir` on a fresh `marks` directory in the test dir, where each
+/// worker leaves its marks (`NAME.up`, `NAME.down`...): the daemon and that directory.
+fn start_marked(dir: &TestDir, extra: &[&str]) -> (Foreground, std::path::PathBuf) {
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let marks_arg = path_str(&marks);
+    let args: Vec<&str> = extra.iter().copied().chain(["--dir", &marks_arg]).collect();
+    (start(dir, &args), marks)
+}
+
 fn client(dir: &TestDir) -> Client {
     let address = unix_addr(&dir.socket()).parse().expect("an address");
     Client::connect_with(&address, Protocol::Json, Duration::from_secs(5)).expect("connecting")
@@ -63,12 +73,7 @@ fn pid_of(dir: &TestDir, name: &str) -> Option<i32> {
 #[test]
 fn a_crashed_worker_that_is_not_forever_stops_the_daemon_cleanly() {
     let dir = TestDir::new();
-    let marks = dir.join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let mut daemon = start(
-        &dir,
-        &["--once", "--workers", "3", "--dir", &path_str(&marks)],
-    );
+    let (mut daemon, marks) = start_marked(&dir, &["--once", "--workers", "3"]);
     wait_until("three workers looping", DEADLINE, || {
         workers(&dir).iter().all(|w| w.1.is_some() && w.2 == 1)
     });
@@ -102,9 +107,7 @@ fn a_crashed_worker_that_is_not_forever_stops_the_daemon_cleanly() {
 #[test]
 fn sigterm_stops_fifty_workers_in_parallel() {
     let dir = TestDir::new();
-    let marks = dir.join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let mut daemon = start(&dir, &["--workers", "50", "--dir", &path_str(&marks)]);
+    let (mut daemon, marks) = start_marked(&dir, &["--workers", "50"]);
     wait_until("fifty workers up", DEADLINE, || {
         std::fs::read_dir(&marks)
             .map(|d| {
@@ -147,19 +150,7 @@ fn sigterm_stops_fifty_workers_in_parallel() {
 #[test]
 fn a_stop_costs_a_worker_no_page_fault() {
     let dir = TestDir::new();
-    let marks = dir.join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let mut daemon = start(
-        &dir,
-        &[
-            "--workers",
-            "4",
-            "--looptime",
-            "0.1",
-            "--dir",
-            &path_str(&marks),
-        ],
-    );
+    let (mut daemon, marks) = start_marked(&dir, &["--workers", "4", "--looptime", "0.1"]);
     // Three turns at least: the first tick, the turn it wakes to warm up, a tick after it.
     wait_until("four workers past their warm-up", DEADLINE, || {
         let list = client(&dir)
@@ -265,9 +256,7 @@ fn daimonctl_drives_the_workers() {
 #[test]
 fn a_factory_builds_each_process_of_a_worker_and_learns_of_the_last_one() {
     let dir = TestDir::new();
-    let marks = dir.join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let _daemon = start(&dir, &["--dir", &path_str(&marks)]);
+    let (_daemon, marks) = start_marked(&dir, &[]);
     let spawn = marks.join("w0.spawn");
     wait_until("the first process built", DEADLINE, || {
         std::fs::read_to_string(&spawn).is_ok_and(|s| s == "0 first")

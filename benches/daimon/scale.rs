@@ -12,11 +12,13 @@
 //!
 //! Each spawn and stop time has a floor measured just before it: as many processes forked
 //! by a fresh process of this binary, each waiting on a pipe and exiting when it closes (the
-//! time to fork them all; from closing the pipe to the last one reaped). The largest fleet
-//! is also measured against a second floor, right after it stops, whose processes each
-//! hold as much anonymous memory as one of its workers (`*_sized_floor`): how much of a
-//! stop is the kernel ending processes of that size. That fleet runs three times in a full
-//! run (each with its floors), and its time figures are the medians.
+//! time to fork them all until each is blocked; from just before the pipe is closed to the
+//! last one reaped). The largest fleet is also measured against a second floor, right after
+//! it stops, whose processes are each as big as one of its workers (`*_sized_floor`): as
+//! much anonymous memory, and as many pages of a file mapped (a worker's binary and
+//! libraries): how much of a stop is the kernel ending processes of that size. That fleet
+//! runs three times in a full run (each with its floors), and its time figures are the
+//! medians.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -124,18 +126,21 @@ fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
 
 /// The floor of a fleet of `n`: as many processes forked by a fresh, small process of this
 /// binary (not by the harness itself, whose size grows over a run), each blocked reading a
-/// pipe and exiting when it closes, and each holding `kib` KiB of anonymous memory from
-/// its parent (0: nothing; a worker's size: what a process as big as a worker costs to fork
-/// and to end on this machine). The time to fork them all, and from closing the pipe to
-/// the last one reaped.
-fn floor(n: usize, kib: u64) -> (Duration, Duration) {
+/// pipe and exiting when it closes, and each holding `size` from its parent (none: nothing
+/// more than the small process has; a worker's size: what a process as big as a worker
+/// costs to fork and to end on this machine). The time to fork them all until every one
+/// is blocked (as a fleet's spawn lasts until every worker loops), and from closing the
+/// pipe to the last one reaped.
+fn floor(n: usize, size: Size) -> (Duration, Duration) {
     let exe = std::env::current_exe().expect("the bench binary");
     let out = std::process::Command::new(exe)
         .args([
             "--floor-fleet",
             &n.to_string(),
             "--floor-kib",
-            &kib.to_string(),
+            &size.anon_kib.to_string(),
+            "--floor-file-kib",
+            &size.file_kib.to_string(),
         ])
         .output()
         .expect("running the floor");
@@ -147,6 +152,16 @@ fn floor(n: usize, kib: u64) -> (Duration, Duration) {
         (Some(spawn), Some(stop)) => (Duration::from_nanos(spawn), Duration::from_nanos(stop)),
         _ => panic!("the floor printed {text:?}"),
     }
+}
+
+/// What a floor's process holds besides what its small parent has: anonymous memory
+/// (written by the parent, so each child maps every page of it) and pages of a file (this
+/// binary, read by each child, so each maps them as a worker maps its binary and its
+/// libraries).
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    anon_kib: u64,
+    file_kib: u64,
 }
 
 /// The value after `flag` on the command line, if there is one that parses.
@@ -161,17 +176,22 @@ pub fn floor_fleet_arg() -> Option<usize> {
     arg_after("--floor-fleet")
 }
 
-/// Forks `n` children that wait on a pipe, closes it, reaps them, and prints the two times
-/// in nanoseconds.
+/// Forks `n` children that wait on a pipe, waits until each is blocked on it, closes it,
+/// reaps them, and prints the two times in nanoseconds.
+///
+/// The stop is timed from before the close: the close wakes every child, and the children
+/// run (and most of them end) before the closing process is given the processor back, so
+/// a clock started after it missed most of the stop.
 pub fn floor_fleet(n: usize) {
+    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonymous};
     use nix::unistd::{ForkResult, fork};
     use std::os::fd::AsRawFd;
+    const PAGE: usize = 4096;
     // Written, so that every page is there for the children to inherit; in small pages, as
     // a worker's (a huge page would be one entry to copy at each fork).
     // `--floor-kib K`: K KiB each (none without).
     let held = arg_after::<usize>("--floor-kib").unwrap_or(0) * 1024;
     if let Some(len) = std::num::NonZeroUsize::new(held) {
-        use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous};
         // SAFETY: a fresh private anonymous mapping of `len` bytes, written only here and
         // never unmapped (this process ends after the floor).
         unsafe {
@@ -186,27 +206,70 @@ pub fn floor_fleet(n: usize) {
             std::ptr::write_bytes(p.as_ptr().cast::<u8>(), 1, held);
         }
     }
+    // `--floor-file-kib F`: F KiB of this binary (at most its size), mapped read-only here
+    // and read by each child, page by page.
+    let exe = std::fs::File::open(std::env::current_exe().expect("the bench binary"))
+        .expect("opening the bench binary");
+    let exe_len = exe.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
+    let file_len = (arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024).min(exe_len);
+    let file: Option<*const u8> = std::num::NonZeroUsize::new(file_len).map(|len| {
+        // SAFETY: a fresh private read-only mapping of the file, only ever read (by the
+        // children) and never unmapped (this process ends after the floor).
+        unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE,
+                &exe,
+                0,
+            )
+            .expect("mapping the bench binary")
+            .as_ptr()
+            .cast::<u8>()
+            .cast_const()
+        }
+    });
     let (r, w) = nix::unistd::pipe().expect("a pipe");
+    let (ready_r, ready_w) = nix::unistd::pipe().expect("a pipe");
     let t = Instant::now();
     let mut pids = Vec::with_capacity(n);
     for _ in 0..n {
-        // SAFETY: this process is single-threaded, and the child only closes, reads and
-        // exits (async-signal-safe calls).
+        // SAFETY: this process is single-threaded, and the child only reads its own memory,
+        // closes, reads, writes and exits (async-signal-safe calls).
         match unsafe { fork() }.expect("fork") {
-            // SAFETY: the child's own copies of the pipe's descriptors and a byte on its
-            // stack; `_exit` ends it without running anything of the parent's.
+            // SAFETY: the child's own copies of the pipes' descriptors, of the mapped file
+            // (`file_len` readable bytes) and a byte on its stack; `_exit` ends it without
+            // running anything of the parent's.
             ForkResult::Child => unsafe {
                 nix::libc::close(w.as_raw_fd());
+                if let Some(p) = file {
+                    for at in (0..file_len).step_by(PAGE) {
+                        std::ptr::read_volatile(p.add(at));
+                    }
+                }
                 let mut byte = 0u8;
+                nix::libc::write(ready_w.as_raw_fd(), std::ptr::from_ref(&byte).cast(), 1);
                 nix::libc::read(r.as_raw_fd(), std::ptr::from_mut(&mut byte).cast(), 1);
                 nix::libc::_exit(0)
             },
             ForkResult::Parent { child } => pids.push(child),
         }
     }
+    drop(ready_w);
+    // Every child says it is about to block (or has ended: the pipe's end of file).
+    let mut ready = std::fs::File::from(ready_r);
+    let mut buf = [0u8; 4096];
+    let mut told = 0;
+    while told < n {
+        match ready.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => told += k,
+        }
+    }
     let spawn = t.elapsed();
-    drop(w);
     let t = Instant::now();
+    drop(w);
     for pid in pids {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
@@ -224,12 +287,14 @@ struct Sample {
     list: Duration,
     /// A worker's own anonymous memory (the last one's: they are alike).
     worker_anon: f64,
+    /// The pages of files a worker maps (its binary's and its libraries'; the last one's).
+    worker_file: f64,
 }
 
 /// Starts a fleet of `n` with `output`, waits until every worker loops, reads its figures
 /// and stops it; `floors`: first measure the floor of `n` (just before the fleet).
 fn sample(n: usize, output: &str, floors: bool) -> Sample {
-    let floors = floors.then(|| floor(n, 0));
+    let floors = floors.then(|| floor(n, Size::default()));
     let (fleet, took) = Fleet::start(n, output);
     let mut stream = fleet.daemon().connect();
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -245,12 +310,13 @@ fn sample(n: usize, output: &str, floors: bool) -> Sample {
     let fds = open_fds(pid);
     let mut lists: Vec<Duration> = (0..5).map(|_| list(&mut stream).1).collect();
     drop(stream);
-    let worker_anon = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+    let worker: Option<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .last()
-        .and_then(|w| w.parse().ok())
-        .map_or(f64::NAN, |w| proc_kib(w, "smaps_rollup", "Anonymous:"));
+        .and_then(|w| w.parse().ok());
+    let worker_anon = worker.map_or(f64::NAN, |w| proc_kib(w, "smaps_rollup", "Anonymous:"));
+    let worker_file = worker.map_or(f64::NAN, |w| proc_kib(w, "status", "RssFile:"));
     let stop = fleet.stop();
     Sample {
         spawn: took,
@@ -260,6 +326,7 @@ fn sample(n: usize, output: &str, floors: bool) -> Sample {
         fds,
         list: percentile(&mut lists, 50.0),
         worker_anon,
+        worker_file,
     }
 }
 
@@ -289,9 +356,13 @@ fn fleet(
     let mut sized = Vec::with_capacity(runs);
     for _ in 0..runs {
         let s = sample(n, output, floors);
-        if top && s.worker_anon.is_finite() {
-            // The same fleet of plain processes, each of a worker's anonymous size.
-            sized.push(floor(n, s.worker_anon as u64));
+        if top && s.worker_anon.is_finite() && s.worker_file.is_finite() {
+            // The same fleet of plain processes, each of a worker's size.
+            let size = Size {
+                anon_kib: s.worker_anon as u64,
+                file_kib: s.worker_file as u64,
+            };
+            sized.push(floor(n, size));
         }
         samples.push(s);
     }
@@ -311,7 +382,8 @@ fn fleet(
         );
     }
     let last = samples.last().expect("one run at least");
-    let (rss, fds, worker_anon) = (last.rss, last.fds, last.worker_anon);
+    let (rss, fds, worker_anon, worker_file) =
+        (last.rss, last.fds, last.worker_anon, last.worker_file);
     if let (Some(prefix), true) = (prefix, floors) {
         let name = |what: &str| format!("{prefix}_{n}_{what}");
         let floor_spawn = median_by(&samples, |s| s.floors.map_or(Duration::ZERO, |f| f.0));
@@ -327,6 +399,7 @@ fn fleet(
         let stop = median_by(&samples, |s| s.stop);
         results.vs(&name("stop_ms"), ms(stop), "ms", ms(floor_stop));
         results.add(&name("worker_anon_kib"), worker_anon, "KiB");
+        results.add(&name("worker_file_kib"), worker_file, "KiB");
         if !sized.is_empty() {
             let mut spawns: Vec<Duration> = sized.iter().map(|f| f.0).collect();
             let mut stops: Vec<Duration> = sized.iter().map(|f| f.1).collect();

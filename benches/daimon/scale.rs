@@ -141,7 +141,9 @@ fn floor(n: usize, size: Size) -> (Duration, Duration) {
             &size.anon_kib.to_string(),
             "--floor-file-kib",
             &size.file_kib.to_string(),
+            "--floor-file",
         ])
+        .arg(crate::procs::example("worker_daemon"))
         .output()
         .expect("running the floor");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -155,9 +157,9 @@ fn floor(n: usize, size: Size) -> (Duration, Duration) {
 }
 
 /// What a floor's process holds besides what its small parent has: anonymous memory
-/// (written by the parent, so each child maps every page of it) and pages of a file (this
-/// binary, read by each child, so each maps them as a worker maps its binary and its
-/// libraries).
+/// (written by the parent, so each child maps every page of it) and pages of a file (the
+/// workers' binary, read by each child, so each maps them as a worker maps its binary and
+/// its libraries).
 #[derive(Debug, Clone, Copy, Default)]
 struct Size {
     anon_kib: u64,
@@ -206,10 +208,12 @@ pub fn floor_fleet(n: usize) {
             std::ptr::write_bytes(p.as_ptr().cast::<u8>(), 1, held);
         }
     }
-    // `--floor-file-kib F`: F KiB of this binary (at most its size), mapped read-only here
-    // and read by each child, page by page.
-    let exe = std::fs::File::open(std::env::current_exe().expect("the bench binary"))
-        .expect("opening the bench binary");
+    // `--floor-file-kib F --floor-file PATH`: F KiB of the file (at most its size), mapped
+    // read-only here and read by each child, page by page.
+    let path = arg_after::<std::path::PathBuf>("--floor-file")
+        .unwrap_or_else(|| std::env::current_exe().expect("the bench binary"));
+    let exe =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     let exe_len = exe.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
     let file_len = (arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024).min(exe_len);
     let file: Option<*const u8> = std::num::NonZeroUsize::new(file_len).map(|len| {

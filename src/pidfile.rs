@@ -190,17 +190,34 @@ fn read_pid(file: &mut File) -> Option<i32> {
 mod tests {
     use super::*;
 
-    fn temp(name: &str) -> PathBuf {
+    /// A fresh directory for one test, removed with what is in it when dropped (when the
+    /// test fails too).
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn pid(&self) -> PathBuf {
+            self.0.join("d.pid")
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(name: &str) -> Dir {
         let dir =
             std::env::temp_dir().join(format!("daimon-pidfile-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir.join("d.pid")
+        Dir(dir)
     }
 
     #[test]
     fn lock_write_and_remove() {
-        let path = temp("basic");
+        let dir = temp("basic");
+        let path = dir.pid();
         let (mut pf, previous) = PidFile::lock(&path).unwrap();
         assert_eq!(previous, Previous::Fresh);
         pf.write_pid(1234).unwrap();
@@ -220,7 +237,8 @@ mod tests {
 
     #[test]
     fn stale_file_is_taken_over() {
-        let path = temp("stale");
+        let dir = temp("stale");
+        let path = dir.pid();
         fs::write(&path, "99999\n").unwrap();
         let (mut pf, previous) = PidFile::lock(&path).unwrap();
         assert_eq!(previous, Previous::Stale(Some(99999)));
@@ -230,7 +248,8 @@ mod tests {
 
     #[test]
     fn a_symlink_is_refused_and_its_target_untouched() {
-        let path = temp("symlink");
+        let dir = temp("symlink");
+        let path = dir.pid();
         let target = path.with_file_name("target");
         fs::write(&target, "precious\n").unwrap();
         std::os::unix::fs::symlink(&target, &path).unwrap();

@@ -129,8 +129,8 @@ fn list(stream: &mut UnixStream) -> (Vec<u64>, Duration) {
 /// pipe and exiting when it closes, and each holding `size` from its parent (none: nothing
 /// more than the small process has; a worker's size: what a process as big as a worker
 /// costs to fork and to end on this machine). The time to fork them all until every one
-/// is blocked (as a fleet's spawn lasts until every worker loops), and from closing the
-/// pipe to the last one reaped.
+/// is blocked (as a fleet's spawn lasts until every worker loops), and from just before the
+/// pipe is closed to the last one reaped.
 fn floor(n: usize, size: Size) -> (Duration, Duration) {
     let exe = std::env::current_exe().expect("the bench binary");
     let out = std::process::Command::new(exe)
@@ -212,10 +212,10 @@ pub fn floor_fleet(n: usize) {
     // read-only here and read by each child, page by page.
     let path = arg_after::<std::path::PathBuf>("--floor-file")
         .unwrap_or_else(|| std::env::current_exe().expect("the bench binary"));
-    let exe =
+    let source =
         std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    let exe_len = exe.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
-    let file_len = (arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024).min(exe_len);
+    let source_len = source.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
+    let file_len = (arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024).min(source_len);
     let file: Option<*const u8> = std::num::NonZeroUsize::new(file_len).map(|len| {
         // SAFETY: a fresh private read-only mapping of the file, only ever read (by the
         // children) and never unmapped (this process ends after the floor).
@@ -225,10 +225,10 @@ pub fn floor_fleet(n: usize) {
                 len,
                 ProtFlags::PROT_READ,
                 MapFlags::MAP_PRIVATE,
-                &exe,
+                &source,
                 0,
             )
-            .expect("mapping the bench binary")
+            .expect("mapping the floor's file")
             .as_ptr()
             .cast::<u8>()
             .cast_const()
@@ -261,7 +261,7 @@ pub fn floor_fleet(n: usize) {
         }
     }
     drop(ready_w);
-    // Every child says it is about to block (or has ended: the pipe's end of file).
+    // Every child says it is about to block (end of file: every child has ended).
     let mut ready = std::fs::File::from(ready_r);
     let mut buf = [0u8; 4096];
     let mut told = 0;

@@ -35,6 +35,9 @@ use crate::{Results, Scale, ms, percentile};
 /// Descriptors the daemon keeps besides its workers' (poller, sockets, log, slack).
 const FD_RESERVE: u64 = 64;
 
+/// The page size the floors read files by.
+const PAGE: usize = 4096;
+
 /// How often the largest fleet of a full run is started and stopped (its figures are the
 /// medians).
 const TOP_RUNS: usize = 3;
@@ -185,10 +188,9 @@ pub fn floor_fleet_arg() -> Option<usize> {
 /// run (and most of them end) before the closing process is given the processor back, so
 /// a clock started after it missed most of the stop.
 pub fn floor_fleet(n: usize) {
-    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonymous};
+    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous};
     use nix::unistd::{ForkResult, fork};
     use std::os::fd::AsRawFd;
-    const PAGE: usize = 4096;
     // Written, so that every page is there for the children to inherit; in small pages, as
     // a worker's (a huge page would be one entry to copy at each fork).
     // `--floor-kib K`: K KiB each (none without).
@@ -208,32 +210,12 @@ pub fn floor_fleet(n: usize) {
             std::ptr::write_bytes(p.as_ptr().cast::<u8>(), 1, held);
         }
     }
-    // `--floor-file-kib F --floor-file PATH`: F KiB of the file (at most its size), mapped
-    // read-only here and read by each child, page by page.
-    let path = arg_after::<std::path::PathBuf>("--floor-file")
-        .unwrap_or_else(|| std::env::current_exe().expect("the bench binary"));
-    let source =
-        std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
-    let source_len = source.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
-    let file_len = (arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024).min(source_len);
-    let file: Option<*const u8> = std::num::NonZeroUsize::new(file_len).map(|len| {
-        // SAFETY: a fresh private read-only mapping of the file, only ever read (by the
-        // children) and never unmapped (this process ends after the floor).
-        unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ,
-                MapFlags::MAP_PRIVATE,
-                &source,
-                0,
-            )
-            .expect("mapping the floor's file")
-            .as_ptr()
-            .cast::<u8>()
-            .cast_const()
-        }
-    });
+    // `--floor-file-kib F --floor-file PATH`: F KiB of the file (at most its size), read by
+    // each child, page by page (none without both).
+    let want = arg_after::<usize>("--floor-file-kib").unwrap_or(0) * 1024;
+    let file = arg_after::<std::path::PathBuf>("--floor-file")
+        .filter(|_| want > 0)
+        .and_then(|path| map_file(&path, want));
     let (r, w) = nix::unistd::pipe().expect("a pipe");
     let (ready_r, ready_w) = nix::unistd::pipe().expect("a pipe");
     let t = Instant::now();
@@ -243,12 +225,12 @@ pub fn floor_fleet(n: usize) {
         // closes, reads, writes and exits (async-signal-safe calls).
         match unsafe { fork() }.expect("fork") {
             // SAFETY: the child's own copies of the pipes' descriptors, of the mapped file
-            // (`file_len` readable bytes) and a byte on its stack; `_exit` ends it without
+            // (`len` readable bytes) and a byte on its stack; `_exit` ends it without
             // running anything of the parent's.
             ForkResult::Child => unsafe {
                 nix::libc::close(w.as_raw_fd());
-                if let Some(p) = file {
-                    for at in (0..file_len).step_by(PAGE) {
+                if let Some((p, len)) = file {
+                    for at in (0..len).step_by(PAGE) {
                         std::ptr::read_volatile(p.add(at));
                     }
                 }
@@ -278,6 +260,29 @@ pub fn floor_fleet(n: usize) {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
     println!("{} {}", spawn.as_nanos(), t.elapsed().as_nanos());
+}
+
+/// `path` mapped read-only, `want` bytes of it at most (whole pages): where, and how many
+/// bytes; none when it is empty. Never unmapped (the floor's process ends after the floor).
+fn map_file(path: &std::path::Path, want: usize) -> Option<(*const u8, usize)> {
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap};
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let size = file.metadata().map_or(0, |m| m.len() as usize) / PAGE * PAGE;
+    let len = std::num::NonZeroUsize::new(want.min(size))?;
+    // SAFETY: a fresh private read-only mapping of the file, only ever read.
+    let p = unsafe {
+        mmap(
+            None,
+            len,
+            ProtFlags::PROT_READ,
+            MapFlags::MAP_PRIVATE,
+            &file,
+            0,
+        )
+    }
+    .expect("mapping the floor's file");
+    Some((p.as_ptr().cast::<u8>().cast_const(), len.get()))
 }
 
 /// What one fleet measured.

@@ -355,6 +355,41 @@ fn a_worker_runs_as_its_own_user_with_its_own_settings() {
     daemon.stop_with(Signal::SIGTERM);
 }
 
+/// Kills a process when dropped (a worker the test may leave behind).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_worker_of_another_user_ends_with_its_daemon() {
+    // Switching a worker's user clears its parent-death signal: such a worker outlived a
+    // daemon killed with SIGKILL, for ever, as it held the daemon's end of its own channel
+    // too. It holds only its own now, and ends when the daemon's end closes.
+    require_root();
+    let dir = TestDir::new();
+    let mut daemon = foreground_w0(&dir, &json!({}), Some(&json!({"user": "nobody"})));
+    let (p0, p1) = (worker_pid(&dir, "w0"), worker_pid(&dir, "w1"));
+    let _guards = (KillOnDrop(p0), KillOnDrop(p1));
+    wait_until("w0 is nobody", DEADLINE, || {
+        status_line(p0, "Uid") == [65534; 4]
+    });
+    let parent = |pid: i32| common::proc_stat_field(pid, 4);
+    assert_eq!(parent(p0), i64::from(daemon.pid()));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid()), Signal::SIGKILL).unwrap();
+    daemon.wait_exit();
+    // (A zombie waiting for whoever adopted it counts as gone.)
+    wait_until("w1 (root) ends with its daemon", DEADLINE, || {
+        !common::alive(p1)
+    });
+    wait_until("w0 (nobody) ends with its daemon", DEADLINE, || {
+        !common::alive(p0)
+    });
+}
+
 #[test]
 fn an_unknown_worker_user_is_an_error_at_start() {
     require_root();

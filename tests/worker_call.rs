@@ -364,3 +364,38 @@ fn a_subscriber_gets_the_workers_lines_as_daemon_log_events() {
     streams.sort();
     assert_eq!(streams, ["log", "stderr", "stdout"]);
 }
+
+/// More commands than a worker reads in one turn (1,024), queued while it is busy: it
+/// reads the rest on its next turns by itself (nothing wakes it again: the daemon rang
+/// once, and no tick comes within the test), in order.
+#[test]
+fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
+    let d = Daemon::start(&["--workers", "1", "--looptime", "3600"]);
+    let mut client = d.client();
+    assert_eq!(
+        client
+            .call("worker.send", json!(["w0", "stall", 1.0]))
+            .unwrap(),
+        json!(true)
+    );
+    let started = Instant::now();
+    for i in 0..2_500 {
+        let sent = client
+            .call("worker.send", json!(["w0", "received", i]))
+            .unwrap();
+        assert_eq!(sent, json!(true), "command {i}");
+    }
+    client
+        .call("worker.send", json!(["w0", "touch", "last"]))
+        .unwrap();
+    // All queued while the worker stalled (else the test shows nothing).
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "queueing took {:?}",
+        started.elapsed()
+    );
+    let touched = d.marks.join("w0.touched");
+    wait_until("w0 read every command", DEADLINE, || {
+        std::fs::read_to_string(&touched).is_ok_and(|t| t == "last")
+    });
+}

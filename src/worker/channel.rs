@@ -233,10 +233,11 @@ impl std::fmt::Display for ChannelError {
 impl std::error::Error for ChannelError {}
 
 // The wake-ups of a channel are one Unix socket pair: a byte sent on one socket makes the
-// other readable. Each end keeps its own socket (readable when it is woken, and what it
-// sends on to wake the other end); the worker's end also keeps the daemon's, to wake
-// itself by sending on it. The daemon releases the worker's socket once the worker is
-// forked ([`Channel::release_peer`]), so a worker costs it one descriptor here.
+// other readable. Each end keeps its own socket only (readable when it is woken, and what
+// it sends on to wake the other end); a worker that must read again without a wake-up
+// comes back to its ring on its next turn by itself. The daemon releases the worker's
+// socket once the worker is forked ([`Channel::release_peer`]), so a worker costs it one
+// descriptor here, and the worker holds one.
 //
 // The worker shares the sockets' open file descriptions: it can change their flags
 // (`O_NONBLOCK`) or fill their buffers. Every send and receive here therefore passes
@@ -257,6 +258,16 @@ impl Drop for Memfd {
 
 /// A socket recorded as daimon's (see `sys`) for its life.
 struct OwnedSocket(std::os::unix::net::UnixStream);
+
+/// A channel end's socket as a poller's source: it shares the end's descriptor, so that a
+/// worker registers no copy of it.
+pub(crate) struct Wakeup(Arc<OwnedSocket>);
+
+impl AsFd for Wakeup {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd()
+    }
+}
 
 impl OwnedSocket {
     fn fd(&self) -> BorrowedFd<'_> {
@@ -304,7 +315,10 @@ pub struct Channel {
     region: Arc<Region>,
     /// This end's socket: readable when this end is woken; sending on it wakes the other.
     own: Arc<OwnedSocket>,
-    /// The other end's socket, while this end holds it: sending on it wakes this end.
+    /// The daemon's end only, until the worker is forked: the worker's socket, to hand over.
+    /// A worker's end never holds the daemon's socket: it can neither read the daemon's
+    /// wake-ups nor keep the daemon's end open, and it reads the end of file there when the
+    /// daemon's end closes.
     peer: Option<Arc<OwnedSocket>>,
     /// The region's memfd, until the worker is forked (a fork server hands it over).
     memfd: Option<Arc<Memfd>>,
@@ -362,7 +376,7 @@ impl Channel {
         Channel {
             region: self.region.clone(),
             own: worker,
-            peer: Some(self.own.clone()),
+            peer: None,
             memfd: self.memfd.clone(),
             end: End::Worker,
             seen: Default::default(),
@@ -370,23 +384,18 @@ impl Channel {
         }
     }
 
-    /// Closes this end's copy of the other end's socket and the region's memfd (the
-    /// daemon's, once the worker is forked and holds its own): [`Channel::wake_self`] does
-    /// nothing afterwards.
+    /// Closes this end's copy of the worker's socket and the region's memfd (the daemon's,
+    /// once the worker is forked and holds its own).
     pub(crate) fn release_peer(&mut self) {
         self.peer = None;
         self.memfd = None;
     }
 
     /// What a fork server hands to the worker it forks, from the worker's end: the region's
-    /// memfd, the worker's socket and the daemon's (see [`Channel::worker_from_parts`]).
-    /// `None` without them (released).
-    pub(crate) fn parts_for_worker(&self) -> Option<[BorrowedFd<'_>; 3]> {
-        Some([
-            self.memfd.as_deref()?.0.as_fd(),
-            self.own.fd(),
-            self.peer.as_deref()?.fd(),
-        ])
+    /// memfd and the worker's socket (see [`Channel::worker_from_parts`]). `None` without the
+    /// memfd (released).
+    pub(crate) fn parts_for_worker(&self) -> Option<[BorrowedFd<'_>; 2]> {
+        Some([self.memfd.as_deref()?.0.as_fd(), self.own.fd()])
     }
 
     /// The worker's end, in a process forked by a fork server, from what the daemon handed
@@ -395,21 +404,14 @@ impl Channel {
     /// # Errors
     ///
     /// The operating system's, mapping the region; a memfd of the wrong size.
-    pub(crate) fn worker_from_parts(
-        memfd: OwnedFd,
-        worker: OwnedFd,
-        daemon: OwnedFd,
-    ) -> io::Result<Channel> {
+    pub(crate) fn worker_from_parts(memfd: OwnedFd, worker: OwnedFd) -> io::Result<Channel> {
         let region = Region::map(&memfd)?;
         drop(memfd);
-        let socket = |fd: OwnedFd| {
-            crate::sys::own(fd.as_raw_fd());
-            Arc::new(OwnedSocket(std::os::unix::net::UnixStream::from(fd)))
-        };
+        crate::sys::own(worker.as_raw_fd());
         Ok(Channel {
             region: Arc::new(region),
-            own: socket(worker),
-            peer: Some(socket(daemon)),
+            own: Arc::new(OwnedSocket(std::os::unix::net::UnixStream::from(worker))),
+            peer: None,
             memfd: None,
             end: End::Worker,
             seen: Default::default(),
@@ -476,7 +478,13 @@ impl Channel {
         self.own.fd()
     }
 
-    /// The wake-up sockets this end holds, for a forked child that keeps only these
+    /// This end's socket, shared (not a copy of its descriptor), to register with a poller.
+    pub(crate) fn wakeup(&self) -> Wakeup {
+        Wakeup(self.own.clone())
+    }
+
+    /// The wake-up sockets this end holds (a worker's end: its own; the daemon's end, until
+    /// the worker is forked: the worker's too), for a forked child that keeps only these
     /// descriptors.
     pub fn fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
         std::iter::once(self.own.fd()).chain(self.peer.as_ref().map(|p| p.fd()))
@@ -499,16 +507,6 @@ impl Channel {
             self.own.wake_peer();
         }
         Ok(())
-    }
-
-    /// Wakes this end's own reader again (to finish draining on a later turn); only while
-    /// it holds the other end's socket (the daemon's end released it: its supervisor keeps
-    /// a list of the channels left to drain instead).
-    pub fn wake_self(&self) {
-        debug_assert!(self.peer.is_some(), "wake_self on a released end");
-        if let Some(peer) = &self.peer {
-            peer.wake_peer();
-        }
     }
 
     /// Writes garbage toward the other end, for tests of its defences: a frame that is not
@@ -542,11 +540,12 @@ impl Channel {
 
     /// Says this end is awake and clears its wake-up, before draining with
     /// [`Channel::receive_frame`]: until that finds the ring empty, the other end sends no
-    /// wake-up, so drain until it does (or wake this end with [`Channel::wake_self`])
-    /// before waiting for the descriptor again.
+    /// wake-up, so drain until it does (or come back to it without waiting) before waiting
+    /// for the descriptor again.
     ///
-    /// Returns false when the wake-up sockets were shut down (only a hostile or broken
-    /// worker does that): the channel can no longer wake this end.
+    /// Returns false when the other end's socket is closed or the pair was shut down (at the
+    /// daemon's end: a hostile or broken worker did that; at a worker's: the daemon's end is
+    /// gone): the channel can no longer wake this end.
     pub fn clear_wakeup(&self) -> bool {
         doorbell::wake(self.incoming().1);
         self.own.clear()
@@ -772,7 +771,7 @@ mod tests {
             assert!(worker.receive_frame(&mut buf).unwrap());
             assert!(!worker.receive_frame(&mut buf).unwrap());
         }
-        daemon.wake_self();
+        worker.own.wake_peer();
         assert!(daemon.clear_wakeup());
         assert!(worker.clear_wakeup());
         // A worker that shuts the pair down is told apart (its end of file would keep the
@@ -780,6 +779,22 @@ mod tests {
         let fd = worker.incoming_fd();
         nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both).unwrap();
         assert!(!daemon.clear_wakeup());
+    }
+
+    #[test]
+    fn a_worker_end_holds_its_own_socket_only_and_reads_the_daemon_s_close() {
+        let daemon = Channel::new().unwrap();
+        let worker = daemon.worker_end();
+        // What a forked worker keeps: its own socket, never the daemon's.
+        let kept: Vec<_> = worker.fds().map(|fd| fd.as_raw_fd()).collect();
+        assert_eq!(kept, [worker.incoming_fd().as_raw_fd()]);
+        let [_, socket] = worker.parts_for_worker().unwrap();
+        assert_eq!(socket.as_raw_fd(), worker.incoming_fd().as_raw_fd());
+        assert!(worker.clear_wakeup());
+        // The daemon's end goes: the worker is told (end of file), where it used to hold
+        // the daemon's socket itself and wait for ever.
+        drop(daemon);
+        assert!(!worker.clear_wakeup());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use nix::libc;
 use serde_json::Value;
 use slog::{Drain, Level, Logger, OwnedKVList, Record, error, o, warn};
 
-use super::channel::ChannelError;
+use super::channel::{ChannelError, Wakeup};
 use super::frame::{self, Down, Up};
 use super::job::Job;
 use super::{Channel, CommandError, State, Worker, WorkerContext, WorkerHost, WorkerLoop};
@@ -36,7 +36,7 @@ const REPLY_RETRY: Duration = Duration::from_millis(2);
 
 /// Exit codes of a worker process that did not stop normally.
 pub(crate) mod exit {
-    /// The daemon died before the worker could start.
+    /// The daemon died before the worker could start, or its end of the channel closed.
     pub const ORPHAN: i32 = 65;
     /// `spinup()` failed.
     pub const SPINUP: i32 = 66;
@@ -84,6 +84,15 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         error!(logger, "cannot set up the worker's process"; "error" => %e);
         return exit::PROCESS;
     }
+    // A change of user clears the parent-death signal: set again, and checked again. (A
+    // worker whose own code changes its user later still ends with the daemon: it reads
+    // the end of file on its channel, see `commands`.)
+    if job.process.user().is_some() {
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        if nix::unistd::getppid().as_raw() != job.parent {
+            return exit::ORPHAN;
+        }
+    }
     let header = job.channel.header();
     header.pid.store(crate::process::pid(), Ordering::Relaxed);
     header.state.store(State::Spinup as u32, Ordering::Release);
@@ -95,12 +104,7 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
             return exit::SETUP;
         }
     };
-    let wakeup = match job
-        .channel
-        .incoming_fd()
-        .try_clone_to_owned()
-        .and_then(|fd| reactor.register(fd, Interest::READ))
-    {
+    let wakeup = match reactor.register(job.channel.wakeup(), Interest::READ) {
         Ok(w) => w,
         Err(e) => {
             error!(logger, "cannot poll the channel"; "error" => %e);
@@ -121,6 +125,8 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         paused: false,
         woken: false,
         warm: false,
+        again: false,
+        again_due: false,
         exit: None,
         buffer: Vec::new(),
         unsent: std::collections::VecDeque::new(),
@@ -195,12 +201,17 @@ impl Drain for ChannelDrain {
 struct Process<W> {
     host: WorkerHost<W>,
     bus: Bus<WorkerHost<W>>,
-    wakeup: Source<std::os::fd::OwnedFd>,
+    wakeup: Source<Wakeup>,
     paused: bool,
     /// Whether the loop was woken to warm the receiving path, and whether the decoder ran
     /// (see `warm_up`).
     woken: bool,
     warm: bool,
+    /// Whether the channel is read again on the next turn without a wake-up (frames were
+    /// left past a turn's budget, or the warm-up asks for it): set during a turn, and due
+    /// on the one after (so a flood of commands still leaves every turn to the ticks).
+    again: bool,
+    again_due: bool,
     /// Set when the worker must end abnormally (a panic, a corrupt channel).
     exit: Option<i32>,
     buffer: Vec<u8>,
@@ -254,7 +265,7 @@ impl<W: Worker> Process<W> {
         self.woken = true;
         let _ = std::io::Write::flush(&mut std::io::stdout());
         self.buffer.reserve(64);
-        self.host.channel.wake_self();
+        self.again = true;
     }
 
     fn set_state(&self, state: State) {
@@ -305,7 +316,17 @@ impl<W: Worker> Process<W> {
 
     fn commands(&mut self) {
         // Cleared once, before reading: a frame written after this wakes us again.
-        let _ = self.host.channel.clear_wakeup();
+        if !self.host.channel.clear_wakeup() {
+            // The daemon's end of the socket pair is closed: nobody supervises this worker
+            // any more (the daemon died, or gave up on it), and the end of file would keep
+            // its loop busy.
+            error!(
+                self.host.logger,
+                "the daemon's end of the channel is closed"
+            );
+            self.exit = Some(exit::ORPHAN);
+            return;
+        }
         for _ in 0..FRAMES_PER_TURN {
             let frame = match self.host.channel.receive_frame(&mut self.buffer) {
                 Ok(false) => {
@@ -380,7 +401,7 @@ impl<W: Worker> Process<W> {
             }
         }
         // More may be waiting: come back next turn.
-        self.host.channel.wake_self();
+        self.again = true;
     }
 
     /// Answers the call `id`. A value the daemon could not decode (too deep) or that does
@@ -459,10 +480,17 @@ impl<W: Worker> Driven for Process<W> {
     }
 
     fn max_wait(&mut self) -> Option<Duration> {
+        if self.again_due {
+            return Some(Duration::ZERO);
+        }
         (!self.unsent.is_empty()).then_some(REPLY_RETRY)
     }
 
     fn after_turn(&mut self, _now: Instant) {
+        if std::mem::take(&mut self.again_due) && self.exit.is_none() {
+            self.commands();
+        }
+        self.again_due = std::mem::take(&mut self.again);
         self.send_unsent();
         self.host
             .channel

@@ -15,7 +15,7 @@
 //!
 //! The protocol, on a `SOCK_SEQPACKET` socket pair: the daemon sends one request, a JSON
 //! object (the entry and the job), with [`FDS`] descriptors (the region's memfd, the
-//! worker's and the daemon's wake-up sockets, the worker's stdout and stderr); the server
+//! worker's wake-up socket, the worker's stdout and stderr); the server
 //! answers `{"pid": N}` or `{"error": "..."}`. One request at a time: the daemon waits for
 //! the answer, [`ANSWER_WITHIN`] at most, and on any failure stops using the server and
 //! forks from itself as before. Entries installed after the server started are forked by
@@ -43,9 +43,8 @@ use crate::worker::{Channel, Exit, Process, Restart, child};
 /// How long the daemon waits for the server's answer before it forks by itself.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-/// The descriptors a request carries: memfd, worker's socket, daemon's socket, stdout,
-/// stderr.
-const FDS: usize = 5;
+/// The descriptors a request carries: memfd, worker's socket, stdout, stderr.
+const FDS: usize = 4;
 
 /// The largest request (a job's process settings are small; an environment could be
 /// large).
@@ -206,18 +205,12 @@ impl ForkServer {
 
     /// Sends the request and reads the answer: the worker's pid, or the server's error.
     fn ask(&mut self, entry: usize, job: &Job, stdio: [RawFd; 2]) -> io::Result<io::Result<Pid>> {
-        let [memfd, worker, daemon] = job
+        let [memfd, worker] = job
             .channel
             .parts_for_worker()
             .ok_or_else(|| io::Error::other("the channel was released"))?;
         let request = serde_json::to_vec(&request(entry, job)).map_err(io::Error::other)?;
-        let fds = [
-            memfd.as_raw_fd(),
-            worker.as_raw_fd(),
-            daemon.as_raw_fd(),
-            stdio[0],
-            stdio[1],
-        ];
+        let fds = [memfd.as_raw_fd(), worker.as_raw_fd(), stdio[0], stdio[1]];
         let rights = [ControlMessage::ScmRights(&fds)];
         let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
         sendmsg::<()>(
@@ -526,14 +519,14 @@ fn become_worker(
     if getppid().as_raw() != daemon {
         child::exit_now(child::exit::ORPHAN);
     }
-    let [memfd, worker, daemon_socket, out, err] = fds;
+    let [memfd, worker, out, err] = fds;
     // SAFETY: dup2 on descriptors this process holds; 1 and 2 are replaced atomically.
     unsafe {
         nix::libc::dup2(out.as_raw_fd(), 1);
         nix::libc::dup2(err.as_raw_fd(), 2);
     }
     drop((out, err));
-    let Ok(channel) = Channel::worker_from_parts(memfd, worker, daemon_socket) else {
+    let Ok(channel) = Channel::worker_from_parts(memfd, worker) else {
         child::exit_now(child::exit::SETUP)
     };
     let job = Job {

@@ -188,10 +188,11 @@ fn memcpy_rate(count: usize, size: usize) -> f64 {
 }
 
 /// The round trip of one cache line between the two CPUs the channel figures run on: two
-/// processes take turns to write a word of shared memory, `rounds` times each (at least 2). What each
-/// frame's crossing costs at least, and what a shared machine changes from hour to hour
-/// (its two vCPUs on one core complex, or on two): the channel's rates across CPUs follow
-/// it, where the `memcpy` floor, on one CPU, does not. Nanoseconds a round trip.
+/// processes take turns to write a word of shared memory, `rounds` times each (at least
+/// 2). What each frame's crossing costs at least, and what a shared machine changes from
+/// hour to hour (its two vCPUs on one core complex, or on two): the channel's rates across
+/// CPUs follow it, where the `memcpy` floor, on one CPU, does not. Nanoseconds a round
+/// trip.
 fn line_rtt(rounds: u64) -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -255,8 +256,9 @@ pub fn run(scale: Scale, results: &mut Results) -> (Duration, Duration) {
     results.vs("channel_rtt_p50_us", us(p50), "us", us(f50));
     let (p99, f99) = (percentile(&mut ours, 99.0), percentile(&mut floor, 99.0));
     results.vs("channel_rtt_p99_us", us(p99), "us", us(f99));
-    // Each rate is the median of `runs` (one run of them fell to a quarter of the others
-    // once, on a shared machine); a `#` line gives every run.
+    // Each rate is the median of `runs`, and a `#` line gives every run; the cache line's
+    // round trip says how far apart the host placed the two CPUs for this run (the rates
+    // across CPUs fell to a quarter, in all three runs alike, where it took 324 ns, not 55).
     let runs = scale.pick(RATE_RUNS, 1);
     results.add(
         "cpu_line_rtt_ns",

@@ -203,8 +203,8 @@ struct Process<W> {
     bus: Bus<WorkerHost<W>>,
     wakeup: Source<Wakeup>,
     paused: bool,
-    /// Whether the loop was woken to warm the receiving path, and whether the decoder ran
-    /// (see `warm_up`).
+    /// Whether the warm-up was done (its turn reads the channel next, see `warm_up`), and
+    /// whether the decoder ran.
     woken: bool,
     warm: bool,
     /// Whether the channel is read again on the next turn without a wake-up (frames were
@@ -258,9 +258,10 @@ impl<W: Worker> Process<W> {
     /// After the first tick: prepares the receiving path before a frame needs it, so that
     /// the first command (most often the stop, when thousands of workers stop at once) pays
     /// no page faults for its code, its buffer or its stack. Stdout is made too (the process
-    /// flushes it as it ends; std makes its buffer on first use), then the worker wakes its
-    /// own loop: the turn that follows takes whatever was sent meanwhile and runs the decoder
-    /// once, exactly where a frame is decoded (see `commands`), stack depth included.
+    /// flushes it as it ends; std makes its buffer on first use), then the worker asks its next
+    /// turn to read the channel (`again`): that turn takes whatever was sent meanwhile and
+    /// runs the decoder once, exactly where a frame is decoded (see `commands`, called from
+    /// the loop's turn as for a wake-up), stack depth included.
     fn warm_up(&mut self) {
         self.woken = true;
         let _ = std::io::Write::flush(&mut std::io::stdout());

@@ -651,3 +651,106 @@ fn no_worker_holds_the_daemons_poller() {
         assert_eq!(epolls(pid), 1, "worker {pid}: its own poller only");
     }
 }
+
+/// The pipes `pid` holds: (descriptor, pipe inode, open for writing, close-on-exec).
+fn pipes(pid: i32) -> Vec<(i32, u64, bool, bool)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            let inode = target
+                .to_str()?
+                .strip_prefix("pipe:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+            Some((fd, inode, flags & 3 != 0, flags & 0o2_000_000 != 0))
+        })
+        .collect()
+}
+
+/// The daemon's shutdown reaches every worker through one pipe, the stop line: every worker
+/// (forked by the fork server or, installed late, by the daemon) and the fork server hold
+/// its read end, close-on-exec; the daemon alone holds its write end, so that closing it is
+/// the end of file for all. Then SIGTERM stops every one of them through their spindown.
+#[test]
+fn the_stop_line_is_read_by_every_worker_and_written_by_the_daemon_alone() {
+    let dir = TestDir::new();
+    let (mut daemon, marks) = start_marked(&dir, &["--workers", "2", "--looptime", "3600"]);
+    wait_until("two workers looping", DEADLINE, || {
+        workers(&dir).iter().all(|w| w.1.is_some() && w.2 == 1)
+    });
+    let early: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    let server = other_children(daemon.pid(), &early);
+    assert_eq!(server.len(), 1, "one fork server: {server:?}");
+    let mut c = client(&dir);
+    c.call("example.install", json!(["late"]))
+        .expect("example.install");
+    c.call("worker.start", json!(["late"]))
+        .expect("worker.start");
+    wait_until("late looping", DEADLINE, || {
+        workers(&dir).iter().any(|w| w.0 == "late" && w.2 == 1)
+    });
+    let all: Vec<i32> = workers(&dir).iter().filter_map(|w| w.1).collect();
+    assert_eq!(all.len(), 3);
+    // The line: the one pipe the daemon writes that every worker holds (of the daemon's
+    // own: not one it inherited from this test's environment).
+    let inherited: Vec<u64> = pipes(std::process::id() as i32)
+        .iter()
+        .map(|p| p.1)
+        .collect();
+    let written: Vec<u64> = pipes(daemon.pid())
+        .iter()
+        .filter(|p| p.2 && !inherited.contains(&p.1))
+        .map(|p| p.1)
+        .collect();
+    let lines: Vec<u64> = written
+        .iter()
+        .copied()
+        .filter(|&inode| all.iter().all(|&w| pipes(w).iter().any(|p| p.1 == inode)))
+        .collect();
+    let [line] = lines[..] else {
+        panic!("one pipe written by the daemon and held by every worker: {lines:?}")
+    };
+    let daemon_ends: Vec<_> = pipes(daemon.pid())
+        .into_iter()
+        .filter(|p| p.1 == line)
+        .collect();
+    assert_eq!(
+        daemon_ends.len(),
+        2,
+        "its read and write ends: {daemon_ends:?}"
+    );
+    assert!(
+        daemon_ends.iter().all(|p| p.3),
+        "close-on-exec: {daemon_ends:?}"
+    );
+    for pid in all.iter().chain(&server) {
+        let ends: Vec<_> = pipes(*pid).into_iter().filter(|p| p.1 == line).collect();
+        assert_eq!(ends.len(), 1, "process {pid}: {ends:?}");
+        assert!(
+            !ends[0].2,
+            "process {pid} holds the read end only: {ends:?}"
+        );
+        assert!(ends[0].3, "process {pid}: close-on-exec: {ends:?}");
+    }
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    for name in ["w0", "w1", "late"] {
+        assert!(
+            marks.join(format!("{name}.down")).exists(),
+            "{name} ran its spindown"
+        );
+    }
+    for pid in all {
+        assert!(!alive(pid), "worker {pid} ended");
+    }
+}

@@ -399,3 +399,45 @@ fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
         std::fs::read_to_string(&touched).is_ok_and(|t| t == "last")
     });
 }
+
+/// The daemon's shutdown comes after what it sent before: a worker busy when the daemon
+/// is told to stop reads every command queued behind its stall first (more than one turn's
+/// budget of them), then stops, through its spindown.
+#[test]
+fn a_shutdown_comes_after_the_commands_sent_before_it() {
+    let mut d = Daemon::start(&["--workers", "1", "--looptime", "3600"]);
+    let mut client = d.client();
+    assert_eq!(
+        client
+            .call("worker.send", json!(["w0", "stall", 1.0]))
+            .unwrap(),
+        json!(true)
+    );
+    let started = Instant::now();
+    for i in 0..2_500 {
+        let sent = client
+            .call("worker.send", json!(["w0", "received", i]))
+            .unwrap();
+        assert_eq!(sent, json!(true), "command {i}");
+    }
+    client
+        .call("worker.send", json!(["w0", "touch", "last"]))
+        .unwrap();
+    d.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    // All queued, and the stop asked, while the worker stalled (else the test shows
+    // nothing).
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "queueing took {:?}",
+        started.elapsed()
+    );
+    let status = d.daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", d.daemon.stderr());
+    let touched = d.marks.join("w0.touched");
+    assert_eq!(
+        std::fs::read_to_string(&touched).ok().as_deref(),
+        Some("last"),
+        "the last command was read before the stop"
+    );
+    assert!(d.marks.join("w0.down").exists(), "w0 ran its spindown");
+}

@@ -7,7 +7,7 @@
 //! value owns stays open), and runs the same driver loop as the daemon over a fresh
 //! reactor; it never returns into the daemon's code.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -66,9 +66,14 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         return exit::ORPHAN;
     }
     // The daemon's own descriptors go (its poller, sockets, connections, pid file, log,
-    // the other workers' channels); this worker's channel and whatever the worker value
-    // owns stay.
-    let keep: Vec<_> = job.channel.fds().map(|fd| fd.as_raw_fd()).collect();
+    // the other workers' channels, the stop line's write end); this worker's channel, the
+    // line's read end and whatever the worker value owns stay.
+    let keep: Vec<_> = job
+        .channel
+        .fds()
+        .map(|fd| fd.as_raw_fd())
+        .chain(job.line)
+        .collect();
     crate::sys::close_owned_except(&keep);
     let logger = Logger::root(
         ChannelDrain {
@@ -111,6 +116,18 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
             return exit::SETUP;
         }
     };
+    // SAFETY: the line's read end is open in this process at this number (inherited at
+    // its fork, and kept above); nothing else in this process owns it.
+    let line = job.line.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let line = match line.map(|fd| reactor.register(fd, Interest::READ)) {
+        None => None,
+        Some(Ok(source)) => Some(source),
+        Some(Err(e)) => {
+            // The daemon would stop it by the line alone.
+            error!(logger, "cannot poll the daemon's stop line"; "error" => %e);
+            return exit::SETUP;
+        }
+    };
     let mut process = Process {
         host: WorkerHost {
             name: job.name,
@@ -122,6 +139,7 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         },
         bus: Bus::new(),
         wakeup,
+        line,
         paused: false,
         woken: false,
         warm: false,
@@ -137,7 +155,11 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
     // the kernel, which frees them at the exit anyway, without a syscall each.
     // (In the order they always went: the worker value, then its listeners.)
     let Process {
-        host, bus, wakeup, ..
+        host,
+        bus,
+        wakeup,
+        line,
+        ..
     } = process;
     let WorkerHost {
         worker,
@@ -148,7 +170,7 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
     } = host;
     drop(worker);
     drop(bus);
-    std::mem::forget((wakeup, channel, reactor, logger));
+    std::mem::forget((wakeup, line, channel, reactor, logger));
     code
 }
 
@@ -202,6 +224,8 @@ struct Process<W> {
     host: WorkerHost<W>,
     bus: Bus<WorkerHost<W>>,
     wakeup: Source<Wakeup>,
+    /// The daemon's stop line (see `supervisor::line`): readable once the daemon stops.
+    line: Option<Source<OwnedFd>>,
     paused: bool,
     /// Whether the warm-up was done (its turn reads the channel next, see `warm_up`), and
     /// whether the decoder ran.
@@ -315,7 +339,9 @@ impl<W: Worker> Process<W> {
         self.bus.dispatch_now(&WorkerLoop::Stop, &mut self.host);
     }
 
-    fn commands(&mut self) {
+    /// Reads the daemon's frames, a turn's budget of them; true once none is left (or the
+    /// worker must end), false if some are left for the next turn.
+    fn commands(&mut self) -> bool {
         // Cleared once, before reading: a frame written after this wakes us again.
         if !self.host.channel.clear_wakeup() {
             // The daemon's end of the socket pair is closed: nobody supervises this worker
@@ -326,7 +352,7 @@ impl<W: Worker> Process<W> {
                 "the daemon's end of the channel is closed"
             );
             self.exit = Some(exit::ORPHAN);
-            return;
+            return true;
         }
         for _ in 0..FRAMES_PER_TURN {
             let frame = match self.host.channel.receive_frame(&mut self.buffer) {
@@ -337,13 +363,13 @@ impl<W: Worker> Process<W> {
                         let stop = std::hint::black_box(&frame::STOP_FRAME[..]);
                         let _ = std::hint::black_box(Down::decode(stop));
                     }
-                    return;
+                    return true;
                 }
                 Ok(true) => Down::decode(&self.buffer),
                 Err(e) => {
                     error!(self.host.logger, "the daemon's channel is corrupt"; "error" => %e);
                     self.exit = Some(exit::CORRUPT);
-                    return;
+                    return true;
                 }
             };
             let (state, seq) = match frame {
@@ -375,7 +401,7 @@ impl<W: Worker> Process<W> {
                         }
                         Err(code) => {
                             self.exit = Some(code);
-                            return;
+                            return true;
                         }
                     }
                     continue;
@@ -386,7 +412,7 @@ impl<W: Worker> Process<W> {
                         Err(code) => {
                             // The supervisor tells the caller the worker exited.
                             self.exit = Some(code);
-                            return;
+                            return true;
                         }
                     }
                     continue;
@@ -403,6 +429,23 @@ impl<W: Worker> Process<W> {
         }
         // More may be waiting: come back next turn.
         self.again = true;
+        false
+    }
+
+    /// The daemon pulled its stop line: a stop, as the `Stop` frame, after what the daemon
+    /// sent before it (read first, in order). The loop ends with the turn that stops, so the
+    /// line, which stays readable, is not polled again (nor read: its byte is every
+    /// worker's).
+    fn line_pulled(&mut self) {
+        if !self.commands() {
+            // Frames are left past the turn's budget: the line, still readable, comes
+            // back on the next turn, after them.
+            return;
+        }
+        if self.exit.is_none() && !self.host.stop {
+            self.host.stop = true;
+            self.set_state(State::Spindown);
+        }
     }
 
     /// Answers the call `id`. A value the daemon could not decode (too deep) or that does
@@ -468,6 +511,8 @@ impl<W: Worker> Driven for Process<W> {
     fn io(&mut self, token: Token, _readable: bool, _writable: bool) {
         if token == self.wakeup.token() {
             self.commands();
+        } else if self.line.as_ref().is_some_and(|l| l.token() == token) {
+            self.line_pulled();
         }
     }
 

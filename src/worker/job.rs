@@ -25,4 +25,8 @@ pub(crate) struct Job {
     pub(crate) spawn: Spawn,
     /// User, limits, niceness, environment and title, applied before the worker is built.
     pub(crate) process: super::process::Process,
+    /// The read end of the daemon's stop line (see `supervisor::line`), open in the child
+    /// at this number (inherited at its fork): the daemon's shutdown, for every worker at
+    /// once.
+    pub(crate) line: Option<std::os::fd::RawFd>,
 }

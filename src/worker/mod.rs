@@ -122,8 +122,9 @@ impl State {
 ///
 /// The process is forked from the daemon: it starts with a copy of the installed value (or
 /// one built by a factory, see [`Workers::install_with`]), its own reactor and bus, its
-/// channel, stdio, and the descriptors the value owns; the daemon's own descriptors are
-/// closed. The daemon is single-threaded when it forks; the worker may start threads of its
+/// channel, stdio, the read end of the pipe the daemon's shutdown closes (close-on-exec;
+/// never read it: it is every worker's), and the descriptors the value owns; the daemon's
+/// own descriptors are closed. The daemon is single-threaded when it forks; the worker may start threads of its
 /// own. A restarted worker is a fresh copy of the installed value, not of the process that
 /// ended.
 pub trait Worker: Sized + 'static {

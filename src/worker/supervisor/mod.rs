@@ -17,6 +17,7 @@ mod arena;
 mod calls;
 mod inbox;
 mod info;
+mod line;
 mod mapped;
 mod names;
 mod output;
@@ -101,6 +102,8 @@ struct Run {
     calls: HashMap<u64, calls::Pending>,
     /// Its region is left out of later forks (see `unshared`).
     unshared: bool,
+    /// It holds the stop line (see `line`): the shutdown stops it by pulling the line.
+    on_line: bool,
 }
 
 impl Run {
@@ -164,6 +167,8 @@ pub struct Workers {
     stop_timeout: Duration,
     ack_timeout: Duration,
     shutting_down: bool,
+    /// The shutdown pulled the stop line: a worker on it needs no `Stop` frame.
+    line_pulled: bool,
     acks: Vec<Ack>,
     next_generation: u64,
     /// The entry of each running worker's channel token.
@@ -219,6 +224,7 @@ impl Workers {
             stop_timeout: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(5),
             shutting_down: false,
+            line_pulled: false,
             acks: Vec::new(),
             next_generation: 1,
             by_token: TokenMap::default(),

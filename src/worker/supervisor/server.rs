@@ -65,6 +65,8 @@ pub(super) struct ForkServer {
     pid: Pid,
     /// Entries `0..templates` were installed before the server started: it has them.
     templates: usize,
+    /// It holds the stop line's read end, and so does every worker it forks.
+    on_line: bool,
 }
 
 impl ForkServer {
@@ -72,11 +74,13 @@ impl ForkServer {
     /// descriptors the daemon's user opened, and closes the daemon's own. The whole pages
     /// of `unneeded` (address and length: the daemon's tables, which no worker reads) are
     /// left out of every worker it forks; of `placed` (the mappings the templates are in),
-    /// each worker gets the pages of its own template only.
+    /// each worker gets the pages of its own template only. `line`: the read end of the
+    /// stop line, which the server keeps (and its workers inherit), if there is one.
     pub(super) fn start(
         templates: &mut [&mut dyn Template],
         unneeded: &[(usize, usize)],
         placed: &[(usize, usize)],
+        line: Option<RawFd>,
     ) -> io::Result<ForkServer> {
         if !cfg!(target_env = "gnu") {
             return Err(io::Error::other(
@@ -112,7 +116,10 @@ impl ForkServer {
                 if getppid().as_raw() != parent {
                     child::exit_now(child::exit::ORPHAN);
                 }
-                crate::sys::close_owned_except(&[server_end.as_raw_fd()]);
+                // The line's write end goes with the daemon's others: the daemon holds the
+                // only one (see `line`).
+                let keep: Vec<RawFd> = [server_end.as_raw_fd()].into_iter().chain(line).collect();
+                crate::sys::close_owned_except(&keep);
                 crate::worker::process::set_title("daimon: fork server");
                 // A worker copies the server's page tables at its fork and tears them down
                 // at its exit: what it does not need stays out. With 10,000 entries, the
@@ -153,7 +160,7 @@ impl ForkServer {
                 // A panic must not unwind into the daemon's frames (their destructors would
                 // run here, the pid file's and the socket's among them).
                 let _ = catch_unwind(AssertUnwindSafe(|| {
-                    serve(&server_end, templates, &placed, parent)
+                    serve(&server_end, templates, &placed, parent, line)
                 }));
                 child::exit_now(child::exit::PANIC)
             }
@@ -165,6 +172,7 @@ impl ForkServer {
                     socket: daemon_end,
                     pid: child,
                     templates: templates.len(),
+                    on_line: line.is_some(),
                 })
             }
             Err(e) => {
@@ -177,6 +185,11 @@ impl ForkServer {
     /// The server's pid.
     pub(super) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Whether the workers it forks hold the stop line.
+    pub(super) fn on_line(&self) -> bool {
+        self.on_line
     }
 
     /// Whether the server has entry `i`'s template.
@@ -335,12 +348,14 @@ fn fields(request: &Value) -> Option<Fields> {
 }
 
 /// The server's loop: a request, a worker, an answer, until the daemon closes its end.
-/// `placed`: the templates' mappings, kept out of forks.
+/// `placed`: the templates' mappings, kept out of forks; `line`: the stop line's read end,
+/// which every worker inherits.
 fn serve(
     socket: &OwnedFd,
     templates: &mut [&mut dyn Template],
     placed: &[(usize, usize)],
     daemon: i32,
+    line: Option<RawFd>,
 ) -> ! {
     // In a mapping of its own that the workers go without (in the heap, it grew the heap by
     // a mapping that every worker copied).
@@ -359,7 +374,8 @@ fn serve(
             Ok(None) => child::exit_now(0),
             Err(_) => child::exit_now(1),
         };
-        let answer = match fork_worker(socket, templates, placed, daemon, &buf[..len], fds) {
+        let forked = fork_worker(socket, templates, placed, daemon, line, &buf[..len], fds);
+        let answer = match forked {
             Ok(pid) => json!({"pid": pid.as_raw()}),
             Err(e) => json!({"error": e.to_string()}),
         };
@@ -414,12 +430,13 @@ fn receive(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<Option<(usize, Vec<Ow
 
 /// Forks the worker of `request` as the daemon's child (`CLONE_PARENT`) and returns its
 /// pid; of `placed` (the templates' mappings, kept out of forks), the worker gets the pages
-/// of its own template.
+/// of its own template; `line`, the stop line's read end, is inherited.
 fn fork_worker(
     socket: &OwnedFd,
     templates: &mut [&mut dyn Template],
     placed: &[(usize, usize)],
     daemon: i32,
+    line: Option<RawFd>,
     request: &[u8],
     fds: Vec<OwnedFd>,
 ) -> io::Result<Pid> {
@@ -488,7 +505,7 @@ fn fork_worker(
         0 => {
             // As in the server: nothing unwinds into the frames below (see `start`).
             let _ = catch_unwind(AssertUnwindSafe(move || {
-                become_worker(socket, template, fields, fds, daemon)
+                become_worker(socket, template, fields, fds, daemon, line)
             }));
             child::exit_now(child::exit::PANIC)
         }
@@ -509,6 +526,7 @@ fn become_worker(
     fields: Fields,
     fds: [OwnedFd; FDS],
     daemon: i32,
+    line: Option<RawFd>,
 ) -> ! {
     // Its own group at once; the daemon sets it too once it has the pid (see
     // `Fork::spawn`), whichever comes first.
@@ -537,6 +555,7 @@ fn become_worker(
         level: fields.level,
         spawn: fields.spawn,
         process: fields.process,
+        line,
     };
     let code = catch_unwind(AssertUnwindSafe(|| template.run(job))).unwrap_or(child::exit::PANIC);
     let _ = std::io::Write::flush(&mut std::io::stdout());

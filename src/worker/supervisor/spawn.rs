@@ -13,6 +13,7 @@ use nix::unistd::{ForkResult, Pid, fork, setpgid};
 use slog::{info, warn};
 
 use super::arena::Placed;
+use super::line::Line;
 use super::server::{Failed, ForkServer};
 use super::template::Template;
 use super::{Run, Workers, worker_error};
@@ -35,7 +36,12 @@ pub(crate) trait Processes {
         job: Job,
         stdio: [RawFd; 2],
         in_child: &mut dyn FnMut(),
-    ) -> io::Result<Pid>;
+    ) -> io::Result<Spawned>;
+    /// Pulls the stop line (see `line`): every worker that holds it stops. True if there
+    /// was a line to pull: then the workers [`Spawned::on_line`] need no `Stop` frame.
+    fn pull_line(&mut self) -> bool {
+        false
+    }
     /// Starts a fork server holding `templates` (entry `i`'s is `templates[i]`), where
     /// this process control has one: the later spawns of these entries fork there. The
     /// server keeps `unneeded` (the daemon's own tables, as address and length, which no
@@ -80,6 +86,14 @@ pub(crate) trait Processes {
     fn random(&mut self) -> u64;
 }
 
+/// A worker process just started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spawned {
+    pub(crate) pid: Pid,
+    /// It holds the stop line: pulling it stops this worker (see `line`).
+    pub(crate) on_line: bool,
+}
+
 /// What [`Processes::peek_exited`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exited {
@@ -97,9 +111,24 @@ pub(crate) enum Exited {
 pub(crate) struct Fork {
     server: Option<ForkServer>,
     lost: Option<String>,
+    /// The stop line, made before the first worker (or the fork server) is forked; none
+    /// where the pipe could not be made (each worker is then sent its `Stop`).
+    line: Option<Line>,
 }
 
 impl Fork {
+    /// The stop line's read end for a worker forked now (the line is made if it is not
+    /// yet), or none: no line, or it was pulled.
+    fn line(&mut self) -> Option<RawFd> {
+        if self.line.is_none() {
+            self.line = Line::new().ok();
+        }
+        self.line
+            .as_ref()
+            .filter(|line| !line.is_pulled())
+            .map(Line::reader)
+    }
+
     /// Stops using the fork server (it is killed and reaped), for `why`.
     fn lose_server(&mut self, why: String) {
         self.server = None;
@@ -115,14 +144,17 @@ impl Processes for Fork {
         job: Job,
         stdio: [RawFd; 2],
         in_child: &mut dyn FnMut(),
-    ) -> io::Result<Pid> {
+    ) -> io::Result<Spawned> {
         if let Some(server) = self.server.as_mut().filter(|s| s.has(entry)) {
             match server.spawn(entry, &job, stdio) {
                 Ok(pid) => {
                     // The worker is this process's child: its group is set from here too
                     // (see the fork below), so it holds before any signal to the group.
                     let _ = setpgid(pid, pid);
-                    return Ok(pid);
+                    return Ok(Spawned {
+                        pid,
+                        on_line: server.on_line(),
+                    });
                 }
                 Err(Failed::Fork(e)) => return Err(e),
                 Err(Failed::Server(e)) => self.lose_server(e.to_string()),
@@ -131,6 +163,11 @@ impl Processes for Fork {
         crate::process::ensure_single_threaded().map_err(io::Error::other)?;
         // Read before the fork, for the child's title (see `arg_area`).
         let _ = crate::worker::process::arg_area();
+        // The child keeps the line's read end (and closes the write end with the daemon's
+        // other descriptors, see `child::serve`).
+        let mut job = job;
+        job.line = self.line();
+        let on_line = job.line.is_some();
         // Every signal blocked across the fork; the mask comes back when `blocked` drops (in
         // the parent when this returns). A signal reaching the child before it reset the
         // daemon's wiring waits, then takes the disposition from before daimon.
@@ -168,7 +205,10 @@ impl Processes for Fork {
                 // The same as the child does; fails harmlessly if the child did it already
                 // and went on (EACCES after an exec, ESRCH once it is a zombie).
                 let _ = setpgid(child, child);
-                Ok(child)
+                Ok(Spawned {
+                    pid: child,
+                    on_line,
+                })
             }
         }
     }
@@ -185,13 +225,19 @@ impl Processes for Fork {
             return Err(io::Error::other("the daemon is not a subreaper"));
         }
         if self.server.is_none() {
-            self.server = Some(ForkServer::start(templates, unneeded, placed)?);
+            // The line first: the server holds its read end for every worker it forks.
+            let line = self.line();
+            self.server = Some(ForkServer::start(templates, unneeded, placed, line)?);
         }
         Ok(())
     }
 
     fn server_lost(&mut self) -> Option<String> {
         self.lost.take()
+    }
+
+    fn pull_line(&mut self) -> bool {
+        self.line.as_mut().is_some_and(Line::pull)
     }
 
     fn signal(&mut self, pid: Pid, signal: Signal) {
@@ -359,6 +405,7 @@ impl Workers {
                 previous: entry.last_exit.clone(),
             },
             process: entry.spec.process.clone(),
+            line: None,
         };
         let mut template = std::mem::replace(&mut entry.template, Placed::gone());
         let entries = &mut self.entries;
@@ -386,14 +433,14 @@ impl Workers {
             }
         };
         let stdio = pipes.stdio();
-        let pid = self
+        let spawned = self
             .procs
             .spawn(i, template.get(), job, stdio, &mut in_child);
         self.entries[i].template = template;
         if let Some(why) = self.procs.server_lost() {
             warn!(self.logger, "the fork server is given up: the daemon forks its workers"; "error" => why);
         }
-        let pid = pid.map_err(fail)?;
+        let Spawned { pid, on_line } = spawned.map_err(fail)?;
         // The worker holds its socket now; the daemon needs only its own.
         channel.release_peer();
         let registered = handle
@@ -436,6 +483,7 @@ impl Workers {
             output,
             calls: std::collections::HashMap::new(),
             unshared,
+            on_line,
         });
         entry.starts += 1;
         entry.restart_when_gone = false;

@@ -1,6 +1,7 @@
-//! Stopping workers: `Stop` on the channel, then SIGTERM, then SIGKILL, all in parallel;
-//! every escalation belongs to the process it was armed for, and reaches its whole process
-//! group (the worker and what it started).
+//! Stopping workers: `Stop` on the channel (or, for the daemon's shutdown, the stop line
+//! pulled once for all), then SIGTERM, then SIGKILL, all in parallel; every escalation
+//! belongs to the process it was armed for, and reaches its whole process group (the
+//! worker and what it started).
 
 use nix::sys::signal::Signal;
 use slog::warn;
@@ -67,7 +68,9 @@ impl Workers {
         }
         run.stopping = true;
         let (pid, generation) = (run.pid, run.generation);
-        if run.channel().send_frame(&frame::STOP_FRAME).is_err() {
+        // A worker on the pulled line reads its stop there (after whatever its ring holds).
+        let asked = self.line_pulled && run.on_line;
+        if !asked && run.channel().send_frame(&frame::STOP_FRAME).is_err() {
             // The channel is full or broken: go straight to SIGTERM.
             run.sigterm_sent = true;
             let _ = self.procs.signal_group(pid, Signal::SIGTERM);
@@ -114,9 +117,11 @@ impl Workers {
     }
 
     /// The daemon's stop: every worker asked at once (in parallel), escalating alike; no
-    /// restart from now on.
+    /// restart from now on. The workers on the stop line are asked by pulling it, one call
+    /// for all of them; the others (forked while there was no line) by a `Stop` frame each.
     pub(crate) fn shutdown(&mut self) {
         self.shutting_down = true;
+        self.line_pulled = self.procs.pull_line();
         for i in 0..self.entries.len() {
             self.cancel_restart(i);
             self.ask_to_stop(i);

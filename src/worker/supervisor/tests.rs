@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use super::spawn::Exited;
+use super::spawn::{Exited, Spawned};
 use super::*;
 use crate::bus::Event;
 use crate::reactor::{Reactor, Ready, Timers};
@@ -56,6 +56,10 @@ struct World {
     unneeded: Vec<(usize, usize)>,
     /// The mappings of the templates the server was told of.
     placed: Vec<(usize, usize)>,
+    /// Whether a stop line is there (the processes spawned meanwhile hold it), and how
+    /// often it was pulled.
+    line: bool,
+    pulls: usize,
 }
 
 struct Fake(Rc<RefCell<World>>);
@@ -68,12 +72,21 @@ impl Processes for Fake {
         job: Job,
         _: [std::os::fd::RawFd; 2],
         _: &mut dyn FnMut(),
-    ) -> io::Result<Pid> {
+    ) -> io::Result<Spawned> {
         let mut w = self.0.borrow_mut();
         w.next_pid += 1;
         let pid = Pid::from_raw(1000 + w.next_pid);
         w.spawned.push((pid, job.channel));
-        Ok(pid)
+        Ok(Spawned {
+            pid,
+            on_line: w.line,
+        })
+    }
+
+    fn pull_line(&mut self) -> bool {
+        let mut w = self.0.borrow_mut();
+        w.pulls += 1;
+        w.line
     }
 
     fn start_server(
@@ -584,6 +597,68 @@ fn the_shutdown_cancels_restarts_and_never_restarts() {
     assert!(h.sup.all_gone());
     assert_eq!(h.spawned(), 3);
     assert!(h.sup.start("a").is_err());
+}
+
+/// The shutdown pulls the stop line once, and sends no `Stop` to the workers that hold it;
+/// a worker forked while there was no line gets its frame. Either way the escalation is
+/// armed, and goes to each process of its own.
+#[test]
+fn the_shutdown_pulls_the_line_once_and_frames_only_the_workers_off_it() {
+    let world = Rc::new(RefCell::new(World {
+        now: Some(Instant::now()),
+        line: true,
+        ..World::default()
+    }));
+    let mut sup = Workers::with_processes(Box::new(Fake(world.clone())));
+    for name in ["on", "off"] {
+        sup.install(name, Idle, spec()).unwrap();
+    }
+    let reactor = Reactor::new().unwrap();
+    sup.attach(
+        reactor.handle(),
+        Logger::root(slog::Discard, slog::o!()),
+        Level::Info,
+        STOP_TIMEOUT,
+        ACK_TIMEOUT,
+    );
+    sup.start("on").unwrap();
+    world.borrow_mut().line = false;
+    sup.start("off").unwrap();
+    let mut h = Harness {
+        sup,
+        world,
+        reactor,
+        timers: Timers::default(),
+        events: Vec::new(),
+        resolved: Vec::new(),
+        stop: None,
+    };
+    h.pump();
+    let (on, off) = (h.worker_end("on"), h.worker_end("off"));
+    // The line is there when the shutdown pulls it.
+    h.world.borrow_mut().line = true;
+    h.sup.shutdown();
+    h.pump();
+    assert_eq!(h.world.borrow().pulls, 1);
+    assert_eq!(received(&on), [], "stopped by the line");
+    assert_eq!(received(&off), [Down::Stop]);
+    h.advance(STOP_TIMEOUT / 2);
+    for name in ["on", "off"] {
+        let pid = h.pid(name).unwrap();
+        assert_eq!(h.group_signals_to(pid), [Signal::SIGTERM], "{name}");
+    }
+}
+
+/// Without a line to pull (it could not be made), every worker gets its `Stop`.
+#[test]
+fn the_shutdown_without_a_line_frames_every_worker() {
+    let mut h = Harness::new(&[("a", spec()), ("b", spec())]);
+    let (a, b) = (h.worker_end("a"), h.worker_end("b"));
+    h.sup.shutdown();
+    h.pump();
+    assert_eq!(h.world.borrow().pulls, 1);
+    assert_eq!(received(&a), [Down::Stop]);
+    assert_eq!(received(&b), [Down::Stop]);
 }
 
 #[test]

@@ -365,13 +365,9 @@ fn a_subscriber_gets_the_workers_lines_as_daemon_log_events() {
     assert_eq!(streams, ["log", "stderr", "stdout"]);
 }
 
-/// More commands than a worker reads in one turn (1,024), queued while it is busy: it
-/// reads the rest on its next turns by itself (nothing wakes it again: the daemon rang
-/// once, and no tick comes within the test), in order.
-#[test]
-fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
-    let d = Daemon::start(&["--workers", "1", "--looptime", "3600"]);
-    let mut client = d.client();
+/// Stalls w0 for a second, and queues behind the stall more commands than a worker reads
+/// in one turn (1,024), then `touch last`; when the stall began.
+fn queue_behind_a_stall(client: &mut Client) -> Instant {
     assert_eq!(
         client
             .call("worker.send", json!(["w0", "stall", 1.0]))
@@ -388,6 +384,16 @@ fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
     client
         .call("worker.send", json!(["w0", "touch", "last"]))
         .unwrap();
+    started
+}
+
+/// More commands than a worker reads in one turn (1,024), queued while it is busy: it
+/// reads the rest on its next turns by itself (nothing wakes it again: the daemon rang
+/// once, and no tick comes within the test), in order.
+#[test]
+fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
+    let d = Daemon::start(&["--workers", "1", "--looptime", "3600"]);
+    let started = queue_behind_a_stall(&mut d.client());
     // All queued while the worker stalled (else the test shows nothing).
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -406,23 +412,7 @@ fn commands_past_a_turns_budget_are_read_on_the_next_turns() {
 #[test]
 fn a_shutdown_comes_after_the_commands_sent_before_it() {
     let mut d = Daemon::start(&["--workers", "1", "--looptime", "3600"]);
-    let mut client = d.client();
-    assert_eq!(
-        client
-            .call("worker.send", json!(["w0", "stall", 1.0]))
-            .unwrap(),
-        json!(true)
-    );
-    let started = Instant::now();
-    for i in 0..2_500 {
-        let sent = client
-            .call("worker.send", json!(["w0", "received", i]))
-            .unwrap();
-        assert_eq!(sent, json!(true), "command {i}");
-    }
-    client
-        .call("worker.send", json!(["w0", "touch", "last"]))
-        .unwrap();
+    let started = queue_behind_a_stall(&mut d.client());
     d.daemon.signal(nix::sys::signal::Signal::SIGTERM);
     // All queued, and the stop asked, while the worker stalled (else the test shows
     // nothing).

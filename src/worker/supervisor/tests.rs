@@ -604,39 +604,13 @@ fn the_shutdown_cancels_restarts_and_never_restarts() {
 /// armed, and goes to each process of its own.
 #[test]
 fn the_shutdown_pulls_the_line_once_and_frames_only_the_workers_off_it() {
-    let world = Rc::new(RefCell::new(World {
-        now: Some(Instant::now()),
-        line: true,
-        ..World::default()
-    }));
-    let mut sup = Workers::with_processes(Box::new(Fake(world.clone())));
-    for name in ["on", "off"] {
-        sup.install(name, Idle, spec()).unwrap();
-    }
-    let reactor = Reactor::new().unwrap();
-    sup.attach(
-        reactor.handle(),
-        Logger::root(slog::Discard, slog::o!()),
-        Level::Info,
-        STOP_TIMEOUT,
-        ACK_TIMEOUT,
-    );
-    sup.start("on").unwrap();
-    world.borrow_mut().line = false;
-    sup.start("off").unwrap();
-    let mut h = Harness {
-        sup,
-        world,
-        reactor,
-        timers: Timers::default(),
-        events: Vec::new(),
-        resolved: Vec::new(),
-        stop: None,
-    };
-    h.pump();
-    let (on, off) = (h.worker_end("on"), h.worker_end("off"));
-    // The line is there when the shutdown pulls it.
+    let mut h = Harness::new(&[("on", spec()), ("off", spec())]);
+    // "on" again, forked while there is a line; "off" as it was forked, without one.
     h.world.borrow_mut().line = true;
+    h.sup.restart("on").unwrap();
+    h.pump();
+    h.exits("on", Some(0), None);
+    let (on, off) = (h.worker_end("on"), h.worker_end("off"));
     h.sup.shutdown();
     h.pump();
     assert_eq!(h.world.borrow().pulls, 1);

@@ -124,9 +124,9 @@ impl State {
 /// one built by a factory, see [`Workers::install_with`]), its own reactor and bus, its
 /// channel, stdio, the read end of the pipe the daemon's shutdown closes (close-on-exec;
 /// never read it: it is every worker's), and the descriptors the value owns; the daemon's
-/// own descriptors are closed. The daemon is single-threaded when it forks; the worker may start threads of its
-/// own. A restarted worker is a fresh copy of the installed value, not of the process that
-/// ended.
+/// own descriptors are closed. The daemon is single-threaded when it forks; the worker may
+/// start threads of its own. A restarted worker is a fresh copy of the installed value, not
+/// of the process that ended.
 pub trait Worker: Sized + 'static {
     /// Runs once when the worker process starts; subscribe the worker's listeners here (on
     /// `ctx.bus()`: `daemon.worker.<command>` for the daemon's commands that

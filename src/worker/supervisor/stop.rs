@@ -121,7 +121,8 @@ impl Workers {
     /// for all of them; the others (forked while there was no line) by a `Stop` frame each.
     pub(crate) fn shutdown(&mut self) {
         self.shutting_down = true;
-        self.line_pulled = self.procs.pull_line();
+        // (Pulled once: a second shutdown finds it pulled already.)
+        self.line_pulled |= self.procs.pull_line();
         for i in 0..self.entries.len() {
             self.cancel_restart(i);
             self.ask_to_stop(i);

@@ -744,6 +744,13 @@ fn the_stop_line_is_read_by_every_worker_and_written_by_the_daemon_alone() {
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    // Stopped by the line, not by the SIGTERM that follows at half the shutdown timeout
+    // (which would end them through their spindown too).
+    assert!(
+        !daemon.stderr().contains("did not stop"),
+        "{}",
+        daemon.stderr()
+    );
     for name in ["w0", "w1", "late"] {
         assert!(
             marks.join(format!("{name}.down")).exists(),

@@ -423,6 +423,13 @@ fn a_shutdown_comes_after_the_commands_sent_before_it() {
     );
     let status = d.daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", d.daemon.stderr());
+    // Stopped by the daemon's stop, not by the SIGTERM that follows it at half the
+    // shutdown timeout.
+    assert!(
+        !d.daemon.stderr().contains("did not stop"),
+        "{}",
+        d.daemon.stderr()
+    );
     let touched = d.marks.join("w0.touched");
     assert_eq!(
         std::fs::read_to_string(&touched).ok().as_deref(),

@@ -117,7 +117,9 @@ pub(crate) fn serve<W: Worker>(build: impl FnOnce(&super::Spawn) -> W, job: Job)
         }
     };
     // SAFETY: the line's read end is open in this process at this number (inherited at
-    // its fork, and kept above); nothing else in this process owns it.
+    // its fork, and kept above). The daemon's `Line` value (or the fork server's), copied
+    // into this process's memory, names it too, but is never dropped here: this process
+    // never returns into that code, and ends in `_exit`.
     let line = job.line.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     let line = match line.map(|fd| reactor.register(fd, Interest::READ)) {
         None => None,

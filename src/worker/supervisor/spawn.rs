@@ -37,8 +37,9 @@ pub(crate) trait Processes {
         stdio: [RawFd; 2],
         in_child: &mut dyn FnMut(),
     ) -> io::Result<Spawned>;
-    /// Pulls the stop line (see `line`): every worker that holds it stops. True if there
-    /// was a line to pull: then the workers [`Spawned::on_line`] need no `Stop` frame.
+    /// Pulls the stop line (see `line`): every worker that holds it stops. True if this call
+    /// pulled it (false without a line, or once it was pulled): then the workers
+    /// [`Spawned::on_line`] need no `Stop` frame.
     fn pull_line(&mut self) -> bool {
         false
     }

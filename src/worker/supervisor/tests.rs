@@ -623,6 +623,28 @@ fn the_shutdown_pulls_the_line_once_and_frames_only_the_workers_off_it() {
     }
 }
 
+/// An administrator's stop or restart of a worker on the line is a `Stop` frame: the line is
+/// the shutdown's alone.
+#[test]
+fn an_administrators_stop_of_a_worker_on_the_line_is_a_frame() {
+    let mut h = Harness::one(spec());
+    h.world.borrow_mut().line = true;
+    h.sup.restart("w0").unwrap();
+    h.pump();
+    h.exits("w0", Some(0), None);
+    // This process of w0 holds the line.
+    let end = h.worker_end("w0");
+    h.sup.restart("w0").unwrap();
+    h.pump();
+    assert_eq!(received(&end), [Down::Stop], "the restart");
+    h.exits("w0", Some(0), None);
+    let end = h.worker_end("w0");
+    h.sup.stop("w0").unwrap();
+    h.pump();
+    assert_eq!(received(&end), [Down::Stop], "the stop");
+    assert_eq!(h.world.borrow().pulls, 0);
+}
+
 /// Without a line to pull (it could not be made), every worker gets its `Stop`.
 #[test]
 fn the_shutdown_without_a_line_frames_every_worker() {

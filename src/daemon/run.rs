@@ -384,8 +384,8 @@ impl Daemon {
 
     /// The controlled shutdown: `daemon.stopping`, stop accepting, remove the socket file,
     /// stop every worker in parallel (the stop line pulled for all, or `stop` on the channel
-    /// of one forked without it; then SIGTERM, then SIGKILL after `shutdowntimeout`) while the loop goes on serving signals and the workers'
-    /// channels, then `daemon.stop`.
+    /// of one forked without it; then SIGTERM, then SIGKILL after `shutdowntimeout`) while
+    /// the loop goes on serving signals and the workers' channels, then `daemon.stop`.
     fn shutdown(&mut self, r: &mut Running) -> i32 {
         let code = self.signal.code();
         info!(r.host.logger, "stopping"; "exit_code" => code);
